@@ -1,0 +1,71 @@
+"""`backbone up`, `down`, `status` and `topics`: the local runtime from the command line."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from backbone.runtime.local import LocalRuntime
+from backbone.settings import load_settings
+
+
+@click.command()
+def up() -> None:
+    """Start Kafka, the schema registry and PostgreSQL locally (or use the configured ones).
+
+    Resolves the Kafka broker jars with Maven on first use (cached outside the work tree),
+    formats storage once, waits until every service answers, creates the catalog's topics
+    and registers the schemas. Running it twice is harmless. Data lives in BACKBONE_DATA_DIR
+    (default ./.backbone) and survives `backbone down`.
+    """
+    runtime = LocalRuntime(load_settings())
+    runtime.up(say=click.echo)
+    click.echo("backbone is up; `backbone status` shows it, `backbone down` stops it")
+
+
+@click.command()
+def down() -> None:
+    """Stop the services `backbone up` started (data is kept)."""
+    LocalRuntime(load_settings()).down(say=click.echo)
+
+
+@click.command()
+def status() -> None:
+    """Show which services run and where. Exits 1 when one is not running."""
+    statuses = LocalRuntime(load_settings()).status()
+    for service in statuses:
+        click.echo(service.line())
+    if any(s.state in ("stopped", "unavailable") for s in statuses):
+        sys.exit(1)
+
+
+@click.group()
+def topics() -> None:
+    """Manage the catalog's topics."""
+
+
+@topics.command("apply")
+def topics_apply() -> None:
+    """Create the catalog's missing topics and report drift (exit 1 on drift)."""
+    from topology.admin import apply_topics
+
+    settings = load_settings()
+    report = apply_topics(LocalRuntime(settings).admin(), replication_factor=settings.kafka.replication_factor)
+    click.echo(f"{len(report.created)} created, {len(report.unchanged)} unchanged, {len(report.drift)} drift")
+    for name in report.created:
+        click.echo(f"  created {name}")
+    for problem in report.drift:
+        click.echo(f"  drift: {problem}")
+    if report.drift:
+        sys.exit(1)
+
+
+@topics.command("list")
+def topics_list() -> None:
+    """Print the catalog: topic, partitions, cleanup policy, key and event type."""
+    from topology.catalog import ALL_TOPICS
+
+    for topic in ALL_TOPICS:
+        policy = "compact" if topic.compacted else "delete"
+        click.echo(f"{topic.name:<36} {topic.partitions:>2}  {policy:<8} key={topic.key_field or '-'}")

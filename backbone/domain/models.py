@@ -1,0 +1,405 @@
+"""The canonical model: every event backbone carries, as frozen pydantic models.
+
+These classes are the contract between systems (see docs/canonical-model.md). Connectors map their
+payloads into them, processors and sinks read them, and `backbone.wire` is the only place that turns
+them into Avro records and back. JSON input follows the contract's conventions: money, rates,
+percentages and hours are decimal *strings* (a JSON float is rejected, never rounded), dates are
+`YYYY-MM-DD`, instants are RFC 3339 in UTC, enums are UPPER_SNAKE strings.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
+
+DECIMAL_SCALE = 4
+"""Every decimal travels with scale 4 (enough for every ISO 4217 currency)."""
+
+
+def _decimal_from_text(value: Any) -> Any:
+    if isinstance(value, float):
+        raise ValueError("money, rates and percentages must be decimal strings like \"150.00\", not JSON numbers with a fraction")
+    if isinstance(value, bool):
+        raise ValueError("expected a decimal string, got a boolean")
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, str):
+        try:
+            parsed = Decimal(value.strip())
+        except InvalidOperation:
+            raise ValueError(f"{value!r} is not a decimal number") from None
+        if not parsed.is_finite():
+            raise ValueError(f"{value!r} is not a finite decimal number")
+        return parsed
+    return value
+
+
+def _fits_scale(value: Decimal) -> Decimal:
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -DECIMAL_SCALE:
+        raise ValueError(f"{value} has more than {DECIMAL_SCALE} decimal places")
+    return value
+
+
+Dec = Annotated[
+    Decimal,
+    BeforeValidator(_decimal_from_text),
+    AfterValidator(_fits_scale),
+    PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
+]
+"""A decimal that arrives and leaves as a string; at most 4 decimal places."""
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("instants need a time zone, e.g. 2026-11-02T09:30:00Z")
+    return value.astimezone(UTC)
+
+
+def _rfc3339(value: datetime) -> str:
+    text = value.astimezone(UTC).isoformat()
+    return text.replace("+00:00", "Z")
+
+
+Instant = Annotated[
+    datetime,
+    AfterValidator(_utc),
+    PlainSerializer(_rfc3339, return_type=str, when_used="json"),
+]
+"""An RFC 3339 instant, normalised to UTC; printed with a trailing Z."""
+
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class ProjectStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    ON_HOLD = "ON_HOLD"
+    CLOSED = "CLOSED"
+
+
+class BillingType(StrEnum):
+    TIME_AND_MATERIALS = "TIME_AND_MATERIALS"
+    FIXED_FEE = "FIXED_FEE"
+    NON_BILLABLE = "NON_BILLABLE"
+
+
+class EmploymentType(StrEnum):
+    EMPLOYEE = "EMPLOYEE"
+    CONTRACTOR = "CONTRACTOR"
+
+
+class ContractStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    TERMINATED = "TERMINATED"
+
+
+class RoundingMode(StrEnum):
+    NEAREST = "NEAREST"
+    UP = "UP"
+    DOWN = "DOWN"
+
+
+class Decision(StrEnum):
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+
+
+class CandidateKind(StrEnum):
+    TIME = "TIME"
+    ADJUSTMENT = "ADJUSTMENT"
+    REVERSAL = "REVERSAL"
+
+
+class PostingType(StrEnum):
+    COST = "COST"
+    REVENUE = "REVENUE"
+
+
+class PostingStatus(StrEnum):
+    POSTED = "POSTED"
+    REJECTED = "REJECTED"
+
+
+class BillingStatus(StrEnum):
+    ACCEPTED = "ACCEPTED"
+    REJECTED = "REJECTED"
+
+
+class ExceptionKind(StrEnum):
+    UNKNOWN_WORKER = "UNKNOWN_WORKER"
+    UNKNOWN_PROJECT = "UNKNOWN_PROJECT"
+    PROJECT_NOT_ACTIVE = "PROJECT_NOT_ACTIVE"
+    NO_CONTRACT = "NO_CONTRACT"
+    NO_RATE = "NO_RATE"
+    MISSING_TAX_CODE = "MISSING_TAX_CODE"
+    CAP_EXCEEDED = "CAP_EXCEEDED"
+    BILLING_REJECTED = "BILLING_REJECTED"
+    POSTING_REJECTED = "POSTING_REJECTED"
+    POSTING_ACK_TIMEOUT = "POSTING_ACK_TIMEOUT"
+
+
+class ExceptionStatus(StrEnum):
+    OPEN = "OPEN"
+    RESOLVED = "RESOLVED"
+
+
+class SubjectType(StrEnum):
+    TIME_ENTRY = "TIME_ENTRY"
+    CANDIDATE = "CANDIDATE"
+    POSTING = "POSTING"
+
+
+class Owner(StrEnum):
+    FINANCE_OPS = "FINANCE_OPS"
+    PMO = "PMO"
+    MASTER_DATA = "MASTER_DATA"
+
+
+class Canonical(BaseModel):
+    """Base of every canonical record: immutable, strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+
+class Event(Canonical):
+    """The envelope every event carries. `event_type` names it on the CLI, in headers and the catalog."""
+
+    event_type: ClassVar[str]
+    key_field: ClassVar[str]
+
+    event_id: NonEmpty | None = Field(
+        default=None,
+        description="Unique id; a second event with the same id is a duplicate. Derived from the payload when omitted.",
+    )
+    occurred_at: Instant = Field(description="Business time of the change in the source system.")
+    source_system: NonEmpty = Field(description="e.g. harvest, toggl, clockify, netsuite, erp-sim, backbone")
+    correlation_id: str | None = Field(
+        default=None, description="Follows one time entry end to end; defaults to its time_entry_id."
+    )
+
+    @property
+    def key(self) -> str:
+        """The Kafka record key the catalog names for this event type."""
+        return str(getattr(self, self.key_field))
+
+
+# --- reference data -----------------------------------------------------------------------------
+
+
+class Client(Event):
+    event_type: ClassVar[str] = "client"
+    key_field: ClassVar[str] = "client_id"
+
+    client_id: NonEmpty
+    name: str
+    billing_entity: str = Field(description="Legal entity that invoices this client.")
+    currency: Currency
+    active: bool
+
+
+class Project(Event):
+    event_type: ClassVar[str] = "project"
+    key_field: ClassVar[str] = "project_id"
+
+    project_id: NonEmpty
+    client_id: NonEmpty
+    name: str
+    code: str | None = Field(default=None, description="External project code.")
+    status: ProjectStatus
+    billing_type: BillingType
+    currency: Currency
+    business_unit: str
+    region: str
+    legal_entity: str
+
+
+class Worker(Event):
+    event_type: ClassVar[str] = "worker"
+    key_field: ClassVar[str] = "worker_id"
+
+    worker_id: NonEmpty
+    name: str
+    email: str | None = None
+    role: str
+    employment_type: EmploymentType
+    cost_rate: Dec = Field(description="Cost per hour in cost_currency.")
+    cost_currency: Currency
+    active: bool
+
+
+class RateCardLine(Canonical):
+    """One line of a contract's rate card; unset selectors match anything."""
+
+    worker_id: str | None = None
+    role: str | None = None
+    task_id: str | None = None
+    hourly_rate: Dec
+
+
+class ContractVersion(Event):
+    event_type: ClassVar[str] = "contract"
+    key_field: ClassVar[str] = "contract_key"
+
+    contract_id: NonEmpty
+    version: int = Field(ge=1, description="Amendment number; a higher version wins on the dates it covers.")
+    project_id: NonEmpty
+    status: ContractStatus
+    effective_from: date
+    effective_to: date | None = Field(default=None, description="Last covered work date, inclusive; open-ended when null.")
+    currency: Currency
+    tax_code: str | None = None
+    discount_percent: Dec = Decimal("0")
+    not_to_exceed: Dec | None = None
+    rounding_increment_minutes: int = Field(default=1, ge=1)
+    rounding_mode: RoundingMode = RoundingMode.NEAREST
+    default_hourly_rate: Dec | None = None
+    rate_card: tuple[RateCardLine, ...] = ()
+
+    @property
+    def contract_key(self) -> str:
+        return f"{self.contract_id}:{self.version}"
+
+
+# --- time capture --------------------------------------------------------------------------------
+
+
+class TimeEntry(Event):
+    event_type: ClassVar[str] = "time-entry"
+    key_field: ClassVar[str] = "time_entry_id"
+
+    time_entry_id: NonEmpty
+    revision: int = Field(ge=1)
+    worker_id: NonEmpty
+    project_id: NonEmpty
+    task_id: str | None = None
+    work_date: date
+    duration_seconds: int = Field(ge=0)
+    billable: bool
+    notes: str | None = None
+    deleted: bool = False
+
+
+class ApprovalDecision(Event):
+    event_type: ClassVar[str] = "approval"
+    key_field: ClassVar[str] = "time_entry_id"
+
+    time_entry_id: NonEmpty
+    revision: int = Field(ge=1)
+    decision: Decision
+    approver_id: NonEmpty
+    decided_at: Instant
+    comment: str | None = None
+
+
+# --- what the backbone produces -----------------------------------------------------------------
+
+
+class InvoiceCandidate(Event):
+    event_type: ClassVar[str] = "invoice-candidate"
+    key_field: ClassVar[str] = "project_id"
+
+    candidate_id: NonEmpty
+    kind: CandidateKind
+    time_entry_id: NonEmpty
+    revision: int = Field(ge=1)
+    project_id: NonEmpty
+    client_id: NonEmpty
+    worker_id: NonEmpty
+    role: str | None = None
+    task_id: str | None = None
+    work_date: date
+    contract_id: NonEmpty
+    contract_version: int = Field(ge=1)
+    billable_minutes: int
+    hourly_rate: Dec
+    discount_percent: Dec
+    amount: Dec
+    currency: Currency
+    tax_code: str | None = None
+    billing_entity: str | None = None
+    replaces_candidate_id: str | None = None
+    capped: bool = False
+
+
+class PostingRequest(Event):
+    event_type: ClassVar[str] = "posting-request"
+    key_field: ClassVar[str] = "project_id"
+
+    posting_id: NonEmpty
+    posting_type: PostingType
+    time_entry_id: NonEmpty
+    revision: int = Field(ge=1)
+    project_id: NonEmpty
+    worker_id: NonEmpty
+    work_date: date
+    amount: Dec
+    currency: Currency
+    erp_target: NonEmpty
+    reverses_posting_id: str | None = None
+
+
+class PostingAck(Event):
+    event_type: ClassVar[str] = "posting-ack"
+    key_field: ClassVar[str] = "posting_id"
+
+    posting_id: NonEmpty
+    erp_target: NonEmpty
+    status: PostingStatus
+    erp_document_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+class BillingResponse(Event):
+    event_type: ClassVar[str] = "billing-response"
+    key_field: ClassVar[str] = "candidate_id"
+
+    candidate_id: NonEmpty
+    status: BillingStatus
+    invoice_id: str | None = None
+    reason_code: str | None = None
+    message: str | None = None
+
+
+class BusinessException(Event):
+    event_type: ClassVar[str] = "exception"
+    key_field: ClassVar[str] = "exception_id"
+
+    exception_id: NonEmpty
+    kind: ExceptionKind
+    status: ExceptionStatus
+    subject_type: SubjectType
+    subject_id: NonEmpty
+    project_id: str | None = None
+    owner: Owner
+    amount_at_risk: Dec | None = None
+    currency: Currency | None = None
+    details: str
+    opened_at: Instant
+    resolved_at: Instant | None = None
+
+
+INPUT_EVENTS: dict[str, type[Event]] = {
+    cls.event_type: cls for cls in (Client, Project, Worker, ContractVersion, TimeEntry, ApprovalDecision)
+}
+"""Event types systems publish (the names `backbone emit` takes)."""
+
+OUTPUT_EVENTS: dict[str, type[Event]] = {
+    cls.event_type: cls
+    for cls in (InvoiceCandidate, PostingRequest, PostingAck, BillingResponse, BusinessException)
+}
+"""Event types the backbone and its system connectors produce."""
+
+ALL_EVENTS: dict[str, type[Event]] = {**INPUT_EVENTS, **OUTPUT_EVENTS}

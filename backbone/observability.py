@@ -1,0 +1,56 @@
+"""Logging and metrics every backbone process shares.
+
+`configure_logging` sets structlog up once per process: JSON lines on stderr (or a console renderer
+for people), with the process name, level, ISO timestamp and any context bound with
+`structlog.contextvars.bind_contextvars(correlation_id=...)`. `serve_metrics` exposes the process's
+Prometheus registry on a port. Secrets never reach a log line: settings hold them as `SecretStr`,
+and `redact` masks well-known secret keys in any mapping before it is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from prometheus_client import start_http_server
+
+_SECRET_MARKERS = ("password", "secret", "token", "api_key", "apikey", "user.info", "authorization")
+
+
+def redact(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `config` fit for a log line: values of secret-looking keys become '***'."""
+    return {
+        key: "***" if any(marker in key.lower() for marker in _SECRET_MARKERS) else value
+        for key, value in config.items()
+    }
+
+
+def configure_logging(process: str, *, level: str = "INFO", fmt: str = "json") -> None:
+    """Route structlog and the standard library's logging to stderr in one format."""
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    structlog.contextvars.bind_contextvars(process=process)
+    logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s")
+
+
+def serve_metrics(port: int | None) -> None:
+    """Expose this process's Prometheus metrics on `port` (no-op when None)."""
+    if port is not None:
+        start_http_server(port, addr="127.0.0.1")

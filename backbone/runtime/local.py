@@ -1,0 +1,199 @@
+"""`backbone up`, `down` and `status`: the local runtime as one object.
+
+`LocalRuntime.up` starts, in order, the Kafka broker, the schema registry and PostgreSQL (each only
+when it is not configured as external and not already running), then applies the topic catalog.
+Each step reports one line through `say`, so the CLI shows progress and an operator sees which
+service failed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from confluent_kafka.admin import AdminClient
+
+from backbone.errors import ServiceUnavailableError
+from backbone.runtime.kafka import LocalKafka, broker_answers
+from backbone.runtime.postgres import LocalPostgres, answers, find_bin_dir
+from backbone.runtime.processes import ServiceProcess
+from backbone.settings import Settings
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    state: str  # running | stopped | external | unavailable
+    address: str
+    pid: int | None = None
+
+    def line(self) -> str:
+        pid = f" (pid {self.pid})" if self.pid else ""
+        return f"{self.name:<9} {self.state:<11} {self.address}{pid}"
+
+
+class LocalRegistry:
+    """The schema registry service (`python -m backbone.registry`) as a background process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.runtime.data_dir.resolve() / "registry"
+        self.process = ServiceProcess("registry", self.home, marker="backbone.registry")
+
+    @property
+    def address(self) -> str:
+        return self.settings.registry.endpoint
+
+    def start(self) -> bool:
+        if self.process.pid() is not None:
+            self.wait_ready(timeout=30)
+            return False
+        env = {
+            "BACKBONE_KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka.servers,
+            "BACKBONE_SCHEMA_REGISTRY_PORT": str(self.settings.registry.port),
+            "BACKBONE_SCHEMA_REGISTRY_TOPIC": self.settings.registry.topic,
+        }
+        self.process.start([sys.executable, "-m", "backbone.registry"], env=env)
+        self.wait_ready(timeout=60)
+        return True
+
+    def wait_ready(self, *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.pid() is None:
+                raise ServiceUnavailableError(
+                    f"the schema registry exited during start; last lines of {self.process.log_file}:\n"
+                    f"{self.process.log_tail()}",
+                    hint=f"is port {self.settings.registry.port} taken? Set BACKBONE_SCHEMA_REGISTRY_PORT",
+                )
+            if registry_answers(self.address):
+                return
+            time.sleep(0.1)
+        raise ServiceUnavailableError(
+            f"the schema registry did not answer within {timeout:.0f}s:\n{self.process.log_tail()}",
+            hint="run `backbone down` and `backbone up` again",
+        )
+
+    def stop(self) -> bool:
+        return self.process.stop(timeout=20)
+
+
+def registry_answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/subjects", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class LocalRuntime:
+    """Everything `backbone up` manages for one data directory."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.kafka = LocalKafka(settings.runtime, settings.kafka)
+        self.registry = LocalRegistry(settings)
+        self.postgres = LocalPostgres(settings.runtime, settings.postgres)
+
+    def up(self, say: Say = print) -> None:
+        """Start what is needed, apply the catalog and register the schemas; one line per service."""
+        self.settings.runtime.data_dir.mkdir(parents=True, exist_ok=True)
+        self._start_kafka(say)
+        self._apply_topics(say)
+        self._start_registry(say)
+        self._register_schemas(say)
+        self._start_postgres(say)
+
+    def _start_kafka(self, say: Say) -> None:
+        kafka = self.settings.kafka
+        if kafka.is_external:
+            _check_external_kafka(self.settings)
+            say(f"kafka     external    {kafka.servers}")
+            return
+        started = _timed(self.kafka.start)
+        say(f"kafka     {'started' if started[0] else 'running':<11} {self.kafka.address}  ({started[1]:.1f}s)")
+
+    def _apply_topics(self, say: Say) -> None:
+        from topology.admin import apply_topics
+
+        report = apply_topics(self.admin(), replication_factor=self.settings.kafka.replication_factor)
+        say(f"topics    {len(report.created)} created, {len(report.unchanged)} unchanged, {len(report.drift)} drift")
+        for problem in report.drift:
+            say(f"  drift: {problem}")
+
+    def _start_registry(self, say: Say) -> None:
+        if self.settings.registry.is_external:
+            say(f"registry  external    {self.settings.registry.endpoint}")
+            return
+        started = _timed(self.registry.start)
+        say(f"registry  {'started' if started[0] else 'running':<11} {self.registry.address}  ({started[1]:.1f}s)")
+
+    def _register_schemas(self, say: Say) -> None:
+        from backbone.serde import register_all  # imported late: needs the Avro stack
+
+        ids = register_all(self.settings)
+        say(f"schemas   {len(ids)} registered")
+
+    def _start_postgres(self, say: Say) -> None:
+        postgres = self.settings.postgres
+        if postgres.is_external:
+            say("postgres  external    (BACKBONE_POSTGRES_DSN)")
+            return
+        if find_bin_dir(postgres) is None:
+            say("postgres  missing     server binaries not found: apt-get install -y postgresql")
+            return
+        started = _timed(self.postgres.start)
+        say(f"postgres  {'started' if started[0] else 'running':<11} {self.postgres.address}  ({started[1]:.1f}s)")
+
+    def down(self, say: Say = print) -> None:
+        """Stop what `up` started (and nothing else), in reverse order."""
+        for name, service in (("postgres", self.postgres), ("registry", self.registry), ("kafka", self.kafka)):
+            say(f"{name:<9} {'stopped' if service.stop() else 'not running'}")
+
+    def status(self) -> list[ServiceStatus]:
+        return [self._kafka_status(), self._registry_status(), self._postgres_status()]
+
+    def _kafka_status(self) -> ServiceStatus:
+        kafka = self.settings.kafka
+        if kafka.is_external:
+            state = "external" if broker_answers(self.admin(), timeout=3) else "unavailable"
+            return ServiceStatus("kafka", state, kafka.servers)
+        pid = self.kafka.process.pid()
+        return ServiceStatus("kafka", "running" if pid else "stopped", self.kafka.address, pid)
+
+    def _registry_status(self) -> ServiceStatus:
+        registry = self.settings.registry
+        if registry.is_external:
+            state = "external" if registry_answers(registry.endpoint) else "unavailable"
+            return ServiceStatus("registry", state, registry.endpoint)
+        pid = self.registry.process.pid()
+        return ServiceStatus("registry", "running" if pid else "stopped", registry.endpoint, pid)
+
+    def _postgres_status(self) -> ServiceStatus:
+        postgres = self.settings.postgres
+        if postgres.is_external:
+            state = "external" if answers(postgres.conninfo()) else "unavailable"
+            return ServiceStatus("postgres", state, "BACKBONE_POSTGRES_DSN")
+        pid = self.postgres.process.pid()
+        return ServiceStatus("postgres", "running" if pid else "stopped", self.postgres.address, pid)
+
+    def admin(self) -> AdminClient:
+        return AdminClient(self.settings.kafka.client_config())
+
+
+def _check_external_kafka(settings: Settings) -> None:
+    if not broker_answers(AdminClient(settings.kafka.client_config()), timeout=10):
+        raise ServiceUnavailableError(
+            f"the configured Kafka cluster {settings.kafka.servers} does not answer",
+            hint="check BACKBONE_KAFKA_BOOTSTRAP_SERVERS and the SASL/TLS settings, or unset it to run a local broker",
+        )
+
+
+def _timed(start: Callable[[], bool]) -> tuple[bool, float]:
+    began = time.monotonic()
+    result = start()
+    return result, time.monotonic() - began

@@ -1,0 +1,144 @@
+"""A local PostgreSQL cluster in `<data>/postgres`, run with the server binaries Debian installs.
+
+PostgreSQL refuses to run as root, so when backbone runs as root the cluster belongs to the
+`postgres` system user and is started through `runuser`. The cluster listens on 127.0.0.1 only,
+trusts local connections (it is a development and test database; production sets
+BACKBONE_POSTGRES_DSN), and gets a `backbone` role and database on first start.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+
+from backbone.errors import ConfigurationError, ServiceUnavailableError
+from backbone.runtime.processes import ServiceProcess
+from backbone.settings import PostgresSettings, RuntimeSettings
+
+INSTALL_HINT = "install the server: apt-get update && apt-get install -y postgresql (or set BACKBONE_POSTGRES_DSN)"
+
+
+def find_bin_dir(postgres: PostgresSettings) -> Path | None:
+    """Where initdb and pg_ctl live: the setting, PATH, or Debian's versioned directory."""
+    if postgres.bin_dir is not None:
+        return postgres.bin_dir
+    on_path = shutil.which("pg_ctl")
+    if on_path and shutil.which("initdb"):
+        return Path(on_path).resolve().parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=_version_key)
+    return Path(versions[-1]).parent if versions else None
+
+
+def _version_key(path: str) -> int:
+    part = Path(path).parent.parent.name
+    return int(part) if part.isdigit() else 0
+
+
+class LocalPostgres:
+    """The cluster's files, its postmaster process, and readiness checks."""
+
+    def __init__(self, runtime: RuntimeSettings, postgres: PostgresSettings) -> None:
+        self.postgres = postgres
+        self.home = runtime.data_dir.resolve() / "postgres"
+        self.data = self.home / "data"
+        self.process = ServiceProcess("postgres", self.home, marker=str(self.data))
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.postgres.port}"
+
+    def start(self) -> bool:
+        """Start the cluster unless it runs (initialising it once); True when started now."""
+        if self.process.pid() is not None:
+            self.wait_ready(timeout=30)
+            return False
+        bin_dir = find_bin_dir(self.postgres)
+        if bin_dir is None:
+            raise ConfigurationError("PostgreSQL server binaries (initdb, pg_ctl) were not found", hint=INSTALL_HINT)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self._init_once(bin_dir)
+        self.process.start(
+            _as_owner(
+                [str(bin_dir / "postgres"), "-D", str(self.data), "-p", str(self.postgres.port),
+                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.home}",
+                 "-c", "fsync=on", "-c", "max_connections=100", "-c", "shared_buffers=128MB"]  # fmt: skip
+            )
+        )
+        self.wait_ready(timeout=60)
+        self._create_database()
+        return True
+
+    def _init_once(self, bin_dir: Path) -> None:
+        if (self.data / "PG_VERSION").exists():
+            return
+        _give_to_owner(self.home)
+        result = subprocess.run(
+            _as_owner([str(bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres",
+                       "--auth=trust", "--encoding=UTF8", "--no-instructions"]),  # fmt: skip
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise ServiceUnavailableError(f"initdb failed:\n{result.stdout}{result.stderr}", hint=INSTALL_HINT)
+
+    def _admin_conninfo(self, dbname: str = "postgres") -> str:
+        return f"host=127.0.0.1 port={self.postgres.port} dbname={dbname} user=postgres connect_timeout=2"
+
+    def _create_database(self) -> None:
+        with psycopg.connect(self._admin_conninfo(), autocommit=True) as conn:
+            user, database = self.postgres.user, self.postgres.database
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone():
+                conn.execute(f'CREATE ROLE "{user}" LOGIN')
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+                conn.execute(f'CREATE DATABASE "{database}" OWNER "{user}"')
+
+    def wait_ready(self, *, timeout: float) -> None:
+        """Block until the cluster accepts a query; on failure say why and what to do."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.pid() is None:
+                raise ServiceUnavailableError(
+                    f"PostgreSQL exited during start; last lines of {self.process.log_file}:\n{self.process.log_tail()}",
+                    hint=f"is port {self.postgres.port} taken? Set BACKBONE_POSTGRES_PORT",
+                )
+            if answers(self._admin_conninfo()):
+                return
+            time.sleep(0.1)
+        raise ServiceUnavailableError(
+            f"PostgreSQL did not accept queries within {timeout:.0f}s:\n{self.process.log_tail()}",
+            hint="run `backbone down` and `backbone up` again",
+        )
+
+    def stop(self) -> bool:
+        return self.process.stop(timeout=30)
+
+
+def answers(conninfo: str) -> bool:
+    """True when the database accepts `SELECT 1`."""
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def _running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _as_owner(argv: list[str]) -> list[str]:
+    """PostgreSQL will not run as root: run it as the `postgres` system user then."""
+    # setpriv execs (unlike runuser), so the recorded pid is the postmaster itself.
+    owner = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+    return [*owner, *argv] if _running_as_root() else argv
+
+
+def _give_to_owner(path: Path) -> None:
+    if _running_as_root():
+        shutil.chown(path, user="postgres", group="postgres")

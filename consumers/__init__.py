@@ -1,0 +1,1 @@
+"""Sinks and system connectors that subscribe to backbone's output topics."""

@@ -1,0 +1,1 @@
+"""Connectors that publish canonical events: the emitter, time-tracker and ERP imports, the gateway."""

@@ -1,0 +1,1 @@
+"""Stream processing: the topic catalog and the billing topology (faust-streaming)."""
