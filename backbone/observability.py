@@ -30,9 +30,7 @@ def redact(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def configure_logging(process: str, *, level: str = "INFO", fmt: str = "json") -> None:
     """Route structlog and the standard library's logging to stderr in one format."""
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
-    )
+    renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

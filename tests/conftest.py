@@ -105,10 +105,6 @@ def postgres_conninfo(test_settings: Settings, _fresh_data_dir: Path) -> Iterato
 
 
 @pytest.fixture(scope="session")
-def settings(
-    test_settings: Settings, kafka_settings: KafkaSettings, registry_url: str
-) -> Settings:
+def settings(test_settings: Settings, kafka_settings: KafkaSettings, registry_url: str) -> Settings:
     """Full settings pointing at the running test broker and registry."""
-    return test_settings.model_copy(
-        update={"kafka": kafka_settings, "registry": RegistrySettings(url=registry_url)}
-    )
+    return test_settings.model_copy(update={"kafka": kafka_settings, "registry": RegistrySettings(url=registry_url)})

@@ -29,7 +29,9 @@ DECIMAL_SCALE = 4
 
 def _decimal_from_text(value: Any) -> Any:
     if isinstance(value, float):
-        raise ValueError("money, rates and percentages must be decimal strings like \"150.00\", not JSON numbers with a fraction")
+        raise ValueError(
+            'money, rates and percentages must be decimal strings like "150.00", not JSON numbers with a fraction'
+        )
     if isinstance(value, bool):
         raise ValueError("expected a decimal string, got a boolean")
     if isinstance(value, int):
@@ -257,7 +259,9 @@ class ContractVersion(Event):
     project_id: NonEmpty
     status: ContractStatus
     effective_from: date
-    effective_to: date | None = Field(default=None, description="Last covered work date, inclusive; open-ended when null.")
+    effective_to: date | None = Field(
+        default=None, description="Last covered work date, inclusive; open-ended when null."
+    )
     currency: Currency
     tax_code: str | None = None
     discount_percent: Dec = Decimal("0")
@@ -397,8 +401,7 @@ INPUT_EVENTS: dict[str, type[Event]] = {
 """Event types systems publish (the names `backbone emit` takes)."""
 
 OUTPUT_EVENTS: dict[str, type[Event]] = {
-    cls.event_type: cls
-    for cls in (InvoiceCandidate, PostingRequest, PostingAck, BillingResponse, BusinessException)
+    cls.event_type: cls for cls in (InvoiceCandidate, PostingRequest, PostingAck, BillingResponse, BusinessException)
 }
 """Event types the backbone and its system connectors produce."""
 

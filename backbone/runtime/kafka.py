@@ -20,7 +20,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from backbone.errors import ConfigurationError, ServiceUnavailableError
-from backbone.runtime.processes import ServiceProcess
+from backbone.runtime.processes import ServiceProcess, require_free_port
 from backbone.settings import KafkaSettings, RuntimeSettings
 
 _HERE = Path(__file__).parent
@@ -47,9 +47,16 @@ def resolve_jars(runtime: RuntimeSettings, kafka: KafkaSettings) -> tuple[Path, 
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as staging:
         command = [
-            mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-            f"-DoutputDirectory={staging}", "-DincludeScope=runtime", f"-Dkafka.version={kafka.version}",
-        ]  # fmt: skip
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={staging}",
+            "-DincludeScope=runtime",
+            f"-Dkafka.version={kafka.version}",
+        ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
@@ -116,6 +123,8 @@ class LocalKafka:
         if self.process.pid() is not None:
             self.wait_ready(timeout=60)
             return False
+        require_free_port(self.kafka.port, "Kafka", "BACKBONE_KAFKA_PORT")
+        require_free_port(self.kafka.controller_port, "the Kafka controller", "BACKBONE_KAFKA_CONTROLLER_PORT")
         java = _require_java()
         jars, _ = resolve_jars(self.runtime, self.kafka)
         config = self.home / "server.properties"
@@ -125,10 +134,18 @@ class LocalKafka:
         self._format_once(java, classpath, config)
         self.process.start(
             [
-                java, f"-Xms{self.kafka.heap}", f"-Xmx{self.kafka.heap}", "-XX:+UseG1GC",
-                "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-                f"-Dlog4j2.configurationFile={LOG4J}", "-cp", classpath, MAIN_CLASS, str(config),
-            ],  # fmt: skip
+                java,
+                f"-Xms{self.kafka.heap}",
+                f"-Xmx{self.kafka.heap}",
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={LOG4J}",
+                "-cp",
+                classpath,
+                MAIN_CLASS,
+                str(config),
+            ],
             cwd=self.home,
         )
         self.wait_ready(timeout=90)
@@ -139,10 +156,22 @@ class LocalKafka:
             return
         cluster_id = _cluster_id(self.home)
         result = subprocess.run(
-            [java, f"-Dlog4j2.configurationFile={LOG4J}", "-cp", classpath, "kafka.tools.StorageTool",
-             "format", "-t", cluster_id, "-c", str(config), "--ignore-formatted"],  # fmt: skip
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            [
+                java,
+                f"-Dlog4j2.configurationFile={LOG4J}",
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={cluster_id}",
+                "-c",
+                str(config),
+                "--ignore-formatted",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if result.returncode != 0:
             raise ServiceUnavailableError(
                 f"formatting Kafka storage in {self.home / 'data'} failed:\n{result.stdout}{result.stderr}",
@@ -182,7 +211,10 @@ def broker_answers(admin: AdminClient, timeout: float = 1.0) -> bool:
 
 
 def _cluster_id(home: Path) -> str:
-    """A cluster id kept beside the data, so a re-format after a lost data dir keeps the same id."""
+    """A cluster id kept beside the data, so a re-format after a lost data dir keeps the same id.
+
+    (It is base64 and may start with '-', hence `--cluster-id=...` in one argument above.)
+    """
     path = home / "cluster.id"
     if not path.exists():
         path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient
 from backbone.errors import ServiceUnavailableError
 from backbone.runtime.kafka import LocalKafka, broker_answers
 from backbone.runtime.postgres import LocalPostgres, answers, find_bin_dir
-from backbone.runtime.processes import ServiceProcess
+from backbone.runtime.processes import ServiceProcess, require_free_port
 from backbone.settings import Settings
 
 Say = Callable[[str], None]
@@ -53,6 +53,7 @@ class LocalRegistry:
         if self.process.pid() is not None:
             self.wait_ready(timeout=30)
             return False
+        require_free_port(self.settings.registry.port, "the schema registry", "BACKBONE_SCHEMA_REGISTRY_PORT")
         env = {
             "BACKBONE_KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka.servers,
             "BACKBONE_SCHEMA_REGISTRY_PORT": str(self.settings.registry.port),
@@ -133,9 +134,9 @@ class LocalRuntime:
         say(f"registry  {'started' if started[0] else 'running':<11} {self.registry.address}  ({started[1]:.1f}s)")
 
     def _register_schemas(self, say: Say) -> None:
-        from backbone.serde import register_all  # imported late: needs the Avro stack
+        from backbone.serde import register_all, registry_client  # imported late: the Avro stack is heavy
 
-        ids = register_all(self.settings)
+        ids = register_all(registry_client(self.settings.registry.client_config()))
         say(f"schemas   {len(ids)} registered")
 
     def _start_postgres(self, say: Say) -> None:
@@ -151,7 +152,11 @@ class LocalRuntime:
 
     def down(self, say: Say = print) -> None:
         """Stop what `up` started (and nothing else), in reverse order."""
-        for name, service in (("postgres", self.postgres), ("registry", self.registry), ("kafka", self.kafka)):
+        for name, service in (
+            ("postgres", self.postgres),
+            ("registry", self.registry),
+            ("kafka", self.kafka),
+        ):
             say(f"{name:<9} {'stopped' if service.stop() else 'not running'}")
 
     def status(self) -> list[ServiceStatus]:
@@ -182,7 +187,8 @@ class LocalRuntime:
         return ServiceStatus("postgres", "running" if pid else "stopped", self.postgres.address, pid)
 
     def admin(self) -> AdminClient:
-        return AdminClient(self.settings.kafka.client_config())
+        # Warnings and errors only: librdkafka's informational lines are noise on a terminal.
+        return AdminClient({**self.settings.kafka.client_config(), "log_level": 4})
 
 
 def _check_external_kafka(settings: Settings) -> None:

@@ -9,6 +9,7 @@ BACKBONE_POSTGRES_DSN), and gets a `backbone` role and database on first start.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 import psycopg
 
 from backbone.errors import ConfigurationError, ServiceUnavailableError
-from backbone.runtime.processes import ServiceProcess
+from backbone.runtime.processes import ServiceProcess, require_free_port
 from backbone.settings import PostgresSettings, RuntimeSettings
 
 INSTALL_HINT = "install the server: apt-get update && apt-get install -y postgresql (or set BACKBONE_POSTGRES_DSN)"
@@ -46,7 +47,7 @@ class LocalPostgres:
     def __init__(self, runtime: RuntimeSettings, postgres: PostgresSettings) -> None:
         self.postgres = postgres
         self.home = runtime.data_dir.resolve() / "postgres"
-        self.data = self.home / "data"
+        self.data = _cluster_location(self.home)
         self.process = ServiceProcess("postgres", self.home, marker=str(self.data))
 
     @property
@@ -58,6 +59,7 @@ class LocalPostgres:
         if self.process.pid() is not None:
             self.wait_ready(timeout=30)
             return False
+        require_free_port(self.postgres.port, "PostgreSQL", "BACKBONE_POSTGRES_PORT")
         bin_dir = find_bin_dir(self.postgres)
         if bin_dir is None:
             raise ConfigurationError("PostgreSQL server binaries (initdb, pg_ctl) were not found", hint=INSTALL_HINT)
@@ -65,9 +67,23 @@ class LocalPostgres:
         self._init_once(bin_dir)
         self.process.start(
             _as_owner(
-                [str(bin_dir / "postgres"), "-D", str(self.data), "-p", str(self.postgres.port),
-                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.home}",
-                 "-c", "fsync=on", "-c", "max_connections=100", "-c", "shared_buffers=128MB"]  # fmt: skip
+                [
+                    str(bin_dir / "postgres"),
+                    "-D",
+                    str(self.data),
+                    "-p",
+                    str(self.postgres.port),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    f"unix_socket_directories={self.data.parent}",
+                    "-c",
+                    "fsync=on",
+                    "-c",
+                    "max_connections=100",
+                    "-c",
+                    "shared_buffers=128MB",
+                ]
             )
         )
         self.wait_ready(timeout=60)
@@ -77,12 +93,26 @@ class LocalPostgres:
     def _init_once(self, bin_dir: Path) -> None:
         if (self.data / "PG_VERSION").exists():
             return
+        self.data.parent.mkdir(parents=True, exist_ok=True)
         _give_to_owner(self.home)
+        _give_to_owner(self.data.parent)
         result = subprocess.run(
-            _as_owner([str(bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres",
-                       "--auth=trust", "--encoding=UTF8", "--no-instructions"]),  # fmt: skip
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            _as_owner(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-instructions",
+                ]
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if result.returncode != 0:
             raise ServiceUnavailableError(f"initdb failed:\n{result.stdout}{result.stderr}", hint=INSTALL_HINT)
 
@@ -103,7 +133,8 @@ class LocalPostgres:
         while time.monotonic() < deadline:
             if self.process.pid() is None:
                 raise ServiceUnavailableError(
-                    f"PostgreSQL exited during start; last lines of {self.process.log_file}:\n{self.process.log_tail()}",
+                    f"PostgreSQL exited during start; last lines of {self.process.log_file}:\n"
+                    f"{self.process.log_tail()}",
                     hint=f"is port {self.postgres.port} taken? Set BACKBONE_POSTGRES_PORT",
                 )
             if answers(self._admin_conninfo()):
@@ -126,6 +157,31 @@ def answers(conninfo: str) -> bool:
         return True
     except psycopg.Error:
         return False
+
+
+def _cluster_location(home: Path) -> Path:
+    """Where the cluster's files live: `<home>/data`, unless the postgres user cannot reach it.
+
+    As root the cluster belongs to the postgres user, who cannot enter private directories such as
+    /root or pytest's tmp dirs. Then the files go to a directory of its own, named after the data
+    dir, and `<home>/LOCATION` records where, so `status`/`down` and the next `up` find them.
+    """
+    pointer = home / "LOCATION"
+    if pointer.exists():
+        return Path(pointer.read_text().strip())
+    if not _running_as_root() or _postgres_can_reach(home.parent):
+        return home / "data"
+    digest = hashlib.sha1(str(home).encode()).hexdigest()[:12]
+    location = Path("/var/lib/postgresql/backbone") / digest / "data"
+    home.mkdir(parents=True, exist_ok=True)
+    pointer.write_text(f"{location}\n")
+    return location
+
+
+def _postgres_can_reach(directory: Path) -> bool:
+    directory.mkdir(parents=True, exist_ok=True)
+    probe = subprocess.run(_as_owner(["test", "-x", str(directory)]), capture_output=True, check=False)
+    return probe.returncode == 0
 
 
 def _running_as_root() -> bool:

@@ -7,8 +7,10 @@ line still carries the service's marker, so a recycled pid is never killed by mi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -79,6 +81,24 @@ class ServiceProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something already listens on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
+def require_free_port(port: int, service: str, setting: str) -> None:
+    """Refuse to start `service` on a port another process holds (it would answer in its place)."""
+    if port_in_use(port):
+        from backbone.errors import ServiceUnavailableError
+
+        raise ServiceUnavailableError(
+            f"port {port} is already in use by a process backbone did not start, so {service} cannot use it",
+            hint=f"stop that process or choose another port with {setting}",
+        )
+
+
 def _alive(pid: int, marker: str) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -86,7 +106,9 @@ def _alive(pid: int, marker: str) -> bool:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return False
     zombie = stat.rsplit(")", 1)[-1].split()[0] == "Z"
-    return not zombie and marker in cmdline
+    # The kernel shows an empty command line while a process is between fork and exec; that is our
+    # service starting, not a recycled pid.
+    return not zombie and (marker in cmdline or not cmdline)
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
@@ -101,7 +123,5 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 
 def _reap(pid: int) -> None:
     """Collect the exit status when the service is our own child (tests start it in-process)."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

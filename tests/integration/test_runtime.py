@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,9 @@ def own_runtime_env(tmp_path: Path) -> dict[str, str]:
     )
     yield env
     _backbone(["down"], env)
+    location = tmp_path / "data" / "postgres" / "LOCATION"  # a cluster kept outside the private tmp dir
+    if location.exists():
+        shutil.rmtree(Path(location.read_text().strip()).parent, ignore_errors=True)
 
 
 def _produce(bootstrap: str, topic: str, count: int) -> None:
@@ -53,8 +57,12 @@ def _produce(bootstrap: str, topic: str, count: int) -> None:
 
 def _consume_all(bootstrap: str, topic: str, expected: int) -> set[bytes]:
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": unique_name("g"), "auto.offset.reset": "earliest",
-         "enable.auto.commit": False}  # fmt: skip
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique_name("g"),
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
     )
     consumer.subscribe([topic])
     seen: set[bytes] = set()

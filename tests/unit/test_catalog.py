@@ -53,10 +53,17 @@ def test_every_event_type_has_exactly_one_topic() -> None:
 
 def test_contract_versions_are_keyed_by_contract_and_version() -> None:
     version = models.ContractVersion.model_validate(
-        {"contract_id": "C-1", "version": 3, "project_id": "P-1", "status": "ACTIVE",
-         "effective_from": "2026-01-01", "currency": "EUR",
-         "occurred_at": "2026-01-01T00:00:00Z", "source_system": "erp-sim"}
-    )  # fmt: skip
+        {
+            "contract_id": "C-1",
+            "version": 3,
+            "project_id": "P-1",
+            "status": "ACTIVE",
+            "effective_from": "2026-01-01",
+            "currency": "EUR",
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "source_system": "erp-sim",
+        }
+    )
     assert version.key == "C-1:3"
 
 

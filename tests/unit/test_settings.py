@@ -9,6 +9,15 @@ from backbone.observability import redact
 from backbone.settings import KafkaSettings, PostgresSettings, RegistrySettings, load_settings
 
 
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each case starts from an environment without BACKBONE_* (the session fixtures set some)."""
+    import os
+
+    for name in [n for n in os.environ if n.startswith("BACKBONE_")]:
+        monkeypatch.delenv(name)
+
+
 def test_defaults_point_at_the_local_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("BACKBONE_KAFKA_BOOTSTRAP_SERVERS", "BACKBONE_KAFKA_PORT", "BACKBONE_SCHEMA_REGISTRY_URL"):
         monkeypatch.delenv(name, raising=False)

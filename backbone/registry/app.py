@@ -1,0 +1,321 @@
+"""The registry's HTTP face: the subset of the Confluent Schema Registry REST API that confluent-kafka's
+`SchemaRegistryClient`, `AvroSerializer` and `AvroDeserializer` use.
+
+Paths, query parameters, status codes and error bodies (`{"error_code": int, "message": str}`) follow
+Confluent's API reference so any Confluent client works unchanged. Handlers are thin: they parse the
+request, ask `RegistryState` (which decides and raises `RegistryError`), and commit the resulting records
+through the `SchemaStore`. Requests are counted per route and status for Prometheus (`/metrics`) and
+logged as structlog JSON access lines.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from backbone.registry.compatibility import CompatibilityLevel
+from backbone.registry.store import RegistryError, SchemaStore, SchemaVersion, candidate_schema
+
+MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
+log = structlog.get_logger("backbone.registry")
+
+
+class RegistryResponse(JSONResponse):
+    """Confluent clients accept plain JSON too, but answer in the registry's own media type."""
+
+    media_type = MEDIA_TYPE
+
+
+class Reference(BaseModel):
+    name: str
+    subject: str
+    version: int
+
+
+class SchemaRequest(BaseModel):
+    """The body of register, lookup and compatibility requests. Unknown fields (metadata, ruleSet) ignored."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    schema_text: str = Field(alias="schema")
+    schema_type: str = Field(default="AVRO", alias="schemaType")
+    references: list[Reference] = Field(default_factory=list)
+
+
+class ConfigRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    compatibility: str | None = None
+
+
+def create_app(store: SchemaStore) -> FastAPI:
+    """The registry app over `store` (already started)."""
+    app = FastAPI(title="backbone schema registry", default_response_class=RegistryResponse)
+    _install_errors(app)
+    _install_observability(app)
+    _add_schema_routes(app, store)
+    _add_subject_routes(app, store)
+    _add_config_routes(app, store)
+    return app
+
+
+def _error(status: int, error_code: int, message: str) -> RegistryResponse:
+    return RegistryResponse({"error_code": error_code, "message": message}, status_code=status)
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(RegistryError)
+    async def registry_error(_request: Request, error: RegistryError) -> Response:
+        return _error(error.status, error.error_code, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> Response:
+        return _error(422, 422, f"Invalid request: {error.errors()}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, error: StarletteHTTPException) -> Response:
+        return _error(error.status_code, error.status_code, str(error.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, error: Exception) -> Response:
+        # 500 with Confluent's "store error" code; clients retry 5xx, and the log keeps the cause.
+        log.exception("request_failed", error=str(error))
+        return _error(500, 50001, f"Error in the backend data store: {error}")
+
+
+def _install_observability(app: FastAPI) -> None:
+    registry = CollectorRegistry()
+    requests = Counter(
+        "registry_requests", "Registry HTTP requests.", ["method", "route", "status"], registry=registry
+    )
+    latency = Histogram("registry_request_seconds", "Registry request latency.", ["route"], registry=registry)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        elapsed = time.perf_counter() - started
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        requests.labels(request.method, route, str(response.status_code)).inc()
+        latency.labels(route).observe(elapsed)
+        log.info(
+            "http_request",
+            method=request.method,
+            path=request.url.path,
+            route=route,
+            status=response.status_code,
+            duration_ms=round(elapsed * 1000, 2),
+        )
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _registered(version: SchemaVersion) -> dict[str, Any]:
+    """A version as Confluent renders it (schemaType and references only when they say something)."""
+    body: dict[str, Any] = {
+        "subject": version.subject,
+        "version": version.version,
+        "id": version.schema_id,
+        "schema": version.schema,
+    }
+    return body | _type_and_references(version)
+
+
+def _type_and_references(version: SchemaVersion) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if version.schema_type != "AVRO":
+        extra["schemaType"] = version.schema_type
+    if version.references:
+        extra["references"] = list(version.references)
+    return extra
+
+
+def _candidate(store: SchemaStore, body: SchemaRequest, normalize: bool) -> SchemaVersion:
+    references = [r.model_dump() for r in body.references]
+    return candidate_schema(store.state, body.schema_text, body.schema_type, references, normalized=normalize)
+
+
+def _add_schema_routes(app: FastAPI, store: SchemaStore) -> None:
+    @app.get("/")
+    def health() -> dict[str, Any]:
+        return {}
+
+    @app.get("/schemas/types")
+    def schema_types() -> list[str]:
+        return ["AVRO"]
+
+    @app.get("/schemas/ids/{schema_id}")
+    def schema_by_id(schema_id: int) -> dict[str, Any]:
+        version = store.state.schema_by_id(schema_id)
+        return {"schema": version.schema} | _type_and_references(version)
+
+    @app.get("/schemas/ids/{schema_id}/schema")
+    def raw_schema_by_id(schema_id: int) -> Response:
+        return Response(store.state.schema_by_id(schema_id).schema, media_type=MEDIA_TYPE)
+
+    @app.get("/schemas/ids/{schema_id}/versions")
+    def versions_of_id(schema_id: int, deleted: bool = False) -> list[dict[str, Any]]:
+        found = store.state.versions_of_id(schema_id, deleted=deleted)
+        return [{"subject": v.subject, "version": v.version} for v in found]
+
+    @app.get("/schemas/ids/{schema_id}/subjects")
+    def subjects_of_id(schema_id: int, deleted: bool = False) -> list[str]:
+        return sorted({v.subject for v in store.state.versions_of_id(schema_id, deleted=deleted)})
+
+    @app.get("/mode")
+    def mode() -> dict[str, str]:
+        return {"mode": "READWRITE"}
+
+
+def _add_subject_routes(app: FastAPI, store: SchemaStore) -> None:
+    state = lambda: store.state  # noqa: E731 - read at call time
+
+    @app.get("/subjects")
+    def subjects(deleted: bool = False, deleted_only: bool = False, subjectPrefix: str = "") -> list[str]:
+        names = state().subject_names(deleted=deleted, deleted_only=deleted_only)
+        return [s for s in names if s.startswith(subjectPrefix)]
+
+    @app.post("/subjects/{subject}/versions")
+    def register(subject: str, body: SchemaRequest, normalize: bool = False) -> dict[str, Any]:
+        candidate = _candidate(store, body, normalize)
+        with store.lock:
+            version, records = state().register(subject, candidate)
+            store.commit(records)
+        if records:
+            log.info("schema_registered", subject=subject, version=version.version, id=version.schema_id)
+        return {"id": version.schema_id}
+
+    @app.post("/subjects/{subject}")
+    def lookup(subject: str, body: SchemaRequest, normalize: bool = False, deleted: bool = False) -> Any:
+        if not state().versions(subject, deleted=True):
+            raise RegistryError(404, 40401, f"Subject '{subject}' not found.")
+        found = state().find(subject, _candidate(store, body, normalize), deleted=deleted)
+        if found is None:
+            raise RegistryError(404, 40403, "Schema not found")
+        return _registered(found)
+
+    @app.get("/subjects/{subject}/versions")
+    def versions(subject: str, deleted: bool = False, deleted_only: bool = False) -> list[int]:
+        every = state().versions(subject, deleted=True)
+        chosen = (
+            [v for v in every if v.deleted] if deleted_only else state().versions(subject, deleted=deleted)
+        )
+        if not chosen and not (every and deleted_only):
+            raise RegistryError(404, 40401, f"Subject '{subject}' not found.")
+        return [v.version for v in chosen]
+
+    @app.get("/subjects/{subject}/versions/{version}")
+    def version(subject: str, version: str, deleted: bool = False) -> dict[str, Any]:
+        return _registered(state().version(subject, version, deleted=deleted))
+
+    @app.get("/subjects/{subject}/versions/{version}/schema")
+    def version_schema(subject: str, version: str, deleted: bool = False) -> Response:
+        return Response(state().version(subject, version, deleted=deleted).schema, media_type=MEDIA_TYPE)
+
+    @app.get("/subjects/{subject}/versions/{version}/referencedby")
+    def referenced_by(subject: str, version: str) -> list[int]:
+        target = state().version(subject, version)
+        return sorted(
+            {
+                v.schema_id
+                for v in state().all_versions()
+                for r in v.references
+                if (r["subject"], r["version"]) == (subject, target.version)
+            }
+        )
+
+    @app.delete("/subjects/{subject}")
+    def delete_subject(subject: str, permanent: bool = False) -> list[int]:
+        with store.lock:
+            deleted_versions, records = state().delete_subject(subject, permanent=permanent)
+            store.commit(records)
+        log.info("subject_deleted", subject=subject, versions=deleted_versions, permanent=permanent)
+        return deleted_versions
+
+    @app.delete("/subjects/{subject}/versions/{version}")
+    def delete_version(subject: str, version: str, permanent: bool = False) -> int:
+        with store.lock:
+            number, records = state().delete_version(subject, version, permanent=permanent)
+            store.commit(records)
+        log.info("version_deleted", subject=subject, version=number, permanent=permanent)
+        return number
+
+    @app.post("/compatibility/subjects/{subject}/versions/{version}")
+    def compatible_with_version(
+        subject: str, version: str, body: SchemaRequest, normalize: bool = False, verbose: bool = False
+    ) -> dict[str, Any]:
+        candidate = _candidate(store, body, normalize)
+        against = state().version(subject, version)
+        messages = state().compatibility_messages(subject, candidate, [against])
+        return _verdict(messages, verbose)
+
+    @app.post("/compatibility/subjects/{subject}/versions")
+    def compatible_with_all(
+        subject: str, body: SchemaRequest, normalize: bool = False, verbose: bool = False
+    ) -> dict[str, Any]:
+        candidate = _candidate(store, body, normalize)
+        messages = state().compatibility_messages(subject, candidate, state().versions(subject))
+        return _verdict(messages, verbose)
+
+
+def _verdict(messages: list[str], verbose: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"is_compatible": not messages}
+    if verbose:
+        body["messages"] = messages
+    return body
+
+
+def _level(raw: str | None) -> CompatibilityLevel:
+    try:
+        return CompatibilityLevel(str(raw).upper())
+    except ValueError:
+        raise RegistryError(422, 42203, f"Invalid compatibility level: {raw}") from None
+
+
+def _add_config_routes(app: FastAPI, store: SchemaStore) -> None:
+    @app.get("/config")
+    def global_config() -> dict[str, str]:
+        return {"compatibilityLevel": store.state.global_level.value}
+
+    @app.put("/config")
+    def set_global_config(body: ConfigRequest) -> dict[str, str]:
+        level = _level(body.compatibility)
+        with store.lock:
+            store.commit(store.state.set_level(None, level))
+        return {"compatibility": level.value}
+
+    @app.get("/config/{subject}")
+    def subject_config(subject: str, defaultToGlobal: bool = False) -> dict[str, str]:
+        level = store.state.subject_levels.get(subject)
+        if level is None and not defaultToGlobal:
+            raise RegistryError(
+                404, 40408, f"Subject '{subject}' does not have subject-level compatibility configured"
+            )
+        return {"compatibilityLevel": (level or store.state.global_level).value}
+
+    @app.put("/config/{subject}")
+    def set_subject_config(subject: str, body: ConfigRequest) -> dict[str, str]:
+        level = _level(body.compatibility)
+        with store.lock:
+            store.commit(store.state.set_level(subject, level))
+        return {"compatibility": level.value}
+
+    @app.delete("/config/{subject}")
+    def delete_subject_config(subject: str) -> dict[str, str]:
+        with store.lock:
+            previous = store.state.subject_levels.get(subject)
+            if previous is None:
+                raise RegistryError(404, 40401, f"Subject '{subject}' not found.")
+            store.commit(store.state.set_level(subject, None))
+        return {"compatibilityLevel": previous.value}

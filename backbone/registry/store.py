@@ -1,0 +1,498 @@
+"""The registry's state (subjects, versions, schema ids, compatibility config) and its Kafka log.
+
+`RegistryState` is the pure, in-memory state plus the rules of every change; it turns a request into
+log records and applies records, so replay and live writes share one code path. `KafkaLog` persists
+those records in a compacted topic (one partition) and reads them back on start. `SchemaStore` joins
+them: a change is produced with an idempotent, acks=all producer and applied only after its delivery
+report, so a restart always rebuilds exactly what clients were told.
+
+The log format: each key is JSON naming what the record is about, each value is that thing's whole
+current state, so compaction keeps the latest state per key and a tombstone (None) forgets it.
+- `{"kind": "SCHEMA", "subject": s, "version": v}` → `{"subject", "version", "id", "schema",
+  "schemaType", "references", "deleted"}` (a soft delete rewrites it with `deleted: true`).
+- `{"kind": "CONFIG", "subject": s | null}` → `{"compatibilityLevel": level}` (null subject = global).
+
+Single writer: ids and version numbers are allocated from this process's memory, so only one registry
+process may write to a topic at a time (run one instance; a second would allocate conflicting ids).
+Ids come from the highest id still in the log, so once compaction removes the tombstones of
+permanently deleted schemas, their ids may be handed out again (soft-deleted ones never are).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from backbone.errors import BackboneError, ServiceUnavailableError
+from backbone.registry.compatibility import (
+    CompatibilityLevel,
+    InvalidSchemaError,
+    ParsedSchema,
+    check_compatibility,
+    compact,
+    normalize,
+    parse,
+)
+from backbone.settings import KafkaSettings
+
+DEFAULT_LEVEL = CompatibilityLevel.BACKWARD
+Record = tuple[dict[str, Any], dict[str, Any] | None]
+
+
+class RegistryError(BackboneError):
+    """A request the registry refuses, with the HTTP status and Confluent error code to answer with."""
+
+    def __init__(self, status: int, error_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+
+
+def subject_not_found(subject: str) -> RegistryError:
+    return RegistryError(404, 40401, f"Subject '{subject}' not found.")
+
+
+def version_not_found(subject: str, version: object) -> RegistryError:
+    return RegistryError(404, 40402, f"Version {version} not found for subject '{subject}'.")
+
+
+def schema_not_found(detail: str = "Schema not found") -> RegistryError:
+    return RegistryError(404, 40403, detail)
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    """One version of one subject."""
+
+    subject: str
+    version: int
+    schema_id: int
+    schema: str
+    schema_type: str = "AVRO"
+    references: tuple[dict[str, Any], ...] = ()
+    deleted: bool = False
+
+    def to_value(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "version": self.version,
+            "id": self.schema_id,
+            "schema": self.schema,
+            "schemaType": self.schema_type,
+            "references": list(self.references),
+            "deleted": self.deleted,
+        }
+
+    @classmethod
+    def from_value(cls, value: dict[str, Any]) -> SchemaVersion:
+        return cls(
+            subject=value["subject"],
+            version=value["version"],
+            schema_id=value["id"],
+            schema=value["schema"],
+            schema_type=value.get("schemaType", "AVRO"),
+            references=tuple(value.get("references") or ()),
+            deleted=value.get("deleted", False),
+        )
+
+    def key(self) -> dict[str, Any]:
+        return {"kind": "SCHEMA", "subject": self.subject, "version": self.version}
+
+
+@dataclass
+class RegistryState:
+    """Subjects, versions, ids and config; decides changes (as records) and applies records."""
+
+    subjects: dict[str, dict[int, SchemaVersion]] = field(default_factory=dict)
+    global_level: CompatibilityLevel = DEFAULT_LEVEL
+    subject_levels: dict[str, CompatibilityLevel] = field(default_factory=dict)
+    # Highest id ever seen, so ids are not reused while their records are still in the log.
+    max_id: int = 0
+
+    # -- applying records (replay and live writes) ------------------------------------------------
+
+    def apply(self, key: dict[str, Any], value: dict[str, Any] | None) -> None:
+        if key.get("kind") == "SCHEMA":
+            self._apply_schema(key, value)
+        elif key.get("kind") == "CONFIG":
+            self._apply_config(key, value)
+
+    def _apply_schema(self, key: dict[str, Any], value: dict[str, Any] | None) -> None:
+        versions = self.subjects.setdefault(key["subject"], {})
+        if value is None:
+            versions.pop(key["version"], None)
+            if not versions:
+                del self.subjects[key["subject"]]
+            return
+        record = SchemaVersion.from_value(value)
+        versions[record.version] = record
+        self.max_id = max(self.max_id, record.schema_id)
+
+    def _apply_config(self, key: dict[str, Any], value: dict[str, Any] | None) -> None:
+        subject = key.get("subject")
+        if subject is None:
+            self.global_level = CompatibilityLevel(value["compatibilityLevel"]) if value else DEFAULT_LEVEL
+        elif value is None:
+            self.subject_levels.pop(subject, None)
+        else:
+            self.subject_levels[subject] = CompatibilityLevel(value["compatibilityLevel"])
+
+    # -- queries ----------------------------------------------------------------------------------
+
+    def versions(self, subject: str, *, deleted: bool = False) -> list[SchemaVersion]:
+        """The subject's versions, oldest first; soft-deleted ones only when `deleted`."""
+        # Copies are taken atomically (under the GIL), so readers need not wait for the writer's lock.
+        found = dict(self.subjects.get(subject, {}))
+        return [found[v] for v in sorted(found) if deleted or not found[v].deleted]
+
+    def live_versions(self, subject: str) -> list[SchemaVersion]:
+        """Live versions, or 40401 when the subject has none."""
+        versions = self.versions(subject)
+        if not versions:
+            raise subject_not_found(subject)
+        return versions
+
+    def subject_names(self, *, deleted: bool = False, deleted_only: bool = False) -> list[str]:
+        def wanted(subject: str) -> bool:
+            live = bool(self.versions(subject))
+            return not live if deleted_only else (live or deleted)
+
+        return sorted(s for s in list(self.subjects) if wanted(s))
+
+    def version(self, subject: str, version: str | int, *, deleted: bool = False) -> SchemaVersion:
+        """One version by number, or `latest`/-1; 40401 / 40402 when absent."""
+        number = parse_version(version)
+        candidates = self.versions(subject, deleted=deleted)
+        if not candidates:
+            raise subject_not_found(subject)
+        if number == -1:
+            return candidates[-1]
+        match = [v for v in candidates if v.version == number]
+        if not match:
+            raise version_not_found(subject, version)
+        return match[0]
+
+    def schema_by_id(self, schema_id: int) -> SchemaVersion:
+        for version in self.all_versions(deleted=True):
+            if version.schema_id == schema_id:
+                return version
+        raise schema_not_found(f"Schema {schema_id} not found")
+
+    def versions_of_id(self, schema_id: int, *, deleted: bool = False) -> list[SchemaVersion]:
+        found = [v for v in self.all_versions(deleted=deleted) if v.schema_id == schema_id]
+        if not found and not deleted:
+            self.schema_by_id(schema_id)  # 40403 when the id never existed
+        return found
+
+    def all_versions(self, *, deleted: bool = False) -> Iterator[SchemaVersion]:
+        for subject in sorted(list(self.subjects)):
+            yield from self.versions(subject, deleted=deleted)
+
+    def level(self, subject: str | None) -> CompatibilityLevel:
+        if subject is None:
+            return self.global_level
+        return self.subject_levels.get(subject, self.global_level)
+
+    def find(self, subject: str, candidate: SchemaVersion, *, deleted: bool = False) -> SchemaVersion | None:
+        """The subject's version holding the same schema as `candidate`, if any."""
+        for version in self.versions(subject, deleted=deleted):
+            if _same_schema(version, candidate):
+                return version
+        return None
+
+    def id_for(self, candidate: SchemaVersion) -> int:
+        """The id the same schema already has under any subject, else a fresh one."""
+        for version in self.all_versions(deleted=True):
+            if _same_schema(version, candidate):
+                return version.schema_id
+        return self.max_id + 1
+
+    # -- decisions: requests in, records out ------------------------------------------------------
+
+    def register(self, subject: str, candidate: SchemaVersion) -> tuple[SchemaVersion, list[Record]]:
+        """The registered version (existing or new) and the records to write (none when it exists)."""
+        existing = self.find(subject, candidate)
+        if existing is not None:
+            return existing, []
+        messages = self.compatibility_messages(subject, candidate, self.versions(subject))
+        if messages:
+            raise RegistryError(
+                409,
+                409,
+                f"Schema being registered is incompatible with an earlier schema for subject "
+                f"'{subject}', details: {messages}",
+            )
+        all_versions = self.versions(subject, deleted=True)
+        number = all_versions[-1].version + 1 if all_versions else 1
+        new = replace(candidate, subject=subject, version=number, schema_id=self.id_for(candidate))
+        return new, [(new.key(), new.to_value())]
+
+    def compatibility_messages(
+        self, subject: str, candidate: SchemaVersion, against: list[SchemaVersion]
+    ) -> list[str]:
+        level = self.level(subject)
+        return check_compatibility(level, self.parsed(candidate), [self.parsed(v) for v in against])
+
+    def delete_version(
+        self, subject: str, version: str | int, *, permanent: bool
+    ) -> tuple[int, list[Record]]:
+        if permanent:
+            target = self.version(subject, version, deleted=True)
+            if not target.deleted:
+                raise RegistryError(
+                    404,
+                    40407,
+                    f"Subject '{subject}' Version {target.version} was not deleted first "
+                    "before being permanently deleted",
+                )
+            return target.version, [(target.key(), None)]
+        if parse_version(version) != -1 and any(
+            v.version == parse_version(version) for v in self.versions(subject, deleted=True) if v.deleted
+        ):
+            raise RegistryError(404, 40406, f"Subject '{subject}' Version {version} was soft deleted.")
+        target = self.version(subject, version)
+        soft = replace(target, deleted=True)
+        return target.version, [(soft.key(), soft.to_value())]
+
+    def delete_subject(self, subject: str, *, permanent: bool) -> tuple[list[int], list[Record]]:
+        every = self.versions(subject, deleted=True)
+        if not every:
+            raise subject_not_found(subject)
+        live = [v for v in every if not v.deleted]
+        if permanent:
+            if live:
+                raise RegistryError(
+                    404, 40405, f"Subject '{subject}' was not deleted first before being permanently deleted"
+                )
+            config: list[Record] = [({"kind": "CONFIG", "subject": subject}, None)]
+            return [v.version for v in every], [(v.key(), None) for v in every] + config
+        if not live:
+            raise RegistryError(404, 40404, f"Subject '{subject}' was soft deleted.")
+        soft = [replace(v, deleted=True) for v in live]
+        return [v.version for v in live], [(v.key(), v.to_value()) for v in soft]
+
+    def set_level(self, subject: str | None, level: CompatibilityLevel | None) -> list[Record]:
+        value = None if level is None else {"compatibilityLevel": level.value}
+        return [({"kind": "CONFIG", "subject": subject}, value)]
+
+    def parsed(self, version: SchemaVersion) -> ParsedSchema:
+        return parse(version.schema, self.referenced_texts(version.references))
+
+    def referenced_texts(self, references: tuple[dict[str, Any], ...]) -> list[str]:
+        """The texts of referenced schemas, dependencies first, so their named types resolve."""
+        texts: list[str] = []
+        for ref in references:
+            target = self.version(ref["subject"], ref["version"], deleted=True)
+            texts += [*self.referenced_texts(target.references), target.schema]
+        return texts
+
+
+def parse_version(version: str | int) -> int:
+    """A version number; `latest` is -1. 42202 for anything else."""
+    if str(version) == "latest":
+        return -1
+    try:
+        number = int(version)
+    except ValueError:
+        number = 0
+    if number == 0 or number < -1:
+        raise RegistryError(
+            422,
+            42202,
+            f"The specified version '{version}' is not a valid version id. Allowed values are between "
+            '[1, 2^31-1] and the string "latest"',
+        )
+    return number
+
+
+def _same_schema(a: SchemaVersion, b: SchemaVersion) -> bool:
+    return (a.schema, a.schema_type, a.references) == (b.schema, b.schema_type, b.references)
+
+
+def candidate_schema(
+    state: RegistryState,
+    schema: str,
+    schema_type: str = "AVRO",
+    references: list[dict[str, Any]] | None = None,
+    *,
+    normalized: bool = False,
+) -> SchemaVersion:
+    """A request's schema, validated and in stored form; 422/42201 when it is not valid Avro."""
+    if schema_type.upper() != "AVRO":
+        raise RegistryError(
+            422, 42201, f"Schema type {schema_type} is not supported; this registry is AVRO-only"
+        )
+    refs = tuple(
+        {"name": r["name"], "subject": r["subject"], "version": r["version"]} for r in (references or [])
+    )
+    try:
+        texts = state.referenced_texts(refs)
+        parse(schema, texts)
+        text = normalize(schema, texts) if normalized else compact(schema)
+    except InvalidSchemaError as e:
+        raise RegistryError(422, 42201, str(e)) from e
+    except RegistryError as e:
+        raise RegistryError(422, 42201, f"Invalid schema reference: {e}") from e
+    return SchemaVersion(subject="", version=0, schema_id=0, schema=text, references=refs)
+
+
+class KafkaLog:
+    """The compacted topic holding the registry's records: create, replay, append durably."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str, *, timeout: float = 15.0) -> None:
+        self._kafka = kafka
+        self._topic = topic
+        self._timeout = timeout
+        self._producer: Producer | None = None
+
+    def ensure_topic(self) -> None:
+        """Create the topic (1 partition, compacted) unless it exists; fail clearly without Kafka."""
+        admin = AdminClient(self._kafka.client_config())
+        try:
+            metadata = admin.list_topics(timeout=self._timeout)
+        except KafkaException as e:
+            raise _unreachable(self._kafka, e) from e
+        if self._topic in metadata.topics:
+            return
+        topic = NewTopic(
+            self._topic,
+            num_partitions=1,
+            replication_factor=self._kafka.replication_factor,
+            config={"cleanup.policy": "compact"},
+        )
+        try:
+            admin.create_topics([topic], operation_timeout=self._timeout)[self._topic].result(self._timeout)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise _unreachable(self._kafka, e) from e
+
+    def replay(self) -> Iterator[Record]:
+        """Every record from the beginning up to the end offset at the time of the call."""
+        consumer = Consumer(
+            {
+                **self._kafka.client_config(),
+                "group.id": f"backbone-registry-replay-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
+        try:
+            yield from self._read_to_end(consumer)
+        finally:
+            consumer.close()
+
+    def _read_to_end(self, consumer: Consumer) -> Iterator[Record]:
+        low, high = self._watermarks(consumer)
+        if high <= low:
+            return
+        consumer.assign([TopicPartition(self._topic, 0, low)])
+        position = low
+        while position < high:
+            message = consumer.poll(self._timeout)
+            if message is None:
+                raise ServiceUnavailableError(
+                    f"Timed out replaying registry topic '{self._topic}' at offset {position} of {high}",
+                    hint="Check that the Kafka broker is healthy.",
+                )
+            if message.error():
+                raise BackboneError(f"Error reading registry topic '{self._topic}': {message.error()}")
+            position = (message.offset() or 0) + 1
+            value = message.value()
+            yield json.loads(message.key() or b"{}"), json.loads(value) if value is not None else None
+
+    def _watermarks(self, consumer: Consumer) -> tuple[int, int]:
+        """The topic's offsets; a topic created a moment ago may not be in the metadata yet."""
+        partition = TopicPartition(self._topic, 0)
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                low, high = consumer.get_watermark_offsets(partition, timeout=self._timeout)
+                return low, high
+            except KafkaException as e:
+                propagating = e.args[0].code() in (KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART)
+                if not propagating or time.monotonic() > deadline:
+                    raise _unreachable(self._kafka, e) from e
+                time.sleep(0.1)
+
+    def append(self, records: list[Record]) -> None:
+        """Produce `records` in order and return only once every one is acknowledged by all replicas."""
+        producer = self._get_producer()
+        failures: list[str] = []
+
+        def on_delivery(error: KafkaError | None, _message: Any) -> None:
+            if error is not None:
+                failures.append(str(error))
+
+        for key, value in records:
+            producer.produce(
+                self._topic,
+                key=json.dumps(key, sort_keys=True).encode(),
+                value=None if value is None else json.dumps(value).encode(),
+                partition=0,
+                on_delivery=on_delivery,
+            )
+        remaining = producer.flush(self._timeout)
+        if remaining or failures:
+            raise ServiceUnavailableError(
+                f"Could not persist registry change to '{self._topic}': {failures or 'delivery timed out'}",
+                hint="Check that the Kafka broker is reachable and healthy; the change was not applied.",
+            )
+
+    def _get_producer(self) -> Producer:
+        if self._producer is None:
+            self._producer = Producer(
+                {**self._kafka.client_config(), "enable.idempotence": True, "acks": "all", "linger.ms": 0}
+            )
+        return self._producer
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(self._timeout)
+
+
+def _unreachable(kafka: KafkaSettings, error: Exception) -> ServiceUnavailableError:
+    return ServiceUnavailableError(
+        f"Kafka at {kafka.servers} is not reachable for the schema registry: {error}",
+        hint="Start it with `backbone up` or set BACKBONE_KAFKA_BOOTSTRAP_SERVERS to a running cluster.",
+    )
+
+
+class SchemaStore:
+    """The registry's state backed by its Kafka log. Reads are in memory; writes go through the log."""
+
+    def __init__(self, log: KafkaLog) -> None:
+        self._log = log
+        self.state = RegistryState()
+        # Writers are serialised: a decision is made on the state the previous write left behind.
+        self._lock = threading.Lock()
+
+    def start(self) -> int:
+        """Create the topic if needed and rebuild the state from it; returns the records replayed."""
+        self._log.ensure_topic()
+        count = 0
+        for key, value in self._log.replay():
+            self.state.apply(key, value)
+            count += 1
+        return count
+
+    def commit(self, records: list[Record]) -> None:
+        """Persist, then apply: state never holds what the log might not."""
+        if records:
+            self._log.append(records)
+        for key, value in records:
+            self.state.apply(key, value)
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
+
+    def close(self) -> None:
+        self._log.close()

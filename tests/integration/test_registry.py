@@ -1,0 +1,274 @@
+"""The registry service against confluent-kafka's own client, serializer and deserializer.
+
+A registry process of this module's own (free port, unique `_schemas` topic) runs on the session's
+real broker, so the module can stop and restart it and check that state survives in the topic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from tests.support import unique_name, wait_until
+
+pytestmark = pytest.mark.integration
+
+ENTRY_V1 = {
+    "type": "record",
+    "name": "Entry",
+    "namespace": "backbone.test",
+    "fields": [{"name": "id", "type": "string"}, {"name": "minutes", "type": "int"}],
+}
+ENTRY_V2 = {**ENTRY_V1, "fields": [*ENTRY_V1["fields"], {"name": "note", "type": "string", "default": ""}]}
+ENTRY_BREAKING = {**ENTRY_V1, "fields": [*ENTRY_V1["fields"], {"name": "rate", "type": "double"}]}
+
+
+def avro(schema: dict) -> Schema:
+    return Schema(json.dumps(schema), "AVRO")
+
+
+class RegistryProcess:
+    """`python -m backbone.registry` as a child process that a test can stop and start again."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "BACKBONE_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "BACKBONE_SCHEMA_REGISTRY_PORT": str(self.port),
+            "BACKBONE_SCHEMA_REGISTRY_TOPIC": self.topic,
+        }
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "backbone.registry"], env=env, stderr=subprocess.DEVNULL
+        )
+        wait_until(self._answers, timeout=60, message=f"registry on {self.url} did not start")
+
+    def stop(self) -> int:
+        assert self._process is not None
+        self._process.terminate()
+        return self._process.wait(timeout=30)
+
+    def client(self) -> SchemaRegistryClient:
+        """A fresh client: no cache from earlier calls hides what the server answers."""
+        return SchemaRegistryClient({"url": self.url})
+
+    def _answers(self) -> bool:
+        assert self._process is not None
+        if self._process.poll() is not None:
+            raise AssertionError(f"registry exited with {self._process.returncode} before answering")
+        try:
+            return httpx.get(f"{self.url}/subjects", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def registry(bootstrap: str) -> Iterator[RegistryProcess]:
+    process = RegistryProcess(bootstrap, unique_name("_schemas-test"))
+    process.start()
+    yield process
+    process.stop()
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the deletion is confirmed
+    admin.delete_topics([process.topic])[process.topic].result(timeout=30)
+
+
+def test_serializer_registers_and_deserializer_reads_back(registry: RegistryProcess) -> None:
+    client = registry.client()
+    topic = unique_name("entries")
+    serializer = AvroSerializer(client, json.dumps(ENTRY_V1))
+    context = SerializationContext(topic, MessageField.VALUE)
+
+    payload = serializer({"id": "e-1", "minutes": 90}, context)
+
+    latest = client.get_latest_version(f"{topic}-value")
+    assert latest.version == 1
+    assert payload[1:5] == latest.schema_id.to_bytes(4, "big")  # Confluent wire format: magic, id
+    assert AvroDeserializer(registry.client())(payload, context) == {"id": "e-1", "minutes": 90}
+
+
+def test_registering_the_same_schema_again_returns_the_same_id(registry: RegistryProcess) -> None:
+    client = registry.client()
+    subject = unique_name("same")
+    first = client.register_schema(subject, avro(ENTRY_V1))
+    assert registry.client().register_schema(subject, avro(ENTRY_V1)) == first
+    assert client.get_versions(subject) == [1]
+
+
+def test_same_schema_under_two_subjects_shares_its_id(registry: RegistryProcess) -> None:
+    schema = {**ENTRY_V1, "name": unique_name("Shared").replace("-", "_")}
+    first = registry.client().register_schema(unique_name("a"), avro(schema))
+    assert registry.client().register_schema(unique_name("b"), avro(schema)) == first
+
+
+def test_compatible_evolution_gets_a_new_version_and_id(registry: RegistryProcess) -> None:
+    client = registry.client()
+    subject = unique_name("evolve")
+    first = client.register_schema(subject, avro(ENTRY_V1))
+    second = client.register_schema(subject, avro(ENTRY_V2))
+
+    assert second != first
+    assert client.get_versions(subject) == [1, 2]
+    assert client.get_version(subject, 2).schema_id == second
+    assert json.loads(client.get_schema(second).schema_str)["fields"][-1]["name"] == "note"
+    assert client.get_schema_versions(second)[0].version == 2
+
+
+def test_incompatible_schema_is_rejected_with_409(registry: RegistryProcess) -> None:
+    client = registry.client()
+    subject = unique_name("breaking")
+    client.register_schema(subject, avro(ENTRY_V1))
+
+    assert client.test_compatibility(subject, avro(ENTRY_BREAKING)) is False
+    with pytest.raises(SchemaRegistryError) as raised:
+        client.register_schema(subject, avro(ENTRY_BREAKING))
+    assert raised.value.error_code == 409
+    assert "rate" in raised.value.error_message
+
+
+def test_invalid_schema_is_rejected_with_42201(registry: RegistryProcess) -> None:
+    with pytest.raises(SchemaRegistryError) as raised:
+        registry.client().register_schema(unique_name("invalid"), Schema('{"type": "nope"}', "AVRO"))
+    assert (raised.value.http_status_code, raised.value.error_code) == (422, 42201)
+
+
+def test_lookup_finds_registered_schema_and_reports_missing_ones(registry: RegistryProcess) -> None:
+    client = registry.client()
+    subject = unique_name("lookup")
+    schema_id = client.register_schema(subject, avro(ENTRY_V1))
+
+    found = client.lookup_schema(subject, avro(ENTRY_V1))
+    assert (found.schema_id, found.version, found.subject) == (schema_id, 1, subject)
+    with pytest.raises(SchemaRegistryError) as missing_schema:
+        client.lookup_schema(subject, avro(ENTRY_V2))
+    assert missing_schema.value.error_code == 40403
+    with pytest.raises(SchemaRegistryError) as missing_subject:
+        client.lookup_schema(unique_name("nobody"), avro(ENTRY_V1))
+    assert missing_subject.value.error_code == 40401
+    with pytest.raises(SchemaRegistryError) as missing_id:
+        client.get_schema(10_000_000)
+    assert missing_id.value.error_code == 40403
+
+
+def test_compatibility_config_per_subject(registry: RegistryProcess) -> None:
+    client = registry.client()
+    subject = unique_name("config")
+    client.register_schema(subject, avro(ENTRY_V1))
+
+    with pytest.raises(SchemaRegistryError) as unset:
+        client.get_compatibility(subject)
+    assert unset.value.error_code == 40408
+    assert client.set_compatibility(subject, "NONE") == {"compatibility": "NONE"}
+    assert client.get_compatibility(subject) == "NONE"
+    assert client.register_schema(subject, avro(ENTRY_BREAKING)) > 0  # NONE lets anything through
+    with pytest.raises(SchemaRegistryError) as invalid:
+        client.set_compatibility(subject, "SIDEWAYS")
+    assert invalid.value.error_code == 42203
+    assert client.get_compatibility() == "BACKWARD"
+
+
+def test_soft_delete_hides_versions_and_subjects(registry: RegistryProcess) -> None:
+    client = registry.client()
+    subject = unique_name("delete")
+    client.register_schema(subject, avro(ENTRY_V1))
+    client.register_schema(subject, avro(ENTRY_V2))
+
+    assert client.delete_version(subject, 2) == 2
+    assert client.get_versions(subject) == [1]
+    assert client.get_version(subject, 2, deleted=True).version == 2
+    assert client.delete_subject(subject) == [1]
+    assert subject not in client.get_subjects()
+    assert subject in client.get_subjects(deleted=True)
+    with pytest.raises(SchemaRegistryError) as gone:
+        client.get_latest_version(subject)
+    assert gone.value.error_code == 40401
+    assert client.delete_subject(subject, permanent=True) == [1, 2]
+    assert subject not in client.get_subjects(deleted=True)
+
+
+def test_state_survives_a_restart(registry: RegistryProcess) -> None:
+    client = registry.client()
+    evolved, deleted = unique_name("kept"), unique_name("kept-deleted")
+    ids = [client.register_schema(evolved, avro(ENTRY_V1)), client.register_schema(evolved, avro(ENTRY_V2))]
+    client.register_schema(deleted, avro(ENTRY_V1))
+    client.delete_subject(deleted)
+    client.set_compatibility(evolved, "FULL")
+    before = {"subjects": client.get_subjects(), "deleted": client.get_subjects(deleted=True)}
+
+    assert registry.stop() == 0
+    registry.start()
+
+    after = registry.client()
+    assert {"subjects": after.get_subjects(), "deleted": after.get_subjects(deleted=True)} == before
+    assert after.get_versions(evolved) == [1, 2]
+    assert [after.get_version(evolved, v).schema_id for v in (1, 2)] == ids
+    assert after.get_compatibility(evolved) == "FULL"
+    fresh = {**ENTRY_V1, "name": unique_name("Fresh").replace("-", "_")}
+    assert after.register_schema(unique_name("fresh"), avro(fresh)) > max(ids)  # ids are not reused
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error_code"),
+    [
+        pytest.param("GET", "/subjects/{subject}/versions/7", 404, 40402, id="unknown-version-40402"),
+        pytest.param("GET", "/subjects/{subject}/versions/zero", 422, 42202, id="invalid-version-42202"),
+        pytest.param(
+            "GET", "/subjects/nobody-{subject}/versions/latest", 404, 40401, id="unknown-subject-40401"
+        ),
+        pytest.param("GET", "/schemas/ids/999999999", 404, 40403, id="unknown-id-40403"),
+        pytest.param("GET", "/config/{subject}", 404, 40408, id="subject-without-config-40408"),
+        pytest.param(
+            "DELETE", "/subjects/{subject}?permanent=true", 404, 40405, id="hard-delete-needs-soft-40405"
+        ),
+    ],
+)
+def test_error_bodies_follow_confluent(
+    registry: RegistryProcess, method: str, path: str, status: int, error_code: int
+) -> None:
+    subject = unique_name("errors")
+    registry.client().register_schema(subject, avro(ENTRY_V1))
+    response = httpx.request(method, registry.url + path.format(subject=subject))
+    assert response.status_code == status
+    assert response.json()["error_code"] == error_code
+    assert response.json()["message"]
+
+
+def test_plain_json_normalize_and_metrics(registry: RegistryProcess) -> None:
+    subject = unique_name("http")
+    spaced = {"schema": json.dumps(ENTRY_V1, indent=2)}
+    reordered = {"schema": json.dumps({**ENTRY_V1, "doc": "docs do not matter"}, sort_keys=True)}
+
+    first = httpx.post(f"{registry.url}/subjects/{subject}/versions?normalize=true", json=spaced)
+    again = httpx.post(f"{registry.url}/subjects/{subject}/versions?normalize=true", json=reordered)
+
+    assert first.headers["content-type"].startswith("application/vnd.schemaregistry.v1+json")
+    assert again.json() == first.json()
+    assert httpx.get(f"{registry.url}/subjects/{subject}/versions").json() == [1]
+    assert httpx.get(f"{registry.url}/config/{subject}?defaultToGlobal=true").json() == {
+        "compatibilityLevel": "BACKWARD"
+    }
+    metrics = httpx.get(f"{registry.url}/metrics").text
+    assert 'route="/subjects/{subject}/versions",status="200"' in metrics
