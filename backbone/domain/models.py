@@ -16,6 +16,8 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     AfterValidator,
+    StrictBool,
+    StrictInt,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -63,6 +65,12 @@ Dec = Annotated[
 """A decimal that arrives and leaves as a string; at most 4 decimal places."""
 
 
+def _instant_from_text(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError('instants are RFC 3339 strings like "2026-11-02T09:30:00Z", not numbers')
+    return value
+
+
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("instants need a time zone, e.g. 2026-11-02T09:30:00Z")
@@ -76,6 +84,7 @@ def _rfc3339(value: datetime) -> str:
 
 Instant = Annotated[
     datetime,
+    BeforeValidator(_instant_from_text),
     AfterValidator(_utc),
     PlainSerializer(_rfc3339, return_type=str, when_used="json"),
 ]
@@ -208,7 +217,7 @@ class Client(Event):
     name: str
     billing_entity: str = Field(description="Legal entity that invoices this client.")
     currency: Currency
-    active: bool
+    active: StrictBool
 
 
 class Project(Event):
@@ -238,7 +247,7 @@ class Worker(Event):
     employment_type: EmploymentType
     cost_rate: Dec = Field(description="Cost per hour in cost_currency.")
     cost_currency: Currency
-    active: bool
+    active: StrictBool
 
 
 class RateCardLine(Canonical):
@@ -255,7 +264,7 @@ class ContractVersion(Event):
     key_field: ClassVar[str] = "contract_key"
 
     contract_id: NonEmpty
-    version: int = Field(ge=1, description="Amendment number; a higher version wins on the dates it covers.")
+    version: StrictInt = Field(ge=1, description="Amendment number; a higher version wins on the dates it covers.")
     project_id: NonEmpty
     status: ContractStatus
     effective_from: date
@@ -266,7 +275,7 @@ class ContractVersion(Event):
     tax_code: str | None = None
     discount_percent: Dec = Decimal("0")
     not_to_exceed: Dec | None = None
-    rounding_increment_minutes: int = Field(default=1, ge=1)
+    rounding_increment_minutes: StrictInt = Field(default=1, ge=1)
     rounding_mode: RoundingMode = RoundingMode.NEAREST
     default_hourly_rate: Dec | None = None
     rate_card: tuple[RateCardLine, ...] = ()
@@ -284,15 +293,15 @@ class TimeEntry(Event):
     key_field: ClassVar[str] = "time_entry_id"
 
     time_entry_id: NonEmpty
-    revision: int = Field(ge=1)
+    revision: StrictInt = Field(ge=1)
     worker_id: NonEmpty
     project_id: NonEmpty
     task_id: str | None = None
     work_date: date
-    duration_seconds: int = Field(ge=0)
-    billable: bool
+    duration_seconds: StrictInt = Field(ge=0)
+    billable: StrictBool
     notes: str | None = None
-    deleted: bool = False
+    deleted: StrictBool = False
 
 
 class ApprovalDecision(Event):
@@ -300,7 +309,7 @@ class ApprovalDecision(Event):
     key_field: ClassVar[str] = "time_entry_id"
 
     time_entry_id: NonEmpty
-    revision: int = Field(ge=1)
+    revision: StrictInt = Field(ge=1)
     decision: Decision
     approver_id: NonEmpty
     decided_at: Instant
@@ -317,7 +326,7 @@ class InvoiceCandidate(Event):
     candidate_id: NonEmpty
     kind: CandidateKind
     time_entry_id: NonEmpty
-    revision: int = Field(ge=1)
+    revision: StrictInt = Field(ge=1)
     project_id: NonEmpty
     client_id: NonEmpty
     worker_id: NonEmpty
@@ -325,8 +334,8 @@ class InvoiceCandidate(Event):
     task_id: str | None = None
     work_date: date
     contract_id: NonEmpty
-    contract_version: int = Field(ge=1)
-    billable_minutes: int
+    contract_version: StrictInt = Field(ge=1)
+    billable_minutes: StrictInt
     hourly_rate: Dec
     discount_percent: Dec
     amount: Dec
@@ -334,7 +343,7 @@ class InvoiceCandidate(Event):
     tax_code: str | None = None
     billing_entity: str | None = None
     replaces_candidate_id: str | None = None
-    capped: bool = False
+    capped: StrictBool = False
 
 
 class PostingRequest(Event):
@@ -344,7 +353,7 @@ class PostingRequest(Event):
     posting_id: NonEmpty
     posting_type: PostingType
     time_entry_id: NonEmpty
-    revision: int = Field(ge=1)
+    revision: StrictInt = Field(ge=1)
     project_id: NonEmpty
     worker_id: NonEmpty
     work_date: date

@@ -10,6 +10,7 @@ import pytest
 
 from backbone.errors import ServiceUnavailableError
 from backbone.runtime.processes import ServiceProcess, require_free_port
+from tests.support import wait_until
 
 
 def test_a_port_held_by_another_process_is_refused_with_the_setting_to_change() -> None:
@@ -33,6 +34,7 @@ def test_a_started_service_is_tracked_and_stopped(tmp_path: Path) -> None:
 def test_a_recycled_pid_is_not_mistaken_for_the_service(tmp_path: Path) -> None:
     other = ServiceProcess("other", tmp_path, marker="other-marker")
     pid = other.start([sys.executable, "-c", "import time; time.sleep(60)", "other-marker"])
+    wait_until(lambda: b"other-marker" in Path(f"/proc/{pid}/cmdline").read_bytes(), timeout=10)
     try:
         impostor = ServiceProcess("probe", tmp_path, marker="probe-marker")
         impostor.pid_file.write_text(f"{pid}\n")

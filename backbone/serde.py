@@ -1,0 +1,237 @@
+"""Confluent wire format for catalog topics: Avro values through the schema registry, UTF-8 keys.
+
+Values are written and read by confluent-kafka's own `AvroSerializer`/`AvroDeserializer` (magic byte,
+4-byte schema id, Avro body) under the subject `<topic>-value` (TopicNameStrategy), so any Confluent
+client can read what backbone writes. The serializers only see plain dicts: their `to_dict`/`from_dict`
+callables are `backbone.wire`, the one seam between models and records. Keys are the catalog key as a
+plain UTF-8 string, so compaction and partitioning work without the registry.
+
+`TopicSerde` is the cheap path: one serializer, deserializer and context per topic, built once and
+cached by `SerdeCache`. Decoding failures raise `DecodeError`, which keeps the raw message so callers
+can dead-letter it. `register_all` and `check_compatibility` serve `backbone up` and
+`backbone schemas`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from confluent_kafka import Message
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+from pydantic import ValidationError
+
+from backbone import wire
+from backbone.domain.models import Event
+from backbone.errors import BackboneError, InvalidInputError, ServiceUnavailableError
+from topology.catalog import EVENT_TOPICS, Topic
+
+try:
+    # The registry client speaks HTTP through a vendored httpx; its transport errors mean "unreachable".
+    from confluent_kafka.schema_registry.common._httpx_compat import httpx as _http
+
+    _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (_http.TransportError, OSError)
+except ImportError:  # pragma: no cover - a later client may move it
+    _TRANSPORT_ERRORS = (OSError,)
+
+T = TypeVar("T")
+SUBJECT_NOT_FOUND = 40401
+REGISTRY_HINT = "start it with `backbone up`, or set BACKBONE_SCHEMA_REGISTRY_URL to a running registry"
+
+
+class DecodeError(BackboneError):
+    """A record that could not be turned into a canonical event. `raw` is the untouched message."""
+
+    def __init__(self, reason: str, *, raw: Message, cause: BaseException | None = None) -> None:
+        super().__init__(f"{raw.topic()}/{raw.partition()}@{raw.offset()}: {reason}")
+        self.reason = reason
+        self.raw = raw
+        self.error_class = type(cause).__name__ if cause is not None else "DecodeError"
+
+
+def registry_client(config: dict[str, Any]) -> SchemaRegistryClient:
+    """A registry client from `Settings.registry.client_config()`."""
+    return SchemaRegistryClient(config)
+
+
+def value_schema(topic: Topic) -> Schema:
+    """The working tree's value schema of a catalog topic."""
+    return Schema(wire.schema_str(_event_of(topic)), "AVRO")
+
+
+class TopicSerde:
+    """Encodes events for one topic and decodes its records; build once per topic (see `SerdeCache`)."""
+
+    def __init__(self, topic: Topic, registry: SchemaRegistryClient, *, auto_register: bool = True) -> None:
+        self.topic = topic
+        self.event_cls = _event_of(topic)
+        schema = wire.schema_str(self.event_cls)
+        self._serializer = AvroSerializer(
+            registry,
+            schema,
+            to_dict=lambda event, _ctx: wire.to_record(event),
+            conf={"auto.register.schemas": auto_register},
+        )
+        # The working tree's schema is the reader schema: older writers are resolved to it.
+        self._deserializer = AvroDeserializer(
+            registry, schema, from_dict=lambda record, _ctx: wire.from_record(self.event_cls, record)
+        )
+        self._value_ctx = SerializationContext(topic.name, MessageField.VALUE)
+
+    def encode_key(self, event: Event) -> bytes:
+        return event.key.encode("utf-8")
+
+    def encode_value(self, event: Event) -> bytes:
+        """Confluent-framed Avro; registers the schema on first use when `auto_register` is on."""
+        if not isinstance(event, self.event_cls):
+            raise InvalidInputError(
+                f"topic {self.topic.name} carries {self.event_cls.__name__}, not {type(event).__name__}"
+            )
+        try:
+            value = _registry_call(lambda: self._serializer(event, self._value_ctx), self.topic.value_subject)
+        except (ValueError, TypeError) as error:
+            raise InvalidInputError(f"cannot encode {event.event_type} {event.key}: {error}") from error
+        assert value is not None  # only None in, None out
+        return value
+
+    def decode(self, message: Message) -> Event:
+        """The event a consumed record carries; `DecodeError` (with the raw message) when it has none."""
+        data = message.value()
+        if data is None:
+            raise DecodeError("record has no value (a tombstone)", raw=message)
+        ctx = SerializationContext(message.topic() or self.topic.name, MessageField.VALUE, message.headers())
+        try:
+            event = self._deserializer(data, ctx)
+        except _TRANSPORT_ERRORS as error:
+            # Not the record's fault: the caller must not dead-letter it.
+            raise ServiceUnavailableError(
+                f"schema registry unreachable: {error}", hint=REGISTRY_HINT
+            ) from error
+        except SchemaRegistryError as error:
+            if error.http_status_code >= 500:
+                raise ServiceUnavailableError(f"schema registry failed: {error.error_message}") from error
+            raise DecodeError(
+                f"unknown writer schema: {error.error_message}", raw=message, cause=error
+            ) from error
+        except Exception as error:
+            raise DecodeError(_describe(error), raw=message, cause=error) from error
+        return event  # type: ignore[no-any-return]
+
+
+class SerdeCache:
+    """One `TopicSerde` per topic name, sharing one registry client."""
+
+    def __init__(self, registry: SchemaRegistryClient, *, auto_register: bool = True) -> None:
+        self.registry = registry
+        self._auto_register = auto_register
+        self._serdes: dict[str, TopicSerde] = {}
+
+    def for_topic(self, topic: Topic) -> TopicSerde:
+        serde = self._serdes.get(topic.name)
+        if serde is None:
+            serde = self._serdes[topic.name] = TopicSerde(
+                topic, self.registry, auto_register=self._auto_register
+            )
+        return serde
+
+
+def register_all(registry: SchemaRegistryClient, topics: Iterable[Topic] = EVENT_TOPICS) -> dict[str, int]:
+    """Register every event topic's value schema; returns subject -> schema id. Idempotent."""
+    ids: dict[str, int] = {}
+    for topic in topics:
+        if topic.event is None:
+            continue
+        ids[topic.value_subject] = _register(registry, topic)
+    return ids
+
+
+def _register(registry: SchemaRegistryClient, topic: Topic) -> int:
+    schema = value_schema(topic)
+    return _registry_call(lambda: registry.register_schema(topic.value_subject, schema), topic.value_subject)
+
+
+def check_compatibility(registry: SchemaRegistryClient, topics: Iterable[Topic] = EVENT_TOPICS) -> list[str]:
+    """Problems registering the working tree's schemas would meet (empty when all are compatible).
+
+    A subject that is not registered yet is no problem: its first registration always succeeds.
+    """
+    problems: list[str] = []
+    for topic in topics:
+        if topic.event is None:
+            continue
+        problem = _compatibility_problem(registry, topic)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def _compatibility_problem(registry: SchemaRegistryClient, topic: Topic) -> str | None:
+    subject = topic.value_subject
+    try:
+        compatible = _registry_call(
+            lambda: registry.test_compatibility(subject, value_schema(topic)), subject
+        )
+    except SchemaRegistryError as error:
+        if error.error_code == SUBJECT_NOT_FOUND:
+            return None
+        raise BackboneError(f"checking {subject} failed: {error.error_message}") from error
+    if compatible:
+        return None
+    registered = registry.get_latest_version(subject)
+    old = json.loads(registered.schema.schema_str or "{}")
+    differences = describe_differences(old, wire.schema_for(_event_of(topic)))
+    return (
+        f"{subject}: schemas/avro/{topic.event_type}.avsc is incompatible with "
+        f"registered version {registered.version} ({differences})"
+    )
+
+
+def describe_differences(registered: dict[str, Any], local: dict[str, Any]) -> str:
+    """A short human account of how two record schemas' top-level fields differ."""
+    old = {f["name"]: f for f in registered.get("fields", [])}
+    new = {f["name"]: f for f in local.get("fields", [])}
+    notes = [f"removed {n}" for n in old if n not in new]
+    notes += [f"added {n} without a default" for n, f in new.items() if n not in old and "default" not in f]
+    notes += [f"changed type of {n}" for n in old.keys() & new.keys() if old[n]["type"] != new[n]["type"]]
+    return "; ".join(sorted(notes)) or "see the registry's compatibility rules"
+
+
+def _registry_call(call: Callable[[], T], subject: str) -> T:
+    """Run a registry request; an unreachable registry becomes `ServiceUnavailableError`."""
+    try:
+        return call()
+    except _TRANSPORT_ERRORS as error:
+        raise ServiceUnavailableError(
+            f"schema registry unreachable ({subject}): {error}", hint=REGISTRY_HINT
+        ) from error
+    except SchemaRegistryError as error:
+        if error.http_status_code >= 500:
+            raise ServiceUnavailableError(
+                f"schema registry failed ({subject}): {error.error_message}"
+            ) from error
+        if error.http_status_code == 409:
+            raise BackboneError(
+                f"{subject}: the registry refused the schema as incompatible: {error.error_message}",
+                hint="run `backbone schemas check` to see what changed; only add optional fields",
+            ) from error
+        raise
+
+
+def _event_of(topic: Topic) -> type[Event]:
+    if topic.event is None:
+        raise BackboneError(f"topic {topic.name} carries no canonical event (is it a dead-letter topic?)")
+    return topic.event
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, ValidationError):
+        # Valid Avro that breaks a model rule: say which fields, not pydantic's whole report.
+        fields = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_url=False)
+        )
+        return f"invalid {error.title}: {fields}"
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else 'no details'}"

@@ -1,0 +1,143 @@
+"""Emit throughput and Avro codec cost, measured against the configured broker and registry.
+
+    BACKBONE_KAFKA_BOOTSTRAP_SERVERS=... BACKBONE_SCHEMA_REGISTRY_URL=... \\
+        python benchmarks/emit_bench.py --records 100000
+
+Runs `backbone emit time-entry` as a user would (a subprocess, start-up included) on a throwaway
+topic shaped like `psa.time-entries.v1`, then times encoding and decoding one time entry through the
+same serde the emitter and consumers use. Prints one JSON object of figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+import uuid
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from backbone import wire
+from backbone.domain.models import TimeEntry
+from backbone.serde import SerdeCache, registry_client
+from backbone.settings import load_settings
+from topology import catalog
+
+
+def time_entry(index: int) -> dict[str, Any]:
+    return {
+        "occurred_at": "2026-11-02T09:30:00Z",
+        "source_system": "bench",
+        "time_entry_id": f"TE-{index}",
+        "revision": 1,
+        "worker_id": f"W-{index % 250}",
+        "project_id": f"P-{index % 40}",
+        "task_id": f"T-{index % 7}",
+        "work_date": "2026-11-02",
+        "duration_seconds": 900 + index % 28_800,
+        "billable": index % 5 != 0,
+        "notes": "Implementation work on the integration backbone",
+    }
+
+
+class _Message:
+    """Just enough of a consumed message for `TopicSerde.decode`."""
+
+    def __init__(self, value: bytes, topic: str) -> None:
+        self._value, self._topic = value, topic
+
+    def value(self) -> bytes:
+        return self._value
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 0
+
+    def headers(self) -> None:
+        return None
+
+
+def bench_emit(records: int, topic: catalog.Topic) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "entries.jsonl"
+        source.write_text("".join(json.dumps(time_entry(i)) + "\n" for i in range(records)))
+        command = [
+            sys.executable,
+            "-m",
+            "backbone.cli",
+            "emit",
+            "time-entry",
+            str(source),
+            "--topic",
+            topic.name,
+            "-q",
+        ]
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - started
+    return {
+        "emit_records": records,
+        "emit_wall_seconds": round(wall, 2),
+        "emit_records_per_second_wall": round(records / wall),
+        "emit_summary": done.stdout.strip(),
+    }
+
+
+def bench_codec(topic: catalog.Topic, rounds: int = 20_000) -> dict[str, Any]:
+    serde = SerdeCache(registry_client(load_settings().registry.client_config())).for_topic(topic)
+    event = TimeEntry.model_validate(time_entry(1))
+    value = serde.encode_value(event)  # registers once, outside the timing
+    message = _Message(value, topic.name)
+    schema = wire.parsed_schema(TimeEntry)
+
+    def fastavro_only() -> None:
+        fastavro.schemaless_writer(io.BytesIO(), schema, wire.to_record(event))
+
+    per_call = {
+        "encode_us_serde": lambda: serde.encode_value(event),
+        "decode_us_serde": lambda: serde.decode(message),  # type: ignore[arg-type]
+        "to_record_us": lambda: wire.to_record(event),
+        "encode_us_wire_plus_fastavro": fastavro_only,
+    }
+    figures = {
+        name: round(timeit.timeit(call, number=rounds) / rounds * 1e6, 1) for name, call in per_call.items()
+    }
+    return {**figures, "record_bytes": len(value)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--records", type=int, default=100_000)
+    args = parser.parse_args()
+
+    settings = load_settings()
+    topic = dataclasses.replace(catalog.TIME_ENTRIES, name=f"bench-time-entries-{uuid.uuid4().hex[:8]}")
+    admin = AdminClient(settings.kafka.client_config())
+    for future in admin.create_topics([NewTopic(topic.name, topic.partitions, 1)]).values():
+        future.result(timeout=30)
+    try:
+        figures = {**bench_emit(args.records, topic), **bench_codec(topic)}
+    finally:
+        for future in admin.delete_topics([topic.name]).values():
+            future.result(timeout=30)
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

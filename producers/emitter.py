@@ -1,0 +1,267 @@
+"""The emitter: the one way programs publish canonical events to their catalog topics.
+
+An idempotent confluent-kafka producer (`enable.idempotence`, `acks=all`) writes each event to the
+topic the catalog names for its type, keyed by the catalog key, Avro-encoded through `backbone.serde`,
+with the headers routing, tracing and dead-lettering rely on (`event_type`, `correlation_id`,
+`source_system`, `traceparent` when given). Before sending, an event gets the envelope defaults the
+contract promises: a time entry's or approval's `correlation_id` defaults to its `time_entry_id`, and a
+missing `event_id` is derived from the payload, so emitting the same input twice changes nothing.
+
+`send` returns a future the delivery report resolves (the HTTP gateway answers 202 only after it);
+`publish` sends many and returns only when the broker has all of them, raising otherwise.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from backbone.domain.ids import event_id_from_payload
+from backbone.domain.models import ApprovalDecision, Event, TimeEntry
+from backbone.errors import BackboneError, ServiceUnavailableError
+from backbone.serde import SerdeCache, registry_client
+from backbone.settings import KafkaSettings, Settings, load_settings
+from topology.catalog import BY_EVENT_TYPE, Topic
+
+Headers = Mapping[str, str | bytes]
+Progress = Callable[[int, int], None]
+"""progress(sent, delivered), called every `PROGRESS_EVERY` records while publishing."""
+
+PROGRESS_EVERY = 10_000
+KAFKA_HINT = "start it with `backbone up`, or set BACKBONE_KAFKA_BOOTSTRAP_SERVERS to a running cluster"
+_CORRELATED_BY_ENTRY = (TimeEntry, ApprovalDecision)
+
+
+class DeliveryError(BackboneError):
+    """The broker did not take a record (after librdkafka's own retries)."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where the broker stored a record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    event_id: str
+
+
+@dataclass
+class EmitReport:
+    """What `publish` did."""
+
+    published: int
+    seconds: float
+    by_topic: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def records_per_second(self) -> float:
+        return self.published / self.seconds if self.seconds > 0 else 0.0
+
+
+def producer_config(kafka: KafkaSettings, *, delivery_timeout_s: float) -> dict[str, Any]:
+    """librdkafka settings of the emitter: idempotent, fully acknowledged, batched."""
+    return {
+        **kafka.client_config(),
+        "enable.idempotence": True,
+        "acks": "all",
+        # A little lingering fills batches for bulk emits and costs a single send only milliseconds.
+        "linger.ms": 10,
+        # After this long a record fails instead of waiting forever for an unreachable broker.
+        "delivery.timeout.ms": int(delivery_timeout_s * 1000),
+    }
+
+
+def with_envelope_defaults(event: Event) -> Event:
+    """The event as published: correlation id defaulted, then the event id derived when absent."""
+    updates: dict[str, str] = {}
+    if event.correlation_id is None and isinstance(event, _CORRELATED_BY_ENTRY):
+        updates["correlation_id"] = event.time_entry_id
+    if event.event_id is None:
+        # The id covers the defaulted correlation id too: it is derived from the event as published.
+        payload = {**event.model_dump(exclude={"event_id"}), **updates}
+        updates["event_id"] = event_id_from_payload(event.event_type, payload)
+    return event.model_copy(update=updates) if updates else event
+
+
+class Emitter:
+    """Publishes canonical events to their catalog topics. Use as a context manager; thread-safe."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        topics: Mapping[str, Topic] | None = None,
+        delivery_timeout_s: float = 120.0,
+        serdes: SerdeCache | None = None,
+    ) -> None:
+        """`topics` overrides the catalog topic of some event types (e.g. a test's own topic)."""
+        settings = settings or load_settings()
+        self._topics = {**BY_EVENT_TYPE, **(topics or {})}
+        self._serdes = serdes or SerdeCache(registry_client(settings.registry.client_config()))
+        self._delivery_timeout_s = delivery_timeout_s
+        self._producer = Producer(producer_config(settings.kafka, delivery_timeout_s=delivery_timeout_s))
+        self._servers = settings.kafka.servers
+        self._closed = threading.Event()
+        self._poller: threading.Thread | None = None
+        self._poller_lock = threading.Lock()
+
+    def __enter__(self) -> Emitter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def topic_for(self, event_type: str) -> Topic:
+        return self._topics[event_type]
+
+    def ensure_topic(self, topic: Topic, timeout: float = 10.0) -> None:
+        """Fail fast, with a hint, when the broker is unreachable or `topic` does not exist."""
+        try:
+            # Asking for all topics: a metadata request naming one makes brokers auto-create it.
+            metadata = self._producer.list_topics(timeout=timeout)
+        except KafkaException as error:
+            raise ServiceUnavailableError(
+                f"Kafka at {self._servers} is not reachable: {error}", hint=KAFKA_HINT
+            ) from error
+        found = metadata.topics.get(topic.name)
+        if found is None or found.error is not None:
+            raise BackboneError(
+                f"topic {topic.name} does not exist",
+                hint="create the catalog topics with `backbone up` (or `backbone topics apply`)",
+            )
+
+    def send(self, event: Event, headers: Headers | None = None) -> Future[Delivery]:
+        """Start sending one event; the future resolves with its `Delivery` once the broker has it.
+
+        Encoding problems (and an unreachable registry) raise here, before anything is sent.
+        """
+        self._start_poller()
+        future: Future[Delivery] = Future()
+        event = with_envelope_defaults(event)
+
+        def on_delivery(error: KafkaError | None, message: Message) -> None:
+            if error is not None:
+                future.set_exception(
+                    DeliveryError(f"{event.event_type} {event.key} not delivered: {error.str()}")
+                )
+            else:
+                future.set_result(_delivery(message, event))
+
+        self._produce(event, headers, on_delivery)
+        return future
+
+    def publish(self, events: Iterable[Event], progress: Progress | None = None) -> EmitReport:
+        """Send every event and wait until the broker has them all; `DeliveryError` if any failed."""
+        started = time.monotonic()
+        tally = _Tally()
+        sent = 0
+        for sent, event in enumerate(events, start=1):
+            published = with_envelope_defaults(event)
+            self._produce(published, None, tally.on_delivery)
+            if progress is not None and sent % PROGRESS_EVERY == 0:
+                progress(sent, tally.delivered)
+        self._wait_for(sent, tally)
+        return EmitReport(
+            published=tally.delivered, seconds=time.monotonic() - started, by_topic=tally.by_topic
+        )
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Wait for outstanding deliveries; returns how many are still outstanding."""
+        return int(self._producer.flush(self._delivery_timeout_s if timeout is None else timeout))
+
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver what is outstanding and stop the background poller."""
+        self._closed.set()
+        if self._poller is not None:
+            self._poller.join()
+        self.flush(timeout)
+
+    def _produce(self, event: Event, headers: Headers | None, on_delivery: Callable[..., None]) -> None:
+        topic = self._topics[event.event_type]
+        serde = self._serdes.for_topic(topic)
+        key, value = serde.encode_key(event), serde.encode_value(event)
+        record_headers = _headers(event, headers)
+        while True:
+            try:
+                self._producer.produce(
+                    topic.name, value, key, headers=record_headers, on_delivery=on_delivery
+                )
+                break
+            except BufferError:
+                # The local queue is full: serve delivery reports until there is room again.
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+
+    def _wait_for(self, sent: int, tally: _Tally) -> None:
+        remaining = self._producer.flush(self._delivery_timeout_s + 5)
+        if remaining:
+            raise DeliveryError(
+                f"{remaining} of {sent} records were still undelivered after {self._delivery_timeout_s}s"
+            )
+        if tally.failed:
+            raise DeliveryError(
+                f"{tally.failed} of {sent} records were not delivered (first error: {tally.first_error})",
+                hint="delivered records are safe to send again: ids are derived from the payload",
+            )
+
+    def _start_poller(self) -> None:
+        # Futures from `send` resolve only when someone serves delivery reports; a daemon thread does.
+        with self._poller_lock:
+            if self._poller is None and not self._closed.is_set():
+                self._poller = threading.Thread(
+                    target=self._poll_until_closed, name="emitter-poll", daemon=True
+                )
+                self._poller.start()
+
+    def _poll_until_closed(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.1)
+
+
+class _Tally:
+    """Delivery reports of a `publish` call (served on whichever thread polls)."""
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.failed = 0
+        self.first_error: str | None = None
+        self.by_topic: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        with self._lock:
+            if error is None:
+                self.delivered += 1
+                topic = message.topic() or "?"
+                self.by_topic[topic] = self.by_topic.get(topic, 0) + 1
+            else:
+                self.failed += 1
+                self.first_error = self.first_error or error.str()
+
+
+def _headers(event: Event, extra: Headers | None) -> list[tuple[str, str | bytes | None]]:
+    headers = {"event_type": event.event_type, "source_system": event.source_system}
+    if event.correlation_id is not None:
+        headers["correlation_id"] = event.correlation_id
+    merged: dict[str, str | bytes] = {**headers, **(extra or {})}
+    return [
+        (name, value if isinstance(value, bytes) else value.encode("utf-8")) for name, value in merged.items()
+    ]
+
+
+def _delivery(message: Message, event: Event) -> Delivery:
+    return Delivery(
+        topic=message.topic() or "",
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        key=event.key,
+        event_id=event.event_id or "",
+    )

@@ -1,0 +1,130 @@
+"""Parsing canonical JSON Lines: every line becomes an event or a rejection that says why.
+
+Pure functions over text; nothing here talks to Kafka. A rejection names the line (1-based, counting
+blank lines too, so it matches an editor), the field (`rate_card.0.hourly_rate` for nested ones,
+`(json)` when the line is not JSON, `(record)` when it is not a JSON object) and a reason a person can
+act on. `backbone emit` prints them as `line N: field: reason`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from backbone.domain.models import INPUT_EVENTS, Event
+
+WHOLE_RECORD = "(record)"
+NOT_JSON = "(json)"
+CURRENCY_PATTERN = "^[A-Z]{3}$"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a line was rejected."""
+
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A line that is not a valid event, with every problem found in it."""
+
+    line: int
+    text: str
+    problems: tuple[Problem, ...]
+
+    def messages(self) -> list[str]:
+        return [f"line {self.line}: {p.field}: {p.reason}" for p in self.problems]
+
+    def to_json(self) -> dict[str, Any]:
+        """The form written to a rejects file: the original text next to its reasons."""
+        return {
+            "line": self.line,
+            "errors": [{"field": p.field, "reason": p.reason} for p in self.problems],
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True)
+class ParsedEvent:
+    """A valid event and the line it came from."""
+
+    line: int
+    event: Event
+
+
+@dataclass
+class JsonlBatch:
+    """The outcome of reading a whole input."""
+
+    events: list[ParsedEvent] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def event_class(event_type: str) -> type[Event]:
+    """The input event class `backbone emit` accepts under `event_type` (e.g. `time-entry`)."""
+    try:
+        return INPUT_EVENTS[event_type]
+    except KeyError:
+        raise KeyError(
+            f"unknown event type {event_type!r}; known: {', '.join(sorted(INPUT_EVENTS))}"
+        ) from None
+
+
+def read_jsonl(lines: Iterable[str], event_type: str) -> JsonlBatch:
+    """Every valid event (with its line number) and every rejection of an input."""
+    batch = JsonlBatch()
+    for item in iter_jsonl(lines, event_type):
+        if isinstance(item, Rejection):
+            batch.rejections.append(item)
+        else:
+            batch.events.append(item)
+    return batch
+
+
+def iter_jsonl(lines: Iterable[str], event_type: str) -> Iterator[ParsedEvent | Rejection]:
+    """Stream form of `read_jsonl`: one result per non-blank line, in input order."""
+    event_cls = event_class(event_type)
+    for number, text in enumerate(lines, start=1):
+        if text.strip():
+            yield parse_line(text, number, event_cls)
+
+
+def parse_line(text: str, line: int, event_cls: type[Event]) -> ParsedEvent | Rejection:
+    """One line as an event of `event_cls`, or why it is not one."""
+    try:
+        return ParsedEvent(line, event_cls.model_validate_json(text))
+    except ValidationError as error:
+        problems = tuple(_problem(detail) for detail in error.errors(include_url=False))
+        return Rejection(line, text.rstrip("\r\n"), problems)
+
+
+def _problem(detail: ErrorDetails) -> Problem:
+    kind = detail["type"]
+    where = ".".join(str(part) for part in detail["loc"]) or WHOLE_RECORD
+    if kind == "json_invalid":
+        return Problem(NOT_JSON, f"not valid JSON: {detail.get('ctx', {}).get('error', detail['msg'])}")
+    if kind in ("model_type", "model_attributes_type") and where == WHOLE_RECORD:
+        return Problem(WHOLE_RECORD, "expected a JSON object with the event's fields")
+    return Problem(where, _reason(kind, detail))
+
+
+def _reason(kind: str, detail: ErrorDetails) -> str:
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field (not part of the canonical model)"
+    if kind == "enum":
+        expected = detail.get("ctx", {}).get("expected", "")
+        return f"unknown value {detail['input']!r}; expected {expected}"
+    if kind == "string_pattern_mismatch" and detail.get("ctx", {}).get("pattern") == CURRENCY_PATTERN:
+        return f'{detail["input"]!r} is not an ISO 4217 currency code like "EUR"'
+    if kind == "value_error":
+        # Our own validators' messages are already written for people; drop pydantic's prefix.
+        return detail["msg"].removeprefix("Value error, ")
+    return str(detail["msg"])

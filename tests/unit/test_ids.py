@@ -1,0 +1,88 @@
+"""Derived event ids: the same payload always gets the same id; any real change gets another."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from backbone.domain.ids import derive_event_id
+from backbone.domain.models import ALL_EVENTS, Event
+from producers.emitter import with_envelope_defaults
+from tests.examples import RICH
+
+
+def _event(event_type: str, **changes: Any) -> Event:
+    return ALL_EVENTS[event_type].model_validate({**RICH[event_type], "event_id": None, **changes})
+
+
+@pytest.mark.parametrize("event_type", sorted(ALL_EVENTS))
+def test_id_is_a_stable_uuid5(event_type: str) -> None:
+    first, again = derive_event_id(_event(event_type)), derive_event_id(_event(event_type))
+    assert first == again
+    assert uuid.UUID(first).version == 5
+
+
+@pytest.mark.parametrize(
+    ("event_type", "a", "b"),
+    [
+        pytest.param(
+            "worker", {"cost_rate": "85.5"}, {"cost_rate": "85.5000"}, id="decimal-scale-does-not-matter"
+        ),
+        pytest.param(
+            "time-entry",
+            {"occurred_at": "2026-11-02T10:30:00+01:00"},
+            {"occurred_at": "2026-11-02T09:30:00Z"},
+            id="same-instant-other-zone",
+        ),
+        pytest.param("time-entry", {"event_id": "given"}, {}, id="event-id-not-part-of-payload"),
+        pytest.param("time-entry", {"deleted": False}, {}, id="explicit-default-equals-omitted"),
+    ],
+)
+def test_equal_payloads_get_equal_ids(event_type: str, a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert derive_event_id(_event(event_type, **a)) == derive_event_id(_event(event_type, **b))
+
+
+@pytest.mark.parametrize(
+    ("event_type", "change"),
+    [
+        pytest.param("time-entry", {"revision": 3}, id="new-revision"),
+        pytest.param("time-entry", {"duration_seconds": 5401}, id="other-duration"),
+        pytest.param("worker", {"cost_rate": "85.51"}, id="other-rate"),
+        pytest.param("time-entry", {"correlation_id": "other"}, id="other-correlation"),
+    ],
+)
+def test_changed_payloads_get_new_ids(event_type: str, change: dict[str, Any]) -> None:
+    assert derive_event_id(_event(event_type, **change)) != derive_event_id(_event(event_type))
+
+
+def test_same_fields_under_another_event_type_get_another_id() -> None:
+    # An approval and a time entry never share an id, even with identical envelope and key.
+    entry, approval = _event("time-entry"), _event("approval")
+    assert derive_event_id(entry) != derive_event_id(approval)
+
+
+@pytest.mark.parametrize(
+    ("event_type", "expected"),
+    [
+        pytest.param("time-entry", "TE-1", id="time-entry-correlates-by-itself"),
+        pytest.param("approval", "TE-1", id="approval-correlates-by-its-entry"),
+        pytest.param("client", None, id="reference-data-has-no-default"),
+    ],
+)
+def test_correlation_id_defaults_to_the_time_entry(event_type: str, expected: str | None) -> None:
+    event = with_envelope_defaults(_event(event_type, correlation_id=None))
+    assert event.correlation_id == expected
+    assert event.event_id == derive_event_id(event)
+
+
+def test_given_event_id_and_correlation_are_kept() -> None:
+    event = with_envelope_defaults(_event("time-entry", event_id="mine", correlation_id="corr"))
+    assert (event.event_id, event.correlation_id) == ("mine", "corr")
+
+
+def test_omitted_and_explicit_correlation_give_the_same_id() -> None:
+    omitted = with_envelope_defaults(_event("time-entry", correlation_id=None))
+    explicit = with_envelope_defaults(_event("time-entry", correlation_id="TE-1"))
+    assert omitted.event_id == explicit.event_id
