@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "status": "backbone.cli.runtime:status",
     "topics": "backbone.cli.runtime:topics",
     "run": "backbone.cli.run:run",
+    "import": "backbone.cli.imports:import_",
     "emit": "backbone.cli.emit:emit",
     "tail": "backbone.cli.tail:tail",
     "schemas": "backbone.cli.schemas:schemas",

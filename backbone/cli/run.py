@@ -12,6 +12,7 @@ from backbone.settings import load_settings
 COMPONENTS: dict[str, str] = {
     # component: "module:function" taking the Settings
     "registry": "backbone.registry.service:run",
+    "gateway": "producers.gateway:run_gateway",
 }
 
 

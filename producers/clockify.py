@@ -1,0 +1,169 @@
+"""Clockify: detailed-report CSV exports and API time entries to canonical events.
+
+CSV columns vary with the user's settings and Clockify's version (`Task` or `Activity`, `Billable`
+present or not, currency in the header, `MM/DD/YYYY` or `DD/MM/YYYY` dates, times with or without
+seconds). Columns are found by name, never by position. The date order is a setting: an impossible date
+(`13/15/2024` read as month-first) is rejected with its line, not guessed. `Duration (decimal)` is
+ignored because exports have been seen with `0.00` next to a one-hour `Duration (h)`.
+
+API entries carry `timeInterval{start,end,duration}` with an ISO-8601 duration and no update time;
+their revision comes from `updatedAt`/`lastUpdated` when a payload has one, else from when the entry
+was observed (the export or poll time; `ClockifyPoller` only re-publishes entries whose content changed).
+Approval states map to decisions: APPROVED -> APPROVED, REJECTED and WITHDRAWN_APPROVAL -> REJECTED
+(an approval taken back un-bills the revision); PENDING and WITHDRAWN_SUBMISSION decide nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+
+from backbone.domain.models import Decision
+from producers.identity import EntryMapper, SourceEntry, SourceRef
+from producers.parsing import (
+    CsvRow,
+    Occurrences,
+    Outcome,
+    ReadOptions,
+    clean_text,
+    get_path,
+    is_json_file,
+    map_records,
+    parse_bool,
+    parse_clock_time,
+    parse_date,
+    parse_duration,
+    parse_instant,
+    read_csv,
+    read_json_records,
+    require,
+    stable_id,
+    text_of,
+)
+
+SOURCE = "clockify"
+LIST_KEYS = ("timeentries", "timeEntries", "time_entries", "items", "data")
+APPROVAL_DECISIONS: dict[str, tuple[Decision, str | None] | None] = {
+    "APPROVED": (Decision.APPROVED, None),
+    "REJECTED": (Decision.REJECTED, None),
+    "WITHDRAWN_APPROVAL": (Decision.REJECTED, "approval withdrawn in Clockify"),
+    "PENDING": None,
+    "WITHDRAWN_SUBMISSION": None,
+}
+
+
+def read_clockify(path: Path, options: ReadOptions, mapper: EntryMapper) -> Iterator[Outcome]:
+    """Every record of a Clockify export (CSV or API JSON) as events or a rejection."""
+    if is_json_file(path):
+        return map_records(
+            read_json_records(path, LIST_KEYS),
+            lambda item: mapper.events(clockify_api_entry(item, options, options.exported_at)),
+        )
+    occurrences = Occurrences()
+    return map_records(read_csv(path), lambda row: mapper.events(clockify_csv_entry(row, options, occurrences)))
+
+
+def clockify_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrences) -> SourceEntry:
+    start = _local(row, "start date", "start time", options)
+    email, user = row.get("email"), row.get("user")
+    key = (email or user, start.isoformat())
+    task = row.get("task", "activity")
+    decision, comment = _decision(row.get("approval status", "approval"))
+    return SourceEntry(
+        source=SOURCE,
+        entry_id=stable_id(SOURCE, (*key, occurrences.next(key))),
+        updated_at=options.exported_at,
+        worker=SourceRef("worker", SOURCE, email=email, name=user),
+        project=SourceRef("project", SOURCE, name=row.get("project")),
+        task=SourceRef("task", SOURCE, name=task) if task else None,
+        work_date=start.date(),
+        duration_seconds=_csv_duration(row, start, options),
+        # Exports without the column come from workspaces without billability: nothing is billable.
+        billable=parse_bool(row.get("billable"), default=False),
+        notes=clean_text(row.fields.get("description")),
+        decision=decision,
+        approver=row.get("approved by", "approver"),
+        comment=comment,
+    )
+
+
+def _local(row: CsvRow, date_column: str, time_column: str, options: ReadOptions) -> datetime:
+    label = date_column.title()
+    day_text = require(row.get(date_column), label)
+    try:
+        day = parse_date(day_text, options.date_order)
+    except ValueError as error:
+        raise ValueError(f"{label}: {error}") from None
+    return datetime.combine(day, parse_clock_time(require(row.get(time_column), time_column.title())))
+
+
+def _csv_duration(row: CsvRow, start: datetime, options: ReadOptions) -> int:
+    end = _local(row, "end date", "end time", options) if row.get("end date") else None
+    if end is not None and end < start:
+        raise ValueError(f"ends ({end}) before it starts ({start})")
+    written = row.get("duration (h)", "duration")
+    if written:
+        return parse_duration(written)
+    if end is None:
+        raise ValueError("has neither a duration nor an end")
+    return int((end - start).total_seconds())
+
+
+def _decision(state: str | None) -> tuple[Decision | None, str | None]:
+    if state is None:
+        return None, None
+    key = state.strip().upper().replace(" ", "_")
+    if key not in APPROVAL_DECISIONS:
+        raise ValueError(f"approval state {state!r} is not one of {', '.join(APPROVAL_DECISIONS)}")
+    mapped = APPROVAL_DECISIONS[key]
+    return mapped if mapped else (None, None)
+
+
+def clockify_api_entry(item: object, options: ReadOptions, observed_at: datetime) -> SourceEntry:
+    """A Clockify API or detailed-report time entry as a source entry."""
+    if not isinstance(item, Mapping):
+        raise ValueError("a Clockify time entry must be a JSON object")
+    entry_id = require(text_of(item.get("id") or item.get("_id")), "id")
+    start = parse_instant(require(text_of(get_path(item, "timeInterval", "start")), "timeInterval.start"))
+    if get_path(item, "timeInterval", "end") is None:
+        raise ValueError(f"entry {entry_id} is still running; it is imported once stopped")
+    updated = text_of(item.get("updatedAt") or item.get("lastUpdated"))
+    decision, comment = _decision(text_of(item.get("approvalStatus") or get_path(item, "approvalRequest", "status")))
+    return SourceEntry(
+        source=SOURCE,
+        entry_id=f"{SOURCE}-{entry_id}",
+        updated_at=parse_instant(updated) if updated else observed_at,
+        worker=SourceRef(
+            "worker",
+            SOURCE,
+            id=text_of(item.get("userId")),
+            email=text_of(item.get("userEmail")),
+            name=text_of(item.get("userName")),
+        ),
+        project=SourceRef("project", SOURCE, id=text_of(item.get("projectId")), name=text_of(item.get("projectName"))),
+        task=_task(item),
+        work_date=start.astimezone(options.zone).date(),
+        duration_seconds=_api_duration(item),
+        billable=bool(item.get("billable", False)),
+        notes=clean_text(text_of(item.get("description"))),
+        deleted=bool(item.get("deleted", False)),
+        decision=decision,
+        comment=comment,
+    )
+
+
+def _api_duration(item: Mapping[str, object]) -> int:
+    duration = get_path(item, "timeInterval", "duration")
+    if isinstance(duration, int) and not isinstance(duration, bool):
+        return duration  # detailed reports give seconds
+    if isinstance(duration, str) and duration:
+        return parse_duration(duration)
+    end = parse_instant(str(get_path(item, "timeInterval", "end")))
+    start = parse_instant(str(get_path(item, "timeInterval", "start")))
+    return int((end - start).total_seconds())
+
+
+def _task(item: Mapping[str, object]) -> SourceRef | None:
+    task_id, task_name = text_of(item.get("taskId")), text_of(item.get("taskName"))
+    return SourceRef("task", SOURCE, id=task_id, name=task_name) if task_id or task_name else None

@@ -1,0 +1,118 @@
+"""Per-caller rate limits and idempotency records: bounded, in-process, pure Python.
+
+`RateLimiter` is a token bucket per key (rate per second, burst); it answers how long to wait when a
+request is refused, which becomes `Retry-After`. It forgets idle keys so a flood of distinct keys cannot
+grow it without bound. `IdempotencyStore` keeps the first response per (caller, idempotency key) with
+the body's hash, like Stripe: the same key and body get the same response again, a different body is
+an error, and a request arriving while the first is still in flight waits for its result. It holds at
+most `max_keys` records (least recently used go first) for at most `ttl_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    def __init__(self, rate_per_s: float, burst: int, *, clock: Clock = time.monotonic, max_keys: int = 10_000) -> None:
+        self.rate, self.burst, self._clock, self._max_keys = rate_per_s, burst, clock, max_keys
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    def acquire(self, key: str) -> float:
+        """0 when the request may go ahead, else the seconds until a token is available."""
+        now = self._clock()
+        bucket = self._buckets.pop(key, None) or _Bucket(float(self.burst), now)
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
+        bucket.updated = now
+        self._buckets[key] = bucket
+        if len(self._buckets) > self._max_keys:
+            self._buckets.popitem(last=False)
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return 0.0
+        return (1 - bucket.tokens) / self.rate
+
+
+def retry_after(seconds: float) -> str:
+    return str(max(1, math.ceil(seconds)))
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass
+class _Record:
+    body_hash: str
+    created: float
+    done: asyncio.Future[StoredResponse] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class IdempotencyConflict(Exception):
+    """The key was used before with a different body."""
+
+
+class IdempotencyStore:
+    def __init__(self, *, ttl_s: float, max_keys: int, clock: Clock = time.monotonic) -> None:
+        self._ttl, self._max, self._clock = ttl_s, max_keys, clock
+        self._records: OrderedDict[str, _Record] = OrderedDict()
+
+    def begin(self, key: str, body_hash: str) -> asyncio.Future[StoredResponse] | None:
+        """None when this request is the first (it must `finish` or `abandon`); else the first's future."""
+        self._expire()
+        record = self._records.get(key)
+        if record is None:
+            self._records[key] = _Record(body_hash, self._clock())
+            while len(self._records) > self._max:
+                self._records.popitem(last=False)
+            return None
+        if record.body_hash != body_hash:
+            raise IdempotencyConflict(key)
+        self._records.move_to_end(key)
+        return record.done
+
+    def finish(self, key: str, response: StoredResponse) -> None:
+        record = self._records.get(key)
+        if record is not None and not record.done.done():
+            record.done.set_result(response)
+
+    def abandon(self, key: str) -> None:
+        """Forget a request that failed transiently (503) so a retry with the same key runs again."""
+        record = self._records.pop(key, None)
+        if record is not None and not record.done.done():
+            record.done.set_exception(_Abandoned())
+            record.done.exception()  # mark retrieved: waiters re-run, nobody else needs it
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def _expire(self) -> None:
+        cutoff = self._clock() - self._ttl
+        while self._records:
+            key, record = next(iter(self._records.items()))
+            if record.created >= cutoff or not record.done.done():
+                break
+            del self._records[key]
+
+
+class _Abandoned(Exception):
+    """The first request with this key failed transiently; a waiting duplicate must run itself."""
+
+
+ABANDONED = _Abandoned

@@ -1,0 +1,44 @@
+"""Settings of the HTTP gateway (`BACKBONE_GATEWAY_*`), read once by `run_gateway` and passed down.
+
+Maps are JSON in the environment, e.g.
+`BACKBONE_GATEWAY_API_KEYS='{"erp-sync": "k_live_..."}'` and
+`BACKBONE_GATEWAY_WEBHOOK_SECRETS='{"toggl": "...", "clockify": "..."}'`. Keys and secrets are
+`SecretStr`: they never reach a log line or a repr.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from producers.gateway.security import Scheme
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BACKBONE_GATEWAY_", frozen=True, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8088
+    api_keys: dict[str, SecretStr] = Field(default_factory=dict, description="Key name -> API key.")
+    webhook_secrets: dict[str, SecretStr] = Field(default_factory=dict, description="Source -> signing secret.")
+    webhook_schemes: dict[str, Scheme] = Field(
+        default_factory=lambda: {"toggl": "toggl"},
+        description="Source -> signature scheme; sources not listed use `timestamped`.",
+    )
+    signature_tolerance_s: float = Field(default=300, description="Age limit of a timestamped signature.")
+    max_body_bytes: int = Field(default=1_048_576, description="Larger requests get 413 before being read.")
+    max_batch_events: int = Field(default=1000, description="Events per request at most.")
+    rate_per_s: float = Field(default=50.0, description="Sustained requests per second per API key / source.")
+    rate_burst: int = Field(default=100, description="Requests a caller may make at once before the rate applies.")
+    delivery_timeout_s: float = Field(default=10.0, description="Wait this long for Kafka's delivery report.")
+    idempotency_ttl_s: float = Field(default=24 * 3600, description="How long a response is kept for its key.")
+    idempotency_max_keys: int = Field(default=100_000, description="Bound of the idempotency memory.")
+    identity_file: Path | None = Field(default=None, description="Identity table for webhook entries.")
+    project_code_is_id: bool = False
+    worker_email_is_id: bool = False
+    timezone: str = "UTC"
+
+    def scheme_of(self, source: str) -> Scheme:
+        return self.webhook_schemes.get(source, "timestamped")

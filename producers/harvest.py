@@ -1,0 +1,123 @@
+"""Harvest: detailed time-report CSV exports and API v2 time entries to canonical events.
+
+The CSV export has no entry id. A row's id is derived from its External Reference URL when it has one,
+otherwise from the columns that identify a piece of work (date, person, client, project, code, task,
+notes) plus its occurrence number among identical rows; hours are deliberately not part of it, so a
+corrected duration is a new revision of the same entry, not a new entry. Editing the notes in Harvest
+therefore looks like a new entry to a CSV import: use the API (`HarvestPoller`) when that matters.
+
+Revisions come from `updated_at` (API) or from the export time (CSV: the row is as of that moment).
+`is_closed` (API) and `Approved?` (CSV) mean the entry is approved: an `ApprovalDecision` for that
+revision is emitted too. Harvest does not report deletions to `updated_since`, so neither path emits one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from backbone.domain.models import Decision
+from producers.identity import EntryMapper, SourceEntry, SourceRef
+from producers.parsing import (
+    CsvRow,
+    Occurrences,
+    Outcome,
+    ReadOptions,
+    clean_text,
+    decimal_of,
+    get_path,
+    hours_to_seconds,
+    is_json_file,
+    map_records,
+    parse_bool,
+    parse_date,
+    parse_duration,
+    parse_instant,
+    read_csv,
+    read_json_records,
+    require,
+    stable_id,
+    text_of,
+)
+
+SOURCE = "harvest"
+LIST_KEYS = ("time_entries", "items", "data")
+
+
+def read_harvest(path: Path, options: ReadOptions, mapper: EntryMapper) -> Iterator[Outcome]:
+    """Every record of a Harvest export (CSV or API JSON) as accepted events or a rejection."""
+    if is_json_file(path):
+        return map_records(read_json_records(path, LIST_KEYS), lambda item: mapper.events(harvest_api_entry(item)))
+    occurrences = Occurrences()
+    return map_records(read_csv(path), lambda row: mapper.events(harvest_csv_entry(row, options, occurrences)))
+
+
+def harvest_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrences) -> SourceEntry:
+    work_date = parse_date(require(row.get("date", "spent date"), "Date"), options.date_order)
+    first, last = row.get("first name"), row.get("last name")
+    person = " ".join(p for p in (first, last) if p) or None
+    worker = SourceRef("worker", SOURCE, id=row.get("employee id", "user id"), email=row.get("email"), name=person)
+    project = SourceRef("project", SOURCE, code=row.get("project code"), name=row.get("project"))
+    task_name = row.get("task")
+    approved = parse_bool(row.get("approved?", "approved"), default=False)
+    return SourceEntry(
+        source=SOURCE,
+        entry_id=_csv_entry_id(row, work_date.isoformat(), worker, occurrences),
+        updated_at=options.exported_at,
+        worker=worker,
+        project=project,
+        task=SourceRef("task", SOURCE, name=task_name) if task_name else None,
+        work_date=work_date,
+        duration_seconds=parse_duration(require(row.get("hours"), "Hours")),
+        billable=parse_bool(row.get("billable?", "billable"), default=False),
+        notes=clean_text(row.fields.get("notes")),
+        decision=Decision.APPROVED if approved else None,
+    )
+
+
+def _csv_entry_id(row: CsvRow, work_date: str, worker: SourceRef, occurrences: Occurrences) -> str:
+    reference = row.get("external reference url", "external reference")
+    if reference:
+        return stable_id(SOURCE, ("external-reference", reference))
+    identity = (
+        work_date,
+        worker.id or worker.name,
+        row.get("client"),
+        row.get("project"),
+        row.get("project code"),
+        row.get("task"),
+        row.fields.get("notes", ""),
+    )
+    return stable_id(SOURCE, (*identity, occurrences.next(identity)))
+
+
+def harvest_api_entry(item: object) -> SourceEntry:
+    """A Harvest API v2 time entry (`GET /v2/time_entries`) as a source entry."""
+    if not isinstance(item, Mapping):
+        raise ValueError("a Harvest time entry must be a JSON object")
+    entry_id = require(text_of(item.get("id")), "id")
+    if item.get("is_running"):
+        raise ValueError(f"entry {entry_id} is still running; it is imported once stopped")
+    updated_at = parse_instant(require(text_of(item.get("updated_at")), "updated_at"))
+    task_id, task_name = text_of(get_path(item, "task", "id")), text_of(get_path(item, "task", "name"))
+    return SourceEntry(
+        source=SOURCE,
+        entry_id=f"{SOURCE}-{entry_id}",
+        updated_at=updated_at,
+        worker=SourceRef(
+            "worker", SOURCE, id=text_of(get_path(item, "user", "id")), name=text_of(get_path(item, "user", "name"))
+        ),
+        project=SourceRef(
+            "project",
+            SOURCE,
+            id=text_of(get_path(item, "project", "id")),
+            code=text_of(get_path(item, "project", "code")),
+            name=text_of(get_path(item, "project", "name")),
+        ),
+        task=SourceRef("task", SOURCE, id=task_id, name=task_name) if task_id or task_name else None,
+        work_date=parse_date(require(text_of(item.get("spent_date")), "spent_date")),
+        duration_seconds=hours_to_seconds(decimal_of(item.get("hours"))),
+        billable=bool(item.get("billable", False)),
+        notes=clean_text(text_of(item.get("notes"))),
+        decision=Decision.APPROVED if item.get("is_closed") else None,
+    )

@@ -1,0 +1,241 @@
+"""Identity mapping: source users, projects and tasks become canonical worker, project and task ids.
+
+Trackers know people by user id, email or name and projects by id, code or name; the backbone knows
+them by the ERP's ids. `IdentityMap` resolves a `SourceRef` by configurable rules: an explicit table
+(file) matched on the attributes in the order the rules give, and optionally "the project code *is*
+the project id" / "the email *is* the worker id" for firms that type ERP ids into the tracker.
+
+Nothing is ever dropped for want of a mapping. By default an unmapped record is published with an id
+built from the source identifiers (`toggl:worker:ann@example.com`), so the topology raises
+UNKNOWN_WORKER / UNKNOWN_PROJECT and the exception queue shows what to map. With the policy `report`
+the record is rejected instead, with its line number, and nothing about it is published.
+
+`EntryMapper` turns a tracker-neutral `SourceEntry` into the canonical `TimeEntry` (and the
+`ApprovalDecision` when the source says it was decided); every connector ends there.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from backbone.domain.models import ApprovalDecision, Decision, Event, TimeEntry
+from producers.parsing import revision_at
+
+Kind = Literal["worker", "project", "task"]
+UnmappedPolicy = Literal["publish", "report"]
+ATTRIBUTES = ("id", "email", "code", "name")
+
+
+class UnmappedIdentityError(ValueError):
+    """A worker or project has no mapping and the policy says to report it."""
+
+
+def _normalise(attribute: str, value: str) -> str:
+    # Emails, codes and names are compared the way people expect them to match; ids exactly.
+    if attribute == "id":
+        return value.strip()
+    return " ".join(value.strip().casefold().split())
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """What a source system says about one user, project or task."""
+
+    kind: Kind
+    source: str
+    id: str | None = None
+    email: str | None = None
+    code: str | None = None
+    name: str | None = None
+
+    def attribute(self, name: str) -> str | None:
+        value = getattr(self, name, None)
+        return value if value not in (None, "") else None
+
+    def describe(self) -> str:
+        shown = [f"{a}={self.attribute(a)!r}" for a in ATTRIBUTES if self.attribute(a)]
+        return f"{self.source} {self.kind} ({', '.join(shown) or 'no identifiers'})"
+
+
+class IdentityRules(BaseModel):
+    """Which attributes to match, in order, per kind; and which source attributes are canonical ids."""
+
+    model_config = ConfigDict(frozen=True)
+
+    worker: tuple[str, ...] = ("id", "email", "name")
+    project: tuple[str, ...] = ("id", "code", "name")
+    task: tuple[str, ...] = ("id", "name")
+    project_code_is_id: bool = False
+    worker_email_is_id: bool = False
+
+    def order(self, kind: Kind) -> tuple[str, ...]:
+        return tuple(getattr(self, kind))
+
+
+@dataclass(frozen=True)
+class Resolved:
+    canonical_id: str
+    mapped: bool
+
+
+TableKey = tuple[str, str, str, str]  # kind, attribute, normalised value, source ("" = any source)
+
+
+@dataclass(frozen=True)
+class IdentityMap:
+    """Resolves source references to canonical ids. Empty by default: everything falls back."""
+
+    table: Mapping[TableKey, str] = field(default_factory=dict)
+    rules: IdentityRules = field(default_factory=IdentityRules)
+
+    def resolve(self, ref: SourceRef) -> Resolved:
+        for attribute in self.rules.order(ref.kind):
+            value = ref.attribute(attribute)
+            if value is None:
+                continue
+            found = self._lookup(ref, attribute, value)
+            if found:
+                return Resolved(found, mapped=True)
+        direct = self._direct(ref)
+        if direct:
+            return Resolved(direct, mapped=True)
+        return Resolved(fallback_id(ref), mapped=False)
+
+    def _lookup(self, ref: SourceRef, attribute: str, value: str) -> str | None:
+        normalised = _normalise(attribute, value)
+        return self.table.get((ref.kind, attribute, normalised, ref.source)) or self.table.get(
+            (ref.kind, attribute, normalised, "")
+        )
+
+    def _direct(self, ref: SourceRef) -> str | None:
+        if ref.kind == "project" and self.rules.project_code_is_id:
+            return ref.attribute("code")
+        if ref.kind == "worker" and self.rules.worker_email_is_id:
+            return ref.attribute("email")
+        return None
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Mapping[str, str]], rules: IdentityRules | None = None) -> IdentityMap:
+        table: dict[TableKey, str] = {}
+        for number, row in enumerate(rows, start=1):
+            kind, attribute = _field(row, "kind", number), _field(row, "attribute", number)
+            if kind not in ("worker", "project", "task") or attribute not in ATTRIBUTES:
+                raise ValueError(
+                    f"identity row {number}: kind must be worker/project/task and "
+                    f"attribute one of {', '.join(ATTRIBUTES)}"
+                )
+            value, canonical = _field(row, "value", number), _field(row, "canonical_id", number)
+            source = (row.get("source") or "").strip().lower()
+            table[(kind, attribute, _normalise(attribute, value), source)] = canonical.strip()
+        return cls(table=table, rules=rules or IdentityRules())
+
+    @classmethod
+    def from_file(cls, path: Path, rules: IdentityRules | None = None) -> IdentityMap:
+        """A table file: CSV with `kind,attribute,value,canonical_id[,source]` or a JSON list of such objects."""
+        if path.suffix.lower() == ".json":
+            rows = json.loads(path.read_text(encoding="utf-8-sig"))
+            return cls.from_rows(rows, rules)
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            return cls.from_rows(list(csv.DictReader(handle)), rules)
+
+
+def _field(row: Mapping[str, str], name: str, number: int) -> str:
+    value = row.get(name)
+    if value is None or str(value).strip() == "":
+        raise ValueError(f"identity row {number}: {name} is missing")
+    return str(value).strip()
+
+
+def fallback_id(ref: SourceRef) -> str:
+    """The id an unmapped reference is published with: source, kind and its best identifier."""
+    for attribute in ("id", "email", "code", "name"):
+        value = ref.attribute(attribute)
+        if value:
+            return f"{ref.source}:{ref.kind}:{value.strip()}"
+    return f"{ref.source}:{ref.kind}:unknown"
+
+
+# --- from a tracker's entry to canonical events ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    """A time entry as any tracker describes it, before identity mapping."""
+
+    source: str
+    entry_id: str
+    updated_at: datetime
+    worker: SourceRef
+    project: SourceRef
+    work_date: date
+    duration_seconds: int
+    billable: bool
+    task: SourceRef | None = None
+    notes: str | None = None
+    deleted: bool = False
+    decision: Decision | None = None
+    approver: str | None = None
+    comment: str | None = None
+
+    @property
+    def revision(self) -> int:
+        return revision_at(self.updated_at)
+
+
+class EntryMapper:
+    """Maps `SourceEntry`s to canonical events under one identity map and unmapped policy."""
+
+    def __init__(self, identity: IdentityMap | None = None, unmapped: UnmappedPolicy = "publish") -> None:
+        self.identity = identity or IdentityMap()
+        self.unmapped = unmapped
+
+    def events(self, entry: SourceEntry) -> tuple[Event, ...]:
+        worker = self._required(entry.worker)
+        project = self._required(entry.project)
+        task = self.identity.resolve(entry.task).canonical_id if entry.task else None
+        time_entry = TimeEntry(
+            occurred_at=entry.updated_at,
+            source_system=entry.source,
+            time_entry_id=entry.entry_id,
+            revision=entry.revision,
+            worker_id=worker,
+            project_id=project,
+            task_id=task,
+            work_date=entry.work_date,
+            duration_seconds=entry.duration_seconds,
+            billable=entry.billable,
+            notes=entry.notes,
+            deleted=entry.deleted,
+        )
+        if entry.decision is None or entry.deleted:
+            return (time_entry,)
+        return (time_entry, self._decision(entry))
+
+    def _required(self, ref: SourceRef) -> str:
+        resolved = self.identity.resolve(ref)
+        if not resolved.mapped and self.unmapped == "report":
+            tried = ", ".join(self.identity.rules.order(ref.kind))
+            raise UnmappedIdentityError(f"{ref.describe()} has no mapping (tried {tried})")
+        return resolved.canonical_id
+
+    @staticmethod
+    def _decision(entry: SourceEntry) -> ApprovalDecision:
+        assert entry.decision is not None
+        return ApprovalDecision(
+            occurred_at=entry.updated_at,
+            source_system=entry.source,
+            time_entry_id=entry.entry_id,
+            revision=entry.revision,
+            decision=entry.decision,
+            approver_id=entry.approver or f"{entry.source}:approver-unknown",
+            decided_at=entry.updated_at,
+            comment=entry.comment,
+        )

@@ -1,0 +1,514 @@
+"""Shared parsers for the quirks real time-tracker and ERP exports carry, and the import bookkeeping.
+
+Exports differ in byte-order marks, decimal commas (`"2.001,0"`), currency labels (`Euro - EUR`,
+`Amount (EUR)`), 12-hour times, durations written as clocks (`1:30:00`, even `12:20:00 AM` for 20
+minutes), ISO-8601 durations (`PT1H30M`) and user-chosen date orders. Every function here is pure and
+raises `ValueError` with a message fit for an operator; connectors turn that into a `Rejection` that
+names the line. Nothing here guesses an ambiguous date: the date order is a setting.
+
+Revisions: the canonical model wants a higher revision for every change. Connectors derive it from the
+source's update time (`revision_at`): whole seconds since 2020-01-01T00:00:00Z, plus one. That is
+monotonic in the source's clock, fits a 32-bit Avro int until 2088, and re-reading the same change gives
+the same revision (so the same event id).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, tzinfo
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+import orjson
+from pydantic import ValidationError
+
+from backbone.domain.models import Event
+
+BOM = "\ufeff"
+REVISION_EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
+DateOrder = Literal["MDY", "DMY", "YMD"]
+
+# --- import bookkeeping ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One input record that was not turned into events: where it is and why."""
+
+    where: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """The events one input record became."""
+
+    where: str
+    events: tuple[Event, ...]
+
+
+Outcome = Parsed | Rejection
+
+
+@dataclass
+class ImportReport:
+    """Totals of one import, filled while the outcomes stream past (nothing is held in memory)."""
+
+    records: int = 0
+    events: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def events_of(self, outcomes: Iterable[Outcome]) -> Iterator[Event]:
+        """The accepted events of `outcomes`, counting records and keeping the rejections."""
+        for outcome in outcomes:
+            self.records += 1
+            if isinstance(outcome, Rejection):
+                self.rejections.append(outcome)
+                continue
+            self.events += len(outcome.events)
+            yield from outcome.events
+
+    def summary(self) -> str:
+        return f"{self.records} records read, {self.events} events produced, {len(self.rejections)} rejected"
+
+
+# --- CSV ------------------------------------------------------------------------------------------
+
+
+def strip_bom(text: str) -> str:
+    return text[1:] if text.startswith(BOM) else text
+
+
+def normalise_header(name: str) -> str:
+    """`" Billable Rate (USD) "` -> `"billable rate (usd)"`: what header matching compares."""
+    return " ".join(strip_bom(name).strip().lower().split())
+
+
+@dataclass(frozen=True)
+class CsvRow:
+    """One CSV record: the line it starts on (the header is line 1) and its fields by header."""
+
+    line: int
+    fields: Mapping[str, str]
+
+    @property
+    def where(self) -> str:
+        return f"line {self.line}"
+
+    def get(self, *names: str) -> str | None:
+        """The first non-empty value among the columns `names` (normalised header names)."""
+        for name in names:
+            value = self.fields.get(name)
+            if value is not None and value.strip() != "":
+                return value.strip()
+        return None
+
+    def has(self, *names: str) -> bool:
+        return any(name in self.fields for name in names)
+
+    def column_like(self, pattern: str) -> str | None:
+        """The first header matching the regex `pattern` (for headers that embed a currency)."""
+        return next((h for h in self.fields if re.fullmatch(pattern, h)), None)
+
+
+def read_csv(source: Path | str | io.TextIOBase) -> Iterator[CsvRow | Rejection]:
+    """Stream the records of a CSV export, tolerating a BOM and RFC 4180 quoting (no backslash escapes).
+
+    A record whose field count differs from the header's is a `Rejection`, not a crash.
+    """
+    if isinstance(source, (str, Path)):
+        with open(source, encoding="utf-8-sig", newline="") as handle:
+            yield from _read_csv_stream(handle)
+    else:
+        yield from _read_csv_stream(source)
+
+
+def _read_csv_stream(handle: Iterable[str]) -> Iterator[CsvRow | Rejection]:
+    reader = csv.reader(handle, strict=False)
+    header = next(reader, None)
+    if header is None:
+        return
+    names = [normalise_header(h) for h in header]
+    start = reader.line_num + 1
+    for record in reader:
+        line, start = start, reader.line_num + 1
+        if not record or all(not value.strip() for value in record):
+            continue
+        if len(record) != len(names):
+            yield Rejection(f"line {line}", f"has {len(record)} fields, the header has {len(names)}")
+            continue
+        yield CsvRow(line, dict(zip(names, record, strict=True)))
+
+
+# --- numbers, money and currencies ----------------------------------------------------------------
+
+_CURRENCY_SYMBOLS = {"€": "EUR", "$": "USD", "£": "GBP", "¥": "JPY", "CHF": "CHF", "₹": "INR"}
+_CURRENCY_NAMES = {
+    "euro": "EUR",
+    "us dollar": "USD",
+    "usa": "USD",
+    "united states dollar": "USD",
+    "british pound": "GBP",
+    "pound sterling": "GBP",
+    "swiss franc": "CHF",
+    "canadian dollar": "CAD",
+    "australian dollar": "AUD",
+}
+
+
+def parse_decimal(text: str) -> Decimal:
+    """A decimal from `"1,234.56"`, `"2.001,0"`, `"20,01"`, `"€ 111.11"` or `"-5"`.
+
+    When both separators occur, the last one is the decimal mark. A lone comma is a decimal comma
+    (exports that group thousands with commas always print a decimal point too); several commas alone
+    are thousands separators.
+    """
+    cleaned = re.sub(r"[^\d,.\-+]", "", text.strip())
+    if not re.search(r"\d", cleaned):
+        raise ValueError(f"{text!r} is not a number")
+    if "," in cleaned and "." in cleaned:
+        decimal_mark = "," if cleaned.rfind(",") > cleaned.rfind(".") else "."
+        thousands = "." if decimal_mark == "," else ","
+        cleaned = cleaned.replace(thousands, "").replace(decimal_mark, ".")
+    elif cleaned.count(",") == 1:
+        cleaned = cleaned.replace(",", ".")
+    elif cleaned.count(",") > 1:
+        cleaned = cleaned.replace(",", "")
+    try:
+        return Decimal(cleaned)
+    except InvalidOperation:
+        raise ValueError(f"{text!r} is not a number") from None
+
+
+def parse_currency(text: str) -> str:
+    """An ISO 4217 code from `"EUR"`, `"Euro - EUR"`, `"Amount (EUR)"`, `"eur"`, `"€"` or `"US Dollar"`."""
+    cleaned = text.strip()
+    code = re.search(r"(?:^|[\s(\-])([A-Z]{3})(?:$|[\s)])", cleaned)
+    if code:
+        return code.group(1)
+    if re.fullmatch(r"[a-zA-Z]{3}", cleaned):
+        return cleaned.upper()
+    if cleaned in _CURRENCY_SYMBOLS:
+        return _CURRENCY_SYMBOLS[cleaned]
+    named = _CURRENCY_NAMES.get(cleaned.lower())
+    if named:
+        return named
+    raise ValueError(f"{text!r} is not a currency (expected an ISO 4217 code such as EUR)")
+
+
+def currency_in_header(header: str) -> str | None:
+    """`"billable rate (usd)"` -> `"USD"`; None when the header names no currency."""
+    match = re.search(r"\(([a-zA-Z]{3})\)\s*$", header)
+    return match.group(1).upper() if match else None
+
+
+_TRUE = {"yes", "y", "true", "t", "1", "x", "ja", "oui", "approved", "billable"}
+_FALSE = {"no", "n", "false", "f", "0", "", "nein", "non", "not approved", "non-billable"}
+
+
+def parse_bool(text: str | None, *, default: bool | None = None) -> bool:
+    """`Yes`/`No`, `true`/`false`, `1`/`0`, `x`; empty means `default` (an error when there is none)."""
+    value = (text or "").strip().lower()
+    if value == "" and default is not None:
+        return default
+    if value in _TRUE:
+        return True
+    if value in _FALSE and value != "":
+        return False
+    raise ValueError(f"{text!r} is not yes/no")
+
+
+# --- durations ----------------------------------------------------------------------------------
+
+_ISO_DURATION = re.compile(
+    r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$", re.IGNORECASE
+)
+_CLOCK = re.compile(r"^(?P<h>\d{1,4}):(?P<m>\d{1,2})(?::(?P<s>\d{1,2}))?\s*(?P<ampm>[AaPp][Mm])?$")
+
+
+def parse_iso_duration(text: str) -> int:
+    """Seconds in an ISO-8601 duration such as `PT1H30M` or `PT45.5S` (fractions round half up)."""
+    match = _ISO_DURATION.match(text.strip())
+    if not match or text.strip().upper() in {"P", "PT"}:
+        raise ValueError(f"{text!r} is not an ISO-8601 duration like PT1H30M")
+    parts = {k: Decimal(v) if v else Decimal(0) for k, v in match.groupdict().items()}
+    total = parts["d"] * 86400 + parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
+    return int(total.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def parse_clock_duration(text: str) -> int:
+    """Seconds in `1:30`, `1:30:00` or `125:00:00`; also Toggl's 12-hour rendering (`12:20:00 AM` = 20 min).
+
+    Some exports format a duration as a time of day on a 12-hour clock: midnight is `12:.. AM`, so
+    the hour 12 means zero before noon, and `PM` adds twelve hours.
+    """
+    match = _CLOCK.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 1:30:00")
+    hours, minutes, seconds = int(match["h"]), int(match["m"]), int(match["s"] or 0)
+    if minutes > 59 or seconds > 59:
+        raise ValueError(f"{text!r} has minutes or seconds above 59")
+    if match["ampm"]:
+        if hours > 12 or hours == 0:
+            raise ValueError(f"{text!r} is not a 12-hour clock value")
+        hours = hours % 12 + (12 if match["ampm"].lower() == "pm" else 0)
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def hours_to_seconds(hours: Decimal) -> int:
+    """Decimal hours to whole seconds, half up (3 decimal places of an hour are 3.6 s apart)."""
+    if hours < 0:
+        raise ValueError(f"{hours} hours is negative")
+    return int((hours * 3600).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def parse_duration(text: str) -> int:
+    """Seconds from any duration a tracker writes: `PT1H30M`, `1:30:00`, `01:30:00 AM`, `1.5`, `1,5` (hours)."""
+    value = text.strip()
+    if value.upper().startswith("P"):
+        return parse_iso_duration(value)
+    if ":" in value:
+        return parse_clock_duration(value)
+    return hours_to_seconds(parse_decimal(value))
+
+
+# --- dates and times ------------------------------------------------------------------------------
+
+_ISO_DATE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
+_SLASHED = re.compile(r"^(\d{1,4})[/.\-](\d{1,2})[/.\-](\d{1,4})$")
+
+
+def parse_date(text: str, order: DateOrder = "MDY") -> date:
+    """A date from ISO `2024-10-15` (always) or `10/15/2024`, `15.10.2024`, `15/10/2024` in `order`.
+
+    A dotted date is day-first in every locale that writes one. An impossible date (month 13) is an
+    error naming the expected format: the export's date setting must be fixed, never guessed.
+    """
+    value = text.strip()
+    iso = _ISO_DATE.match(value) or re.match(r"^(\d{4})/(\d{1,2})/(\d{1,2})$", value)
+    if iso:
+        return _checked_date(text, int(iso[1]), int(iso[2]), int(iso[3]), "YYYY-MM-DD")
+    match = _SLASHED.match(value)
+    if not match:
+        raise ValueError(f"{text!r} is not a date")
+    first, second, year = int(match[1]), int(match[2]), int(match[3])
+    if year < 100:
+        year += 2000
+    if "." in value or order == "DMY":
+        return _checked_date(text, year, second, first, "DD/MM/YYYY")
+    return _checked_date(text, year, first, second, "MM/DD/YYYY")
+
+
+def _checked_date(text: str, year: int, month: int, day: int, fmt: str) -> date:
+    try:
+        return date(year, month, day)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a valid {fmt} date; set the date format to the one the export used"
+        ) from None
+
+
+_TIME = re.compile(r"^(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2}))?\s*(?P<ampm>[AaPp][Mm])?$")
+
+
+def parse_clock_time(text: str) -> time:
+    """A time of day from `10:23:52`, `10:23`, `10:23:52 AM`, `10:23 PM`, `12:05 AM` (= 00:05)."""
+    match = _TIME.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a time of day")
+    hour, minute, second = int(match["h"]), int(match["m"]), int(match["s"] or 0)
+    if match["ampm"]:
+        if not 1 <= hour <= 12:
+            raise ValueError(f"{text!r} is not a 12-hour time")
+        hour = hour % 12 + (12 if match["ampm"].lower() == "pm" else 0)
+    try:
+        return time(hour, minute, second)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time of day") from None
+
+
+def parse_instant(text: str) -> datetime:
+    """An RFC 3339 / ISO 8601 instant with `Z` or an offset, in UTC. A naive time is an error."""
+    value = text.strip()
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 instant") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone")
+    return parsed.astimezone(UTC)
+
+
+def from_unix(seconds: int | float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+# --- ids and revisions ----------------------------------------------------------------------------
+
+
+def revision_at(instant: datetime) -> int:
+    """The revision of a change made at `instant` (see the module docstring for the rule)."""
+    return max(1, int((instant - REVISION_EPOCH).total_seconds()) + 1)
+
+
+def stable_id(source: str, parts: Sequence[object]) -> str:
+    """A deterministic id for a record whose source gives none (e.g. a Harvest CSV row)."""
+    text = "\x1f".join("" if p is None else str(p) for p in parts)
+    return f"{source}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
+
+
+class Occurrences:
+    """Numbers identical identity tuples within one file, so two equal rows get two ids (1st, 2nd...)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[object, ...], int] = {}
+
+    def next(self, key: tuple[object, ...]) -> int:
+        count = self._seen.get(key, 0) + 1
+        self._seen[key] = count
+        return count
+
+
+def clean_text(text: str | None) -> str | None:
+    """Free text as given, or None when blank."""
+    return text if text is not None and text.strip() != "" else None
+
+
+# --- reading whole exports -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read one export: when it was taken, its date order, the zone its local times are in."""
+
+    exported_at: datetime
+    date_order: DateOrder = "MDY"
+    timezone: str = "UTC"
+
+    @property
+    def zone(self) -> tzinfo:
+        return UTC if self.timezone.upper() == "UTC" else ZoneInfo(self.timezone)
+
+
+def exported_at_of(path: Path) -> datetime:
+    """When a file export was taken, as far as the file system knows (its modification time)."""
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC).replace(microsecond=0)
+
+
+def is_json_file(path: Path) -> bool:
+    """JSON (or JSON Lines) by suffix, else by its first non-blank character."""
+    if path.suffix.lower() in {".json", ".jsonl", ".ndjson"}:
+        return True
+    if path.suffix.lower() in {".csv", ".txt"}:
+        return False
+    with open(path, encoding="utf-8-sig") as handle:
+        head = handle.read(256).lstrip()
+    return head[:1] in {"{", "["}
+
+
+def read_json_records(path: Path, list_keys: Sequence[str]) -> Iterator[tuple[str, object] | Rejection]:
+    """The records of a JSON export: a list, an object wrapping a list under one of `list_keys`
+    (`time_entries`, `items`, OData `value`...), a single object, or JSON Lines (one object a line)."""
+    text = strip_bom(path.read_text(encoding="utf-8"))
+    try:
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        yield from _json_lines(text)
+        return
+    yield from json_records(document, list_keys)
+
+
+def json_records(document: object, list_keys: Sequence[str]) -> Iterator[tuple[str, object]]:
+    if isinstance(document, dict):
+        key = next((k for k in list_keys if isinstance(document.get(k), list)), None)
+        if key is None:
+            yield "item 1", document
+            return
+        document = document[key]
+    if isinstance(document, list):
+        for index, item in enumerate(document, start=1):
+            yield f"item {index}", item
+    else:
+        yield "item 1", document
+
+
+def _json_lines(text: str) -> Iterator[tuple[str, object] | Rejection]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield f"line {number}", orjson.loads(line)
+        except orjson.JSONDecodeError as error:
+            yield Rejection(f"line {number}", f"is not JSON: {error}")
+
+
+def map_records(
+    records: Iterable[tuple[str, object] | CsvRow | Rejection],
+    convert: Callable[[object], Sequence[Event]],
+) -> Iterator[Outcome]:
+    """Convert each record, turning a `ValueError` (pydantic's included) into a `Rejection` for its place."""
+    for record in records:
+        if isinstance(record, Rejection):
+            yield record
+            continue
+        where, item = (record.where, record) if isinstance(record, CsvRow) else record
+        try:
+            yield Parsed(where, tuple(convert(item)))
+        except (ValueError, TypeError, KeyError) as error:
+            yield Rejection(where, describe_error(error))
+
+
+def describe_error(error: Exception) -> str:
+    """One line an operator can act on, also for pydantic's multi-error messages."""
+    if isinstance(error, ValidationError):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in error.errors())
+    if isinstance(error, KeyError):
+        return f"missing field {error.args[0]!r}"
+    return str(error)
+
+
+def require(value: str | None, what: str) -> str:
+    if value is None:
+        raise ValueError(f"{what} is missing")
+    return value
+
+
+def get_path(item: object, *path: str) -> object:
+    """`item[a][b]...` or None when any step is missing (payloads omit optional objects)."""
+    current = item
+    for step in path:
+        if not isinstance(current, Mapping):
+            return None
+        current = current.get(step)
+    return current
+
+
+def text_of(value: object) -> str | None:
+    """A JSON scalar as text (`12` -> "12"), None for null/empty; NetSuite's `{refName}` objects too."""
+    if isinstance(value, Mapping):
+        value = value.get("refName", value.get("name", value.get("id")))
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value).strip()
+    return text or None
+
+
+def decimal_of(value: object) -> Decimal:
+    """A JSON number or string as a Decimal; floats go through their shortest repr, never binary."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"{value!r} is not a number")
+    if isinstance(value, (int, float)):
+        return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    return parse_decimal(str(value))
