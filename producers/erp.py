@@ -256,9 +256,7 @@ def contract_event(record: Record, lines: Sequence[RateCardLine], options: ReadO
         discount_percent=decimal_of(record.text("discount_percent") or "0"),
         not_to_exceed=_optional_decimal(record.text("not_to_exceed")),
         rounding_increment_minutes=int(record.text("rounding_increment_minutes") or "1"),
-        rounding_mode=RoundingMode(record.text("rounding_mode").upper())
-        if record.text("rounding_mode")
-        else RoundingMode.NEAREST,
+        rounding_mode=RoundingMode((record.text("rounding_mode") or "NEAREST").upper()),
         default_hourly_rate=_optional_decimal(record.text("default_hourly_rate")),
         rate_card=tuple(lines),
     )
