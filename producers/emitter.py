@@ -9,17 +9,21 @@ missing `event_id` is derived from the payload, so emitting the same input twice
 
 `send` returns a future the delivery report resolves (the HTTP gateway answers 202 only after it);
 `publish` sends many and returns only when the broker has all of them, raising otherwise.
+With a `transactional_id`, `transaction()` makes everything published inside it (and any
+`produce_bytes` record, e.g. a poller's cursor) visible to read-committed consumers all or nothing.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from backbone.domain.ids import event_id_from_payload
@@ -28,6 +32,8 @@ from backbone.errors import BackboneError, ServiceUnavailableError
 from backbone.serde import SerdeCache, registry_client
 from backbone.settings import KafkaSettings, Settings, load_settings
 from topology.catalog import BY_EVENT_TYPE, Topic
+
+log = structlog.get_logger("emitter")
 
 Headers = Mapping[str, str | bytes]
 Progress = Callable[[int, int], None]
@@ -101,13 +107,28 @@ class Emitter:
         topics: Mapping[str, Topic] | None = None,
         delivery_timeout_s: float = 120.0,
         serdes: SerdeCache | None = None,
+        transactional_id: str | None = None,
     ) -> None:
-        """`topics` overrides the catalog topic of some event types (e.g. a test's own topic)."""
+        """`topics` overrides the catalog topic of some event types (e.g. a test's own topic).
+
+        `transactional_id` makes the producer transactional: a restarted process with the same id
+        fences the old one and aborts whatever it left open.
+        """
         settings = settings or load_settings()
         self._topics = {**BY_EVENT_TYPE, **(topics or {})}
         self._serdes = serdes or SerdeCache(registry_client(settings.registry.client_config()))
         self._delivery_timeout_s = delivery_timeout_s
-        self._producer = Producer(producer_config(settings.kafka, delivery_timeout_s=delivery_timeout_s))
+        config = producer_config(settings.kafka, delivery_timeout_s=delivery_timeout_s)
+        if transactional_id is not None:
+            # librdkafka requires the delivery timeout to fit in the transaction timeout. A transaction a
+            # killed process left open holds back read-committed readers until this passes or a
+            # successor with the same id starts.
+            config.update(
+                {"transactional.id": transactional_id, "transaction.timeout.ms": config["delivery.timeout.ms"]}
+            )
+        self._producer = Producer(config)
+        if transactional_id is not None:
+            self._init_transactions()
         self._servers = settings.kafka.servers
         self._closed = threading.Event()
         self._poller: threading.Thread | None = None
@@ -149,9 +170,7 @@ class Emitter:
 
         def on_delivery(error: KafkaError | None, message: Message) -> None:
             if error is not None:
-                future.set_exception(
-                    DeliveryError(f"{event.event_type} {event.key} not delivered: {error.str()}")
-                )
+                future.set_exception(DeliveryError(f"{event.event_type} {event.key} not delivered: {error.str()}"))
             else:
                 future.set_result(_delivery(message, event))
 
@@ -169,9 +188,38 @@ class Emitter:
             if progress is not None and sent % PROGRESS_EVERY == 0:
                 progress(sent, tally.delivered)
         self._wait_for(sent, tally)
-        return EmitReport(
-            published=tally.delivered, seconds=time.monotonic() - started, by_topic=tally.by_topic
-        )
+        return EmitReport(published=tally.delivered, seconds=time.monotonic() - started, by_topic=tally.by_topic)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Commit what is published inside the block at its end; abort it when the block raises."""
+        self._producer.begin_transaction()
+        try:
+            yield
+            self._producer.commit_transaction(self._delivery_timeout_s)
+        except BaseException:
+            self._abort()
+            raise
+
+    def produce_bytes(self, topic: str, key: bytes, value: bytes) -> None:
+        """Queue one already-encoded record (a checkpoint, not an event); delivered by flush/commit."""
+        self._producer.produce(topic, value, key)
+        self._producer.poll(0)
+
+    def _init_transactions(self) -> None:
+        try:
+            self._producer.init_transactions(self._delivery_timeout_s)
+        except KafkaException as error:
+            raise ServiceUnavailableError(
+                f"Kafka at {self._servers} did not initialise transactions: {error}", hint=KAFKA_HINT
+            ) from error
+
+    def _abort(self) -> None:
+        try:
+            self._producer.abort_transaction(self._delivery_timeout_s)
+        except KafkaException as error:
+            # A fenced or fatal producer cannot abort; the broker aborts on the next init or timeout.
+            log.warning("transaction abort failed", error=str(error))
 
     def flush(self, timeout: float | None = None) -> int:
         """Wait for outstanding deliveries; returns how many are still outstanding."""
@@ -191,9 +239,7 @@ class Emitter:
         record_headers = _headers(event, headers)
         while True:
             try:
-                self._producer.produce(
-                    topic.name, value, key, headers=record_headers, on_delivery=on_delivery
-                )
+                self._producer.produce(topic.name, value, key, headers=record_headers, on_delivery=on_delivery)
                 break
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room again.
@@ -216,9 +262,7 @@ class Emitter:
         # Futures from `send` resolve only when someone serves delivery reports; a daemon thread does.
         with self._poller_lock:
             if self._poller is None and not self._closed.is_set():
-                self._poller = threading.Thread(
-                    target=self._poll_until_closed, name="emitter-poll", daemon=True
-                )
+                self._poller = threading.Thread(target=self._poll_until_closed, name="emitter-poll", daemon=True)
                 self._poller.start()
 
     def _poll_until_closed(self) -> None:
@@ -252,9 +296,7 @@ def _headers(event: Event, extra: Headers | None) -> list[tuple[str, str | bytes
     if event.correlation_id is not None:
         headers["correlation_id"] = event.correlation_id
     merged: dict[str, str | bytes] = {**headers, **(extra or {})}
-    return [
-        (name, value if isinstance(value, bytes) else value.encode("utf-8")) for name, value in merged.items()
-    ]
+    return [(name, value if isinstance(value, bytes) else value.encode("utf-8")) for name, value in merged.items()]
 
 
 def _delivery(message: Message, event: Event) -> Delivery:

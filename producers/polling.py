@@ -46,6 +46,20 @@ class EventPublisher(Protocol):
     def publish(self, events: Iterable[Event], progress: Any = None) -> Any: ...
 
 
+class CursorStore(Protocol):
+    """Where a poller keeps its position: `CursorFile`, or `checkpoint.KafkaCursor` (transactional)."""
+
+    def load(self) -> dict[str, Any]: ...
+
+    def save(self, state: Mapping[str, Any]) -> None: ...
+
+
+class HttpGetter(Protocol):
+    """`httpx.Client.get`, or `resilience.ResilientClient.get` (retries transient failures)."""
+
+    def get(self, path: str, params: Mapping[str, Any] | None = None) -> httpx.Response: ...
+
+
 # --- settings -----------------------------------------------------------------------------------
 
 
@@ -138,9 +152,9 @@ class IncrementalPoller:
 
     def __init__(
         self,
-        client: httpx.Client,
+        client: HttpGetter,
         publisher: EventPublisher,
-        cursor: CursorFile,
+        cursor: CursorStore,
         mapper: EntryMapper,
         start_at: datetime,
     ) -> None:
@@ -232,15 +246,7 @@ class HarvestPoller(IncrementalPoller):
     def from_settings(
         cls, settings: HarvestPollSettings, publisher: EventPublisher, data_dir: Path, mapper: EntryMapper
     ) -> HarvestPoller:
-        client = httpx.Client(
-            base_url=settings.base_url,
-            timeout=30,
-            headers={
-                "Authorization": f"Bearer {settings.access_token.get_secret_value()}",
-                "Harvest-Account-Id": settings.account_id,
-                "User-Agent": "backbone connector",
-            },
-        )
+        client = harvest_client(settings)
         return cls(client, publisher, CursorFile(data_dir / "cursors" / "harvest.json"), mapper, settings.start_at)
 
 
@@ -263,9 +269,7 @@ class TogglPoller(IncrementalPoller):
     def from_settings(
         cls, settings: TogglPollSettings, publisher: EventPublisher, data_dir: Path, mapper: EntryMapper
     ) -> TogglPoller:
-        client = httpx.Client(
-            base_url=settings.base_url, timeout=30, auth=(settings.api_token.get_secret_value(), "api_token")
-        )
+        client = toggl_client(settings)
         return cls(
             client,
             publisher,
@@ -286,9 +290,9 @@ class ClockifyPoller:
 
     def __init__(
         self,
-        client: httpx.Client,
+        client: HttpGetter,
         publisher: EventPublisher,
-        cursor: CursorFile,
+        cursor: CursorStore,
         mapper: EntryMapper,
         settings: ClockifyPollSettings,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -339,10 +343,35 @@ class ClockifyPoller:
     def from_settings(
         cls, settings: ClockifyPollSettings, publisher: EventPublisher, data_dir: Path, mapper: EntryMapper
     ) -> ClockifyPoller:
-        client = httpx.Client(
-            base_url=settings.base_url, timeout=30, headers={"X-Api-Key": settings.api_key.get_secret_value()}
-        )
+        client = clockify_client(settings)
         return cls(client, publisher, CursorFile(data_dir / "cursors" / "clockify.json"), mapper, settings)
+
+
+# --- HTTP clients, authenticated the way each API documents -------------------------------------------
+
+
+def harvest_client(settings: HarvestPollSettings) -> httpx.Client:
+    return httpx.Client(
+        base_url=settings.base_url,
+        timeout=30,
+        headers={
+            "Authorization": f"Bearer {settings.access_token.get_secret_value()}",
+            "Harvest-Account-Id": settings.account_id,
+            "User-Agent": "backbone connector",
+        },
+    )
+
+
+def toggl_client(settings: TogglPollSettings) -> httpx.Client:
+    return httpx.Client(
+        base_url=settings.base_url, timeout=30, auth=(settings.api_token.get_secret_value(), "api_token")
+    )
+
+
+def clockify_client(settings: ClockifyPollSettings) -> httpx.Client:
+    return httpx.Client(
+        base_url=settings.base_url, timeout=30, headers={"X-Api-Key": settings.api_key.get_secret_value()}
+    )
 
 
 def _fingerprint(item: Mapping[str, Any]) -> str:

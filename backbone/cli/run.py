@@ -13,6 +13,7 @@ COMPONENTS: dict[str, str] = {
     # component: "module:function" taking the Settings
     "registry": "backbone.registry.service:run",
     "gateway": "producers.gateway:run_gateway",
+    "poller": "producers.poller:run_poller",
 }
 
 

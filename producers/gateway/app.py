@@ -38,7 +38,7 @@ from producers.gateway.limits import (
 )
 from producers.gateway.security import SignatureError, authenticate, presented_key, verify
 from producers.gateway.settings import GatewaySettings
-from producers.gateway.webhooks import SOURCES, NotAnEntry, events_of, is_toggl_ping
+from producers.gateway.webhooks import CLOCKIFY_EVENT_HEADER, SOURCES, NotAnEntry, events_of, is_toggl_ping
 from producers.identity import EntryMapper, IdentityMap, IdentityRules
 from producers.parsing import ReadOptions
 
@@ -202,7 +202,7 @@ class Gateway:
         if code is not None:
             return JSONResponse({"validation_code": code, "accepted": 0, "event_ids": []}, status_code=200)
         delivery = next((request.headers[h] for h in DELIVERY_ID_HEADERS if h in request.headers), None)
-        scope = f"webhook:{source}:{delivery or hashlib.sha256(body).hexdigest()}"
+        scope = f"webhook:{source}:{delivery or _content_key(body, request.headers)}"
         return await self._idempotent(
             scope, body, lambda: self._publish(self._webhook_events(source, document, request))
         )
@@ -309,6 +309,13 @@ def _respond(stored: StoredResponse, *, replayed: bool = False) -> JSONResponse:
     if stored.status == 503:
         headers = {**(headers or {}), "Retry-After": "1"}
     return JSONResponse(body, status_code=stored.status, headers=headers)
+
+
+def _content_key(body: bytes, headers: Mapping[str, str]) -> str:
+    """A delivery's identity when it names none: the body, and the event type for sources that send the
+    same body for different events (Clockify's TIME_ENTRY_DELETED repeats the entry as last updated)."""
+    event_type = headers.get(CLOCKIFY_EVENT_HEADER, "")
+    return hashlib.sha256(event_type.encode() + b"\n" + body).hexdigest()
 
 
 def _json(body: bytes) -> Any:

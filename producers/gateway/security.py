@@ -1,7 +1,11 @@
 """Webhook signatures and API keys: pure checks with constant-time comparison.
 
-Two signature schemes are accepted, per source (configured in `GatewaySettings.webhook_schemes`):
+Three signature schemes are accepted, per source (configured in `GatewaySettings.webhook_schemes`):
 - `toggl`: `X-Webhook-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>` (Toggl Track).
+- `clockify`: `Clockify-Signature: <the webhook's token>`. Clockify sends a static per-webhook token, not
+  an HMAC, so it proves the sender knows the token but not that the body is unaltered, and a captured
+  delivery can be replayed: serve the gateway over HTTPS only, and rotate the token (re-create the
+  webhook) if it leaks.
 - `timestamped`: `Backbone-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">`, the
   Stripe scheme. The timestamp is signed, so a captured delivery cannot be replayed after the tolerance
   window; several `v1=` values may be present while a secret is being rotated.
@@ -16,8 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-Scheme = Literal["toggl", "timestamped"]
+Scheme = Literal["toggl", "timestamped", "clockify"]
 TOGGL_HEADER = "x-webhook-signature-256"
+CLOCKIFY_HEADER = "clockify-signature"
 TIMESTAMPED_HEADER = "backbone-signature"
 
 
@@ -47,6 +52,13 @@ def verify_toggl(body: bytes, header: str | None, secret: str) -> None:
         raise SignatureError("signature is not sha256=<hex>")
     if not hmac.compare_digest(signature.lower().encode(), hmac_hex(secret, body).encode()):
         raise SignatureError("signature does not match the body")
+
+
+def verify_clockify(header: str | None, secret: str) -> None:
+    if not header:
+        raise SignatureError("missing Clockify-Signature")
+    if not hmac.compare_digest(header.strip().encode(), secret.encode()):
+        raise SignatureError("Clockify-Signature is not this webhook's token")
 
 
 def verify_timestamped(body: bytes, header: str | None, secret: str, *, now: float, tolerance_s: float) -> None:
@@ -82,6 +94,8 @@ def verify(
     """Raise `SignatureError` unless `headers` carry a valid signature of `body` under `scheme`."""
     if scheme == "toggl":
         verify_toggl(body, headers.get(TOGGL_HEADER), secret)
+    elif scheme == "clockify":
+        verify_clockify(headers.get(CLOCKIFY_HEADER), secret)
     else:
         verify_timestamped(body, headers.get(TIMESTAMPED_HEADER), secret, now=now, tolerance_s=tolerance_s)
 

@@ -4,21 +4,31 @@ A delivery carries one time entry (Toggl wraps it in `{"payload", "metadata"}`; 
 entry itself and names the event in `Clockify-Webhook-Event-Type`); the `canonical` source takes
 backbone's own events as `{"event_type": ..., "event": {...}}` (one or a list). Parsing is shared with
 the file imports and pollers, so an entry means the same whichever way it arrives.
+
+Clockify events: NEW_TIME_ENTRY, TIME_ENTRY_UPDATED, TIMER_STOPPED and TIME_ENTRY_RESTORED carry an
+entry; TIME_ENTRY_DELETED becomes its terminal revision (`deleted: true`, ranked after the last update).
+Approval events (NEW_APPROVAL_REQUEST, APPROVAL_REQUEST_STATUS_UPDATED) describe a request over a
+*date range*, not the entries in it, so they are acknowledged without publishing: the entries' own
+`approvalStatus` reaches backbone through entry webhooks or the poller. Other events are acknowledged too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import timedelta
 
 from backbone.domain.models import INPUT_EVENTS, Event
 from producers.clockify import clockify_api_entry
 from producers.harvest import harvest_api_entry
-from producers.identity import EntryMapper
+from producers.identity import EntryMapper, SourceEntry
 from producers.parsing import ReadOptions
 from producers.toggl import toggl_api_entry
 
 SOURCES = ("toggl", "clockify", "harvest", "canonical")
+CLOCKIFY_EVENT_HEADER = "clockify-webhook-event-type"
+CLOCKIFY_ENTRY_EVENTS = frozenset({"NEW_TIME_ENTRY", "TIME_ENTRY_UPDATED", "TIMER_STOPPED", "TIME_ENTRY_RESTORED"})
+CLOCKIFY_DELETION = "TIME_ENTRY_DELETED"
 
 
 class NotAnEntry(Exception):
@@ -37,16 +47,12 @@ def events_of(
     source: str, body: object, headers: Mapping[str, str], mapper: EntryMapper, options: ReadOptions
 ) -> Sequence[Event]:
     """The canonical events a delivery means; `ValueError` when it is malformed."""
-    now = datetime.now(UTC).replace(microsecond=0)
     if source == "canonical":
         return _canonical(body)
     if source == "toggl":
         return mapper.events(_or_running(lambda: toggl_api_entry(body, options)))
     if source == "clockify":
-        entry = _or_running(lambda: clockify_api_entry(body, options, now))
-        if headers.get("clockify-webhook-event-type", "").upper() == "TIME_ENTRY_DELETED":
-            entry = _deleted(entry)
-        return mapper.events(entry)
+        return mapper.events(_clockify_entry(body, headers, options))
     if source == "harvest":
         return mapper.events(_or_running(lambda: harvest_api_entry(body)))
     raise ValueError(f"unknown source {source!r}")
@@ -61,10 +67,27 @@ def _or_running(parse):  # type: ignore[no-untyped-def]
         raise
 
 
-def _deleted(entry):  # type: ignore[no-untyped-def]
-    from dataclasses import replace
+def _clockify_entry(body: object, headers: Mapping[str, str], options: ReadOptions) -> SourceEntry:
+    # A payload without `updatedAt` is dated when it arrived (the gateway's clock, in `options`).
+    event = headers.get(CLOCKIFY_EVENT_HEADER, "").strip().upper()
+    if event == CLOCKIFY_DELETION:
+        # A deleted entry may be "running"-shaped or unchanged since its last update: it still ends it.
+        entry = clockify_api_entry(_stopped(body), options, options.exported_at)
+        ranked_after_update = max(entry.updated_at + timedelta(seconds=1), options.exported_at)
+        return replace(entry, deleted=True, decision=None, updated_at=ranked_after_update)
+    if event and event not in CLOCKIFY_ENTRY_EVENTS:
+        raise NotAnEntry(f"Clockify event {event} carries no time entry to publish")
+    return _or_running(lambda: clockify_api_entry(body, options, options.exported_at))
 
-    return replace(entry, deleted=True, decision=None)
+
+def _stopped(body: object) -> object:
+    """A deleted running timer has no end; it never counted, so it ends where it started."""
+    if not isinstance(body, Mapping) or not isinstance(body.get("timeInterval"), Mapping):
+        return body
+    interval = dict(body["timeInterval"])
+    if interval.get("end") is None:
+        interval.update(end=interval.get("start"), duration="PT0S")
+    return {**body, "timeInterval": interval}
 
 
 def _canonical(body: object) -> list[Event]:
