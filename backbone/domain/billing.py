@@ -1,0 +1,690 @@
+"""How an approved entry becomes money (billing-rules.md §2, §6, §7, §8): the project's book.
+
+A `ProjectBook` holds, per entry of one project, what has been billed, posted and flagged so far
+(a `Ledger`). Every change goes through `settle`: value the entry now (`evaluate`: validation in the
+rule's order, pricing, cost), cut it to the contract's not-to-exceed cap, and emit only the difference
+to what was emitted before — a TIME candidate, an ADJUSTMENT or a REVERSAL, the REVENUE and COST
+posting requests that follow the same deltas, and business exceptions that OPEN and RESOLVE. Because
+outputs are deltas against the book, the net amount per entry depends only on the final inputs, not
+on their order; ids are derived from the transition, so a replay of one history repeats its ids.
+
+The book is per project on purpose: contract versions, caps and master-data fixes all re-price "the
+entries of a project", and the topology keys the book's table by `project_id`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict
+
+from backbone.domain import ids
+from backbone.domain.entries import EntryChange
+from backbone.domain.models import (
+    BillingType,
+    BusinessException,
+    CandidateKind,
+    ContractVersion,
+    Event,
+    ExceptionKind,
+    ExceptionStatus,
+    InvoiceCandidate,
+    Owner,
+    PostingRequest,
+    PostingType,
+    Project,
+    ProjectStatus,
+    SubjectType,
+    TimeEntry,
+    Worker,
+)
+from backbone.domain.money import cost_amount, line_amount, round_minutes
+from backbone.domain.rating import contract_cap, resolve_rate, select_contract_version
+from backbone.domain.reference import ReferenceData
+from backbone.domain.routing import RoutingRules
+
+ZERO = Decimal(0)
+SOURCE_SYSTEM = "backbone"
+
+OWNERS: dict[ExceptionKind, Owner] = {
+    ExceptionKind.UNKNOWN_WORKER: Owner.MASTER_DATA,
+    ExceptionKind.UNKNOWN_PROJECT: Owner.MASTER_DATA,
+    ExceptionKind.PROJECT_NOT_ACTIVE: Owner.PMO,
+    ExceptionKind.NO_CONTRACT: Owner.FINANCE_OPS,
+    ExceptionKind.MISSING_TAX_CODE: Owner.FINANCE_OPS,
+    ExceptionKind.NO_RATE: Owner.FINANCE_OPS,
+    ExceptionKind.CAP_EXCEEDED: Owner.FINANCE_OPS,
+    ExceptionKind.BILLING_REJECTED: Owner.FINANCE_OPS,
+    ExceptionKind.POSTING_REJECTED: Owner.FINANCE_OPS,
+    ExceptionKind.POSTING_ACK_TIMEOUT: Owner.FINANCE_OPS,
+}
+"""Who works each kind of exception (canonical-model.md)."""
+
+BLOCKS_EVERYTHING = frozenset(
+    {ExceptionKind.UNKNOWN_WORKER, ExceptionKind.UNKNOWN_PROJECT, ExceptionKind.PROJECT_NOT_ACTIVE}
+)
+"""Validation failures 1–3: no candidate and no posting. Failures 5–7 still post the cost."""
+
+DETAILS: dict[ExceptionKind, str] = {
+    ExceptionKind.UNKNOWN_WORKER: "worker {worker_id} is not in the worker master data",
+    ExceptionKind.UNKNOWN_PROJECT: "project {project_id} is not in the project master data",
+    ExceptionKind.PROJECT_NOT_ACTIVE: "project {project_id} is not ACTIVE",
+    ExceptionKind.NO_CONTRACT: "no ACTIVE contract version of project {project_id} covers {work_date}",
+    ExceptionKind.MISSING_TAX_CODE: "the contract version covering {work_date} has no tax_code",
+    ExceptionKind.NO_RATE: "no rate card line and no default rate price worker {worker_id} on {work_date}",
+    ExceptionKind.CAP_EXCEEDED: "the contract's not-to-exceed cap cut this entry",
+}
+
+
+# --- state -----------------------------------------------------------------------------------------
+
+
+class Pricing(BaseModel):
+    """How the billed revision is priced now (its `amount` is the uncapped worth)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    contract_id: str
+    contract_version: int
+    billable_minutes: int
+    hourly_rate: Decimal
+    discount_percent: Decimal
+    amount: Decimal
+    currency: str
+    tax_code: str | None
+    client_id: str
+    billing_entity: str | None
+    role: str | None
+
+
+class RaisedException(BaseModel):
+    """An exception the book has OPEN for an entry, as last emitted."""
+
+    model_config = ConfigDict(frozen=True)
+
+    amount_at_risk: Decimal | None
+    currency: str | None
+    opened_at: datetime
+
+
+class Ledger(BaseModel):
+    """One entry in the book: what it is, and what was billed, posted and flagged for it so far."""
+
+    model_config = ConfigDict(frozen=True)
+
+    time_entry_id: str
+    correlation_id: str
+    entry: TimeEntry | None = None
+    """The revision to price (a deleting revision prices at zero); None: nothing approved here."""
+    last_seen: TimeEntry | None = None
+    """The latest revision the book priced, kept for reversal lines after un-approval."""
+    billed: Decimal = ZERO
+    billed_minutes: int = 0
+    billed_pricing: Pricing | None = None
+    contract_id: str | None = None
+    """The contract the billed amount counts against (for its cap)."""
+    time_candidate_id: str | None = None
+    time_revenue_posting_id: str | None = None
+    candidates: int = 0
+    worth: Decimal = ZERO
+    at_risk: Decimal = ZERO
+    cost_posted: Decimal = ZERO
+    cost_currency: str | None = None
+    time_cost_posting_id: str | None = None
+    cost_postings: int = 0
+    erp_target: str | None = None
+    exceptions: dict[ExceptionKind, RaisedException] = {}
+
+
+class ProjectBook(BaseModel):
+    """All entries of one project, with per-contract running totals for the not-to-exceed cap."""
+
+    model_config = ConfigDict(frozen=True)
+
+    project_id: str
+    ledgers: dict[str, Ledger] = {}
+    billed_by_contract: dict[str, Decimal] = {}
+    at_risk_by_contract: dict[str, Decimal] = {}
+
+    def workers(self) -> set[str]:
+        return {ledger.last_seen.worker_id for ledger in self.ledgers.values() if ledger.last_seen}
+
+
+def new_book(project_id: str) -> ProjectBook:
+    return ProjectBook(project_id=project_id)
+
+
+@dataclass(frozen=True)
+class Settled:
+    book: ProjectBook
+    events: tuple[Event, ...]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What pricing reads besides the book: master data, ERP routing and the time of the trigger."""
+
+    reference: ReferenceData
+    routing: RoutingRules
+    at: datetime
+
+
+# --- valuation (§2–§5) ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Valuation:
+    """What an entry is worth now. `pricing` is set only when it may be billed; `cost` when it may be posted."""
+
+    blocked: ExceptionKind | None = None
+    pricing: Pricing | None = None
+    estimate: Pricing | None = None
+    cost: Decimal | None = None
+    cost_currency: str | None = None
+    project: Project | None = None
+
+    @property
+    def worth(self) -> Decimal:
+        return self.pricing.amount if self.pricing else ZERO
+
+
+NOTHING = Valuation()
+
+
+def evaluate(entry: TimeEntry | None, reference: ReferenceData) -> Valuation:
+    """Validate the billed revision in the rule's order and price it; the first failure names the block."""
+    if entry is None or entry.deleted:
+        return NOTHING
+    worker = reference.workers.get(entry.worker_id)
+    if worker is None:
+        return Valuation(blocked=ExceptionKind.UNKNOWN_WORKER)
+    project = reference.projects.get(entry.project_id)
+    if project is None:
+        return Valuation(blocked=ExceptionKind.UNKNOWN_PROJECT)
+    if project.status != ProjectStatus.ACTIVE:
+        return Valuation(
+            blocked=ExceptionKind.PROJECT_NOT_ACTIVE, project=project, estimate=price(entry, worker, project, reference)
+        )
+    cost = cost_amount(entry.duration_seconds, worker.cost_rate, worker.cost_currency)
+    costed = Valuation(cost=cost, cost_currency=worker.cost_currency, project=project)
+    if not (entry.billable and project.billing_type == BillingType.TIME_AND_MATERIALS):
+        return costed
+    blocked = _billing_block(entry, worker, reference)
+    if blocked is not None:
+        estimate = price(entry, worker, project, reference, require_tax_code=False)
+        return Valuation(
+            blocked=blocked, estimate=estimate, cost=cost, cost_currency=worker.cost_currency, project=project
+        )
+    return Valuation(
+        pricing=price(entry, worker, project, reference), cost=cost, cost_currency=worker.cost_currency, project=project
+    )
+
+
+def _billing_block(entry: TimeEntry, worker: Worker, reference: ReferenceData) -> ExceptionKind | None:
+    """Steps 5–7: contract, tax code, rate."""
+    version = select_contract_version(reference.contract_versions(entry.project_id), entry.work_date)
+    if version is None:
+        return ExceptionKind.NO_CONTRACT
+    if not version.tax_code:
+        return ExceptionKind.MISSING_TAX_CODE
+    if resolve_rate(version, entry.worker_id, worker.role, entry.task_id) is None:
+        return ExceptionKind.NO_RATE
+    return None
+
+
+def price(
+    entry: TimeEntry, worker: Worker, project: Project, reference: ReferenceData, *, require_tax_code: bool = True
+) -> Pricing | None:
+    """The entry priced under the covering contract version, or None when no version or rate applies."""
+    version = select_contract_version(reference.contract_versions(entry.project_id), entry.work_date)
+    if version is None or (require_tax_code and not version.tax_code):
+        return None
+    rate = resolve_rate(version, entry.worker_id, worker.role, entry.task_id)
+    if rate is None:
+        return None
+    return _pricing(entry, worker, project, version, rate, reference)
+
+
+def _pricing(
+    entry: TimeEntry,
+    worker: Worker,
+    project: Project,
+    version: ContractVersion,
+    rate: Decimal,
+    reference: ReferenceData,
+) -> Pricing:
+    minutes = round_minutes(entry.duration_seconds, version.rounding_increment_minutes, version.rounding_mode)
+    client = reference.clients.get(project.client_id)
+    return Pricing(
+        contract_id=version.contract_id,
+        contract_version=version.version,
+        billable_minutes=minutes,
+        hourly_rate=rate,
+        discount_percent=version.discount_percent,
+        amount=line_amount(minutes, rate, version.discount_percent, version.currency),
+        currency=version.currency,
+        tax_code=version.tax_code,
+        client_id=project.client_id,
+        billing_entity=client.billing_entity if client else None,
+        role=worker.role,
+    )
+
+
+# --- the book's operations ------------------------------------------------------------------------------
+
+
+def book_entry(book: ProjectBook, change: EntryChange, context: Context) -> Settled:
+    """The entry stage says what to price for one entry now (a new revision, an un-approval, a deletion)."""
+    ledger = book.ledgers.get(change.time_entry_id) or Ledger(
+        time_entry_id=change.time_entry_id, correlation_id=change.correlation_id
+    )
+    ledger = ledger.model_copy(
+        update={
+            "entry": change.entry,
+            "correlation_id": change.correlation_id,
+            "last_seen": change.entry or ledger.last_seen,
+        }
+    )
+    return settle(_put(book, ledger), [change.time_entry_id], context)
+
+
+def reprice(book: ProjectBook, context: Context, *, only: Callable[[Ledger], bool] | None = None) -> Settled:
+    """Re-evaluate the book's entries (all, or those `only` selects) after master data or contracts changed."""
+    chosen = [key for key, ledger in book.ledgers.items() if only is None or only(ledger)]
+    return settle(book, chosen, context)
+
+
+def reprice_worker(book: ProjectBook, worker_id: str, context: Context) -> Settled:
+    """A worker's role, cost rate or existence changed: re-evaluate that worker's entries."""
+    return reprice(
+        book, context, only=lambda ledger: bool(ledger.last_seen and ledger.last_seen.worker_id == worker_id)
+    )
+
+
+def settle(book: ProjectBook, entry_ids: Iterable[str], context: Context) -> Settled:
+    """Re-value the given entries in a fixed order, then keep every touched contract within its cap."""
+    events: list[Event] = []
+    touched: set[str] = set()
+    for entry_id in sorted(set(entry_ids)):
+        before = book.ledgers[entry_id].contract_id
+        book = _settle_entry(book, entry_id, context, events)
+        touched |= {c for c in (before, book.ledgers[entry_id].contract_id) if c is not None}
+    for contract_id in sorted(touched):
+        book = _rebalance(book, contract_id, context, events)
+    return Settled(book, tuple(events))
+
+
+# --- settling one entry (§6, §8) ------------------------------------------------------------------------
+
+
+def _settle_entry(book: ProjectBook, entry_id: str, context: Context, events: list[Event]) -> ProjectBook:
+    before = book.ledgers[entry_id]
+    valuation = evaluate(before.entry, context.reference)
+    target = _within_cap(book, before, valuation.pricing, context)
+    erp_target = context.routing.target_for(valuation.project) if valuation.project else before.erp_target
+    ledger = before.model_copy(update={"erp_target": erp_target})
+    ledger = _bill(book.project_id, ledger, target, valuation.pricing, context, events)
+    ledger = _post_cost(book.project_id, ledger, valuation, context, events)
+    ledger = ledger.model_copy(
+        update={
+            "worth": valuation.worth,
+            "at_risk": valuation.worth - target,
+            "contract_id": valuation.pricing.contract_id if valuation.pricing else None,
+        }
+    )
+    ledger = _flag(book.project_id, ledger, _wanted_exceptions(before, valuation, target), context, events)
+    return _put(book, ledger)
+
+
+def _within_cap(book: ProjectBook, ledger: Ledger, pricing: Pricing | None, context: Context) -> Decimal:
+    """The worth cut to what the contract's cap leaves after every other entry's billed amount."""
+    if pricing is None:
+        return ZERO
+    cap = contract_cap(context.reference.contract_versions(book.project_id), pricing.contract_id)
+    if cap is None:
+        return pricing.amount
+    own = ledger.billed if ledger.contract_id == pricing.contract_id else ZERO
+    others = book.billed_by_contract.get(pricing.contract_id, ZERO) - own
+    return min(pricing.amount, max(ZERO, cap - others))
+
+
+def _bill(
+    project_id: str,
+    ledger: Ledger,
+    target: Decimal,
+    pricing: Pricing | None,
+    context: Context,
+    events: list[Event],
+) -> Ledger:
+    """Emit the candidate (and its REVENUE posting) that moves the billed amount to `target`."""
+    capped = pricing is not None and target < pricing.amount
+    old = ledger.billed_pricing
+    if old is not None and (target == 0 or pricing is None or pricing.currency != old.currency):
+        # a change of currency cannot be a delta: reverse in the old currency, bill anew in the new one
+        line = _Line(CandidateKind.REVERSAL, -ledger.billed, old, -ledger.billed_minutes, capped)
+        ledger = _emit_candidate(project_id, ledger, line, context, events)
+    if target == 0 or pricing is None:
+        return ledger
+    if ledger.billed == 0:
+        line = _Line(CandidateKind.TIME, target, pricing, pricing.billable_minutes, capped)
+    elif target != ledger.billed:
+        line = _Line(
+            CandidateKind.ADJUSTMENT,
+            target - ledger.billed,
+            pricing,
+            pricing.billable_minutes - ledger.billed_minutes,
+            capped,
+        )
+    else:
+        return ledger
+    return _emit_candidate(project_id, ledger, line, context, events)
+
+
+@dataclass(frozen=True)
+class _Line:
+    kind: CandidateKind
+    amount: Decimal
+    pricing: Pricing
+    minutes: int
+    capped: bool
+
+
+def _emit_candidate(project_id: str, ledger: Ledger, line: _Line, context: Context, events: list[Event]) -> Ledger:
+    entry = _subject(ledger)
+    pricing = line.pricing
+    candidate_id = ids.candidate_id(
+        time_entry_id=ledger.time_entry_id,
+        project_id=project_id,
+        sequence=ledger.candidates,
+        kind=line.kind,
+        revision=entry.revision,
+        contract_id=pricing.contract_id,
+        contract_version=pricing.contract_version,
+        billed_before=ledger.billed,
+        amount=line.amount,
+    )
+    first = line.kind == CandidateKind.TIME
+    events.append(
+        InvoiceCandidate(
+            event_id=candidate_id,
+            occurred_at=context.at,
+            source_system=SOURCE_SYSTEM,
+            correlation_id=ledger.correlation_id,
+            candidate_id=candidate_id,
+            kind=line.kind,
+            time_entry_id=ledger.time_entry_id,
+            revision=entry.revision,
+            project_id=project_id,
+            client_id=pricing.client_id,
+            worker_id=entry.worker_id,
+            role=pricing.role,
+            task_id=entry.task_id,
+            work_date=entry.work_date,
+            contract_id=pricing.contract_id,
+            contract_version=pricing.contract_version,
+            billable_minutes=line.minutes,
+            hourly_rate=pricing.hourly_rate,
+            discount_percent=pricing.discount_percent,
+            amount=line.amount,
+            currency=pricing.currency,
+            tax_code=pricing.tax_code,
+            billing_entity=pricing.billing_entity,
+            capped=line.capped,
+            replaces_candidate_id=None if first else ledger.time_candidate_id,
+        )
+    )
+    # REVENUE postings follow the candidates one for one: same amounts, same deltas
+    revenue = _posting(
+        project_id,
+        ledger,
+        PostingType.REVENUE,
+        ledger.candidates,
+        ledger.billed,
+        line.amount,
+        pricing.currency,
+        None if first else ledger.time_revenue_posting_id,
+        context,
+    )
+    events.append(revenue)
+    billed = ledger.billed + line.amount
+    return ledger.model_copy(
+        update={
+            "billed": billed,
+            "billed_minutes": ledger.billed_minutes + line.minutes,
+            "billed_pricing": pricing if billed != 0 else None,
+            "candidates": ledger.candidates + 1,
+            "time_candidate_id": candidate_id if first else ledger.time_candidate_id,
+            "time_revenue_posting_id": revenue.posting_id if first else ledger.time_revenue_posting_id,
+        }
+    )
+
+
+def _post_cost(project_id: str, ledger: Ledger, valuation: Valuation, context: Context, events: list[Event]) -> Ledger:
+    """Move the posted cost to the cost of the billed revision (zero when blocked at steps 1–3)."""
+    cost = valuation.cost or ZERO
+    currency = valuation.cost_currency
+    if ledger.cost_posted != 0 and (cost == 0 or currency != ledger.cost_currency):
+        ledger = _emit_cost(project_id, ledger, -ledger.cost_posted, ledger.cost_currency, context, events)  # type: ignore[arg-type]
+    if cost != ledger.cost_posted and currency is not None:
+        ledger = _emit_cost(project_id, ledger, cost - ledger.cost_posted, currency, context, events)
+    return ledger
+
+
+def _emit_cost(
+    project_id: str, ledger: Ledger, amount: Decimal, currency: str, context: Context, events: list[Event]
+) -> Ledger:
+    first = ledger.cost_posted == 0
+    posting = _posting(
+        project_id,
+        ledger,
+        PostingType.COST,
+        ledger.cost_postings,
+        ledger.cost_posted,
+        amount,
+        currency,
+        None if first else ledger.time_cost_posting_id,
+        context,
+    )
+    events.append(posting)
+    posted = ledger.cost_posted + amount
+    return ledger.model_copy(
+        update={
+            "cost_posted": posted,
+            "cost_currency": currency if posted != 0 else None,
+            "cost_postings": ledger.cost_postings + 1,
+            "time_cost_posting_id": posting.posting_id if first else ledger.time_cost_posting_id,
+        }
+    )
+
+
+def _posting(
+    project_id: str,
+    ledger: Ledger,
+    posting_type: PostingType,
+    sequence: int,
+    before: Decimal,
+    amount: Decimal,
+    currency: str,
+    reverses: str | None,
+    context: Context,
+) -> PostingRequest:
+    entry = _subject(ledger)
+    assert ledger.erp_target is not None  # set whenever the project was known, which any posting needs
+    posting_id = ids.posting_id(
+        posting_type=posting_type,
+        time_entry_id=ledger.time_entry_id,
+        project_id=project_id,
+        sequence=sequence,
+        revision=entry.revision,
+        posted_before=before,
+        amount=amount,
+    )
+    return PostingRequest(
+        event_id=posting_id,
+        occurred_at=context.at,
+        source_system=SOURCE_SYSTEM,
+        correlation_id=ledger.correlation_id,
+        posting_id=posting_id,
+        posting_type=posting_type,
+        time_entry_id=ledger.time_entry_id,
+        revision=entry.revision,
+        project_id=project_id,
+        worker_id=entry.worker_id,
+        work_date=entry.work_date,
+        amount=amount,
+        currency=currency,
+        erp_target=ledger.erp_target,
+        reverses_posting_id=reverses,
+    )
+
+
+def _subject(ledger: Ledger) -> TimeEntry:
+    entry = ledger.entry or ledger.last_seen
+    assert entry is not None  # a ledger exists only for an entry the entry stage handed off
+    return entry
+
+
+# --- exceptions (§2, §8) -------------------------------------------------------------------------------
+
+
+def _wanted_exceptions(
+    before: Ledger, valuation: Valuation, target: Decimal
+) -> dict[ExceptionKind, tuple[Decimal | None, str | None]]:
+    """The exceptions that should be OPEN for the entry now, with their amount at risk and currency."""
+    wanted: dict[ExceptionKind, tuple[Decimal | None, str | None]] = {}
+    if valuation.blocked is not None:
+        estimate = valuation.estimate
+        if estimate is not None:
+            wanted[valuation.blocked] = (estimate.amount, estimate.currency)
+        elif before.billed > 0 and before.billed_pricing is not None:
+            # what was billed before is what the block now puts at risk
+            wanted[valuation.blocked] = (before.billed, before.billed_pricing.currency)
+        else:
+            wanted[valuation.blocked] = (None, None)
+    if valuation.pricing is not None and target < valuation.pricing.amount:
+        wanted[ExceptionKind.CAP_EXCEEDED] = (valuation.pricing.amount - target, valuation.pricing.currency)
+    return wanted
+
+
+def _flag(
+    project_id: str,
+    ledger: Ledger,
+    wanted: dict[ExceptionKind, tuple[Decimal | None, str | None]],
+    context: Context,
+    events: list[Event],
+) -> Ledger:
+    """Emit OPEN for new or re-valued exceptions and RESOLVED for those no longer wanted."""
+    raised = dict(ledger.exceptions)
+    for kind in sorted(set(raised) - set(wanted)):
+        events.append(_exception(project_id, ledger, kind, raised.pop(kind), context, resolved=True))
+    for kind in sorted(wanted):
+        amount, currency = wanted[kind]
+        current = raised.get(kind)
+        if current is not None and (current.amount_at_risk, current.currency) == (amount, currency):
+            continue
+        opened_at = current.opened_at if current is not None else context.at
+        raised[kind] = RaisedException(amount_at_risk=amount, currency=currency, opened_at=opened_at)
+        events.append(_exception(project_id, ledger, kind, raised[kind], context, resolved=False))
+    return ledger.model_copy(update={"exceptions": raised})
+
+
+def _exception(
+    project_id: str,
+    ledger: Ledger,
+    kind: ExceptionKind,
+    raised: RaisedException,
+    context: Context,
+    *,
+    resolved: bool,
+) -> BusinessException:
+    entry = _subject(ledger)
+    exception = BusinessException(
+        occurred_at=context.at,
+        source_system=SOURCE_SYSTEM,
+        correlation_id=ledger.correlation_id,
+        exception_id=ids.exception_id(kind=kind, subject_type=SubjectType.TIME_ENTRY, subject_id=ledger.time_entry_id),
+        kind=kind,
+        status=ExceptionStatus.RESOLVED if resolved else ExceptionStatus.OPEN,
+        subject_type=SubjectType.TIME_ENTRY,
+        subject_id=ledger.time_entry_id,
+        project_id=project_id,
+        owner=OWNERS[kind],
+        amount_at_risk=raised.amount_at_risk,
+        currency=raised.currency,
+        details=DETAILS[kind].format(worker_id=entry.worker_id, project_id=entry.project_id, work_date=entry.work_date),
+        opened_at=raised.opened_at,
+        resolved_at=context.at if resolved else None,
+    )
+    return exception.model_copy(update={"event_id": ids.derive_event_id(exception)})
+
+
+# --- the cap across a contract's entries (§8) --------------------------------------------------------------
+
+
+def _rebalance(book: ProjectBook, contract_id: str, context: Context, events: list[Event]) -> ProjectBook:
+    """Keep the contract's billed total at min(cap, uncapped worth): claw back above a lowered cap, then
+    hand freed budget to cut entries in a fixed order, so the totals never depend on arrival order."""
+    cap = contract_cap(context.reference.contract_versions(book.project_id), contract_id)
+    if cap is not None and book.billed_by_contract.get(contract_id, ZERO) > cap:
+        for entry_id in sorted(_billed_under(book, contract_id), reverse=True):
+            if book.billed_by_contract.get(contract_id, ZERO) <= cap:
+                break
+            book = _settle_entry(book, entry_id, context, events)
+    if book.at_risk_by_contract.get(contract_id, ZERO) == 0:
+        return book
+    for entry_id in sorted(_cut_under(book, contract_id)):
+        if cap is not None and book.billed_by_contract.get(contract_id, ZERO) >= cap:
+            break
+        book = _settle_entry(book, entry_id, context, events)
+    return book
+
+
+def _billed_under(book: ProjectBook, contract_id: str) -> list[str]:
+    return [k for k, v in book.ledgers.items() if v.contract_id == contract_id and v.billed != 0]
+
+
+def _cut_under(book: ProjectBook, contract_id: str) -> list[str]:
+    return [k for k, v in book.ledgers.items() if v.contract_id == contract_id and v.at_risk != 0]
+
+
+def _put(book: ProjectBook, ledger: Ledger) -> ProjectBook:
+    """Store a ledger and keep the per-contract running totals in step with it."""
+    old = book.ledgers.get(ledger.time_entry_id)
+    billed = dict(book.billed_by_contract)
+    at_risk = dict(book.at_risk_by_contract)
+    if old is not None and old.contract_id is not None:
+        _add(billed, old.contract_id, -old.billed)
+        _add(at_risk, old.contract_id, -old.at_risk)
+    if ledger.contract_id is not None:
+        _add(billed, ledger.contract_id, ledger.billed)
+        _add(at_risk, ledger.contract_id, ledger.at_risk)
+    return book.model_copy(
+        update={
+            "ledgers": {**book.ledgers, ledger.time_entry_id: ledger},
+            "billed_by_contract": billed,
+            "at_risk_by_contract": at_risk,
+        }
+    )
+
+
+def _add(totals: dict[str, Decimal], key: str, amount: Decimal) -> None:
+    total = totals.get(key, ZERO) + amount
+    if total == 0:
+        totals.pop(key, None)
+    else:
+        totals[key] = total
+
+
+# --- summaries (for tests, metrics and reconciliation) -------------------------------------------------------
+
+
+def net_billed(events: Iterable[Event]) -> dict[str, Decimal]:
+    """Net candidate amount per time entry over a stream of outputs."""
+    totals: dict[str, Decimal] = {}
+    for event in events:
+        if isinstance(event, InvoiceCandidate):
+            totals[event.time_entry_id] = totals.get(event.time_entry_id, ZERO) + event.amount
+    return totals

@@ -1,0 +1,87 @@
+"""Business exceptions from what the ERP and the billing engine answer (POSTING_REJECTED, BILLING_REJECTED).
+
+A rejection opens an exception about the posting or candidate; a later acceptance of the same id (after
+someone fixed the cause and the request was re-driven) resolves it. The only state is when the
+exception was opened, kept by the caller per posting or candidate id.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from backbone.domain import ids
+from backbone.domain.models import (
+    BillingResponse,
+    BillingStatus,
+    BusinessException,
+    ExceptionKind,
+    ExceptionStatus,
+    Owner,
+    PostingAck,
+    PostingStatus,
+    SubjectType,
+)
+
+Opened = datetime | None
+"""When the rejection exception for one id was opened; None while nothing is open."""
+
+
+def posting_feedback(opened: Opened, ack: PostingAck) -> tuple[Opened, list[BusinessException]]:
+    """POSTING_REJECTED opens on a rejected ack and resolves when the same posting is later POSTED."""
+    detail = f"{ack.erp_target} rejected posting {ack.posting_id}: {ack.error_code or '-'} {ack.error_message or ''}"
+    return _feedback(
+        opened,
+        ack.status == PostingStatus.REJECTED,
+        ack,
+        ExceptionKind.POSTING_REJECTED,
+        SubjectType.POSTING,
+        ack.posting_id,
+        detail.strip(),
+    )
+
+
+def billing_feedback(opened: Opened, response: BillingResponse) -> tuple[Opened, list[BusinessException]]:
+    """BILLING_REJECTED opens on a rejected candidate and resolves when it is later ACCEPTED."""
+    detail = (
+        f"the billing engine rejected candidate {response.candidate_id}: "
+        f"{response.reason_code or '-'} {response.message or ''}"
+    )
+    return _feedback(
+        opened,
+        response.status == BillingStatus.REJECTED,
+        response,
+        ExceptionKind.BILLING_REJECTED,
+        SubjectType.CANDIDATE,
+        response.candidate_id,
+        detail.strip(),
+    )
+
+
+def _feedback(
+    opened: Opened,
+    rejected: bool,
+    answer: PostingAck | BillingResponse,
+    kind: ExceptionKind,
+    subject_type: SubjectType,
+    subject_id: str,
+    details: str,
+) -> tuple[Opened, list[BusinessException]]:
+    if rejected == (opened is not None):
+        return opened, []  # already open, or nothing was ever open
+    opened_at = opened or answer.occurred_at
+    exception = BusinessException(
+        occurred_at=answer.occurred_at,
+        source_system="backbone",
+        correlation_id=answer.correlation_id,
+        exception_id=ids.exception_id(kind=kind, subject_type=subject_type, subject_id=subject_id),
+        kind=kind,
+        status=ExceptionStatus.OPEN if rejected else ExceptionStatus.RESOLVED,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        owner=Owner.FINANCE_OPS,
+        details=details,
+        opened_at=opened_at,
+        resolved_at=None if rejected else answer.occurred_at,
+    )
+    exception = exception.model_copy(update={"event_id": ids.derive_event_id(exception)})
+    return (opened_at if rejected else None), [exception]

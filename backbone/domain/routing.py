@@ -1,0 +1,84 @@
+"""Which ERP a project's postings go to (billing-rules.md §10): an ordered rule list, first match wins.
+
+Rules match `business_unit`, `region` and `billing_type` (any subset; `*` or an absent field matches
+everything) and name an `erp_target`; a default target is required. The rules live in a TOML file
+(`topology/routing.toml` by default) so a migration moves projects between the legacy and the cloud ERP
+without code changes:
+
+    default = "legacy-erp"
+
+    [[rule]]
+    business_unit = "consulting"
+    region = "EU"
+    erp_target = "cloud-erp"
+"""
+
+from __future__ import annotations
+
+import tomllib
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from backbone.domain.models import Project
+from backbone.errors import ConfigurationError
+
+ANY = "*"
+
+
+class RoutingRule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    business_unit: str = ANY
+    region: str = ANY
+    billing_type: str = ANY
+    erp_target: str = Field(min_length=1)
+
+    def matches(self, business_unit: str, region: str, billing_type: str) -> bool:
+        return all(
+            wanted in (ANY, actual)
+            for wanted, actual in (
+                (self.business_unit, business_unit),
+                (self.region, region),
+                (self.billing_type, billing_type),
+            )
+        )
+
+
+class RoutingRules(BaseModel):
+    """The ordered rules and the required default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    default: str = Field(min_length=1)
+    rules: tuple[RoutingRule, ...] = Field(default=(), alias="rule")
+
+    def target(self, business_unit: str, region: str, billing_type: str) -> str:
+        """The erp_target of the first matching rule, else the default."""
+        for rule in self.rules:
+            if rule.matches(business_unit, region, billing_type):
+                return rule.erp_target
+        return self.default
+
+    def target_for(self, project: Project) -> str:
+        return self.target(project.business_unit, project.region, str(project.billing_type))
+
+
+def parse_routing(text: str, *, source: str = "routing rules") -> RoutingRules:
+    """Rules from TOML text; a missing default or a malformed rule is a configuration error."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigurationError(
+            f"{source} is not valid TOML: {error}", hint="fix the file; see topology/routing.toml for the format"
+        ) from error
+    if "default" not in document:
+        raise ConfigurationError(
+            f"{source} has no default erp_target", hint='add a top-level line like default = "legacy-erp"'
+        )
+    try:
+        return RoutingRules.model_validate(document)
+    except ValidationError as error:
+        raise ConfigurationError(
+            f"{source} has invalid rules: {error}",
+            hint="each [[rule]] takes business_unit, region, billing_type and erp_target",
+        ) from error
