@@ -30,17 +30,38 @@ def wait_until(
 
 
 def create_topic(bootstrap: str, name: str, partitions: int = 1, config: dict[str, str] | None = None) -> str:
-    """Create a topic and return once every partition has a leader (so offsets can be read at once)."""
+    """Create a topic and return once every partition answers offset requests."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(name, partitions, 1, config=config or {})])[name].result(timeout=30)
-
-    def led() -> bool:
-        topic = admin.list_topics(name, timeout=5).topics.get(name)
-        return bool(topic and topic.error is None and len(topic.partitions) == partitions) and all(
-            p.leader >= 0 and p.error is None for p in topic.partitions.values()
-        )
-
-    wait_until(led, timeout=30, message=f"leaders for every partition of {name}")
+    wait_for_partitions(bootstrap, name, partitions)
     return name
+
+
+def wait_for_partitions(bootstrap: str, name: str, partitions: int, timeout: float = 30.0) -> None:
+    """Wait until every partition of `name` answers a watermark request.
+
+    Metadata names a leader a moment before the broker has loaded the partition's log; until then
+    offset requests fail with NOT_LEADER_FOR_PARTITION, so "has a leader" is not "ready".
+    """
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+    not_yet = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("ready")})
+
+    def answers() -> bool:
+        try:
+            for partition in range(partitions):
+                consumer.get_watermark_offsets(TopicPartition(name, partition), timeout=5, cached=False)
+        except KafkaException as error:
+            if error.args[0].code() not in not_yet:
+                raise
+            return False
+        return True
+
+    try:
+        wait_until(answers, timeout=timeout, message=f"every partition of {name} answers offset requests")
+    finally:
+        consumer.close()

@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient
 from backbone.serde import SerdeCache, registry_client
 from backbone.settings import Settings
 from tests.fixtures.connectors.fake_trackers import FakeTrackers
-from tests.support import unique_name, wait_until
+from tests.support import unique_name, wait_for_partitions, wait_until
 from topology import catalog
 from topology.admin import apply_topics
 
@@ -93,18 +93,11 @@ class PollerProcess:
 
 @pytest.fixture(scope="module")
 def catalog_topics(bootstrap: str) -> None:
-    """The catalog's topics on the test broker (the poller publishes to them), each partition led."""
+    """The catalog's topics on the test broker (the poller publishes to them), each partition ready."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     apply_topics(admin)
-
-    def led(topic: catalog.Topic) -> bool:
-        found = admin.list_topics(topic.name, timeout=5).topics.get(topic.name)
-        return bool(found and len(found.partitions) == topic.partitions) and all(
-            p.leader >= 0 and p.error is None for p in found.partitions.values()
-        )
-
     for topic in (catalog.TIME_ENTRIES, catalog.APPROVALS):
-        wait_until(lambda topic=topic: led(topic), timeout=30, message=f"leaders of {topic.name}")
+        wait_for_partitions(bootstrap, topic.name, topic.partitions)
 
 
 @pytest.fixture
