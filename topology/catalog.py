@@ -111,6 +111,48 @@ STREAMS: dict[str, Topic] = {
 }
 """Names `backbone tail` accepts besides raw topic names."""
 
+
+
+@dataclass(frozen=True)
+class InternalTopics:
+    """The billing topology's own topics for one faust app id (not part of the contract).
+
+    Repartition streams carry JSON between the topology's stages and have DLQs like every consumed
+    topic; table changelogs are compacted and kept forever (they *are* the state). faust names a
+    table's changelog `<app id>-<table>-changelog`; creating them up front (with the right partitions
+    and policy) means several workers starting at once never subscribe before a topic exists.
+    """
+
+    entry_inputs: Topic
+    book_commands: Topic
+    changelogs: tuple[Topic, ...]
+
+    def all(self) -> tuple[Topic, ...]:
+        streams = (self.entry_inputs, self.book_commands)
+        return streams + tuple(t.dlq for t in streams if t.dlq) + self.changelogs
+
+
+TOPOLOGY_TABLES = ("entries", "books", "rejections")
+
+
+def internal_topics(app_id: str, partitions: int = TRANSACTIONAL_PARTITIONS) -> InternalTopics:
+    def stream(name: str) -> Topic:
+        full = f"{app_id}-{name}"
+        return Topic(name=full, event=None, partitions=partitions, retention_ms=7 * DAY_MS, dlq=_dlq(full))
+
+    def changelog(table: str) -> Topic:
+        return Topic(
+            name=f"{app_id}-{table}-changelog", event=None, partitions=partitions, compacted=True,
+            retention_ms=FOREVER,
+        )
+
+    return InternalTopics(
+        entry_inputs=stream("entry-inputs"),
+        book_commands=stream("book-commands"),
+        changelogs=tuple(changelog(t) for t in TOPOLOGY_TABLES),
+    )
+
+
 BY_EVENT_TYPE: dict[str, Topic] = {t.event_type: t for t in EVENT_TOPICS if t.event_type}
 BY_NAME: dict[str, Topic] = {t.name: t for t in ALL_TOPICS}
 

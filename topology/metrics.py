@@ -1,0 +1,22 @@
+"""Prometheus metrics of the billing topology (served by `backbone.observability.serve_metrics`)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_IN = Counter("backbone_topology_events_in_total", "Input events processed, by event type", ["event_type"])
+EVENTS_OUT = Counter("backbone_topology_events_out_total", "Events emitted, by event type", ["event_type"])
+EXCEPTIONS = Counter("backbone_topology_exceptions_total", "Business exceptions emitted", ["kind", "status"])
+DEAD_LETTERS = Counter("backbone_topology_dead_letters_total", "Records sent to a dead-letter topic", ["topic"])
+DUPLICATES = Counter("backbone_topology_duplicates_total", "Input events ignored as duplicates (same event_id)")
+IGNORED = Counter("backbone_topology_ignored_after_deletion_total", "Revisions/approvals ignored after a deletion")
+LATENCY = Histogram(
+    "backbone_topology_processing_seconds",
+    "Time from a record's timestamp to the end of its processing, by stage",
+    ["stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+AWAITING = Gauge("backbone_topology_entries_awaiting_approval", "Entries whose latest revision has no decision yet")
+AWAITING_AGE = Gauge(
+    "backbone_topology_oldest_awaiting_approval_seconds", "Age of the oldest entry revision waiting for a decision"
+)
