@@ -1,0 +1,93 @@
+"""The billing topology on the real broker: the candidates' net amount per entry equals the pure core's.
+
+A firm of 220 entries raising every entry exception kind, with amendments, un-approvals, deletions,
+a late worker, a retroactive contract amendment, a terminated contract and a poison record, is run
+through 1 worker, through 3 workers, and through a worker killed with SIGKILL and restarted.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from topology_harness import Harness, cap_of, expected_worth, net_per_entry, scenario
+
+from backbone.domain.models import ExceptionKind
+from tests.support import unique_name, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ENTRY_KINDS = {
+    ExceptionKind.UNKNOWN_WORKER, ExceptionKind.UNKNOWN_PROJECT, ExceptionKind.PROJECT_NOT_ACTIVE,
+    ExceptionKind.NO_CONTRACT, ExceptionKind.MISSING_TAX_CODE, ExceptionKind.NO_RATE, ExceptionKind.CAP_EXCEEDED,
+}
+
+
+@pytest.fixture
+def harness(settings):
+    harness = Harness(settings, unique_name("topo") + ".")
+    yield harness
+    harness.stop_all()
+
+
+def expected_nets(events):
+    worth, reference = expected_worth(events)
+    first, _, capped = scenario()
+    capped_entries = {e.time_entry_id for e in first if e.event_type == "time-entry" and e.project_id == capped}
+    uncapped = {k: v for k, v in worth.items() if v and k not in capped_entries}
+    cap = cap_of(reference, capped)
+    capped_total = min(cap, sum((worth[k] for k in capped_entries), Decimal(0)))
+    return uncapped, capped_entries, capped_total
+
+
+def reconciled(harness, uncapped, capped_entries, capped_total):
+    harness.check_alive()
+    nets = net_per_entry(harness.candidates())
+    mine = {k: v for k, v in nets.items() if k not in capped_entries}
+    capped = sum((v for k, v in nets.items() if k in capped_entries), Decimal(0))
+    return mine == uncapped and capped == capped_total
+
+
+def run_scenario(harness, workers: int, kill_after_first: bool = False) -> None:
+    first, later, _ = scenario()
+    uncapped, capped_entries, capped_total = expected_nets(first + later)
+    harness.publish(first)
+    harness.publish_raw(harness.topics.time_entries, b"E-POISON", b"\x00\x00\x00\x00\x07 not avro at all")
+    for _ in range(workers):
+        harness.start_worker()
+    if kill_after_first:
+        wait_until(lambda: len(harness.candidates()) > 20, timeout=120, message="first candidates")
+        harness.kill(harness.workers[0])
+        harness.start_worker()
+    harness.publish(later)
+    if kill_after_first:
+        harness.kill(harness.workers[-1])
+        harness.start_worker()
+    try:
+        wait_until(lambda: reconciled(harness, uncapped, capped_entries, capped_total), timeout=180, interval=1.0,
+                   message="net amount per entry equals the pure core's")
+    except AssertionError:
+        nets = net_per_entry(harness.candidates())
+        wrong = {k: (nets.get(k), uncapped.get(k)) for k in set(nets) | set(uncapped)
+                 if k not in capped_entries and nets.get(k) != uncapped.get(k)}
+        raise AssertionError(f"entries billed wrong (billed, expected): {sorted(wrong.items())[:20]}") from None
+    wait_until(lambda: ENTRY_KINDS <= {e.kind for e in harness.read(harness.topics.exceptions).values()},
+               timeout=60, message="every entry exception kind raised")
+    [poison] = harness.dead_letters(harness.topics.time_entries)
+    headers = dict(poison.headers())
+    assert headers["backbone.error.topic"] == harness.topics.time_entries.name.encode()
+    assert {"backbone.error.partition", "backbone.error.offset", "backbone.error.class", "backbone.error.message",
+            "backbone.error.processor", "backbone.error.at"} <= set(headers)
+
+
+def test_one_worker_bills_what_the_pure_core_bills(harness) -> None:
+    run_scenario(harness, workers=1)
+
+
+def test_three_workers_bill_the_same(harness) -> None:
+    run_scenario(harness, workers=3)
+
+
+@pytest.mark.chaos
+def test_kill_9_and_restart_bills_the_same(harness) -> None:
+    run_scenario(harness, workers=1, kill_after_first=True)
