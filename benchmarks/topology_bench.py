@@ -49,46 +49,104 @@ T0 = datetime(2026, 11, 2, tzinfo=UTC)
 def firm(entries: int, projects: int, workers: int) -> tuple[list[Event], list[Event], list[Event]]:
     """Master data, time entries and their approvals of a firm whose every entry bills."""
     env = {"occurred_at": T0, "source_system": "bench"}
-    reference: list[Event] = [Client(**env, client_id="C1", name="Globex", billing_entity="ACME", currency="EUR",
-                                     active=True)]
-    reference += [Worker(**env, worker_id=f"W{w}", name=f"W{w}", role=("senior", "consultant")[w % 2],
-                         employment_type="EMPLOYEE", cost_rate=Decimal("55.25"), cost_currency="EUR", active=True)
-                  for w in range(workers)]
+    reference: list[Event] = [
+        Client(**env, client_id="C1", name="Globex", billing_entity="ACME", currency="EUR", active=True)
+    ]
+    reference += [
+        Worker(
+            **env,
+            worker_id=f"W{w}",
+            name=f"W{w}",
+            role=("senior", "consultant")[w % 2],
+            employment_type="EMPLOYEE",
+            cost_rate=Decimal("55.25"),
+            cost_currency="EUR",
+            active=True,
+        )
+        for w in range(workers)
+    ]
     for p in range(projects):
-        reference.append(Project(**env, project_id=f"P{p}", client_id="C1", name=f"P{p}", status="ACTIVE",
-                                 billing_type="TIME_AND_MATERIALS", currency="EUR", business_unit="consulting",
-                                 region=("EU", "US")[p % 2], legal_entity="ACME"))
-        reference.append(ContractVersion(**env, contract_id=f"K{p}", version=1, project_id=f"P{p}", status="ACTIVE",
-                                         effective_from=date(2026, 1, 1), currency="EUR", tax_code="VAT20",
-                                         default_hourly_rate=Decimal("150.00"), rounding_increment_minutes=6,
-                                         rate_card=(RateCardLine(role="senior", hourly_rate=Decimal("210.00")),)))
+        reference.append(
+            Project(
+                **env,
+                project_id=f"P{p}",
+                client_id="C1",
+                name=f"P{p}",
+                status="ACTIVE",
+                billing_type="TIME_AND_MATERIALS",
+                currency="EUR",
+                business_unit="consulting",
+                region=("EU", "US")[p % 2],
+                legal_entity="ACME",
+            )
+        )
+        reference.append(
+            ContractVersion(
+                **env,
+                contract_id=f"K{p}",
+                version=1,
+                project_id=f"P{p}",
+                status="ACTIVE",
+                effective_from=date(2026, 1, 1),
+                currency="EUR",
+                tax_code="VAT20",
+                default_hourly_rate=Decimal("150.00"),
+                rounding_increment_minutes=6,
+                rate_card=(RateCardLine(role="senior", hourly_rate=Decimal("210.00")),),
+            )
+        )
     time_entries, approvals = [], []
     for n in range(entries):
         entry_id = f"E{n}"
-        time_entries.append(TimeEntry(
-            occurred_at=T0 + timedelta(seconds=n), source_system="bench", time_entry_id=entry_id, revision=1,
-            worker_id=f"W{n % workers}", project_id=f"P{n % projects}", work_date=date(2026, 11, 1 + n % 28),
-            duration_seconds=900 + (n * 37) % 28_000, billable=True))
-        approvals.append(ApprovalDecision(
-            occurred_at=T0 + timedelta(seconds=n), source_system="bench", time_entry_id=entry_id, revision=1,
-            decision="APPROVED", approver_id="M1", decided_at=T0 + timedelta(seconds=n)))
+        time_entries.append(
+            TimeEntry(
+                occurred_at=T0 + timedelta(seconds=n),
+                source_system="bench",
+                time_entry_id=entry_id,
+                revision=1,
+                worker_id=f"W{n % workers}",
+                project_id=f"P{n % projects}",
+                work_date=date(2026, 11, 1 + n % 28),
+                duration_seconds=900 + (n * 37) % 28_000,
+                billable=True,
+            )
+        )
+        approvals.append(
+            ApprovalDecision(
+                occurred_at=T0 + timedelta(seconds=n),
+                source_system="bench",
+                time_entry_id=entry_id,
+                revision=1,
+                decision="APPROVED",
+                approver_id="M1",
+                decided_at=T0 + timedelta(seconds=n),
+            )
+        )
     return reference, time_entries, approvals
 
 
 def publish(settings: Settings, topics: TopologyTopics, events: list[Event]) -> float:
     serdes = SerdeCache(registry_client(settings.registry.client_config()))
-    by_type = {"client": topics.clients, "project": topics.projects, "worker": topics.workers,
-               "contract": topics.contracts, "time-entry": topics.time_entries, "approval": topics.approvals}
-    producer = Producer(settings.kafka.client_config() | {"enable.idempotence": True, "linger.ms": 20,
-                                                          "batch.size": 1_000_000})
+    by_type = {
+        "client": topics.clients,
+        "project": topics.projects,
+        "worker": topics.workers,
+        "contract": topics.contracts,
+        "time-entry": topics.time_entries,
+        "approval": topics.approvals,
+    }
+    producer = Producer(
+        settings.kafka.client_config() | {"enable.idempotence": True, "linger.ms": 20, "batch.size": 1_000_000}
+    )
     began = time.perf_counter()
     for event in events:
         topic = by_type[event.event_type]
         value = serdes.for_topic(topic).encode_value(event)
         while True:
             try:
-                producer.produce(topic.name, key=event.key.encode(), value=value,
-                                 headers=[("event_type", event.event_type.encode())])
+                producer.produce(
+                    topic.name, key=event.key.encode(), value=value, headers=[("event_type", event.event_type.encode())]
+                )
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -103,8 +161,15 @@ def pass_through(settings: Settings, sources: list[str], records: int) -> float:
     sink = f"{sources[0]}.passthrough"
     admin = AdminClient(config)  # kept alive until the future resolves
     admin.create_topics([NewTopic(sink, 6, 1)])[sink].result()
-    consumer = Consumer(config | {"group.id": f"bench-pass-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest",
-                                  "enable.auto.commit": False, "fetch.max.bytes": 50_000_000})
+    consumer = Consumer(
+        config
+        | {
+            "group.id": f"bench-pass-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 50_000_000,
+        }
+    )
     producer = Producer(config | {"enable.idempotence": True, "linger.ms": 5, "batch.size": 1_000_000})
     consumer.subscribe(sources)
     seen, began = 0, None
@@ -131,20 +196,41 @@ def pass_through(settings: Settings, sources: list[str], records: int) -> float:
 
 
 def records_on(settings: Settings, topic: str, partitions: int, reader: Consumer) -> int:
-    return sum(reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
-               for p in range(partitions))
+    return sum(
+        reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1] for p in range(partitions)
+    )
 
 
-def run_topology(settings: Settings, prefix: str, topics: TopologyTopics, entries: int, workers: int,
-                 transport: str) -> tuple[float, float]:
+def run_topology(
+    settings: Settings, prefix: str, topics: TopologyTopics, entries: int, workers: int, transport: str
+) -> tuple[float, float]:
     """(seconds from first to last candidate, seconds from process start to last candidate)."""
-    env = dict(os.environ, BACKBONE_KAFKA_BOOTSTRAP_SERVERS=settings.kafka.servers,
-               BACKBONE_SCHEMA_REGISTRY_URL=settings.registry.endpoint, BACKBONE_LOG_LEVEL="WARNING")
+    env = dict(
+        os.environ,
+        BACKBONE_KAFKA_BOOTSTRAP_SERVERS=settings.kafka.servers,
+        BACKBONE_SCHEMA_REGISTRY_URL=settings.registry.endpoint,
+        BACKBONE_LOG_LEVEL="WARNING",
+    )
     reader = Consumer(settings.kafka.client_config() | {"group.id": f"bench-read-{uuid.uuid4().hex[:8]}"})
     started = time.perf_counter()
-    processes = [subprocess.Popen([sys.executable, "-m", "topology", "--app-id", f"{prefix}app",
-                                   "--topic-prefix", prefix, "--transport", transport], cwd=ROOT, env=env)
-                 for _ in range(workers)]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "topology",
+                "--app-id",
+                f"{prefix}app",
+                "--topic-prefix",
+                prefix,
+                "--transport",
+                transport,
+            ],
+            cwd=ROOT,
+            env=env,
+        )
+        for _ in range(workers)
+    ]
     first = None
     try:
         while True:
@@ -185,13 +271,17 @@ def main() -> None:
 
     baseline = pass_through(settings, [topics.time_entries.name, topics.approvals.name], 2 * args.entries)
     baseline_rate = args.entries / baseline
-    print(f"pass-through (confluent-kafka, same bytes): {2 * args.entries / baseline:,.0f} records/s "
-          f"= {baseline_rate:,.0f} entries/s (entry + approval per entry)")
+    print(
+        f"pass-through (confluent-kafka, same bytes): {2 * args.entries / baseline:,.0f} records/s "
+        f"= {baseline_rate:,.0f} entries/s (entry + approval per entry)"
+    )
 
     steady, total = run_topology(settings, prefix, topics, args.entries, args.workers, args.transport)
     rate = args.entries / steady if steady else float("inf")
-    print(f"topology ({args.workers} worker(s), {args.transport}): {rate:,.0f} entries/s first→last candidate "
-          f"({steady:.1f}s); {args.entries / total:,.0f} entries/s including startup ({total:.1f}s)")
+    print(
+        f"topology ({args.workers} worker(s), {args.transport}): {rate:,.0f} entries/s first→last candidate "
+        f"({steady:.1f}s); {args.entries / total:,.0f} entries/s including startup ({total:.1f}s)"
+    )
     print(f"ratio topology / pass-through: {rate / baseline_rate:.1%}")
 
 

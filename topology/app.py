@@ -3,7 +3,7 @@
     psa.time-entries.v1, psa.approvals.v1 ──intake──► <app>-entry-inputs (by time_entry_id)
         ──entries (table: EntryState per entry)──► <app>-book-commands (by project_id)
     ref.projects/contracts/workers.v1 ──references──► <app>-book-commands (workers: every partition)
-        ──books (table: ProjectBook per project)──► billing.invoice-candidates.v1,
+        ──books (table: one Ledger per entry)──► billing.invoice-candidates.v1,
                                                     erp.posting-requests.v1, ops.exceptions.v1
     erp.posting-acks.v1, billing.responses.v1 ──feedback (table: open rejections)──► ops.exceptions.v1
 
@@ -32,13 +32,12 @@ from typing import Any
 
 import faust
 import structlog
-from pydantic import TypeAdapter
 from aiokafka.partitioner import murmur2
 from confluent_kafka.admin import AdminClient
+from pydantic import TypeAdapter
 
 from backbone.domain import billing, entries, feedback
 from backbone.domain.models import (
-    ApprovalDecision,
     BusinessException,
     ContractVersion,
     Event,
@@ -47,7 +46,7 @@ from backbone.domain.models import (
     Worker,
 )
 from backbone.domain.routing import RoutingRules, parse_routing
-from backbone.observability import configure_logging, serve_metrics
+from backbone.observability import serve_metrics
 from backbone.serde import DecodeError, SerdeCache, registry_client
 from backbone.settings import Settings
 from topology import catalog, codecs, metrics
@@ -161,6 +160,14 @@ def _restored(value: Any, model: Any) -> Any:
     return model.model_validate(value)
 
 
+LEDGER_KEY_SEPARATOR = "\x1f"
+
+
+def ledger_key(project_id: str, time_entry_id: str) -> str:
+    """The ledger table's key: the project first, so its changelog partition is the book's."""
+    return f"{project_id}{LEDGER_KEY_SEPARATOR}{time_entry_id}"
+
+
 def partition_of(key: str, partitions: int = INTERNAL_PARTITIONS) -> int:
     """The partition of a project's book: murmur2 like Kafka's Java clients, so it is the same everywhere."""
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
@@ -194,6 +201,7 @@ class BillingTopology:
         self.tail = ReferenceTail(settings.kafka, SerdeCache(self.serdes.registry), self.topics.reference)
         self.awaiting: dict[str, datetime] = {}
         self.internal = catalog.internal_topics(app_id, INTERNAL_PARTITIONS)
+        self._books_stale = True
         self._reference_ready = asyncio.Event()
         """Set while this worker's master data is at least as new as what its books were priced with."""
         codecs.register_codecs(self.serdes)
@@ -231,7 +239,11 @@ class BillingTopology:
         consumed = self.topics.all() + self.internal.all()
         self.dlqs = {topic.name: app.topic(topic.dlq.name, **raw) for topic in consumed if topic.dlq}
         self.entry_table = self._table("entries", codecs.ENTRY_STATE)
-        self.book_table = self._table("books", codecs.PROJECT_BOOK)
+        # A book is stored as one changelog record per entry, not one per project: a project's book grows
+        # with its entries, and rewriting all of it on every change made the changelog O(entries²).
+        self.ledger_table = self._table("ledgers", codecs.LEDGER)
+        self.books: dict[str, billing.ProjectBook] = {}
+        """Books of this worker's partitions, rebuilt from `ledger_table` after each rebalance."""
         self.rejections = self._table("rejections", codecs.OPENED_AT)
         self.catalog_topic = {topic.name: topic for topic in consumed}
         app.agent(app.topic(t.time_entries.name, t.approvals.name, **raw), name="intake")(self._intake)
@@ -338,22 +350,32 @@ class BillingTopology:
             await self._settle(command.change.project_id, lambda b: billing.book_entry(b, command.change, context))
         elif command.worker is not None:
             worker_id, partition = command.worker.worker_id, event.message.partition
-            for project_id in sorted(k for k in self.book_table if partition_of(k) == partition):
-                book = _restored(self.book_table[project_id], billing.ProjectBook)
-                if book is not None and worker_id in book.workers():
+            for project_id in sorted(p for p in self._owned_books() if partition_of(p) == partition):
+                if worker_id in self._owned_books()[project_id].workers():
                     await self._settle(project_id, lambda b: billing.reprice_worker(b, worker_id, context))
         else:
             project_id = event.key.decode()
-            if self.book_table.get(project_id) is not None:
+            if project_id in self._owned_books():
                 await self._settle(project_id, lambda b: billing.reprice(b, context))
         metrics.LATENCY.labels("books").observe(max(0.0, time.time() - event.message.timestamp))
 
     async def _settle(self, project_id: str, step: Any) -> None:
-        book = _restored(self.book_table.get(project_id), billing.ProjectBook) or billing.new_book(project_id)
+        book = self._owned_books().get(project_id) or billing.new_book(project_id)
         settled = step(book)
         await self._emit(settled.events)
-        if settled.book != book:
-            self.book_table[project_id] = settled.book
+        for ledger in billing.changed_ledgers(book, settled.book):
+            self.ledger_table[ledger_key(project_id, ledger.time_entry_id)] = ledger
+        self.books[project_id] = settled.book
+
+    def _owned_books(self) -> dict[str, billing.ProjectBook]:
+        """The books of this worker's partitions; rebuilt from the ledger table after a rebalance."""
+        if self._books_stale:
+            grouped: dict[str, list[billing.Ledger]] = {}
+            for key, value in self.ledger_table.items():
+                grouped.setdefault(key.split(LEDGER_KEY_SEPARATOR, 1)[0], []).append(_restored(value, billing.Ledger))
+            self.books = {project: billing.book_of(project, ledgers) for project, ledgers in grouped.items()}
+            self._books_stale = False
+        return self.books
 
     async def _feedback(self, stream: Any) -> None:
         async for event in stream.events():
@@ -397,7 +419,8 @@ class BillingTopology:
         record = RawRecord(event)
         source = self.catalog_topic.get(record.topic())
         dlq = self.dlqs.get(source.name) if source is not None else None
-        headers = record.headers() + [
+        headers = [
+            *record.headers(),
             ("backbone.error.topic", record.topic().encode()),
             ("backbone.error.partition", str(record.partition()).encode()),
             ("backbone.error.offset", str(record.offset()).encode()),
@@ -406,9 +429,15 @@ class BillingTopology:
             ("backbone.error.processor", f"topology.{processor}".encode()),
             ("backbone.error.at", datetime.now(UTC).isoformat().replace("+00:00", "Z").encode()),
         ]
-        log.error("record dead-lettered", topic=record.topic(), partition=record.partition(),
-                  offset=record.offset(), processor=processor, error=str(error)[:500],
-                  trace="".join(traceback.format_exception_only(error)).strip())
+        log.error(
+            "record dead-lettered",
+            topic=record.topic(),
+            partition=record.partition(),
+            offset=record.offset(),
+            processor=processor,
+            error=str(error)[:500],
+            trace="".join(traceback.format_exception_only(error)).strip(),
+        )
         metrics.DEAD_LETTERS.labels(record.topic()).inc()
         assert dlq is not None, f"{record.topic()} is consumed but has no dead-letter topic"
         await dlq.send(key=record.key(), value=record.value(), headers=headers)
@@ -423,10 +452,12 @@ class BillingTopology:
 
     async def _hold_books(self, *_: Any, **__: Any) -> None:
         self._reference_ready.clear()
+        self._books_stale = True
 
     async def _catch_up_reference(self, *_: Any, **__: Any) -> None:
         """Before pricing newly assigned books, read master data up to the reference topics' ends."""
         self._reference_ready.clear()
+        self._books_stale = True
         try:
             await self._read_reference_to_end()
         finally:
@@ -453,8 +484,9 @@ class BillingTopology:
     def run(self) -> None:
         """Create missing topics, load reference data, then process until SIGTERM/SIGINT."""
         admin = AdminClient(self.settings.kafka.client_config())
-        apply_topics(admin, self.topics.all() + self.internal.all(),
-                     replication_factor=self.settings.kafka.replication_factor)
+        apply_topics(
+            admin, self.topics.all() + self.internal.all(), replication_factor=self.settings.kafka.replication_factor
+        )
         self.tail.preload(self.store)
         self.tail.start()
         worker = faust.Worker(self.app, loglevel="WARNING", override_logging=False)

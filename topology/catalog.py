@@ -112,7 +112,6 @@ STREAMS: dict[str, Topic] = {
 """Names `backbone tail` accepts besides raw topic names."""
 
 
-
 @dataclass(frozen=True)
 class InternalTopics:
     """The billing topology's own topics for one faust app id (not part of the contract).
@@ -132,7 +131,7 @@ class InternalTopics:
         return streams + tuple(t.dlq for t in streams if t.dlq) + self.changelogs
 
 
-TOPOLOGY_TABLES = ("entries", "books", "rejections")
+TOPOLOGY_TABLES = ("entries", "ledgers", "rejections")
 
 
 def internal_topics(app_id: str, partitions: int = TRANSACTIONAL_PARTITIONS) -> InternalTopics:
@@ -142,7 +141,10 @@ def internal_topics(app_id: str, partitions: int = TRANSACTIONAL_PARTITIONS) -> 
 
     def changelog(table: str) -> Topic:
         return Topic(
-            name=f"{app_id}-{table}-changelog", event=None, partitions=partitions, compacted=True,
+            name=f"{app_id}-{table}-changelog",
+            event=None,
+            partitions=partitions,
+            compacted=True,
             retention_ms=FOREVER,
         )
 

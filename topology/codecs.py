@@ -2,7 +2,7 @@
 
 `backbone-avro` writes canonical events in the Confluent wire format through the schema registry
 (the serde's `to_record` seam; never a hand-built Avro dict). The state codecs keep changelog values
-as the domain's own JSON (`EntryState`, `ProjectBook`), so a table is exactly the pydantic model.
+as the domain's own JSON (`EntryState`, `Ledger`), so a table is exactly the pydantic model.
 Input topics are read as raw bytes and decoded in the agents, where a bad record can be dead-lettered.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from faust.serializers import codecs
 from pydantic import BaseModel, TypeAdapter
 
-from backbone.domain.billing import ProjectBook
+from backbone.domain.billing import Ledger
 from backbone.domain.entries import EntryState
 from backbone.domain.models import Event
 from backbone.serde import SerdeCache
@@ -22,7 +22,7 @@ from topology import catalog
 
 AVRO = "backbone-avro"
 ENTRY_STATE = "backbone-entry-state"
-PROJECT_BOOK = "backbone-project-book"
+LEDGER = "backbone-ledger"
 OPENED_AT = "backbone-opened-at"
 
 
@@ -69,5 +69,5 @@ def register_codecs(serdes: SerdeCache) -> None:
     """Register every codec the topology names (idempotent; the Avro one follows the latest registry)."""
     codecs.register(AVRO, AvroEventCodec(serdes))
     codecs.register(ENTRY_STATE, ModelCodec(EntryState))
-    codecs.register(PROJECT_BOOK, ModelCodec(ProjectBook))
+    codecs.register(LEDGER, ModelCodec(Ledger))
     codecs.register(OPENED_AT, OpenedAtCodec())

@@ -6,8 +6,8 @@ Each worker reads the compacted `ref.*` topics itself, from the beginning, outsi
 prices with half its master data; `ReferenceTail` then follows the topics on a thread and hands the
 events to the event loop. When a rebalance hands a worker book partitions, it first catches up to the
 reference topics' end offsets (`end_offsets`, `caught_up`): the previous owner may have priced with
-master data this worker's tail has not read yet, and nothing would re-price those entries later. A key lives in one partition, so its offsets order its versions: an older
-event never overwrites a newer one, however it arrives (tail, or a book command carrying it).
+master data this worker's tail has not read yet, and nothing would re-price those entries later.
+A key lives in one partition, so its offsets order its versions: an older event never overwrites a newer one, however it arrives (tail, or a book command carrying it).
 """
 
 from __future__ import annotations
@@ -82,8 +82,13 @@ class ReferenceTail:
             self._positions[tp] = message.offset() + 1
             if message.offset() + 1 >= ends.get(tp, 0):
                 ends.pop(tp, None)
-        log.info("reference data loaded", events=loaded, projects=len(store.data.projects),
-                 workers=len(store.data.workers), contracts=len(store.data.contracts))
+        log.info(
+            "reference data loaded",
+            events=loaded,
+            projects=len(store.data.projects),
+            workers=len(store.data.workers),
+            contracts=len(store.data.contracts),
+        )
         return loaded
 
     def start(self) -> None:

@@ -48,14 +48,33 @@ for _name, (_target, _help) in SIMPLE_COMPONENTS.items():
 
 
 @run.command()
-@click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True,
-              help="Worker processes in one consumer group (each gets a share of the partitions).")
-@click.option("--app-id", default="backbone-topology", show_default=True,
-              help="faust app id: the consumer group and the prefix of internal and changelog topics.")
-@click.option("--routing", "routing_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="ERP routing rules (TOML); re-read when it changes. Default: topology/routing.toml.")
-@click.option("--transport", type=click.Choice(["kafka", "confluent"]), default="kafka", show_default=True,
-              help="faust's Kafka client: aiokafka (kafka) or confluent-kafka (confluent).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Worker processes in one consumer group (each gets a share of the partitions).",
+)
+@click.option(
+    "--app-id",
+    default="backbone-topology",
+    show_default=True,
+    help="faust app id: the consumer group and the prefix of internal and changelog topics.",
+)
+@click.option(
+    "--routing",
+    "routing_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="ERP routing rules (TOML); re-read when it changes. Default: topology/routing.toml.",
+)
+@click.option(
+    "--transport",
+    type=click.Choice(["kafka", "confluent"]),
+    default="kafka",
+    show_default=True,
+    help="faust's Kafka client: aiokafka (kafka) or confluent-kafka (confluent).",
+)
 def topology(workers: int, app_id: str, routing_path: Path | None, transport: str) -> None:
     """The billing topology: approved time into invoice candidates, posting requests and exceptions.
 

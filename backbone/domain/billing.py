@@ -157,6 +157,24 @@ def new_book(project_id: str) -> ProjectBook:
     return ProjectBook(project_id=project_id)
 
 
+def book_of(project_id: str, ledgers: Iterable[Ledger]) -> ProjectBook:
+    """A project's book rebuilt from its ledgers (the per-contract totals follow from them)."""
+    book = new_book(project_id)
+    for ledger in ledgers:
+        book = _put(book, ledger)
+    return book
+
+
+def changed_ledgers(before: ProjectBook, after: ProjectBook) -> list[Ledger]:
+    """The ledgers `after` holds that `before` did not hold as they are (what a store must write)."""
+    changed = []
+    for key, ledger in after.ledgers.items():
+        old = before.ledgers.get(key)
+        if old is not ledger and old != ledger:
+            changed.append(ledger)
+    return changed
+
+
 @dataclass(frozen=True)
 class Settled:
     book: ProjectBook

@@ -16,13 +16,13 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     AfterValidator,
-    StrictBool,
-    StrictInt,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
+    StrictInt,
 )
 
 DECIMAL_SCALE = 4
