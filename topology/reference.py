@@ -7,7 +7,8 @@ prices with half its master data; `ReferenceTail` then follows the topics on a t
 events to the event loop. When a rebalance hands a worker book partitions, it first catches up to the
 reference topics' end offsets (`end_offsets`, `caught_up`): the previous owner may have priced with
 master data this worker's tail has not read yet, and nothing would re-price those entries later.
-A key lives in one partition, so its offsets order its versions: an older event never overwrites a newer one, however it arrives (tail, or a book command carrying it).
+A key lives in one partition, so its offsets order its versions: an older event never overwrites a
+newer one, however it arrives (tail, or a book command carrying it).
 """
 
 from __future__ import annotations

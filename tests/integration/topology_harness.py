@@ -59,9 +59,13 @@ class Harness:
 
     def topic_for(self, event: Event) -> Topic:
         return {
-            "client": self.topics.clients, "project": self.topics.projects, "worker": self.topics.workers,
-            "contract": self.topics.contracts, "time-entry": self.topics.time_entries,
-            "approval": self.topics.approvals, "posting-ack": self.topics.posting_acks,
+            "client": self.topics.clients,
+            "project": self.topics.projects,
+            "worker": self.topics.workers,
+            "contract": self.topics.contracts,
+            "time-entry": self.topics.time_entries,
+            "approval": self.topics.approvals,
+            "posting-ack": self.topics.posting_acks,
             "billing-response": self.topics.billing_responses,
         }[event.event_type]
 
@@ -69,8 +73,9 @@ class Harness:
         for event in events:
             topic = self.topic_for(event)
             value = self.serdes.for_topic(topic).encode_value(event)
-            self.producer.produce(topic.name, key=event.key.encode(), value=value,
-                                  headers=[("event_type", event.event_type.encode())])
+            self.producer.produce(
+                topic.name, key=event.key.encode(), value=value, headers=[("event_type", event.event_type.encode())]
+            )
             self.producer.poll(0)
         assert self.producer.flush(30) == 0
 
@@ -88,13 +93,20 @@ class Harness:
         log = open(log_dir / f"{self.app_id}-{len(self.workers)}.log", "wb")  # noqa: SIM115
         worker = subprocess.Popen(
             [sys.executable, "-m", "topology", "--app-id", self.app_id, "--topic-prefix", self.prefix],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.workers.append(worker)
         return worker
 
     def check_alive(self) -> None:
-        dead = [w.args for w in self.workers if w.returncode is None and w.poll() is not None and not getattr(w, "killed", False)]
+        dead = [
+            w.args
+            for w in self.workers
+            if w.returncode is None and w.poll() is not None and not getattr(w, "killed", False)
+        ]
         assert not dead, f"topology worker exited on its own; see the logs in {self.settings.runtime.data_dir}"
 
     def kill(self, worker: subprocess.Popen[bytes]) -> None:
@@ -118,9 +130,15 @@ class Harness:
         """Everything on an output topic so far, deduplicated by id (what an idempotent sink keeps)."""
         consumer = self._consumers.get(topic.name)
         if consumer is None:
-            consumer = Consumer(self.settings.kafka.client_config() | {
-                "group.id": f"{self.prefix}reader-{topic.name}", "auto.offset.reset": "earliest",
-                "enable.auto.commit": False, "isolation.level": "read_committed"})
+            consumer = Consumer(
+                self.settings.kafka.client_config()
+                | {
+                    "group.id": f"{self.prefix}reader-{topic.name}",
+                    "auto.offset.reset": "earliest",
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                }
+            )
             consumer.subscribe([topic.name])
             self._consumers[topic.name] = consumer
         serde = self.serdes.for_topic(topic)
@@ -138,8 +156,10 @@ class Harness:
         return list(self.read(self.topics.invoice_candidates).values())  # type: ignore[arg-type]
 
     def dead_letters(self, topic: Topic) -> list[object]:
-        consumer = Consumer(self.settings.kafka.client_config() | {
-            "group.id": f"{self.prefix}dlq-{topic.name}", "auto.offset.reset": "earliest"})
+        consumer = Consumer(
+            self.settings.kafka.client_config()
+            | {"group.id": f"{self.prefix}dlq-{topic.name}", "auto.offset.reset": "earliest"}
+        )
         consumer.subscribe([topic.dlq.name])  # type: ignore[union-attr]
         messages = consumer.consume(100, timeout=5)
         consumer.close()
@@ -191,72 +211,153 @@ def scenario(seed: int = 7, count: int = 220) -> tuple[list[Event], list[Event],
         return {"occurred_at": t0 + timedelta(seconds=next(clock)), "source_system": "test", **kw}
 
     good = [f"P{n}" for n in range(1, 9)]
-    first: list[Event] = [Client(**env(client_id="C1", name="Globex", billing_entity="ACME", currency="EUR",
-                                       active=True))]
-    for project_id, status, billing_type in [*((p, "ACTIVE", "TIME_AND_MATERIALS") for p in good),
-                                             ("P-HOLD", "ON_HOLD", "TIME_AND_MATERIALS"),
-                                             ("P-FIXED", "ACTIVE", "FIXED_FEE"),
-                                             ("P-NOCON", "ACTIVE", "TIME_AND_MATERIALS"),
-                                             ("P-NOTAX", "ACTIVE", "TIME_AND_MATERIALS"),
-                                             ("P-NORATE", "ACTIVE", "TIME_AND_MATERIALS"),
-                                             ("P-CAP", "ACTIVE", "TIME_AND_MATERIALS")]:
-        first.append(Project(**env(project_id=project_id, client_id="C1", name=project_id, status=status,
-                                   billing_type=billing_type, currency="EUR", business_unit="consulting",
-                                   region=rnd.choice(["EU", "US"]), legal_entity="ACME")))
+    first: list[Event] = [
+        Client(**env(client_id="C1", name="Globex", billing_entity="ACME", currency="EUR", active=True))
+    ]
+    for project_id, status, billing_type in [
+        *((p, "ACTIVE", "TIME_AND_MATERIALS") for p in good),
+        ("P-HOLD", "ON_HOLD", "TIME_AND_MATERIALS"),
+        ("P-FIXED", "ACTIVE", "FIXED_FEE"),
+        ("P-NOCON", "ACTIVE", "TIME_AND_MATERIALS"),
+        ("P-NOTAX", "ACTIVE", "TIME_AND_MATERIALS"),
+        ("P-NORATE", "ACTIVE", "TIME_AND_MATERIALS"),
+        ("P-CAP", "ACTIVE", "TIME_AND_MATERIALS"),
+    ]:
+        first.append(
+            Project(
+                **env(
+                    project_id=project_id,
+                    client_id="C1",
+                    name=project_id,
+                    status=status,
+                    billing_type=billing_type,
+                    currency="EUR",
+                    business_unit="consulting",
+                    region=rnd.choice(["EU", "US"]),
+                    legal_entity="ACME",
+                )
+            )
+        )
     workers = [f"W{n}" for n in range(1, 9)]
     for worker_id in workers:
-        first.append(Worker(**env(worker_id=worker_id, name=worker_id, role=rnd.choice(["consultant", "senior"]),
-                                  employment_type="EMPLOYEE", cost_rate=D("55.25"), cost_currency="EUR",
-                                  active=True)))
+        first.append(
+            Worker(
+                **env(
+                    worker_id=worker_id,
+                    name=worker_id,
+                    role=rnd.choice(["consultant", "senior"]),
+                    employment_type="EMPLOYEE",
+                    cost_rate=D("55.25"),
+                    cost_currency="EUR",
+                    active=True,
+                )
+            )
+        )
     card = (RateCardLine(role="senior", hourly_rate=D("210.00")), RateCardLine(worker_id="W1", hourly_rate=D("99.99")))
     for project_id in [*good, "P-HOLD", "P-FIXED", "P-NOTAX", "P-NORATE", "P-CAP"]:
-        first.append(ContractVersion(**env(
-            contract_id=f"K-{project_id}", version=1, project_id=project_id, status="ACTIVE",
-            effective_from=date(2026, 1, 1), currency="EUR",
-            tax_code=None if project_id == "P-NOTAX" else "VAT20",
-            default_hourly_rate=None if project_id == "P-NORATE" else D("150.00"),
-            rate_card=() if project_id == "P-NORATE" else card,
-            not_to_exceed=D("1000") if project_id == "P-CAP" else None,
-            rounding_increment_minutes=rnd.choice([1, 6, 15]), rounding_mode=rnd.choice(["NEAREST", "UP", "DOWN"]))))
+        first.append(
+            ContractVersion(
+                **env(
+                    contract_id=f"K-{project_id}",
+                    version=1,
+                    project_id=project_id,
+                    status="ACTIVE",
+                    effective_from=date(2026, 1, 1),
+                    currency="EUR",
+                    tax_code=None if project_id == "P-NOTAX" else "VAT20",
+                    default_hourly_rate=None if project_id == "P-NORATE" else D("150.00"),
+                    rate_card=() if project_id == "P-NORATE" else card,
+                    not_to_exceed=D("1000") if project_id == "P-CAP" else None,
+                    rounding_increment_minutes=rnd.choice([1, 6, 15]),
+                    rounding_mode=rnd.choice(["NEAREST", "UP", "DOWN"]),
+                )
+            )
+        )
     projects = good * 3 + ["P-HOLD", "P-FIXED", "P-NOCON", "P-NOTAX", "P-NORATE", "P-CAP", "P-CAP", "P-GHOST"]
     later: list[Event] = []
     for n in range(count):
         entry_id = f"E{n:04d}"
         worker_id = "W-GHOST" if n % 37 == 0 else "W-LATE" if n % 41 == 0 else rnd.choice(workers)
-        base = {"time_entry_id": entry_id, "worker_id": worker_id, "project_id": rnd.choice(projects),
-                "work_date": date(2026, rnd.choice([10, 11]), rnd.randint(1, 28)), "billable": rnd.random() > 0.1,
-                "task_id": rnd.choice([None, "T1"])}
+        base = {
+            "time_entry_id": entry_id,
+            "worker_id": worker_id,
+            "project_id": rnd.choice(projects),
+            "work_date": date(2026, rnd.choice([10, 11]), rnd.randint(1, 28)),
+            "billable": rnd.random() > 0.1,
+            "task_id": rnd.choice([None, "T1"]),
+        }
         revision1 = TimeEntry(**env(**base, revision=1, duration_seconds=rnd.randint(60, 8 * 3600)))
-        approve1 = ApprovalDecision(**env(time_entry_id=entry_id, revision=1, decision="APPROVED",
-                                          approver_id="M1", decided_at=t0))
+        approve1 = ApprovalDecision(
+            **env(time_entry_id=entry_id, revision=1, decision="APPROVED", approver_id="M1", decided_at=t0)
+        )
         # approvals before entries for some: the two topics interleave arbitrarily anyway
         first += [approve1, revision1] if n % 5 == 0 else [revision1, approve1]
         roll = rnd.random()
         if roll < 0.15:  # amendment: a new revision, approved
-            later += [TimeEntry(**env(**base, revision=2, duration_seconds=rnd.randint(60, 8 * 3600))),
-                      ApprovalDecision(**env(time_entry_id=entry_id, revision=2, decision="APPROVED",
-                                             approver_id="M1", decided_at=t0))]
+            later += [
+                TimeEntry(**env(**base, revision=2, duration_seconds=rnd.randint(60, 8 * 3600))),
+                ApprovalDecision(
+                    **env(time_entry_id=entry_id, revision=2, decision="APPROVED", approver_id="M1", decided_at=t0)
+                ),
+            ]
         elif roll < 0.22:  # correction: un-approved after billing
-            later.append(ApprovalDecision(**env(time_entry_id=entry_id, revision=1, decision="REJECTED",
-                                                approver_id="M1", decided_at=t0)))
+            later.append(
+                ApprovalDecision(
+                    **env(time_entry_id=entry_id, revision=1, decision="REJECTED", approver_id="M1", decided_at=t0)
+                )
+            )
         elif roll < 0.27:  # deleted after billing; a later approval is ignored
-            later += [TimeEntry(**env(**base, revision=2, duration_seconds=0, deleted=True)),
-                      ApprovalDecision(**env(time_entry_id=entry_id, revision=2, decision="APPROVED",
-                                             approver_id="M1", decided_at=t0))]
-    later.append(Worker(**env(worker_id="W-LATE", name="Late", role="consultant", employment_type="CONTRACTOR",
-                              cost_rate=D("70"), cost_currency="EUR", active=True)))
+            later += [
+                TimeEntry(**env(**base, revision=2, duration_seconds=0, deleted=True)),
+                ApprovalDecision(
+                    **env(time_entry_id=entry_id, revision=2, decision="APPROVED", approver_id="M1", decided_at=t0)
+                ),
+            ]
+    later.append(
+        Worker(
+            **env(
+                worker_id="W-LATE",
+                name="Late",
+                role="consultant",
+                employment_type="CONTRACTOR",
+                cost_rate=D("70"),
+                cost_currency="EUR",
+                active=True,
+            )
+        )
+    )
     # retroactive amendment of P1 for November, and a terminated contract on P2
-    later.append(ContractVersion(**env(contract_id="K-P1", version=2, project_id="P1", status="ACTIVE",
-                                       effective_from=date(2026, 11, 1), currency="EUR", tax_code="VAT20",
-                                       default_hourly_rate=D("175.00"))))
-    later.append(ContractVersion(**env(contract_id="K-P2", version=1, project_id="P2", status="TERMINATED",
-                                       effective_from=date(2026, 1, 1), currency="EUR", tax_code="VAT20",
-                                       default_hourly_rate=D("150.00"))))
+    later.append(
+        ContractVersion(
+            **env(
+                contract_id="K-P1",
+                version=2,
+                project_id="P1",
+                status="ACTIVE",
+                effective_from=date(2026, 11, 1),
+                currency="EUR",
+                tax_code="VAT20",
+                default_hourly_rate=D("175.00"),
+            )
+        )
+    )
+    later.append(
+        ContractVersion(
+            **env(
+                contract_id="K-P2",
+                version=1,
+                project_id="P2",
+                status="TERMINATED",
+                effective_from=date(2026, 1, 1),
+                currency="EUR",
+                tax_code="VAT20",
+                default_hourly_rate=D("150.00"),
+            )
+        )
+    )
     return first, later, "P-CAP"
 
 
 def cap_of(reference: ReferenceData, project_id: str) -> Decimal | None:
     versions = reference.contract_versions(project_id)
     return contract_cap(versions, versions[0].contract_id) if versions else None
-
-
