@@ -47,7 +47,13 @@ def wait_for_partitions(bootstrap: str, name: str, partitions: int, timeout: flo
     """
     from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-    not_yet = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
+    not_yet = {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_PARTITION,  # the client's metadata does not list it yet
+        KafkaError._UNKNOWN_TOPIC,
+    }
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("ready")})
 
