@@ -206,7 +206,8 @@ class IncrementalPoller:
         return {"since": latest.isoformat(), "boundary": sorted(at_latest)}
 
     def fetch(self, since: datetime) -> Iterator[Change]:
-        raise NotImplementedError
+        """Every change at or after `since`; each tracker's poller says how its API pages them."""
+        raise NotImplementedError(f"{type(self).__name__} is abstract: HarvestPoller, TogglPoller, ClockifyPoller")
 
     def _get(self, path: str, params: Mapping[str, Any]) -> Any:
         try:
