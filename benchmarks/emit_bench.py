@@ -113,16 +113,12 @@ def bench_codec(topic: catalog.Topic, rounds: int = 20_000) -> dict[str, Any]:
         "to_record_us": lambda: wire.to_record(event),
         "encode_us_wire_plus_fastavro": fastavro_only,
     }
-    figures = {
-        name: round(timeit.timeit(call, number=rounds) / rounds * 1e6, 1) for name, call in per_call.items()
-    }
+    figures = {name: round(timeit.timeit(call, number=rounds) / rounds * 1e6, 1) for name, call in per_call.items()}
     return {**figures, "record_bytes": len(value)}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=100_000)
     args = parser.parse_args()
 

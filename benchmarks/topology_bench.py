@@ -23,6 +23,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -125,6 +126,16 @@ def firm(entries: int, projects: int, workers: int) -> tuple[list[Event], list[E
     return reference, time_entries, approvals
 
 
+def produce(producer: Producer, topic: str, key: bytes | None, value: bytes | None, headers: Any) -> None:
+    """Queue one record, serving delivery reports while librdkafka's local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value, headers=headers)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
 def publish(settings: Settings, topics: TopologyTopics, events: list[Event]) -> float:
     serdes = SerdeCache(registry_client(settings.registry.client_config()))
     by_type = {
@@ -142,14 +153,7 @@ def publish(settings: Settings, topics: TopologyTopics, events: list[Event]) -> 
     for event in events:
         topic = by_type[event.event_type]
         value = serdes.for_topic(topic).encode_value(event)
-        while True:
-            try:
-                producer.produce(
-                    topic.name, key=event.key.encode(), value=value, headers=[("event_type", event.event_type.encode())]
-                )
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce(producer, topic.name, event.key.encode(), value, [("event_type", event.event_type.encode())])
         producer.poll(0)
     assert producer.flush(120) == 0
     return time.perf_counter() - began
@@ -180,12 +184,7 @@ def pass_through(settings: Settings, sources: list[str], records: int) -> float:
         for message in batch:
             if message.error() is not None:
                 continue
-            while True:
-                try:
-                    producer.produce(sink, key=message.key(), value=message.value(), headers=message.headers())
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce(producer, sink, message.key(), message.value(), message.headers())
             seen += 1
         producer.poll(0)
         consumer.commit(asynchronous=True)
