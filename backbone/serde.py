@@ -1,27 +1,32 @@
 """Confluent wire format for catalog topics: Avro values through the schema registry, UTF-8 keys.
 
-Values are written and read by confluent-kafka's own `AvroSerializer`/`AvroDeserializer` (magic byte,
-4-byte schema id, Avro body) under the subject `<topic>-value` (TopicNameStrategy), so any Confluent
-client can read what backbone writes. The serializers only see plain dicts: their `to_dict`/`from_dict`
-callables are `backbone.wire`, the one seam between models and records. Keys are the catalog key as a
-plain UTF-8 string, so compaction and partitioning work without the registry.
+Values are the Confluent wire format (magic byte 0, 4-byte big-endian schema id, Avro body) under the
+subject `<topic>-value` (TopicNameStrategy), so any Confluent client reads what backbone writes
+(`tests/integration/test_foreign_consumer.py` holds us to it). Schema ids come from confluent-kafka's
+`SchemaRegistryClient` (which caches them); the Avro body is fastavro's `schemaless_writer`/`_reader`
+on the plain dicts of `backbone.wire`, the one seam between models and records. confluent-kafka's
+`AvroSerializer`/`AvroDeserializer` frame the same bytes but run their data-contract rule engine and
+re-expand the reader schema on every record, which backbone does not use and which cost more than the
+Avro itself (`benchmarks/emit_bench.py` prints both). Keys are the catalog key as a plain UTF-8
+string, so compaction and partitioning work without the registry.
 
-`TopicSerde` is the cheap path: one serializer, deserializer and context per topic, built once and
-cached by `SerdeCache`. Decoding failures raise `DecodeError`, which keeps the raw message so callers
-can dead-letter it. `register_all` and `check_compatibility` serve `backbone up` and
+`TopicSerde` holds one topic's schema id and its readers per writer schema id, built once and cached
+by `SerdeCache`. A record written with another (older or newer) schema is resolved to the working
+tree's schema, as Avro schema resolution says. Decoding failures raise `DecodeError`, which keeps the
+raw message so callers can dead-letter it. `register_all` and `check_compatibility` serve `backbone up` and
 `backbone schemas`.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+import fastavro
 from confluent_kafka import Message
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
-from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
-from confluent_kafka.serialization import MessageField, SerializationContext
 from pydantic import ValidationError
 
 from backbone import wire
@@ -39,6 +44,8 @@ except ImportError:  # pragma: no cover - a later client may move it
 
 T = TypeVar("T")
 SUBJECT_NOT_FOUND = 40401
+MAGIC_BYTE = 0
+HEADER_BYTES = 5
 REGISTRY_HINT = "start it with `backbone up`, or set BACKBONE_SCHEMA_REGISTRY_URL to a running registry"
 
 
@@ -68,18 +75,14 @@ class TopicSerde:
     def __init__(self, topic: Topic, registry: SchemaRegistryClient, *, auto_register: bool = True) -> None:
         self.topic = topic
         self.event_cls = _event_of(topic)
-        schema = wire.schema_str(self.event_cls)
-        self._serializer = AvroSerializer(
-            registry,
-            schema,
-            to_dict=lambda event, _ctx: wire.to_record(event),
-            conf={"auto.register.schemas": auto_register},
-        )
-        # The working tree's schema is the reader schema: older writers are resolved to it.
-        self._deserializer = AvroDeserializer(
-            registry, schema, from_dict=lambda record, _ctx: wire.from_record(self.event_cls, record)
-        )
-        self._value_ctx = SerializationContext(topic.name, MessageField.VALUE)
+        self.registry = registry
+        self._auto_register = auto_register
+        self._schema = Schema(wire.schema_str(self.event_cls), "AVRO")
+        self._parsed = wire.parsed_schema(self.event_cls)
+        self._header: bytes | None = None
+        """Magic byte and schema id of what this process writes (known after the first encode)."""
+        self._readers: dict[int, tuple[Any, Any]] = {}
+        """Writer schema id -> (writer schema, reader schema or None when they are the same)."""
 
     def encode_key(self, event: Event) -> bytes:
         return event.key.encode("utf-8")
@@ -90,35 +93,64 @@ class TopicSerde:
             raise InvalidInputError(
                 f"topic {self.topic.name} carries {self.event_cls.__name__}, not {type(event).__name__}"
             )
+        if self._header is None:
+            schema_id = _registry_call(self._schema_id, self.topic.value_subject)
+            self._header = bytes([MAGIC_BYTE]) + schema_id.to_bytes(4, "big")
+        out = io.BytesIO()
+        out.write(self._header)
         try:
-            value = _registry_call(lambda: self._serializer(event, self._value_ctx), self.topic.value_subject)
+            fastavro.schemaless_writer(out, self._parsed, wire.to_record(event))
         except (ValueError, TypeError) as error:
             raise InvalidInputError(f"cannot encode {event.event_type} {event.key}: {error}") from error
-        assert value is not None  # only None in, None out
-        return value
+        return out.getvalue()
+
+    def _schema_id(self) -> int:
+        subject = self.topic.value_subject
+        if self._auto_register:
+            return self.registry.register_schema(subject, self._schema)
+        return self.registry.lookup_schema(subject, self._schema).schema_id  # type: ignore[return-value]
 
     def decode(self, message: Message) -> Event:
         """The event a consumed record carries; `DecodeError` (with the raw message) when it has none."""
         data = message.value()
         if data is None:
             raise DecodeError("record has no value (a tombstone)", raw=message)
-        ctx = SerializationContext(message.topic() or self.topic.name, MessageField.VALUE, message.headers())
+        if len(data) < HEADER_BYTES:
+            raise DecodeError(
+                f"{len(data)} bytes are too short for the Confluent framing (magic byte + 4-byte schema id)",
+                raw=message,
+            )
+        if data[0] != MAGIC_BYTE:
+            raise DecodeError(f"unexpected magic byte {data[0]}: not Confluent-framed Avro", raw=message)
+        schema_id = int.from_bytes(data[1:HEADER_BYTES], "big")
+        writer, reader = self._readers.get(schema_id) or self._reader_for(schema_id, message)
+        body = io.BytesIO(data)
+        body.seek(HEADER_BYTES)
         try:
-            event = self._deserializer(data, ctx)
+            record = fastavro.schemaless_reader(body, writer, reader)
+            return wire.from_record(self.event_cls, record)  # type: ignore[arg-type]
+        except Exception as error:
+            raise DecodeError(_describe(error), raw=message, cause=error) from error
+
+    def _reader_for(self, schema_id: int, message: Message) -> tuple[Any, Any]:
+        """Fetch and parse a writer schema once; resolve it to ours only when it differs."""
+        try:
+            registered = self.registry.get_schema(schema_id)
         except _TRANSPORT_ERRORS as error:
             # Not the record's fault: the caller must not dead-letter it.
-            raise ServiceUnavailableError(
-                f"schema registry unreachable: {error}", hint=REGISTRY_HINT
-            ) from error
+            raise ServiceUnavailableError(f"schema registry unreachable: {error}", hint=REGISTRY_HINT) from error
         except SchemaRegistryError as error:
             if error.http_status_code >= 500:
                 raise ServiceUnavailableError(f"schema registry failed: {error.error_message}") from error
-            raise DecodeError(
-                f"unknown writer schema: {error.error_message}", raw=message, cause=error
-            ) from error
+            raise DecodeError(f"unknown writer schema: {error.error_message}", raw=message, cause=error) from error
+        try:
+            # each schema parsed on its own: a writer's and our reader's record share a name
+            writer = fastavro.parse_schema(json.loads(registered.schema_str or ""), named_schemas={})
         except Exception as error:
-            raise DecodeError(_describe(error), raw=message, cause=error) from error
-        return event  # type: ignore[no-any-return]
+            raise DecodeError(f"writer schema {schema_id} is not Avro: {error}", raw=message, cause=error) from error
+        same = json.loads(registered.schema_str or "") == wire.schema_for(self.event_cls)
+        self._readers[schema_id] = (writer, None if same else self._parsed)
+        return self._readers[schema_id]
 
 
 class SerdeCache:

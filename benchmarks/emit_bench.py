@@ -25,6 +25,8 @@ from typing import Any
 
 import fastavro
 from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
 
 from backbone import wire
 from backbone.domain.models import TimeEntry
@@ -107,9 +109,20 @@ def bench_codec(topic: catalog.Topic, rounds: int = 20_000) -> dict[str, Any]:
     def fastavro_only() -> None:
         fastavro.schemaless_writer(io.BytesIO(), schema, wire.to_record(event))
 
+    # the baseline: confluent-kafka's own serializer classes on the same record and registry
+    context = SerializationContext(topic.name, MessageField.VALUE)
+    confluent_writer = AvroSerializer(
+        serde.registry, wire.schema_str(TimeEntry), to_dict=lambda e, _: wire.to_record(e)
+    )
+    confluent_reader = AvroDeserializer(
+        serde.registry, wire.schema_str(TimeEntry), from_dict=lambda r, _: wire.from_record(TimeEntry, r)
+    )
+
     per_call = {
         "encode_us_serde": lambda: serde.encode_value(event),
+        "encode_us_confluent_avro_serializer": lambda: confluent_writer(event, context),
         "decode_us_serde": lambda: serde.decode(message),  # type: ignore[arg-type]
+        "decode_us_confluent_avro_deserializer": lambda: confluent_reader(value, context),
         "to_record_us": lambda: wire.to_record(event),
         "encode_us_wire_plus_fastavro": fastavro_only,
     }

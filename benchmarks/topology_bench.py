@@ -4,7 +4,9 @@ Preloads master data (projects, workers, one contract per project), N time entri
 on fresh topics, then measures
   1. the baseline: one confluent-kafka process consuming both input topics in batches and producing
      the same bytes to another topic (no decoding, no state) — the physical limit of this machine;
-  2. the topology: `python -m topology` worker processes on the same input, timed from the first to
+  2. the framework's ceiling: a faust app with the topology's settings forwarding the same records
+     unchanged (`faust_passthrough.py`; skip it with --no-faust-baseline);
+  3. the topology: `python -m topology` worker processes on the same input, timed from the first to
      the N-th invoice candidate on the output topic (and from process start, which includes startup).
 Every approved entry yields exactly one TIME candidate, so "N candidates on the topic" means done.
 Usage (against a running `backbone up`, or BACKBONE_KAFKA_BOOTSTRAP_SERVERS/BACKBONE_SCHEMA_REGISTRY_URL):
@@ -147,7 +149,8 @@ def publish(settings: Settings, topics: TopologyTopics, events: list[Event]) -> 
         "approval": topics.approvals,
     }
     producer = Producer(
-        settings.kafka.client_config() | {"enable.idempotence": True, "linger.ms": 20, "batch.size": 1_000_000}
+        settings.kafka.client_config()
+        | {"enable.idempotence": True, "linger.ms": 20, "batch.size": 1_000_000, "partitioner": "murmur2_random"}
     )
     began = time.perf_counter()
     for event in events:
@@ -194,16 +197,19 @@ def pass_through(settings: Settings, sources: list[str], records: int) -> float:
     return elapsed
 
 
-def records_on(settings: Settings, topic: str, partitions: int, reader: Consumer) -> int:
-    return sum(
-        reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1] for p in range(partitions)
-    )
+def faust_pass_through(settings: Settings, prefix: str, sources: list[str], records: int) -> float:
+    """Seconds from the first to the last of `records` records a faust pass-through app forwarded."""
+    sink = f"{prefix}faust-passthrough"
+    admin = AdminClient(settings.kafka.client_config())
+    admin.create_topics([NewTopic(sink, 6, 1)])[sink].result()
+    command = [sys.executable, str(ROOT / "benchmarks" / "faust_passthrough.py"), "--app-id", f"{prefix}faust"]
+    return time_until(settings, [[*command, "--sink", sink, *sources]], sink, 6, records)[0]
 
 
-def run_topology(
-    settings: Settings, prefix: str, topics: TopologyTopics, entries: int, workers: int, transport: str
+def time_until(
+    settings: Settings, commands: list[list[str]], topic: str, partitions: int, records: int
 ) -> tuple[float, float]:
-    """(seconds from first to last candidate, seconds from process start to last candidate)."""
+    """Start `commands`; (seconds from the first to the `records`-th record on `topic`, from start to it)."""
     env = dict(
         os.environ,
         BACKBONE_KAFKA_BOOTSTRAP_SERVERS=settings.kafka.servers,
@@ -212,36 +218,19 @@ def run_topology(
     )
     reader = Consumer(settings.kafka.client_config() | {"group.id": f"bench-read-{uuid.uuid4().hex[:8]}"})
     started = time.perf_counter()
-    processes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "topology",
-                "--app-id",
-                f"{prefix}app",
-                "--topic-prefix",
-                prefix,
-                "--transport",
-                transport,
-            ],
-            cwd=ROOT,
-            env=env,
-        )
-        for _ in range(workers)
-    ]
+    processes = [subprocess.Popen(command, cwd=ROOT, env=env) for command in commands]
     first = None
     try:
         while True:
-            done = records_on(settings, topics.invoice_candidates.name, topics.invoice_candidates.partitions, reader)
+            done = records_on(settings, topic, partitions, reader)
             now = time.perf_counter()
             if done and first is None:
                 first = now
-            if done >= entries:
+            if done >= records:
                 return now - (first or now), now - started
             if any(p.poll() is not None for p in processes):
-                raise SystemExit("a topology worker exited; see its output above")
-            print(f"\r  candidates: {done:,}/{entries:,}", end="", file=sys.stderr, flush=True)
+                raise SystemExit(f"{commands[0][1]} exited; see its output above")
+            print(f"\r  {topic}: {done:,}/{records:,}", end="", file=sys.stderr, flush=True)
             time.sleep(0.2)  # a progress poll of a benchmark, not a test
     finally:
         print(file=sys.stderr)
@@ -252,6 +241,22 @@ def run_topology(
         reader.close()
 
 
+def records_on(settings: Settings, topic: str, partitions: int, reader: Consumer) -> int:
+    return sum(
+        reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1] for p in range(partitions)
+    )
+
+
+def run_topology(
+    settings: Settings, prefix: str, topics: TopologyTopics, entries: int, workers: int, transport: str
+) -> tuple[float, float]:
+    """(seconds from first to last candidate, seconds from process start to last candidate)."""
+    command = [sys.executable, "-m", "topology", "--app-id", f"{prefix}app", "--topic-prefix", prefix]
+    command += ["--transport", transport]
+    candidates = topics.invoice_candidates
+    return time_until(settings, [command] * workers, candidates.name, candidates.partitions, entries)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=100_000)
@@ -259,6 +264,7 @@ def main() -> None:
     parser.add_argument("--workers-in-firm", type=int, default=200, help="consultants in the simulated firm")
     parser.add_argument("--workers", type=int, default=1, help="topology worker processes")
     parser.add_argument("--transport", choices=["kafka", "confluent"], default="kafka")
+    parser.add_argument("--no-faust-baseline", action="store_true", help="skip the faust pass-through")
     args = parser.parse_args()
     settings = load_settings()
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
@@ -268,12 +274,21 @@ def main() -> None:
     seconds = publish(settings, topics, reference + time_entries + approvals)
     print(f"preloaded {len(reference):,} reference events, {args.entries:,} entries and approvals in {seconds:.1f}s")
 
-    baseline = pass_through(settings, [topics.time_entries.name, topics.approvals.name], 2 * args.entries)
+    sources = [topics.time_entries.name, topics.approvals.name]
+    baseline = pass_through(settings, sources, 2 * args.entries)
     baseline_rate = args.entries / baseline
     print(
         f"pass-through (confluent-kafka, same bytes): {2 * args.entries / baseline:,.0f} records/s "
         f"= {baseline_rate:,.0f} entries/s (entry + approval per entry)"
     )
+
+    faust_rate = None
+    if not args.no_faust_baseline:
+        faust_rate = args.entries / faust_pass_through(settings, prefix, sources, 2 * args.entries)
+        print(
+            f"faust pass-through (same bytes, topology settings): {2 * faust_rate:,.0f} records/s = "
+            f"{faust_rate:,.0f} entries/s"
+        )
 
     steady, total = run_topology(settings, prefix, topics, args.entries, args.workers, args.transport)
     rate = args.entries / steady if steady else float("inf")
@@ -282,6 +297,11 @@ def main() -> None:
         f"({steady:.1f}s); {args.entries / total:,.0f} entries/s including startup ({total:.1f}s)"
     )
     print(f"ratio topology / pass-through: {rate / baseline_rate:.1%}")
+    if faust_rate:
+        print(
+            f"ratio topology / faust pass-through: {rate / faust_rate:.1%}; "
+            f"faust pass-through / pass-through: {faust_rate / baseline_rate:.1%}"
+        )
 
 
 if __name__ == "__main__":

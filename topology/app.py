@@ -1,7 +1,8 @@
 """The billing topology: faust-streaming agents around the pure billing core.
 
-    psa.time-entries.v1, psa.approvals.v1 ──intake──► <app>-entry-inputs (by time_entry_id)
-        ──entries (table: EntryState per entry)──► <app>-book-commands (by project_id)
+    psa.time-entries.v1, psa.approvals.v1 ──entries (table: EntryState per entry)──► <app>-book-commands
+        (a record on another partition than its key's murmur2 partition goes through
+         <app>-entry-inputs first, so an entry's state always lives in one partition)
     ref.projects/contracts/workers.v1 ──references──► <app>-book-commands (workers: every partition)
         ──books (table: one Ledger per entry)──► billing.invoice-candidates.v1,
                                                     erp.posting-requests.v1, ops.exceptions.v1
@@ -18,6 +19,7 @@ domain's deterministic ids and duplicate detection make re-processing harmless (
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import subprocess
@@ -38,6 +40,7 @@ from pydantic import TypeAdapter
 
 from backbone.domain import billing, entries, feedback
 from backbone.domain.models import (
+    ApprovalDecision,
     BusinessException,
     ContractVersion,
     Event,
@@ -52,13 +55,20 @@ from backbone.settings import Settings
 from topology import catalog, codecs, metrics
 from topology.admin import apply_topics
 from topology.catalog import Topic
-from topology.messages import BookCommand, EntryInput, Position
+from topology.messages import BookCommand, Position
+from topology.outbox import Outbox
 from topology.reference import ReferenceStore, ReferenceTail
 
 log = structlog.get_logger(__name__)
 DEFAULT_APP_ID = "backbone-topology"
 DEFAULT_ROUTING = Path(__file__).with_name("routing.toml")
 INTERNAL_PARTITIONS = catalog.TRANSACTIONAL_PARTITIONS
+PRODUCER_LINGER_MS = 10
+BATCH_MAX = 1000
+BATCH_WITHIN_S = 0.05
+"""A stage takes up to BATCH_MAX records, or what arrived within BATCH_WITHIN_S, per batch (`Outbox`)."""
+EXIT_UNDELIVERED = 75
+"""Exit status when the broker refused a batch's outputs (EX_TEMPFAIL: restart once the broker is back)."""
 REFERENCE_CATCH_UP_S = 8.0
 """How long a rebalance may wait for master data (below the 10 s session timeout)."""
 
@@ -173,12 +183,42 @@ def partition_of(key: str, partitions: int = INTERNAL_PARTITIONS) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
+FORWARDED_FROM = "backbone.forwarded-from"
+"""Header of a record moved to <app>-entry-inputs: the topic it was read from (its schema's topic)."""
+
+
+def _forwarded_from(event: Any) -> str:
+    return dict(RawRecord(event).headers())[FORWARDED_FROM].decode()
+
+
 def event_headers(event: Event) -> list[tuple[str, bytes]]:
     return [
         ("event_type", event.event_type.encode()),
         ("correlation_id", (event.correlation_id or "").encode()),
         ("source_system", event.source_system.encode()),
     ]
+
+
+def faust_settings(settings: Settings, transport: str = "kafka") -> dict[str, Any]:
+    """How every faust app of backbone talks to Kafka (the benchmark's faust pass-through uses it too)."""
+    return {
+        "broker": f"{transport}://{settings.kafka.servers}",
+        "store": "memory://",
+        "web_enabled": False,
+        "topic_partitions": INTERNAL_PARTITIONS,
+        "topic_replication_factor": settings.kafka.replication_factor,
+        "table_standby_replicas": 0,
+        "processing_guarantee": "at_least_once",
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": -1,
+        # aiokafka sends a produce request per record without it
+        "producer_linger_ms": PRODUCER_LINGER_MS,
+        "broker_commit_interval": 1.0,
+        # a killed worker's partitions move on after this, not faust's default minute
+        "broker_session_timeout": 10.0,
+        "broker_heartbeat_interval": 2.0,
+        "stream_wait_empty": True,
+    }
 
 
 class BillingTopology:
@@ -205,23 +245,7 @@ class BillingTopology:
         self._reference_ready = asyncio.Event()
         """Set while this worker's master data is at least as new as what its books were priced with."""
         codecs.register_codecs(self.serdes)
-        self.app = faust.App(
-            app_id,
-            broker=f"{transport}://{settings.kafka.servers}",
-            store="memory://",
-            web_enabled=False,
-            topic_partitions=INTERNAL_PARTITIONS,
-            topic_replication_factor=settings.kafka.replication_factor,
-            table_standby_replicas=0,
-            processing_guarantee="at_least_once",
-            consumer_auto_offset_reset="earliest",
-            producer_acks=-1,
-            broker_commit_interval=1.0,
-            # a killed worker's partitions move on after this, not faust's default minute
-            broker_session_timeout=10.0,
-            broker_heartbeat_interval=2.0,
-            stream_wait_empty=True,
-        )
+        self.app = faust.App(app_id, **faust_settings(settings, transport))
         self._declare()
 
     # --- wiring -----------------------------------------------------------------------------------
@@ -246,8 +270,8 @@ class BillingTopology:
         """Books of this worker's partitions, rebuilt from `ledger_table` after each rebalance."""
         self.rejections = self._table("rejections", codecs.OPENED_AT)
         self.catalog_topic = {topic.name: topic for topic in consumed}
-        app.agent(app.topic(t.time_entries.name, t.approvals.name, **raw), name="intake")(self._intake)
-        app.agent(self.entry_inputs, name="entries")(self._entries)
+        entry_sources = (t.time_entries.name, t.approvals.name, self.internal.entry_inputs.name)
+        app.agent(app.topic(*entry_sources, **raw), name="entries")(self._entries)
         app.agent(app.topic(*(r.name for r in t.reference), **raw), name="references")(self._references)
         app.agent(self.book_commands, name="books")(self._books)
         app.agent(app.topic(t.posting_acks.name, t.billing_responses.name, **raw), name="feedback")(self._feedback)
@@ -264,36 +288,52 @@ class BillingTopology:
 
     # --- agents -------------------------------------------------------------------------------------
 
-    async def _intake(self, stream: Any) -> None:
-        async for event in stream.events():
-            decoded = await self._decode(event, "intake")
-            if decoded is None:
-                continue
-            metrics.EVENTS_IN.labels(decoded.event_type).inc()
-            message = EntryInput(time_entry=decoded) if isinstance(decoded, TimeEntry) else EntryInput(approval=decoded)  # type: ignore[arg-type]
-            await self.entry_inputs.send(
-                key=decoded.key.encode(), value=message.model_dump_json().encode(), headers=event_headers(decoded)
-            )
-
     async def _entries(self, stream: Any) -> None:
-        async for event in stream.events():
-            try:
-                await self._record_entry(event)
-            except Exception as error:
-                await self._dead_letter(event, error, "entries")
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            outbox = Outbox()
+            for event in batch:
+                await self._entry_record(event, outbox)
+            await self._deliver(outbox, "entries")
 
-    async def _record_entry(self, event: Any) -> None:
-        key = event.key.decode()
-        incoming = EntryInput.model_validate_json(event.value).event
-        state = _restored(self.entry_table.get(key), entries.EntryState) or entries.new_entry(key)
+    async def _entry_record(self, event: Any, outbox: Outbox) -> None:
+        forwarded = event.message.topic == self.internal.entry_inputs.name
+        decoded = await self._decode(event, "entries", outbox, source=_forwarded_from(event) if forwarded else None)
+        if decoded is None:
+            return
+        home = partition_of(decoded.key)
+        if not forwarded and event.message.partition != home:
+            await self._forward(event, home, outbox)
+            return
+        metrics.EVENTS_IN.labels(decoded.event_type).inc()
+        try:
+            await self._record_entry(decoded, event, outbox)  # type: ignore[arg-type]
+        except Exception as error:
+            await self._dead_letter(event, error, "entries", outbox)
+
+    async def _forward(self, event: Any, partition: int, outbox: Outbox) -> None:
+        """A record its producer put on another partition than the entry's state: move it there as it is.
+
+        backbone's producers partition with murmur2 like Kafka's Java clients, so this is the exception
+        (a foreign producer with another partitioner), and the common path costs no extra hop.
+        """
+        record = RawRecord(event)
+        headers = [*record.headers(), (FORWARDED_FROM, record.topic().encode())]
+        await outbox.send(
+            self.entry_inputs, key=record.key(), value=record.value(), headers=headers, partition=partition
+        )
+        metrics.FORWARDED.inc()
+
+    async def _record_entry(self, incoming: TimeEntry | ApprovalDecision, event: Any, outbox: Outbox) -> None:
+        key = incoming.key
+        state = _restored(outbox.get(self.entry_table, key), entries.EntryState) or entries.new_entry(key)
         recorded = entries.record(state, incoming)
         if recorded.outcome == entries.Outcome.DUPLICATE:
             metrics.DUPLICATES.inc()
             return
         metrics.IGNORED.inc(recorded.outcome == entries.Outcome.IGNORED_AFTER_DELETION)
         for change in recorded.changes:
-            await self._send_book(BookCommand(change=change), change.project_id)
-        self.entry_table[key] = recorded.state
+            await self._send_book(BookCommand(change=change), change.project_id, outbox)
+        outbox.put(self.entry_table, key, recorded.state, partition=event.message.partition)
         waiting = entries.awaiting_approval(recorded.state)
         if waiting is None:
             self.awaiting.pop(key, None)
@@ -332,40 +372,48 @@ class BillingTopology:
         self.store.apply(decoded, position)  # type: ignore[arg-type]
 
     async def _books(self, stream: Any) -> None:
-        async for event in stream.events():
-            try:
-                await self._run_book_command(event)
-            except Exception as error:
-                await self._dead_letter(event, error, "books")
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            await self._reference_ready.wait()
+            # rebuilt (after a rebalance) only between batches: a batch's undelivered ledgers live in `books`
+            books = self._owned_books()
+            outbox = Outbox()
+            for event in batch:
+                try:
+                    await self._run_book_command(event, books, outbox)
+                except Exception as error:
+                    await self._dead_letter(event, error, "books", outbox)
+            await self._deliver(outbox, "books")
 
-    async def _run_book_command(self, event: Any) -> None:
-        await self._reference_ready.wait()
+    async def _run_book_command(self, event: Any, books: dict[str, billing.ProjectBook], outbox: Outbox) -> None:
         command = BookCommand.model_validate_json(event.value)
         reference = command.project or command.contract or command.worker
         if reference is not None and command.position is not None:
             self.store.apply(reference, command.position)
         at = command.change.occurred_at if command.change else reference.occurred_at  # type: ignore[union-attr]
         context = billing.Context(reference=self.store.data, routing=self.routing.current(), at=at)
+        settle = functools.partial(self._settle, books=books, outbox=outbox, partition=event.message.partition)
         if command.change is not None:
-            await self._settle(command.change.project_id, lambda b: billing.book_entry(b, command.change, context))
+            await settle(command.change.project_id, lambda b: billing.book_entry(b, command.change, context))
         elif command.worker is not None:
             worker_id, partition = command.worker.worker_id, event.message.partition
-            for project_id in sorted(p for p in self._owned_books() if partition_of(p) == partition):
-                if worker_id in self._owned_books()[project_id].workers():
-                    await self._settle(project_id, lambda b: billing.reprice_worker(b, worker_id, context))
+            for project_id in sorted(p for p in books if partition_of(p) == partition):
+                if worker_id in books[project_id].workers():
+                    await settle(project_id, lambda b: billing.reprice_worker(b, worker_id, context))
         else:
             project_id = event.key.decode()
-            if project_id in self._owned_books():
-                await self._settle(project_id, lambda b: billing.reprice(b, context))
+            if project_id in books:
+                await settle(project_id, lambda b: billing.reprice(b, context))
         metrics.LATENCY.labels("books").observe(max(0.0, time.time() - event.message.timestamp))
 
-    async def _settle(self, project_id: str, step: Any) -> None:
-        book = self._owned_books().get(project_id) or billing.new_book(project_id)
+    async def _settle(
+        self, project_id: str, step: Any, *, books: dict[str, billing.ProjectBook], outbox: Outbox, partition: int
+    ) -> None:
+        book = books.get(project_id) or billing.new_book(project_id)
         settled = step(book)
-        await self._emit(settled.events)
+        await self._emit(settled.events, outbox)
         for ledger in billing.changed_ledgers(book, settled.book):
-            self.ledger_table[ledger_key(project_id, ledger.time_entry_id)] = ledger
-        self.books[project_id] = settled.book
+            outbox.put(self.ledger_table, ledger_key(project_id, ledger.time_entry_id), ledger, partition=partition)
+        books[project_id] = settled.book
 
     def _owned_books(self) -> dict[str, billing.ProjectBook]:
         """The books of this worker's partitions; rebuilt from the ledger table after a rebalance."""
@@ -378,44 +426,70 @@ class BillingTopology:
         return self.books
 
     async def _feedback(self, stream: Any) -> None:
-        async for event in stream.events():
-            decoded = await self._decode(event, "feedback")
-            if decoded is None:
-                continue
-            metrics.EVENTS_IN.labels(decoded.event_type).inc()
-            key = decoded.key
-            decide = feedback.posting_feedback if decoded.event_type == "posting-ack" else feedback.billing_feedback
-            opened, out = decide(_restored(self.rejections.get(key), OPENED), decoded)  # type: ignore[arg-type]
-            await self._emit(out)
-            if opened is None and self.rejections.get(key) is not None:
-                del self.rejections[key]
-            elif opened is not None:
-                self.rejections[key] = opened
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            outbox = Outbox()
+            for event in batch:
+                await self._answer(event, outbox)
+            await self._deliver(outbox, "feedback")
+
+    async def _answer(self, event: Any, outbox: Outbox) -> None:
+        decoded = await self._decode(event, "feedback", outbox)
+        if decoded is None:
+            return
+        metrics.EVENTS_IN.labels(decoded.event_type).inc()
+        key = decoded.key
+        decide = feedback.posting_feedback if decoded.event_type == "posting-ack" else feedback.billing_feedback
+        was_open = _restored(outbox.get(self.rejections, key), OPENED)
+        opened, out = decide(was_open, decoded)  # type: ignore[arg-type]
+        await self._emit(out, outbox)
+        if opened != was_open:
+            outbox.put(self.rejections, key, opened, partition=event.message.partition)
 
     # --- helpers ------------------------------------------------------------------------------------
 
-    async def _send_book(self, command: BookCommand, project_id: str) -> None:
-        await self.book_commands.send(
-            key=project_id.encode(), value=command.model_dump_json().encode(), partition=partition_of(project_id)
-        )
+    async def _deliver(self, outbox: Outbox, stage: str) -> None:
+        """Make a batch durable; a broker that refuses its outputs stops the worker before any commit."""
+        try:
+            await outbox.deliver()
+        except Exception as error:
+            log.critical(
+                "outputs not delivered; exiting so that the batch is processed again after a restart",
+                stage=stage,
+                error=str(error),
+                hint="check the broker (`backbone status`), then restart the topology",
+            )
+            os._exit(EXIT_UNDELIVERED)
 
-    async def _emit(self, events: Iterable[Event]) -> None:
+    async def _send_book(self, command: BookCommand, project_id: str, outbox: Outbox | None = None) -> None:
+        message = {"key": project_id.encode(), "value": command.model_dump_json().encode()}
+        if outbox is None:
+            await self.book_commands.send(**message, partition=partition_of(project_id))
+        else:
+            await outbox.send(self.book_commands, **message, partition=partition_of(project_id))
+
+    async def _emit(self, events: Iterable[Event], outbox: Outbox) -> None:
         for output in events:
-            await self.outputs[type(output)].send(key=output.key.encode(), value=output, headers=event_headers(output))
+            topic = self.outputs[type(output)]
+            await outbox.send(topic, key=output.key.encode(), value=output, headers=event_headers(output))
             metrics.EVENTS_OUT.labels(output.event_type).inc()
             if isinstance(output, BusinessException):
                 metrics.EXCEPTIONS.labels(output.kind, output.status).inc()
 
-    async def _decode(self, event: Any, processor: str) -> Event | None:
+    async def _decode(
+        self, event: Any, processor: str, outbox: Outbox | None = None, source: str | None = None
+    ) -> Event | None:
+        """The event a record carries (`source`: the topic whose schema it has, when not its own)."""
         record = RawRecord(event)
-        topic = self.catalog_topic[record.topic()]
+        topic = self.catalog_topic[source or record.topic()]
         try:
             return self.serdes.for_topic(topic).decode(record)  # type: ignore[arg-type]
         except DecodeError as error:
-            await self._dead_letter(event, error, processor, error_class=error.error_class)
+            await self._dead_letter(event, error, processor, outbox, error_class=error.error_class)
             return None
 
-    async def _dead_letter(self, event: Any, error: BaseException, processor: str, error_class: str = "") -> None:
+    async def _dead_letter(
+        self, event: Any, error: BaseException, processor: str, outbox: Outbox | None = None, error_class: str = ""
+    ) -> None:
         record = RawRecord(event)
         source = self.catalog_topic.get(record.topic())
         dlq = self.dlqs.get(source.name) if source is not None else None
@@ -440,7 +514,11 @@ class BillingTopology:
         )
         metrics.DEAD_LETTERS.labels(record.topic()).inc()
         assert dlq is not None, f"{record.topic()} is consumed but has no dead-letter topic"
-        await dlq.send(key=record.key(), value=record.value(), headers=headers)
+        message = {"key": record.key(), "value": record.value(), "headers": headers}
+        if outbox is None:
+            await dlq.send(**message)
+        else:
+            await outbox.send(dlq, **message)
 
     async def _drain_reference_tail(self) -> None:
         while True:

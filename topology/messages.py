@@ -1,9 +1,7 @@
 """What the topology's stages tell each other on their internal topics (JSON, not part of the contract).
 
-Entries and approvals are re-keyed by `time_entry_id` onto one topic so that an entry's two streams are
-co-partitioned whatever partitioner their producers used. The entry stage hands `EntryChange`s to the
-project books; reference events travel to the books *with* their payload, so a book never re-prices
-with reference data older than the event that asked it to.
+The entry stage hands `EntryChange`s to the project books; reference events travel to the books *with*
+their payload, so a book never re-prices with reference data older than the event that asked it to.
 """
 
 from __future__ import annotations
@@ -11,7 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from backbone.domain.entries import EntryChange
-from backbone.domain.models import ApprovalDecision, ContractVersion, Project, TimeEntry, Worker
+from backbone.domain.models import ContractVersion, Project, Worker
 
 
 class Position(BaseModel):
@@ -22,19 +20,6 @@ class Position(BaseModel):
     topic: str
     partition: int
     offset: int
-
-
-class EntryInput(BaseModel):
-    """A decoded TimeEntry or ApprovalDecision, re-keyed by time_entry_id."""
-
-    time_entry: TimeEntry | None = None
-    approval: ApprovalDecision | None = None
-
-    @property
-    def event(self) -> TimeEntry | ApprovalDecision:
-        found = self.time_entry or self.approval
-        assert found is not None
-        return found
 
 
 class BookCommand(BaseModel):

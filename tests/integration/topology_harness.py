@@ -52,7 +52,11 @@ class Harness:
         self.topics = TopologyTopics.prefixed(prefix)
         self.serdes = SerdeCache(registry_client(settings.registry.client_config()))
         apply_topics(AdminClient(settings.kafka.client_config()), self.topics.all())
-        self.producer = Producer(settings.kafka.client_config() | {"enable.idempotence": True, "linger.ms": 5})
+        config = settings.kafka.client_config() | {"enable.idempotence": True, "linger.ms": 5}
+        self.producer = Producer(config | {"partitioner": "murmur2_random"})
+        """Like backbone's connectors: every record on its key's murmur2 partition."""
+        self.foreign_producer = Producer(config)
+        """Like a producer with librdkafka's default partitioner (CRC32): the topology must move its records."""
         self.workers: list[subprocess.Popen[bytes]] = []
         self.seen: dict[str, dict[str, Event]] = defaultdict(dict)
         self._consumers: dict[str, Consumer] = {}
@@ -70,14 +74,17 @@ class Harness:
         }[event.event_type]
 
     def publish(self, events: list[Event]) -> None:
+        """Publish in order; approvals come from a producer that does not partition like the topology."""
         for event in events:
             topic = self.topic_for(event)
             value = self.serdes.for_topic(topic).encode_value(event)
-            self.producer.produce(
+            producer = self.foreign_producer if event.event_type == "approval" else self.producer
+            producer.produce(
                 topic.name, key=event.key.encode(), value=value, headers=[("event_type", event.event_type.encode())]
             )
-            self.producer.poll(0)
+            producer.poll(0)
         assert self.producer.flush(30) == 0
+        assert self.foreign_producer.flush(30) == 0
 
     def publish_raw(self, topic: Topic, key: bytes, value: bytes) -> None:
         self.producer.produce(topic.name, key=key, value=value, headers=[("event_type", b"garbage")])
