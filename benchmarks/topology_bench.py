@@ -42,11 +42,14 @@ from backbone.domain.models import (
 )
 from backbone.serde import SerdeCache, registry_client
 from backbone.settings import Settings, load_settings
+from producers.emitter import with_envelope_defaults
 from topology.admin import apply_topics
 from topology.app import TopologyTopics
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
+STALL_S = 120.0
+"""A run whose output has not grown for this long is reported as stalled, not waited on forever."""
 
 
 def firm(entries: int, projects: int, workers: int) -> tuple[list[Event], list[Event], list[Event]]:
@@ -153,7 +156,7 @@ def publish(settings: Settings, topics: TopologyTopics, events: list[Event]) -> 
         | {"enable.idempotence": True, "linger.ms": 20, "batch.size": 1_000_000, "partitioner": "murmur2_random"}
     )
     began = time.perf_counter()
-    for event in events:
+    for event in map(with_envelope_defaults, events):  # event and correlation ids, as connectors publish
         topic = by_type[event.event_type]
         value = serdes.for_topic(topic).encode_value(event)
         produce(producer, topic.name, event.key.encode(), value, [("event_type", event.event_type.encode())])
@@ -219,7 +222,7 @@ def time_until(
     reader = Consumer(settings.kafka.client_config() | {"group.id": f"bench-read-{uuid.uuid4().hex[:8]}"})
     started = time.perf_counter()
     processes = [subprocess.Popen(command, cwd=ROOT, env=env) for command in commands]
-    first = None
+    first, progress = None, (0, started)
     try:
         while True:
             done = records_on(settings, topic, partitions, reader)
@@ -228,6 +231,10 @@ def time_until(
                 first = now
             if done >= records:
                 return now - (first or now), now - started
+            if done != progress[0]:
+                progress = (done, now)
+            elif now - progress[1] > STALL_S:
+                raise SystemExit(f"{topic} stalled at {done:,}/{records:,} for {STALL_S:.0f}s; see the output above")
             if any(p.poll() is not None for p in processes):
                 raise SystemExit(f"{commands[0][1]} exited; see its output above")
             print(f"\r  {topic}: {done:,}/{records:,}", end="", file=sys.stderr, flush=True)

@@ -178,6 +178,7 @@ def ledger_key(project_id: str, time_entry_id: str) -> str:
     return f"{project_id}{LEDGER_KEY_SEPARATOR}{time_entry_id}"
 
 
+@functools.lru_cache(maxsize=65_536)
 def partition_of(key: str, partitions: int = INTERNAL_PARTITIONS) -> int:
     """The partition of a project's book: murmur2 like Kafka's Java clients, so it is the same everywhere."""
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
