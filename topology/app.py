@@ -289,12 +289,16 @@ class BillingTopology:
 
     # --- agents -------------------------------------------------------------------------------------
 
-    async def _entries(self, stream: Any) -> None:
+    async def _in_batches(self, stream: Any, handle: Any, stage: str) -> None:
+        """Run `handle(event, outbox)` over each batch of the stream, then make the batch durable."""
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             outbox = Outbox()
             for event in batch:
-                await self._entry_record(event, outbox)
-            await self._deliver(outbox, "entries")
+                await handle(event, outbox)
+            await self._deliver(outbox, stage)
+
+    async def _entries(self, stream: Any) -> None:
+        await self._in_batches(stream, self._entry_record, "entries")
 
     async def _entry_record(self, event: Any, outbox: Outbox) -> None:
         forwarded = event.message.topic == self.internal.entry_inputs.name
@@ -427,11 +431,7 @@ class BillingTopology:
         return self.books
 
     async def _feedback(self, stream: Any) -> None:
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            outbox = Outbox()
-            for event in batch:
-                await self._answer(event, outbox)
-            await self._deliver(outbox, "feedback")
+        await self._in_batches(stream, self._answer, "feedback")
 
     async def _answer(self, event: Any, outbox: Outbox) -> None:
         decoded = await self._decode(event, "feedback", outbox)

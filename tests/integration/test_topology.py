@@ -2,17 +2,19 @@
 
 A firm of 220 entries raising every entry exception kind, with amendments, un-approvals, deletions,
 a late worker, a retroactive contract amendment, a terminated contract and a poison record, is run
-through 1 worker, through 3 workers, and through a worker killed with SIGKILL and restarted.
+through 1 worker, through 3 workers, and through a worker killed with SIGKILL and restarted. Rejected
+ERP acknowledgments and billing responses open exceptions that later acceptances resolve.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from topology_harness import Harness, cap_of, expected_worth, net_per_entry, scenario
 
-from backbone.domain.models import ExceptionKind
+from backbone.domain.models import BillingResponse, ExceptionKind, ExceptionStatus, PostingAck
 from tests.support import unique_name, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -112,3 +114,62 @@ def test_three_workers_bill_the_same(harness) -> None:
 @pytest.mark.chaos
 def test_kill_9_and_restart_bills_the_same(harness) -> None:
     run_scenario(harness, workers=1, kill_after_first=True)
+
+
+def test_rejections_open_exceptions_that_later_acceptances_resolve(harness) -> None:
+    at = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
+    later = at + timedelta(hours=1)
+    env = {"source_system": "erp-sim", "correlation_id": "corr-7"}
+
+    def ack(posting_id: str, status: str, when: datetime) -> PostingAck:
+        rejected = status == "REJECTED"
+        return PostingAck(
+            **env,
+            occurred_at=when,
+            posting_id=posting_id,
+            erp_target="erp-eu",
+            status=status,
+            error_code="GL-404" if rejected else None,
+            error_message="unknown GL account" if rejected else None,
+            erp_document_id=None if rejected else f"DOC-{posting_id}",
+        )
+
+    def response(status: str, when: datetime) -> BillingResponse:
+        rejected = status == "REJECTED"
+        return BillingResponse(
+            **env,
+            occurred_at=when,
+            candidate_id="C-1",
+            status=status,
+            reason_code="NO-VAT-ID" if rejected else None,
+            invoice_id=None if rejected else "INV-1",
+        )
+
+    harness.publish([ack("PR-1", "REJECTED", at), ack("PR-2", "REJECTED", at), response("REJECTED", at)])
+    harness.start_worker()
+    # PR-2 is rejected twice before it posts: the repeat must not open a second exception
+    harness.publish([ack("PR-1", "POSTED", later), ack("PR-2", "REJECTED", later), response("ACCEPTED", later)])
+    harness.publish([ack("PR-2", "POSTED", later + timedelta(hours=1))])
+
+    def exceptions():
+        return list(harness.read(harness.topics.exceptions).values())
+
+    wait_until(
+        lambda: sum(e.status == ExceptionStatus.RESOLVED for e in exceptions()) >= 3,
+        timeout=120,
+        message="three rejections resolved",
+    )
+    harness.check_alive()
+    seen = sorted((e.subject_id, e.kind, e.status) for e in exceptions())
+    assert seen == [
+        ("C-1", ExceptionKind.BILLING_REJECTED, ExceptionStatus.OPEN),
+        ("C-1", ExceptionKind.BILLING_REJECTED, ExceptionStatus.RESOLVED),
+        ("PR-1", ExceptionKind.POSTING_REJECTED, ExceptionStatus.OPEN),
+        ("PR-1", ExceptionKind.POSTING_REJECTED, ExceptionStatus.RESOLVED),
+        ("PR-2", ExceptionKind.POSTING_REJECTED, ExceptionStatus.OPEN),
+        ("PR-2", ExceptionKind.POSTING_REJECTED, ExceptionStatus.RESOLVED),
+    ]
+    resolved = {e.subject_id: e for e in exceptions() if e.status == ExceptionStatus.RESOLVED}
+    assert {e.opened_at for e in resolved.values()} == {at}  # the rejection's time, kept until resolution
+    assert {e.correlation_id for e in exceptions()} == {"corr-7"}
+    assert "GL-404" in next(e.details for e in exceptions() if e.subject_id == "PR-1")
