@@ -209,10 +209,19 @@ def faust_pass_through(settings: Settings, prefix: str, sources: list[str], reco
     return time_until(settings, [[*command, "--sink", sink, *sources]], sink, 6, records)[0]
 
 
+def peak_rss_mib(pid: int) -> float:
+    """A live process's peak resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def time_until(
     settings: Settings, commands: list[list[str]], topic: str, partitions: int, records: int
-) -> tuple[float, float]:
-    """Start `commands`; (seconds from the first to the `records`-th record on `topic`, from start to it)."""
+) -> tuple[float, float, list[float]]:
+    """Start `commands`; seconds from the first to the `records`-th record on `topic` and from start to it,
+    and each process's peak RSS in MiB."""
     env = dict(
         os.environ,
         BACKBONE_KAFKA_BOOTSTRAP_SERVERS=settings.kafka.servers,
@@ -230,7 +239,7 @@ def time_until(
             if done and first is None:
                 first = now
             if done >= records:
-                return now - (first or now), now - started
+                return now - (first or now), now - started, [peak_rss_mib(p.pid) for p in processes]
             if done != progress[0]:
                 progress = (done, now)
             elif now - progress[1] > STALL_S:
@@ -256,8 +265,8 @@ def records_on(settings: Settings, topic: str, partitions: int, reader: Consumer
 
 def run_topology(
     settings: Settings, prefix: str, topics: TopologyTopics, entries: int, workers: int, transport: str
-) -> tuple[float, float]:
-    """(seconds from first to last candidate, seconds from process start to last candidate)."""
+) -> tuple[float, float, list[float]]:
+    """(seconds from first to last candidate, from process start to last candidate, peak RSS MiB each)."""
     command = [sys.executable, "-m", "topology", "--app-id", f"{prefix}app", "--topic-prefix", prefix]
     command += ["--transport", transport]
     candidates = topics.invoice_candidates
@@ -297,12 +306,13 @@ def main() -> None:
             f"{faust_rate:,.0f} entries/s"
         )
 
-    steady, total = run_topology(settings, prefix, topics, args.entries, args.workers, args.transport)
+    steady, total, rss = run_topology(settings, prefix, topics, args.entries, args.workers, args.transport)
     rate = args.entries / steady if steady else float("inf")
     print(
         f"topology ({args.workers} worker(s), {args.transport}): {rate:,.0f} entries/s first→last candidate "
         f"({steady:.1f}s); {args.entries / total:,.0f} entries/s including startup ({total:.1f}s)"
     )
+    print(f"peak RSS per worker: {', '.join(f'{mib:,.0f} MiB' for mib in rss)}")
     print(f"ratio topology / pass-through: {rate / baseline_rate:.1%}")
     if faust_rate:
         print(
