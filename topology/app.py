@@ -63,12 +63,9 @@ log = structlog.get_logger(__name__)
 DEFAULT_APP_ID = "backbone-topology"
 DEFAULT_ROUTING = Path(__file__).with_name("routing.toml")
 INTERNAL_PARTITIONS = catalog.TRANSACTIONAL_PARTITIONS
-PRODUCER_LINGER_MS = 10
-BATCH_MAX = 1000
-BATCH_WITHIN_S = 0.05
-"""A stage takes up to BATCH_MAX records, or what arrived within BATCH_WITHIN_S, per batch (`Outbox`)."""
+PRODUCER_LINGER_MS = 0
 EXIT_UNDELIVERED = 75
-"""Exit status when the broker refused a batch's outputs (EX_TEMPFAIL: restart once the broker is back)."""
+"""Exit status when the broker refused a record's outputs (EX_TEMPFAIL: restart once the broker is back)."""
 REFERENCE_CATCH_UP_S = 8.0
 """How long a rebalance may wait for master data (below the 10 s session timeout)."""
 
@@ -271,8 +268,8 @@ class BillingTopology:
         """Books of this worker's partitions, rebuilt from `ledger_table` after each rebalance."""
         self.rejections = self._table("rejections", codecs.OPENED_AT)
         self.catalog_topic = {topic.name: topic for topic in consumed}
-        entry_sources = (t.time_entries.name, t.approvals.name, self.internal.entry_inputs.name)
-        app.agent(app.topic(*entry_sources, **raw), name="entries")(self._entries)
+        app.agent(app.topic(t.time_entries.name, t.approvals.name, **raw), name="intake")(self._intake)
+        app.agent(self.entry_inputs, name="entries")(self._entries)
         app.agent(app.topic(*(r.name for r in t.reference), **raw), name="references")(self._references)
         app.agent(self.book_commands, name="books")(self._books)
         app.agent(app.topic(t.posting_acks.name, t.billing_responses.name, **raw), name="feedback")(self._feedback)
@@ -289,44 +286,45 @@ class BillingTopology:
 
     # --- agents -------------------------------------------------------------------------------------
 
-    async def _in_batches(self, stream: Any, handle: Any, stage: str) -> None:
-        """Run `handle(event, outbox)` over each batch of the stream, then make the batch durable."""
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+    async def _each(self, stream: Any, handle: Any, stage: str) -> None:
+        """Run `handle(event, outbox)` for each event, then make its outputs and state durable in that order.
+
+        One event at a time, not `stream.take_events` batches: faust acks a batch's events by hand, and
+        with manual acks a rebalance can commit offsets of events that were never processed
+        (faust-streaming#527) — seen here as whole batches of entries never billed with two workers.
+        """
+        async for event in stream.events():
             outbox = Outbox()
-            for event in batch:
-                await handle(event, outbox)
+            await handle(event, outbox)
             await self._deliver(outbox, stage)
 
+    async def _intake(self, stream: Any) -> None:
+        """Move each decodable entry or approval, as it is, to the entry-inputs partition of its key.
+
+        The entry stage keeps an entry's state in one partition whatever partitioner the entry's and the
+        approval's producers used; a record that cannot be decoded is dead-lettered here.
+        """
+        async for event in stream.events():
+            decoded = await self._decode(event, "intake")
+            if decoded is None:
+                continue
+            record = RawRecord(event)
+            headers = [*record.headers(), (FORWARDED_FROM, record.topic().encode())]
+            home = partition_of(decoded.key)
+            await self.entry_inputs.send(key=record.key(), value=record.value(), headers=headers, partition=home)
+
     async def _entries(self, stream: Any) -> None:
-        await self._in_batches(stream, self._entry_record, "entries")
+        await self._each(stream, self._entry_record, "entries")
 
     async def _entry_record(self, event: Any, outbox: Outbox) -> None:
-        forwarded = event.message.topic == self.internal.entry_inputs.name
-        decoded = await self._decode(event, "entries", outbox, source=_forwarded_from(event) if forwarded else None)
+        decoded = await self._decode(event, "entries", outbox, source=_forwarded_from(event))
         if decoded is None:
-            return
-        home = partition_of(decoded.key)
-        if not forwarded and event.message.partition != home:
-            await self._forward(event, home, outbox)
             return
         metrics.EVENTS_IN.labels(decoded.event_type).inc()
         try:
             await self._record_entry(decoded, event, outbox)  # type: ignore[arg-type]
         except Exception as error:
             await self._dead_letter(event, error, "entries", outbox)
-
-    async def _forward(self, event: Any, partition: int, outbox: Outbox) -> None:
-        """A record its producer put on another partition than the entry's state: move it there as it is.
-
-        backbone's producers partition with murmur2 like Kafka's Java clients, so this is the exception
-        (a foreign producer with another partitioner), and the common path costs no extra hop.
-        """
-        record = RawRecord(event)
-        headers = [*record.headers(), (FORWARDED_FROM, record.topic().encode())]
-        await outbox.send(
-            self.entry_inputs, key=record.key(), value=record.value(), headers=headers, partition=partition
-        )
-        metrics.FORWARDED.inc()
 
     async def _record_entry(self, incoming: TimeEntry | ApprovalDecision, event: Any, outbox: Outbox) -> None:
         key = incoming.key
@@ -338,7 +336,7 @@ class BillingTopology:
         metrics.IGNORED.inc(recorded.outcome == entries.Outcome.IGNORED_AFTER_DELETION)
         for change in recorded.changes:
             await self._send_book(BookCommand(change=change), change.project_id, outbox)
-        outbox.put(self.entry_table, key, recorded.state, partition=event.message.partition)
+        outbox.put(self.entry_table, key, recorded.state)
         waiting = entries.awaiting_approval(recorded.state)
         if waiting is None:
             self.awaiting.pop(key, None)
@@ -377,17 +375,14 @@ class BillingTopology:
         self.store.apply(decoded, position)  # type: ignore[arg-type]
 
     async def _books(self, stream: Any) -> None:
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            await self._reference_ready.wait()
-            # rebuilt (after a rebalance) only between batches: a batch's undelivered ledgers live in `books`
-            books = self._owned_books()
-            outbox = Outbox()
-            for event in batch:
-                try:
-                    await self._run_book_command(event, books, outbox)
-                except Exception as error:
-                    await self._dead_letter(event, error, "books", outbox)
-            await self._deliver(outbox, "books")
+        await self._each(stream, self._book_command, "books")
+
+    async def _book_command(self, event: Any, outbox: Outbox) -> None:
+        await self._reference_ready.wait()
+        try:
+            await self._run_book_command(event, self._owned_books(), outbox)
+        except Exception as error:
+            await self._dead_letter(event, error, "books", outbox)
 
     async def _run_book_command(self, event: Any, books: dict[str, billing.ProjectBook], outbox: Outbox) -> None:
         command = BookCommand.model_validate_json(event.value)
@@ -396,7 +391,7 @@ class BillingTopology:
             self.store.apply(reference, command.position)
         at = command.change.occurred_at if command.change else reference.occurred_at  # type: ignore[union-attr]
         context = billing.Context(reference=self.store.data, routing=self.routing.current(), at=at)
-        settle = functools.partial(self._settle, books=books, outbox=outbox, partition=event.message.partition)
+        settle = functools.partial(self._settle, books=books, outbox=outbox)
         if command.change is not None:
             await settle(command.change.project_id, lambda b: billing.book_entry(b, command.change, context))
         elif command.worker is not None:
@@ -411,13 +406,13 @@ class BillingTopology:
         metrics.LATENCY.labels("books").observe(max(0.0, time.time() - event.message.timestamp))
 
     async def _settle(
-        self, project_id: str, step: Any, *, books: dict[str, billing.ProjectBook], outbox: Outbox, partition: int
+        self, project_id: str, step: Any, *, books: dict[str, billing.ProjectBook], outbox: Outbox
     ) -> None:
         book = books.get(project_id) or billing.new_book(project_id)
         settled = step(book)
         await self._emit(settled.events, outbox)
         for ledger in billing.changed_ledgers(book, settled.book):
-            outbox.put(self.ledger_table, ledger_key(project_id, ledger.time_entry_id), ledger, partition=partition)
+            outbox.put(self.ledger_table, ledger_key(project_id, ledger.time_entry_id), ledger)
         books[project_id] = settled.book
 
     def _owned_books(self) -> dict[str, billing.ProjectBook]:
@@ -431,7 +426,7 @@ class BillingTopology:
         return self.books
 
     async def _feedback(self, stream: Any) -> None:
-        await self._in_batches(stream, self._answer, "feedback")
+        await self._each(stream, self._answer, "feedback")
 
     async def _answer(self, event: Any, outbox: Outbox) -> None:
         decoded = await self._decode(event, "feedback", outbox)
@@ -444,17 +439,17 @@ class BillingTopology:
         opened, out = decide(was_open, decoded)  # type: ignore[arg-type]
         await self._emit(out, outbox)
         if opened != was_open:
-            outbox.put(self.rejections, key, opened, partition=event.message.partition)
+            outbox.put(self.rejections, key, opened)
 
     # --- helpers ------------------------------------------------------------------------------------
 
     async def _deliver(self, outbox: Outbox, stage: str) -> None:
-        """Make a batch durable; a broker that refuses its outputs stops the worker before any commit."""
+        """Make a record's outputs, then its state, durable; a broker that refuses them stops the worker."""
         try:
             await outbox.deliver()
         except Exception as error:
             log.critical(
-                "outputs not delivered; exiting so that the batch is processed again after a restart",
+                "outputs not delivered; exiting so that the record is processed again after a restart",
                 stage=stage,
                 error=str(error),
                 hint="check the broker (`backbone status`), then restart the topology",

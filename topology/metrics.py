@@ -9,10 +9,6 @@ EVENTS_OUT = Counter("backbone_topology_events_out_total", "Events emitted, by e
 EXCEPTIONS = Counter("backbone_topology_exceptions_total", "Business exceptions emitted", ["kind", "status"])
 DEAD_LETTERS = Counter("backbone_topology_dead_letters_total", "Records sent to a dead-letter topic", ["topic"])
 DUPLICATES = Counter("backbone_topology_duplicates_total", "Input events ignored as duplicates (same event_id)")
-FORWARDED = Counter(
-    "backbone_topology_forwarded_total",
-    "Entry records moved to their key's partition (their producer did not partition by murmur2)",
-)
 IGNORED = Counter("backbone_topology_ignored_after_deletion_total", "Revisions/approvals ignored after a deletion")
 LATENCY = Histogram(
     "backbone_topology_processing_seconds",
