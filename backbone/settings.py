@@ -131,6 +131,7 @@ class RuntimeSettings(_Section):
         description="Downloaded Kafka jars (outside the work tree; shared between checkouts).",
     )
     log_level: str = "INFO"
+    faust_log_level: str = Field(default="WARNING", description="Level of faust's own log (rebalances, recovery).")
     log_format: Literal["json", "console"] = "json"
     metrics_port: int | None = Field(default=None, description="Serve Prometheus metrics on this port.")
 

@@ -11,8 +11,9 @@
 Every worker also reads all reference topics itself (`topology.reference`), so any worker can price
 any project. Inputs are read as raw bytes and decoded here: a record that cannot be decoded or
 processed goes to its topic's `.dlq` with the `backbone.error.*` headers and the partition moves on.
-Processing is at-least-once (faust flushes outputs and changelogs before it commits offsets); the
-domain's deterministic ids and duplicate detection make re-processing harmless (reliability.md).
+Processing is at-least-once: a record's outputs, then its changelog records, are acknowledged by the
+broker before faust may commit its offset (`topology.outbox`); the domain's deterministic ids and
+duplicate detection make re-processing harmless (reliability.md).
 `run_topology(settings, workers=N)` is the entry point of `backbone run topology`.
 """
 
@@ -55,9 +56,12 @@ from backbone.settings import Settings
 from topology import catalog, codecs, metrics
 from topology.admin import apply_topics
 from topology.catalog import Topic
+from topology.continuity import Continuity, Verdict, never_full_queues
+from topology.holes import HoleEvent, HoleReader
 from topology.messages import BookCommand, Position
 from topology.outbox import Outbox
 from topology.reference import ReferenceStore, ReferenceTail
+from topology.tables import DurableTable
 
 log = structlog.get_logger(__name__)
 DEFAULT_APP_ID = "backbone-topology"
@@ -66,6 +70,10 @@ INTERNAL_PARTITIONS = catalog.TRANSACTIONAL_PARTITIONS
 PRODUCER_LINGER_MS = 0
 EXIT_UNDELIVERED = 75
 """Exit status when the broker refused a record's outputs (EX_TEMPFAIL: restart once the broker is back)."""
+EXIT_STAGE_FAILED = 70
+"""Exit status when a stage failed outside a record's own processing (EX_SOFTWARE: see the critical log)."""
+STALL_CHECK_S = 2.0
+"""How long a partition may sit behind its end without progress before it is checked (`_refetch_stalled`)."""
 REFERENCE_CATCH_UP_S = 8.0
 """How long a rebalance may wait for master data (below the 10 s session timeout)."""
 
@@ -238,12 +246,16 @@ class BillingTopology:
         self.routing = RoutingFile(routing_path)
         self.tail = ReferenceTail(settings.kafka, SerdeCache(self.serdes.registry), self.topics.reference)
         self.awaiting: dict[str, datetime] = {}
+        self.continuity = Continuity()
+        self._progress_seen: dict[Any, tuple[int | None, float]] = {}
+        self.holes = HoleReader(settings.kafka, group_id=app_id)
         self.internal = catalog.internal_topics(app_id, INTERNAL_PARTITIONS)
         self._books_stale = True
         self._reference_ready = asyncio.Event()
         """Set while this worker's master data is at least as new as what its books were priced with."""
         codecs.register_codecs(self.serdes)
         self.app = faust.App(app_id, **faust_settings(settings, transport))
+        never_full_queues(self.app)
         self._declare()
 
     # --- wiring -----------------------------------------------------------------------------------
@@ -268,6 +280,12 @@ class BillingTopology:
         """Books of this worker's partitions, rebuilt from `ledger_table` after each rebalance."""
         self.rejections = self._table("rejections", codecs.OPENED_AT)
         self.catalog_topic = {topic.name: topic for topic in consumed}
+        self.stage_sources = {topic.name for topic in (t.time_entries, t.approvals, *t.reference)} | {
+            t.posting_acks.name,
+            t.billing_responses.name,
+            self.internal.entry_inputs.name,
+            self.internal.book_commands.name,
+        }
         app.agent(app.topic(t.time_entries.name, t.approvals.name, **raw), name="intake")(self._intake)
         app.agent(self.entry_inputs, name="entries")(self._entries)
         app.agent(app.topic(*(r.name for r in t.reference), **raw), name="references")(self._references)
@@ -277,9 +295,14 @@ class BillingTopology:
         app.on_partitions_revoked.connect(self._hold_books)
         app.on_partitions_assigned.connect(self._catch_up_reference)
         app.timer(5.0)(self._report_awaiting)
+        app.timer(5.0)(self._report_fetching)
+        app.timer(STALL_CHECK_S)(self._refetch_stalled)
 
-    def _table(self, name: str, codec: str) -> Any:
-        table = self.app.Table(name, default=None, partitions=INTERNAL_PARTITIONS)
+    def _table(self, name: str, codec: str) -> DurableTable:
+        beacon = self.app.tables.beacon
+        table = self.app.tables.add(
+            DurableTable(self.app, name=name, default=None, partitions=INTERNAL_PARTITIONS, beacon=beacon)
+        )
         # faust derives serializers from model types; ours are pydantic models behind named codecs
         table.key_serializer, table.value_serializer = "json", codec
         return table
@@ -287,31 +310,96 @@ class BillingTopology:
     # --- agents -------------------------------------------------------------------------------------
 
     async def _each(self, stream: Any, handle: Any, stage: str) -> None:
-        """Run `handle(event, outbox)` for each event, then make its outputs and state durable in that order.
+        """Run `handle(event, outbox)` for every offset of every partition, in order; outputs, then state, durable.
 
         One event at a time, not `stream.take_events` batches: faust acks a batch's events by hand, and
         with manual acks a rebalance can commit offsets of events that were never processed
-        (faust-streaming#527) — seen here as whole batches of entries never billed with two workers.
+        (faust-streaming#527). Records faust drops around a rebalance are read past it (`topology.continuity`).
         """
-        async for event in stream.events():
-            outbox = Outbox()
-            await handle(event, outbox)
-            await self._deliver(outbox, stage)
+        self._guard_commits()
+        try:
+            async for event in stream.events():
+                tp, offset = event.message.tp, event.message.offset
+                if self.continuity.next_offset(tp) is None:
+                    self.continuity.start(tp, await self._start_offset(tp))
+                verdict = self.continuity.verdict(tp, offset)
+                if verdict is Verdict.REDELIVERED:
+                    continue
+                if verdict is Verdict.HOLE:
+                    for missed in await self._read_hole(tp, offset, stage):
+                        await self._process(missed, handle, stage, tp)
+                await self._process(event, handle, stage, tp)
+        except Exception as error:  # a crashed faust agent stops its stage but not the worker: stop the worker
+            log.critical(
+                "stage failed; exiting so that a restart processes its records again",
+                stage=stage,
+                error=str(error),
+                trace="".join(traceback.format_exception(error))[-4000:],
+                hint="check the broker and the registry (`backbone status`), then restart the topology",
+            )
+            os._exit(EXIT_STAGE_FAILED)
+
+    async def _process(self, event: Any, handle: Any, stage: str, tp: Any) -> None:
+        outbox = Outbox()
+        await handle(event, outbox)
+        await self._deliver(outbox, stage)
+        self.continuity.done(tp, event.message.offset)
+
+    async def _start_offset(self, tp: Any) -> int:
+        """Where a newly assigned partition's processing starts: its committed offset, else its first record.
+
+        faust hands over records before it has read the committed offsets, so they are asked of the broker.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.holes.start_offset, tp.topic, tp.partition)
+
+    async def _read_hole(self, tp: Any, offset: int, stage: str) -> list[HoleEvent]:
+        start = self.continuity.next_offset(tp)
+        assert start is not None
+        loop = asyncio.get_running_loop()
+        missed = await loop.run_in_executor(None, self.holes.read, tp.topic, tp.partition, start, offset)
+        if missed:
+            metrics.RECOVERED.labels(stage).inc(len(missed))
+            log.warning(
+                "records faust skipped were read from the broker",
+                stage=stage,
+                topic=tp.topic,
+                partition=tp.partition,
+                offsets=[e.message.offset for e in missed],
+            )
+        return missed
+
+    def _guard_commits(self) -> None:
+        """Commit `Continuity`'s offsets, not faust's (which can step over a record faust dropped)."""
+        consumer = self.app.consumer
+        if getattr(consumer, "_backbone_guarded", False):
+            return
+        faust_new_offset = consumer._new_offset
+
+        def new_offset(tp: Any) -> int | None:
+            faust_new_offset(tp)  # keeps faust's own lists of acknowledged offsets from growing
+            committed = consumer._committed_offset[tp]
+            return self.continuity.committable(tp, committed if committed is None or committed >= 0 else None)
+
+        consumer._new_offset = new_offset
+        consumer._backbone_guarded = True
 
     async def _intake(self, stream: Any) -> None:
-        """Move each decodable entry or approval, as it is, to the entry-inputs partition of its key.
+        await self._each(stream, self._forward_entry_input, "intake")
+
+    async def _forward_entry_input(self, event: Any, outbox: Outbox) -> None:
+        """Move a decodable entry or approval, as it is, to the entry-inputs partition of its key.
 
         The entry stage keeps an entry's state in one partition whatever partitioner the entry's and the
         approval's producers used; a record that cannot be decoded is dead-lettered here.
         """
-        async for event in stream.events():
-            decoded = await self._decode(event, "intake")
-            if decoded is None:
-                continue
-            record = RawRecord(event)
-            headers = [*record.headers(), (FORWARDED_FROM, record.topic().encode())]
-            home = partition_of(decoded.key)
-            await self.entry_inputs.send(key=record.key(), value=record.value(), headers=headers, partition=home)
+        decoded = await self._decode(event, "intake", outbox)
+        if decoded is None:
+            return
+        record = RawRecord(event)
+        headers = [*record.headers(), (FORWARDED_FROM, record.topic().encode())]
+        home = partition_of(decoded.key)
+        await outbox.send(self.entry_inputs, key=record.key(), value=record.value(), headers=headers, partition=home)
 
     async def _entries(self, stream: Any) -> None:
         await self._each(stream, self._entry_record, "entries")
@@ -345,33 +433,36 @@ class BillingTopology:
         metrics.LATENCY.labels("entries").observe(max(0.0, time.time() - event.message.timestamp))
 
     async def _references(self, stream: Any) -> None:
-        async for event in stream.events():
-            if event.message.value is None:
-                continue  # a tombstone on a compacted topic
-            decoded = await self._decode(event, "references")
-            if decoded is None:
-                continue
-            try:
-                await self._announce_reference(decoded, event)
-            except Exception as error:
-                await self._dead_letter(event, error, "references")
+        await self._each(stream, self._reference_record, "references")
 
-    async def _announce_reference(self, decoded: Event, event: Any) -> None:
+    async def _reference_record(self, event: Any, outbox: Outbox) -> None:
+        if event.message.value is None:
+            return  # a tombstone on a compacted topic
+        decoded = await self._decode(event, "references", outbox)
+        if decoded is None:
+            return
+        try:
+            await self._announce_reference(decoded, event, outbox)
+        except Exception as error:
+            await self._dead_letter(event, error, "references", outbox)
+
+    async def _announce_reference(self, decoded: Event, event: Any, outbox: Outbox) -> None:
         metrics.EVENTS_IN.labels(decoded.event_type).inc()
         position = Position(topic=event.message.topic, partition=event.message.partition, offset=event.message.offset)
         if isinstance(decoded, Project):
-            await self._send_book(BookCommand(project=decoded, position=position), decoded.project_id)
+            await self._send_book(BookCommand(project=decoded, position=position), decoded.project_id, outbox)
         elif isinstance(decoded, ContractVersion):
             old = self.store.data.contracts.get(decoded.contract_key)
             moved = old.project_id if old is not None and old.project_id != decoded.project_id else None
             command = BookCommand(contract=decoded, position=position, moved_from=moved)
             for project_id in filter(None, (decoded.project_id, moved)):
-                await self._send_book(command, project_id)
+                await self._send_book(command, project_id, outbox)
         elif isinstance(decoded, Worker):
             # the books of a worker's entries can be anywhere: every partition re-prices its own
             command = BookCommand(worker=decoded, position=position).model_dump_json().encode()
             for partition in range(INTERNAL_PARTITIONS):
-                await self.book_commands.send(key=decoded.worker_id.encode(), value=command, partition=partition)
+                key = decoded.worker_id.encode()
+                await outbox.send(self.book_commands, key=key, value=command, partition=partition)
         self.store.apply(decoded, position)  # type: ignore[arg-type]
 
     async def _books(self, stream: Any) -> None:
@@ -456,12 +547,9 @@ class BillingTopology:
             )
             os._exit(EXIT_UNDELIVERED)
 
-    async def _send_book(self, command: BookCommand, project_id: str, outbox: Outbox | None = None) -> None:
+    async def _send_book(self, command: BookCommand, project_id: str, outbox: Outbox) -> None:
         message = {"key": project_id.encode(), "value": command.model_dump_json().encode()}
-        if outbox is None:
-            await self.book_commands.send(**message, partition=partition_of(project_id))
-        else:
-            await outbox.send(self.book_commands, **message, partition=partition_of(project_id))
+        await outbox.send(self.book_commands, **message, partition=partition_of(project_id))
 
     async def _emit(self, events: Iterable[Event], outbox: Outbox) -> None:
         for output in events:
@@ -471,9 +559,7 @@ class BillingTopology:
             if isinstance(output, BusinessException):
                 metrics.EXCEPTIONS.labels(output.kind, output.status).inc()
 
-    async def _decode(
-        self, event: Any, processor: str, outbox: Outbox | None = None, source: str | None = None
-    ) -> Event | None:
+    async def _decode(self, event: Any, processor: str, outbox: Outbox, source: str | None = None) -> Event | None:
         """The event a record carries (`source`: the topic whose schema it has, when not its own)."""
         record = RawRecord(event)
         topic = self.catalog_topic[source or record.topic()]
@@ -484,7 +570,7 @@ class BillingTopology:
             return None
 
     async def _dead_letter(
-        self, event: Any, error: BaseException, processor: str, outbox: Outbox | None = None, error_class: str = ""
+        self, event: Any, error: BaseException, processor: str, outbox: Outbox, error_class: str = ""
     ) -> None:
         record = RawRecord(event)
         source = self.catalog_topic.get(record.topic())
@@ -510,11 +596,7 @@ class BillingTopology:
         )
         metrics.DEAD_LETTERS.labels(record.topic()).inc()
         assert dlq is not None, f"{record.topic()} is consumed but has no dead-letter topic"
-        message = {"key": record.key(), "value": record.value(), "headers": headers}
-        if outbox is None:
-            await dlq.send(**message)
-        else:
-            await outbox.send(dlq, **message)
+        await outbox.send(dlq, key=record.key(), value=record.value(), headers=headers)
 
     async def _drain_reference_tail(self) -> None:
         while True:
@@ -532,6 +614,7 @@ class BillingTopology:
         """Before pricing newly assigned books, read master data up to the reference topics' ends."""
         self._reference_ready.clear()
         self._books_stale = True
+        self.continuity.forget()
         try:
             await self._read_reference_to_end()
         finally:
@@ -548,6 +631,60 @@ class BillingTopology:
             await asyncio.sleep(0.02)
         await self._drain_reference_tail()
 
+    async def _refetch_stalled(self) -> None:
+        """Have faust fetch again records it dropped at a partition's end, where no later record shows the hole.
+
+        A partition whose next unprocessed offset has not moved for `STALL_CHECK_S` is compared with its end
+        on the broker: records in between were dropped and are fetched again (a seek); no records in between
+        (transaction markers) means the partition is done up to its end.
+        """
+        if self.app.rebalancing or not self.app.flow_control.is_active():
+            return
+        consumer, now = self.app.consumer, time.monotonic()
+        loop = asyncio.get_running_loop()
+        for tp in consumer.assignment():
+            if tp.topic not in self.stage_sources:
+                continue
+            if self.continuity.next_offset(tp) is None:
+                self.continuity.start(tp, await self._start_offset(tp))
+            next_offset = self.continuity.next_offset(tp)
+            seen = self._progress_seen.get(tp)
+            if seen is None or seen[0] != next_offset:
+                self._progress_seen[tp] = (next_offset, now)
+                continue
+            if now - seen[1] < STALL_CHECK_S:
+                continue
+            self._progress_seen[tp] = (next_offset, now)
+            assert next_offset is not None
+            missed, end = await loop.run_in_executor(None, self.holes.read_to_end, tp.topic, tp.partition, next_offset)
+            if missed and self.continuity.next_offset(tp) == next_offset:
+                log.warning(
+                    "partition behind its end without progress; fetching its records again",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    offsets=[e.message.offset for e in missed],
+                )
+                metrics.REFETCHED.inc(len(missed))
+                await consumer.seek(tp, next_offset)
+            elif not missed and end > next_offset:
+                self.continuity.done(tp, end - 1)  # only transaction markers were left
+
+    async def _report_fetching(self) -> None:
+        """Warn about assigned partitions faust's fetcher is not reading (paused or held as buffered)."""
+        consumer = self.app.consumer
+        assigned = {tp for tp in consumer.assignment() if not tp.topic.endswith("-changelog")}
+        active = consumer._active_partitions or set()
+        idle = sorted(f"{tp.topic}/{tp.partition}" for tp in assigned - active)
+        if idle:
+            log.warning(
+                "partitions not fetched",
+                partitions=idle,
+                paused=sorted(f"{tp.topic}/{tp.partition}" for tp in consumer._paused_partitions),
+                buffered=sorted(f"{tp.topic}/{tp.partition}" for tp in consumer._buffered_partitions),
+                flow_active=self.app.flow_control.is_active(),
+                in_recovery=self.app.in_recovery,
+            )
+
     async def _report_awaiting(self) -> None:
         metrics.AWAITING.set(len(self.awaiting))
         oldest = min(self.awaiting.values(), default=None)
@@ -563,11 +700,12 @@ class BillingTopology:
         )
         self.tail.preload(self.store)
         self.tail.start()
-        worker = faust.Worker(self.app, loglevel="WARNING", override_logging=False)
+        worker = faust.Worker(self.app, loglevel=self.settings.runtime.faust_log_level, override_logging=False)
         try:
             worker.execute_from_commandline()
         finally:
             self.tail.stop()
+            self.holes.close()
 
 
 def run_topology(settings: Settings, workers: int = 1, **options: Any) -> None:

@@ -7,16 +7,20 @@ writes to different partitions are not atomic, so the order decides what a `kill
   * outputs delivered before their state: the restarted worker derives the same outputs again, with
     the same deterministic ids, and downstream consumers drop the repeats.
 `Outbox` keeps the second order: `deliver()` waits until every queued output is acknowledged by the
-broker, and only then writes the state into the tables and their changelogs. Source offsets are
-committed after that (faust flushes its producer before it commits). Reads before `deliver` see the
-pending state (`get`).
+broker, then writes the state into the tables and waits until their changelog records are acknowledged
+too. Only then does faust acknowledge the source record, so a committed offset never runs ahead of the
+state it produced (faust's own flush before a commit does not ensure that; see `topology.tables`).
+Reads before `deliver` see the pending state (`get`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from topology.tables import DurableTable
 
 
 class Outbox:
@@ -35,22 +39,18 @@ class Outbox:
         pending = self._writes.get((table.name, key))
         return pending[1] if pending is not None else table.get(key)
 
-    def put(self, table: Any, key: Any, value: Any) -> None:
+    def put(self, table: DurableTable, key: Any, value: Any) -> None:
         """Store `value` (None deletes) under `key` once the outputs are out."""
         self._writes[(table.name, key)] = (table, value)
 
     async def deliver(self) -> None:
-        """Wait for every output's acknowledgment, then write the state (and so its changelog records).
+        """Wait for every output's acknowledgment, then write the state and wait for its changelog records.
 
         Call it inside the record's own processing: the table picks its changelog partition from faust's
         current event.
         """
         await asyncio.gather(*self._sent)
-        for (_, key), (table, value) in self._writes.items():
-            if value is None:
-                if table.get(key) is not None:
-                    del table[key]
-            else:
-                table[key] = value
+        changelog = [table.write(key, value) for (_, key), (table, value) in self._writes.items()]
         self._sent.clear()
         self._writes.clear()
+        await asyncio.gather(*filter(None, changelog))

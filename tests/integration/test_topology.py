@@ -84,7 +84,18 @@ def run_scenario(harness, workers: int, kill_after_first: bool = False) -> None:
             for k in set(nets) | set(uncapped)
             if k not in capped_entries and nets.get(k) != uncapped.get(k)
         }
-        raise AssertionError(f"entries billed wrong (billed, expected): {sorted(wrong.items())[:20]}") from None
+        history = {
+            k: [
+                (c.kind, c.revision, c.contract_version, c.amount, c.candidate_id[:8])
+                for c in harness.candidates()
+                if c.time_entry_id == k
+            ]
+            for k in sorted(wrong)[:5]
+        }
+        raise AssertionError(
+            f"entries billed wrong (billed, expected): {sorted(wrong.items())[:20]}; "
+            f"their candidates (kind, revision, contract version, amount, id): {history}"
+        ) from None
     wait_until(
         lambda: {e.kind for e in harness.read(harness.topics.exceptions).values()} >= ENTRY_KINDS,
         timeout=60,

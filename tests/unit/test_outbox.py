@@ -1,4 +1,4 @@
-"""The order `Outbox` makes durable: outputs acknowledged first, then state and changelog."""
+"""The order `Outbox` makes durable: outputs acknowledged first, then state and its changelog records."""
 
 from __future__ import annotations
 
@@ -6,6 +6,14 @@ import asyncio
 from typing import Any
 
 from topology.outbox import Outbox
+
+
+async def _yield_until(condition: Any, turns: int = 100) -> None:
+    """Let the event loop run other tasks until `condition()` holds or `turns` turns have passed (no timed wait)."""
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)
 
 
 class FakeTopic:
@@ -21,23 +29,31 @@ class FakeTopic:
 
 
 class FakeTable:
-    """A faust table as the outbox uses it: every write and delete also goes to its changelog."""
+    """A `DurableTable` as the outbox uses it: a write or delete sends a changelog record the test acknowledges."""
 
-    def __init__(self, name: str, data: dict[str, Any] | None = None) -> None:
+    def __init__(self, name: str, data: dict[str, Any] | None = None, acknowledged: bool = True) -> None:
         self.name = name
         self.data = dict(data or {})
         self.changelog: list[tuple[str, Any]] = []
+        self.deliveries: list[asyncio.Future[None]] = []
+        self.acknowledged = acknowledged
 
     def get(self, key: str) -> Any:
         return self.data.get(key)
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.data[key] = value
+    def write(self, key: str, value: Any) -> asyncio.Future[None] | None:
+        if value is None:
+            if key not in self.data:
+                return None
+            del self.data[key]
+        else:
+            self.data[key] = value
         self.changelog.append((key, value))
-
-    def __delitem__(self, key: str) -> None:
-        del self.data[key]
-        self.changelog.append((key, None))
+        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.acknowledged:
+            delivery.set_result(None)
+        self.deliveries.append(delivery)
+        return delivery
 
 
 def test_state_is_written_only_after_every_output_is_acknowledged() -> None:
@@ -85,5 +101,43 @@ def test_reads_see_the_batch_and_none_deletes() -> None:
         await outbox.deliver()
         assert table.data == {"K2": "opened", "K3": "new"}
         assert table.changelog == [("K1", None), ("K3", "new")]
+
+    asyncio.run(scenario())
+
+
+def test_deliver_returns_only_once_the_changelog_records_are_acknowledged() -> None:
+    """faust may commit the source offset as soon as `deliver` returns: the state must be durable by then."""
+
+    async def scenario() -> None:
+        topic, table, outbox = FakeTopic(), FakeTable("ledgers", acknowledged=False), Outbox()
+        await outbox.send(topic, value=b"candidate")
+        outbox.put(table, "P1\x1fE1", "billed")
+        outbox.put(table, "P1\x1fE2", "billed")
+        delivering = asyncio.ensure_future(outbox.deliver())
+        topic.deliveries[0].set_result(None)
+        await _yield_until(lambda: len(table.deliveries) == 2)
+        assert table.changelog == [("P1\x1fE1", "billed"), ("P1\x1fE2", "billed")]
+        table.deliveries[0].set_result(None)
+        await _yield_until(lambda: delivering.done(), turns=20)
+        assert not delivering.done()
+        table.deliveries[1].set_result(None)
+        await delivering
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_changelog_record_fails_the_delivery() -> None:
+    async def scenario() -> None:
+        table, outbox = FakeTable("entries", acknowledged=False), Outbox()
+        outbox.put(table, "E1", "billed")
+        delivering = asyncio.ensure_future(outbox.deliver())
+        await _yield_until(lambda: bool(table.deliveries))
+        table.deliveries[0].set_exception(RuntimeError("not enough replicas"))
+        try:
+            await delivering
+        except RuntimeError:
+            pass
+        else:
+            raise AssertionError("a refused changelog record must stop the worker before its offset is committed")
 
     asyncio.run(scenario())
