@@ -656,7 +656,13 @@ class BillingTopology:
                 continue
             self._progress_seen[tp] = (next_offset, now)
             assert next_offset is not None
-            missed, end = await loop.run_in_executor(None, self.holes.read_to_end, tp.topic, tp.partition, next_offset)
+            try:
+                missed, end = await loop.run_in_executor(
+                    None, self.holes.read_to_end, tp.topic, tp.partition, next_offset
+                )
+            except Exception as error:  # the next check tries again
+                log.warning("could not compare a partition with its end", topic=tp.topic, error=str(error))
+                continue
             if missed and self.continuity.next_offset(tp) == next_offset:
                 log.warning(
                     "partition behind its end without progress; fetching its records again",

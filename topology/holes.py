@@ -76,55 +76,39 @@ class HoleReader:
             return int(low)
 
     def read(self, topic: str, partition: int, start: int, end: int) -> list[HoleEvent]:
-        """The records at offsets `start` ≤ offset < `end` (none when the hole is natural: markers, compaction).
-
-        The record at `end` exists (the stage holds it), so reading stops on reaching it.
-        """
+        """The records at offsets `start` ≤ offset < `end` (none when the hole is natural: markers, compaction)."""
         with self._lock:
             return self._read(topic, partition, start, end)
-
-    def _read(self, topic: str, partition: int, start: int, end: int) -> list[HoleEvent]:
-        consumer = self._client()
-        consumer.assign([TopicPartition(topic, partition, start)])
-        found: list[HoleEvent] = []
-        deadline = time.monotonic() + HOLE_READ_TIMEOUT_S
-        try:
-            while time.monotonic() < deadline:
-                for message in consumer.consume(500, timeout=0.5):
-                    if message.error() is not None:
-                        raise KafkaException(message.error())
-                    if message.offset() >= end:
-                        return found
-                    found.append(_event(message))
-            raise TimeoutError(f"{topic}/{partition}: offsets {start}..{end - 1} not read in {HOLE_READ_TIMEOUT_S} s")
-        finally:
-            consumer.unassign()
 
     def read_to_end(self, topic: str, partition: int, start: int) -> tuple[list[HoleEvent], int]:
         """The records from `start` up to the partition's end, and that end (its high watermark)."""
         with self._lock:
-            consumer = self._client()
-            _, end = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            if start >= end:
-                return [], int(end)
-            consumer.assign([TopicPartition(topic, partition, start)])
-            found: list[HoleEvent] = []
-            deadline = time.monotonic() + HOLE_READ_TIMEOUT_S
-            try:
-                while time.monotonic() < deadline:
-                    for message in consumer.consume(500, timeout=0.2):
-                        if message.error() is not None:
-                            raise KafkaException(message.error())
-                        if message.offset() < end:
-                            found.append(_event(message))
-                    [position] = consumer.position([TopicPartition(topic, partition)])
-                    if position.offset >= end:
-                        return found, int(end)
-                raise TimeoutError(
-                    f"{topic}/{partition}: offsets {start}..{end - 1} not read in {HOLE_READ_TIMEOUT_S} s"
-                )
-            finally:
-                consumer.unassign()
+            _, end = self._client().get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            return (self._read(topic, partition, start, end) if start < end else []), int(end)
+
+    def _read(self, topic: str, partition: int, start: int, end: int) -> list[HoleEvent]:
+        """Read until a record at `end` or beyond arrives, or the position passes `end` (markers at the end)."""
+        consumer = self._client()
+        where = TopicPartition(topic, partition, start)
+        consumer.assign([where])
+        found: list[HoleEvent] = []
+        deadline = time.monotonic() + HOLE_READ_TIMEOUT_S
+        try:
+            while time.monotonic() < deadline:
+                for message in consumer.consume(500, timeout=0.2):
+                    if message.error() is not None:
+                        raise KafkaException(message.error())
+                    offset = message.offset()
+                    assert offset is not None
+                    if offset >= end:
+                        return found
+                    found.append(_event(message))
+                [position] = consumer.position([where])
+                if position.offset >= end:
+                    return found
+            raise TimeoutError(f"{topic}/{partition}: offsets {start}..{end - 1} not read in {HOLE_READ_TIMEOUT_S} s")
+        finally:
+            consumer.unassign()
 
     def close(self) -> None:
         with self._lock:
