@@ -27,7 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from backbone.domain.models import (
@@ -258,9 +258,16 @@ def time_until(
 
 
 def records_on(settings: Settings, topic: str, partitions: int, reader: Consumer) -> int:
-    return sum(
-        reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1] for p in range(partitions)
-    )
+    """Records on `topic` so far (0 while a topic just created has no leader yet)."""
+    try:
+        return sum(
+            reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+            for p in range(partitions)
+        )
+    except KafkaException as error:
+        if error.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION:
+            raise
+        return 0
 
 
 def run_topology(

@@ -247,7 +247,6 @@ class BillingTopology:
         self.tail = ReferenceTail(settings.kafka, SerdeCache(self.serdes.registry), self.topics.reference)
         self.awaiting: dict[str, datetime] = {}
         self.continuity = Continuity()
-        self._progress_seen: dict[Any, tuple[int | None, float]] = {}
         self.holes = HoleReader(settings.kafka, group_id=app_id)
         self.internal = catalog.internal_topics(app_id, INTERNAL_PARTITIONS)
         self._books_stale = True
@@ -280,12 +279,16 @@ class BillingTopology:
         """Books of this worker's partitions, rebuilt from `ledger_table` after each rebalance."""
         self.rejections = self._table("rejections", codecs.OPENED_AT)
         self.catalog_topic = {topic.name: topic for topic in consumed}
-        self.stage_sources = {topic.name for topic in (t.time_entries, t.approvals, *t.reference)} | {
-            t.posting_acks.name,
-            t.billing_responses.name,
-            self.internal.entry_inputs.name,
-            self.internal.book_commands.name,
+        self.stage_of = {
+            **{topic.name: "intake" for topic in (t.time_entries, t.approvals)},
+            **{topic.name: "references" for topic in t.reference},
+            **{topic.name: "feedback" for topic in (t.posting_acks, t.billing_responses)},
+            self.internal.entry_inputs.name: "entries",
+            self.internal.book_commands.name: "books",
         }
+        """The stage that consumes each source topic."""
+        self._stage_active: dict[str, float] = {}
+        """When each stage last processed a record (monotonic seconds)."""
         app.agent(app.topic(t.time_entries.name, t.approvals.name, **raw), name="intake")(self._intake)
         app.agent(self.entry_inputs, name="entries")(self._entries)
         app.agent(app.topic(*(r.name for r in t.reference), **raw), name="references")(self._references)
@@ -344,6 +347,7 @@ class BillingTopology:
         await handle(event, outbox)
         await self._deliver(outbox, stage)
         self.continuity.done(tp, event.message.offset)
+        self._stage_active[stage] = time.monotonic()
 
     async def _start_offset(self, tp: Any) -> int:
         """Where a newly assigned partition's processing starts: its committed offset, else its first record.
@@ -365,7 +369,9 @@ class BillingTopology:
                 stage=stage,
                 topic=tp.topic,
                 partition=tp.partition,
-                offsets=[e.message.offset for e in missed],
+                records=len(missed),
+                first_offset=missed[0].message.offset,
+                last_offset=missed[-1].message.offset,
             )
         return missed
 
@@ -634,62 +640,54 @@ class BillingTopology:
     async def _refetch_stalled(self) -> None:
         """Have faust fetch again records it dropped at a partition's end, where no later record shows the hole.
 
-        A partition whose next unprocessed offset has not moved for `STALL_CHECK_S` is compared with its end
-        on the broker: records in between were dropped and are fetched again (a seek); no records in between
-        (transaction markers) means the partition is done up to its end.
+        A partition of an idle stage (nothing processed for `STALL_CHECK_S`) whose next unprocessed offset is
+        below its end on the broker holds records faust never handed over: they are fetched again (a seek).
+        Only transaction markers in between means the partition is done up to its end.
         """
         if self.app.rebalancing or not self.app.flow_control.is_active():
             return
         consumer, now = self.app.consumer, time.monotonic()
         loop = asyncio.get_running_loop()
         for tp in consumer.assignment():
-            if tp.topic not in self.stage_sources:
+            stage = self.stage_of.get(tp.topic)
+            if stage is None or now - self._stage_active.get(stage, 0.0) < STALL_CHECK_S:
                 continue
             if self.continuity.next_offset(tp) is None:
                 self.continuity.start(tp, await self._start_offset(tp))
             next_offset = self.continuity.next_offset(tp)
-            seen = self._progress_seen.get(tp)
-            if seen is None or seen[0] != next_offset:
-                self._progress_seen[tp] = (next_offset, now)
-                continue
-            if now - seen[1] < STALL_CHECK_S:
-                continue
-            self._progress_seen[tp] = (next_offset, now)
             assert next_offset is not None
             try:
-                missed, end = await loop.run_in_executor(
-                    None, self.holes.read_to_end, tp.topic, tp.partition, next_offset
+                first, end = await loop.run_in_executor(
+                    None, self.holes.first_to_end, tp.topic, tp.partition, next_offset
                 )
             except Exception as error:  # the next check tries again
                 log.warning("could not compare a partition with its end", topic=tp.topic, error=str(error))
                 continue
-            if missed and self.continuity.next_offset(tp) == next_offset:
+            if self.continuity.next_offset(tp) != next_offset:
+                continue  # the stage moved on meanwhile
+            if first is not None:
                 log.warning(
-                    "partition behind its end without progress; fetching its records again",
+                    "idle stage behind its partition's end; fetching the records again",
+                    stage=stage,
                     topic=tp.topic,
                     partition=tp.partition,
-                    offsets=[e.message.offset for e in missed],
+                    first_offset=first,
+                    end_offset=end,
                 )
-                metrics.REFETCHED.inc(len(missed))
+                metrics.REFETCHED.labels(stage).inc(end - first)
+                self._stage_active[stage] = now  # give the refetch time before the next check
                 await consumer.seek(tp, next_offset)
-            elif not missed and end > next_offset:
+            elif end > next_offset:
                 self.continuity.done(tp, end - 1)  # only transaction markers were left
 
     async def _report_fetching(self) -> None:
-        """Warn about assigned partitions faust's fetcher is not reading (paused or held as buffered)."""
+        """Warn about assigned partitions faust has paused outside a rebalance (held back: not fetched at all)."""
+        if self.app.rebalancing or self.app.in_recovery:
+            return
         consumer = self.app.consumer
-        assigned = {tp for tp in consumer.assignment() if not tp.topic.endswith("-changelog")}
-        active = consumer._active_partitions or set()
-        idle = sorted(f"{tp.topic}/{tp.partition}" for tp in assigned - active)
-        if idle:
-            log.warning(
-                "partitions not fetched",
-                partitions=idle,
-                paused=sorted(f"{tp.topic}/{tp.partition}" for tp in consumer._paused_partitions),
-                buffered=sorted(f"{tp.topic}/{tp.partition}" for tp in consumer._buffered_partitions),
-                flow_active=self.app.flow_control.is_active(),
-                in_recovery=self.app.in_recovery,
-            )
+        paused = sorted(f"{tp.topic}/{tp.partition}" for tp in consumer._paused_partitions if tp.topic in self.stage_of)
+        if paused:
+            log.warning("partitions paused outside a rebalance", partitions=paused)
 
     async def _report_awaiting(self) -> None:
         metrics.AWAITING.set(len(self.awaiting))

@@ -80,13 +80,16 @@ class HoleReader:
         with self._lock:
             return self._read(topic, partition, start, end)
 
-    def read_to_end(self, topic: str, partition: int, start: int) -> tuple[list[HoleEvent], int]:
-        """The records from `start` up to the partition's end, and that end (its high watermark)."""
+    def first_to_end(self, topic: str, partition: int, start: int) -> tuple[int | None, int]:
+        """The offset of the first record at or after `start` before the partition's end, and that end."""
         with self._lock:
             _, end = self._client().get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            return (self._read(topic, partition, start, end) if start < end else []), int(end)
+            if start >= end:
+                return None, int(end)
+            found = self._read(topic, partition, start, end, first_only=True)
+            return (found[0].message.offset if found else None), int(end)
 
-    def _read(self, topic: str, partition: int, start: int, end: int) -> list[HoleEvent]:
+    def _read(self, topic: str, partition: int, start: int, end: int, first_only: bool = False) -> list[HoleEvent]:
         """Read until a record at `end` or beyond arrives, or the position passes `end` (markers at the end)."""
         consumer = self._client()
         where = TopicPartition(topic, partition, start)
@@ -103,6 +106,8 @@ class HoleReader:
                     if offset >= end:
                         return found
                     found.append(_event(message))
+                    if first_only:
+                        return found
                 [position] = consumer.position([where])
                 if position.offset >= end:
                     return found

@@ -27,5 +27,6 @@ RECOVERED = Counter(
 )
 REFETCHED = Counter(
     "backbone_topology_records_refetched_total",
-    "Records of a partition stalled behind its end that a stage had faust fetch again",
+    "Records behind a partition's end that an idle stage had faust fetch again, by stage",
+    ["stage"],
 )
