@@ -286,7 +286,7 @@ def main() -> None:
     parser.add_argument("--projects", type=int, default=1000)
     parser.add_argument("--workers-in-firm", type=int, default=200, help="consultants in the simulated firm")
     parser.add_argument("--workers", type=int, default=1, help="topology worker processes")
-    parser.add_argument("--transport", choices=["kafka", "confluent"], default="kafka")
+    parser.add_argument("--transport", choices=["kafka"], default="kafka")
     parser.add_argument("--no-faust-baseline", action="store_true", help="skip the faust pass-through")
     args = parser.parse_args()
     settings = load_settings()

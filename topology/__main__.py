@@ -15,7 +15,7 @@ from topology.app import DEFAULT_APP_ID, DEFAULT_ROUTING, run_topology
 @click.option("--app-id", default=DEFAULT_APP_ID, help="faust app id: consumer group and internal topic prefix")
 @click.option("--topic-prefix", default=None, help="prefix of every catalog topic name (tests)")
 @click.option("--routing-path", type=click.Path(path_type=Path), default=DEFAULT_ROUTING)
-@click.option("--transport", type=click.Choice(["kafka", "confluent"]), default="kafka")
+@click.option("--transport", type=click.Choice(["kafka"]), default="kafka", help="faust's Kafka client (aiokafka)")
 def main(app_id: str, topic_prefix: str | None, routing_path: Path, transport: str) -> None:
     settings = load_settings()
     configure_logging("topology", level=settings.runtime.log_level, fmt=settings.runtime.log_format)

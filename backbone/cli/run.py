@@ -23,6 +23,13 @@ SIMPLE_COMPONENTS: dict[str, tuple[str, str]] = {
 }
 
 
+CONFLUENT_TRANSPORT_REFUSED = (
+    "--transport confluent is not usable: faust-streaming 0.15.3's confluent driver does not seek to committed "
+    "offsets, has no faust partition assignor and creates no topics, so a worker on it never consumes a record. "
+    "Use --transport kafka (the default)."
+)
+
+
 @click.group()
 def run() -> None:
     """Run one backbone process in the foreground until SIGTERM or Ctrl-C."""
@@ -73,7 +80,7 @@ for _name, (_target, _help) in SIMPLE_COMPONENTS.items():
     type=click.Choice(["kafka", "confluent"]),
     default="kafka",
     show_default=True,
-    help="faust's Kafka client: aiokafka (kafka) or confluent-kafka (confluent).",
+    help="faust's Kafka client: aiokafka (kafka). confluent is refused: faust's confluent driver is incomplete.",
 )
 def topology(workers: int, app_id: str, routing_path: Path | None, transport: str) -> None:
     """The billing topology: approved time into invoice candidates, posting requests and exceptions.
@@ -82,6 +89,8 @@ def topology(workers: int, app_id: str, routing_path: Path | None, transport: st
     billing.invoice-candidates.v1, erp.posting-requests.v1 and ops.exceptions.v1. Prometheus metrics
     are served on BACKBONE_METRICS_PORT (+1 per extra worker) when it is set.
     """
+    if transport == "confluent":
+        raise click.UsageError(CONFLUENT_TRANSPORT_REFUSED)
     from topology.app import run_topology
 
     options: dict[str, Any] = {"app_id": app_id, "transport": transport}
