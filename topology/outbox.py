@@ -50,7 +50,7 @@ class Outbox:
         current event.
         """
         await asyncio.gather(*self._sent)
-        changelog = [table.write(key, value) for (_, key), (table, value) in self._writes.items()]
+        writes = [table.write(key, value) for (_, key), (table, value) in self._writes.items()]
         self._sent.clear()
         self._writes.clear()
-        await asyncio.gather(*filter(None, changelog))
+        await asyncio.gather(*writes)

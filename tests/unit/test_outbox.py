@@ -41,10 +41,10 @@ class FakeTable:
     def get(self, key: str) -> Any:
         return self.data.get(key)
 
-    def write(self, key: str, value: Any) -> asyncio.Future[None] | None:
+    async def write(self, key: str, value: Any) -> None:
         if value is None:
             if key not in self.data:
-                return None
+                return
             del self.data[key]
         else:
             self.data[key] = value
@@ -53,7 +53,7 @@ class FakeTable:
         if self.acknowledged:
             delivery.set_result(None)
         self.deliveries.append(delivery)
-        return delivery
+        await delivery
 
 
 def test_state_is_written_only_after_every_output_is_acknowledged() -> None:
