@@ -5,7 +5,7 @@ time entries and their approvals at `--rate` entries/s for `--seconds`. Latency 
 candidate's record timestamp minus its approval's record timestamp (both CreateTime, stamped by clients on
 this machine), reported as p50 / p95 / p99 / max. Usage (against a running `backbone up`):
 
-    .venv/bin/python benchmarks/topology_latency.py --rate 200 --seconds 30
+    .venv/bin/python benchmarks/topology_latency.py --rate 50 --seconds 30
 """
 
 from __future__ import annotations
