@@ -56,8 +56,7 @@ from backbone.settings import Settings
 from topology import catalog, codecs, metrics
 from topology.admin import apply_topics
 from topology.catalog import Topic
-from topology.continuity import Continuity, Verdict, never_full_queues
-from topology.holes import HoleEvent, HoleReader
+from topology.guard import PartitionGuard
 from topology.messages import BookCommand, Position
 from topology.outbox import Outbox
 from topology.reference import ReferenceStore, ReferenceTail
@@ -70,10 +69,6 @@ INTERNAL_PARTITIONS = catalog.TRANSACTIONAL_PARTITIONS
 PRODUCER_LINGER_MS = 0
 EXIT_UNDELIVERED = 75
 """Exit status when the broker refused a record's outputs (EX_TEMPFAIL: restart once the broker is back)."""
-EXIT_STAGE_FAILED = 70
-"""Exit status when a stage failed outside a record's own processing (EX_SOFTWARE: see the critical log)."""
-STALL_CHECK_S = 2.0
-"""How long a partition may sit behind its end without progress before it is checked (`_refetch_stalled`)."""
 REFERENCE_CATCH_UP_S = 8.0
 """How long a rebalance may wait for master data (below the 10 s session timeout)."""
 
@@ -246,15 +241,13 @@ class BillingTopology:
         self.routing = RoutingFile(routing_path)
         self.tail = ReferenceTail(settings.kafka, SerdeCache(self.serdes.registry), self.topics.reference)
         self.awaiting: dict[str, datetime] = {}
-        self.continuity = Continuity()
-        self.holes = HoleReader(settings.kafka, group_id=app_id)
         self.internal = catalog.internal_topics(app_id, INTERNAL_PARTITIONS)
         self._books_stale = True
         self._reference_ready = asyncio.Event()
         """Set while this worker's master data is at least as new as what its books were priced with."""
         codecs.register_codecs(self.serdes)
         self.app = faust.App(app_id, **faust_settings(settings, transport))
-        never_full_queues(self.app)
+        self.guard = PartitionGuard(self.app, settings.kafka)
         self._declare()
 
     # --- wiring -----------------------------------------------------------------------------------
@@ -279,27 +272,34 @@ class BillingTopology:
         """Books of this worker's partitions, rebuilt from `ledger_table` after each rebalance."""
         self.rejections = self._table("rejections", codecs.OPENED_AT)
         self.catalog_topic = {topic.name: topic for topic in consumed}
-        self.stage_of = {
-            **{topic.name: "intake" for topic in (t.time_entries, t.approvals)},
-            **{topic.name: "references" for topic in t.reference},
-            **{topic.name: "feedback" for topic in (t.posting_acks, t.billing_responses)},
-            self.internal.entry_inputs.name: "entries",
-            self.internal.book_commands.name: "books",
-        }
-        """The stage that consumes each source topic."""
-        self._stage_active: dict[str, float] = {}
-        """When each stage last processed a record (monotonic seconds)."""
-        app.agent(app.topic(t.time_entries.name, t.approvals.name, **raw), name="intake")(self._intake)
-        app.agent(self.entry_inputs, name="entries")(self._entries)
-        app.agent(app.topic(*(r.name for r in t.reference), **raw), name="references")(self._references)
-        app.agent(self.book_commands, name="books")(self._books)
-        app.agent(app.topic(t.posting_acks.name, t.billing_responses.name, **raw), name="feedback")(self._feedback)
+        self._stage("intake", app.topic(t.time_entries.name, t.approvals.name, **raw), self._forward_entry_input)
+        self._stage("entries", self.entry_inputs, self._entry_record)
+        self._stage("references", app.topic(*(r.name for r in t.reference), **raw), self._reference_record)
+        self._stage("books", self.book_commands, self._book_command)
+        self._stage("feedback", app.topic(t.posting_acks.name, t.billing_responses.name, **raw), self._answer)
         app.timer(0.2)(self._drain_reference_tail)
         app.on_partitions_revoked.connect(self._hold_books)
         app.on_partitions_assigned.connect(self._catch_up_reference)
         app.timer(5.0)(self._report_awaiting)
-        app.timer(5.0)(self._report_fetching)
-        app.timer(STALL_CHECK_S)(self._refetch_stalled)
+
+    def _stage(self, stage: str, channel: Any, handle: Any) -> None:
+        """An agent that runs `handle(event, outbox)` for every record of `channel`, in order per partition.
+
+        One event at a time, not `stream.take_events` batches: faust acks a batch's events by hand, and
+        with manual acks a rebalance can commit offsets of events that were never processed
+        (faust-streaming#527). Records faust drops are read past it (`topology.guard`).
+        """
+
+        async def process(event: Any) -> None:
+            outbox = Outbox()
+            await handle(event, outbox)
+            await self._deliver(outbox, stage)
+
+        async def agent(stream: Any) -> None:
+            await self.guard.each(stream, process, stage)
+
+        self.guard.watch(stage, list(channel.topics))
+        self.app.agent(channel, name=stage)(agent)
 
     def _table(self, name: str, codec: str) -> DurableTable:
         beacon = self.app.tables.beacon
@@ -311,87 +311,6 @@ class BillingTopology:
         return table
 
     # --- agents -------------------------------------------------------------------------------------
-
-    async def _each(self, stream: Any, handle: Any, stage: str) -> None:
-        """Run `handle(event, outbox)` for every offset of every partition, in order; outputs, then state, durable.
-
-        One event at a time, not `stream.take_events` batches: faust acks a batch's events by hand, and
-        with manual acks a rebalance can commit offsets of events that were never processed
-        (faust-streaming#527). Records faust drops around a rebalance are read past it (`topology.continuity`).
-        """
-        self._guard_commits()
-        try:
-            async for event in stream.events():
-                tp, offset = event.message.tp, event.message.offset
-                if self.continuity.next_offset(tp) is None:
-                    self.continuity.start(tp, await self._start_offset(tp))
-                verdict = self.continuity.verdict(tp, offset)
-                if verdict is Verdict.REDELIVERED:
-                    continue
-                if verdict is Verdict.HOLE:
-                    for missed in await self._read_hole(tp, offset, stage):
-                        await self._process(missed, handle, stage, tp)
-                await self._process(event, handle, stage, tp)
-        except Exception as error:  # a crashed faust agent stops its stage but not the worker: stop the worker
-            log.critical(
-                "stage failed; exiting so that a restart processes its records again",
-                stage=stage,
-                error=str(error),
-                trace="".join(traceback.format_exception(error))[-4000:],
-                hint="check the broker and the registry (`backbone status`), then restart the topology",
-            )
-            os._exit(EXIT_STAGE_FAILED)
-
-    async def _process(self, event: Any, handle: Any, stage: str, tp: Any) -> None:
-        outbox = Outbox()
-        await handle(event, outbox)
-        await self._deliver(outbox, stage)
-        self.continuity.done(tp, event.message.offset)
-        self._stage_active[stage] = time.monotonic()
-
-    async def _start_offset(self, tp: Any) -> int:
-        """Where a newly assigned partition's processing starts: its committed offset, else its first record.
-
-        faust hands over records before it has read the committed offsets, so they are asked of the broker.
-        """
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, self.holes.start_offset, tp.topic, tp.partition)
-
-    async def _read_hole(self, tp: Any, offset: int, stage: str) -> list[HoleEvent]:
-        start = self.continuity.next_offset(tp)
-        assert start is not None
-        loop = asyncio.get_running_loop()
-        missed = await loop.run_in_executor(None, self.holes.read, tp.topic, tp.partition, start, offset)
-        if missed:
-            metrics.RECOVERED.labels(stage).inc(len(missed))
-            log.warning(
-                "records faust skipped were read from the broker",
-                stage=stage,
-                topic=tp.topic,
-                partition=tp.partition,
-                records=len(missed),
-                first_offset=missed[0].message.offset,
-                last_offset=missed[-1].message.offset,
-            )
-        return missed
-
-    def _guard_commits(self) -> None:
-        """Commit `Continuity`'s offsets, not faust's (which can step over a record faust dropped)."""
-        consumer = self.app.consumer
-        if getattr(consumer, "_backbone_guarded", False):
-            return
-        faust_new_offset = consumer._new_offset
-
-        def new_offset(tp: Any) -> int | None:
-            faust_new_offset(tp)  # keeps faust's own lists of acknowledged offsets from growing
-            committed = consumer._committed_offset[tp]
-            return self.continuity.committable(tp, committed if committed is None or committed >= 0 else None)
-
-        consumer._new_offset = new_offset
-        consumer._backbone_guarded = True
-
-    async def _intake(self, stream: Any) -> None:
-        await self._each(stream, self._forward_entry_input, "intake")
 
     async def _forward_entry_input(self, event: Any, outbox: Outbox) -> None:
         """Move a decodable entry or approval, as it is, to the entry-inputs partition of its key.
@@ -406,9 +325,6 @@ class BillingTopology:
         headers = [*record.headers(), (FORWARDED_FROM, record.topic().encode())]
         home = partition_of(decoded.key)
         await outbox.send(self.entry_inputs, key=record.key(), value=record.value(), headers=headers, partition=home)
-
-    async def _entries(self, stream: Any) -> None:
-        await self._each(stream, self._entry_record, "entries")
 
     async def _entry_record(self, event: Any, outbox: Outbox) -> None:
         decoded = await self._decode(event, "entries", outbox, source=_forwarded_from(event))
@@ -437,9 +353,6 @@ class BillingTopology:
         else:
             self.awaiting[key] = waiting.occurred_at
         metrics.LATENCY.labels("entries").observe(max(0.0, time.time() - event.message.timestamp))
-
-    async def _references(self, stream: Any) -> None:
-        await self._each(stream, self._reference_record, "references")
 
     async def _reference_record(self, event: Any, outbox: Outbox) -> None:
         if event.message.value is None:
@@ -470,9 +383,6 @@ class BillingTopology:
                 key = decoded.worker_id.encode()
                 await outbox.send(self.book_commands, key=key, value=command, partition=partition)
         self.store.apply(decoded, position)  # type: ignore[arg-type]
-
-    async def _books(self, stream: Any) -> None:
-        await self._each(stream, self._book_command, "books")
 
     async def _book_command(self, event: Any, outbox: Outbox) -> None:
         await self._reference_ready.wait()
@@ -521,9 +431,6 @@ class BillingTopology:
             self.books = {project: billing.book_of(project, ledgers) for project, ledgers in grouped.items()}
             self._books_stale = False
         return self.books
-
-    async def _feedback(self, stream: Any) -> None:
-        await self._each(stream, self._answer, "feedback")
 
     async def _answer(self, event: Any, outbox: Outbox) -> None:
         decoded = await self._decode(event, "feedback", outbox)
@@ -620,7 +527,7 @@ class BillingTopology:
         """Before pricing newly assigned books, read master data up to the reference topics' ends."""
         self._reference_ready.clear()
         self._books_stale = True
-        self.continuity.forget()
+        self.guard.forget()
         try:
             await self._read_reference_to_end()
         finally:
@@ -636,58 +543,6 @@ class BillingTopology:
                 break
             await asyncio.sleep(0.02)
         await self._drain_reference_tail()
-
-    async def _refetch_stalled(self) -> None:
-        """Have faust fetch again records it dropped at a partition's end, where no later record shows the hole.
-
-        A partition of an idle stage (nothing processed for `STALL_CHECK_S`) whose next unprocessed offset is
-        below its end on the broker holds records faust never handed over: they are fetched again (a seek).
-        Only transaction markers in between means the partition is done up to its end.
-        """
-        if self.app.rebalancing or not self.app.flow_control.is_active():
-            return
-        consumer, now = self.app.consumer, time.monotonic()
-        loop = asyncio.get_running_loop()
-        for tp in consumer.assignment():
-            stage = self.stage_of.get(tp.topic)
-            if stage is None or now - self._stage_active.get(stage, 0.0) < STALL_CHECK_S:
-                continue
-            if self.continuity.next_offset(tp) is None:
-                self.continuity.start(tp, await self._start_offset(tp))
-            next_offset = self.continuity.next_offset(tp)
-            assert next_offset is not None
-            try:
-                first, end = await loop.run_in_executor(
-                    None, self.holes.first_to_end, tp.topic, tp.partition, next_offset
-                )
-            except Exception as error:  # the next check tries again
-                log.warning("could not compare a partition with its end", topic=tp.topic, error=str(error))
-                continue
-            if self.continuity.next_offset(tp) != next_offset:
-                continue  # the stage moved on meanwhile
-            if first is not None:
-                log.warning(
-                    "idle stage behind its partition's end; fetching the records again",
-                    stage=stage,
-                    topic=tp.topic,
-                    partition=tp.partition,
-                    first_offset=first,
-                    end_offset=end,
-                )
-                metrics.REFETCHED.labels(stage).inc(end - first)
-                self._stage_active[stage] = now  # give the refetch time before the next check
-                await consumer.seek(tp, next_offset)
-            elif end > next_offset:
-                self.continuity.done(tp, end - 1)  # only transaction markers were left
-
-    async def _report_fetching(self) -> None:
-        """Warn about assigned partitions faust has paused outside a rebalance (held back: not fetched at all)."""
-        if self.app.rebalancing or self.app.in_recovery:
-            return
-        consumer = self.app.consumer
-        paused = sorted(f"{tp.topic}/{tp.partition}" for tp in consumer._paused_partitions if tp.topic in self.stage_of)
-        if paused:
-            log.warning("partitions paused outside a rebalance", partitions=paused)
 
     async def _report_awaiting(self) -> None:
         metrics.AWAITING.set(len(self.awaiting))
@@ -709,7 +564,7 @@ class BillingTopology:
             worker.execute_from_commandline()
         finally:
             self.tail.stop()
-            self.holes.close()
+            self.guard.close()
 
 
 def run_topology(settings: Settings, workers: int = 1, **options: Any) -> None:

@@ -1,7 +1,7 @@
 """Every offset of a source partition processed, in order, whatever faust's fetcher drops.
 
 faust-streaming 0.15.3 can lose records. Its conductor drops a fetched record when the stream's queue
-is full (it only counts it in a sensor; `NeverFullQueue` below stops that), its fetcher moves its read
+is full (it only counts it in a sensor; `topology.guard.NeverFullQueue` stops that), its fetcher moves its read
 position past a record whose hand-over it abandoned when the flow was suspended, and its streams skip
 records fetched in an earlier generation. Nothing fetches those records again until a rebalance seeks
 back, and faust's commit steps over a one-record hole at the head of its acknowledged offsets. Seen here as a
@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Hashable
-from typing import Any
-
-from mode.utils.queues import ThrowableQueue
 
 
 class Verdict(enum.Enum):
@@ -66,24 +63,3 @@ class Continuity:
     def forget(self) -> None:
         """After a rebalance: faust seeks every partition back to its committed offset."""
         self._next.clear()
-
-
-class NeverFullQueue(ThrowableQueue):  # type: ignore[misc]
-    """A stream's queue that never reports itself full, so faust's conductor never drops a record into it.
-
-    Fetching stays bounded: above 80 % of `maxsize` the queue's pressure callbacks take the partition
-    out of the fetcher until the stream has drained it (faust's own mechanism); only the records of the
-    fetch already in memory go past `maxsize`.
-    """
-
-    def full(self) -> bool:
-        return False
-
-
-def never_full_queues(app: Any) -> None:
-    """Make every stream queue of the faust `app` a `NeverFullQueue` (call before any channel is read)."""
-
-    def queue(maxsize: int | None = None, *, clear_on_resume: bool = False) -> NeverFullQueue:
-        return NeverFullQueue(maxsize=maxsize, flow_control=app.flow_control, clear_on_resume=clear_on_resume)
-
-    app.FlowControlQueue = queue

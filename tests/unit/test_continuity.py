@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from mode.utils.queues import FlowControlEvent
 
-from topology.continuity import Continuity, NeverFullQueue, Verdict
+from topology.continuity import Continuity, Verdict
+from topology.guard import NeverFullQueue
 
 TP = ("entry-inputs", 4)
 
