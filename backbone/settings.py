@@ -131,9 +131,32 @@ class RuntimeSettings(_Section):
         description="Downloaded Kafka jars (outside the work tree; shared between checkouts).",
     )
     log_level: str = "INFO"
-    faust_log_level: str = Field(default="WARNING", description="Level of faust's own log (rebalances, recovery).")
     log_format: Literal["json", "console"] = "json"
     metrics_port: int | None = Field(default=None, description="Serve Prometheus metrics on this port.")
+
+
+class StreamsSettings(_Section):
+    """The processor runtime (`backbone.streams`): transactions, batches, worker slots."""
+
+    model_config = SettingsConfigDict(env_prefix="BACKBONE_STREAMS_", frozen=True, extra="ignore")
+
+    commit_interval_ms: int = Field(
+        default=100, ge=1, description="Commit the open transaction at least this often (bounds latency)."
+    )
+    commit_records: int = Field(default=20_000, ge=1, description="...or after this many input records.")
+    batch_size: int = Field(default=2_000, ge=1, description="Records one consume() call returns at most.")
+    transaction_timeout_ms: int = Field(
+        default=15_000,
+        ge=1_000,
+        description="How long a dead worker's open transaction can hold back read_committed readers.",
+    )
+    session_timeout_ms: int = Field(
+        default=10_000, ge=6_000, description="How long the group waits for a silent worker before moving its work."
+    )
+    instance: str = Field(
+        default="local",
+        description="Names this host's worker slots; give each host its own so transactional ids never collide.",
+    )
 
 
 class Settings(_Section):
@@ -143,6 +166,7 @@ class Settings(_Section):
     registry: RegistrySettings
     postgres: PostgresSettings
     runtime: RuntimeSettings
+    streams: StreamsSettings = Field(default_factory=StreamsSettings)
 
 
 def load_settings() -> Settings:
@@ -152,6 +176,7 @@ def load_settings() -> Settings:
         registry=RegistrySettings(),
         postgres=PostgresSettings(),
         runtime=RuntimeSettings(),
+        streams=StreamsSettings(),
     )
 
 

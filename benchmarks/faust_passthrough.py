@@ -2,8 +2,8 @@
 
 `topology_bench.py` runs it on the same input as the topology: one agent consumes the input topics
 as raw bytes and sends every record's key and value to a sink topic, with the topology's own faust
-settings (`topology.app.faust_settings`), no decoding and no state. What the topology costs beyond
-this is backbone's; what this costs beyond the confluent-kafka pass-through is faust's.
+settings the topology ran with before it moved to `backbone.streams`, no decoding and no state. It
+needs the `bench` extra (`pip install -e .[bench]`); faust is no runtime dependency of backbone.
 
     python benchmarks/faust_passthrough.py --app-id bench-x --sink bench-x.sink TOPIC [TOPIC ...]
 """
@@ -15,8 +15,26 @@ from typing import Any
 
 import faust
 
-from backbone.settings import load_settings
-from topology.app import faust_settings
+from backbone.settings import Settings, load_settings
+
+
+def faust_settings(settings: Settings) -> dict[str, Any]:
+    """The faust settings the topology used (at-least-once, acks=all, 1 s commits, in-memory tables)."""
+    return {
+        "broker": f"kafka://{settings.kafka.servers}",
+        "store": "memory://",
+        "web_enabled": False,
+        "topic_partitions": 6,
+        "topic_replication_factor": settings.kafka.replication_factor,
+        "processing_guarantee": "at_least_once",
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": -1,
+        "producer_linger_ms": 0,
+        "broker_commit_interval": 1.0,
+        "broker_session_timeout": 10.0,
+        "broker_heartbeat_interval": 2.0,
+        "stream_wait_empty": True,
+    }
 
 
 def main() -> None:

@@ -1,1 +1,1 @@
-"""Stream processing: the topic catalog and the billing topology (faust-streaming)."""
+"""Stream processing: the topic catalog and the billing topology on the `backbone.streams` runtime."""

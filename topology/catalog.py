@@ -114,12 +114,12 @@ STREAMS: dict[str, Topic] = {
 
 @dataclass(frozen=True)
 class InternalTopics:
-    """The billing topology's own topics for one faust app id (not part of the contract).
+    """The billing topology's own topics for one app id (not part of the contract).
 
     Repartition streams carry JSON between the topology's stages and have DLQs like every consumed
-    topic; table changelogs are compacted and kept forever (they *are* the state). faust names a
-    table's changelog `<app id>-<table>-changelog`; creating them up front (with the right partitions
-    and policy) means several workers starting at once never subscribe before a topic exists.
+    topic; store changelogs `<app id>-<store>-changelog` are compacted and kept forever (they *are*
+    the state). Creating them up front (with the right partitions and policy) means several workers
+    starting at once never subscribe before a topic exists.
     """
 
     entry_inputs: Topic

@@ -20,13 +20,3 @@ AWAITING = Gauge("backbone_topology_entries_awaiting_approval", "Entries whose l
 AWAITING_AGE = Gauge(
     "backbone_topology_oldest_awaiting_approval_seconds", "Age of the oldest entry revision waiting for a decision"
 )
-RECOVERED = Counter(
-    "backbone_topology_records_read_past_faust_total",
-    "Records faust's fetcher dropped that a stage read from the broker itself (topology.continuity)",
-    ["stage"],
-)
-REFETCHED = Counter(
-    "backbone_topology_records_refetched_total",
-    "Records behind a partition's end that an idle stage had faust fetch again, by stage",
-    ["stage"],
-)

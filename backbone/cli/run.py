@@ -23,13 +23,6 @@ SIMPLE_COMPONENTS: dict[str, tuple[str, str]] = {
 }
 
 
-CONFLUENT_TRANSPORT_REFUSED = (
-    "--transport confluent is not usable: faust-streaming 0.15.3's confluent driver does not seek to committed "
-    "offsets, has no faust partition assignor and creates no topics, so a worker on it never consumes a record. "
-    "Use --transport kafka (the default)."
-)
-
-
 @click.group()
 def run() -> None:
     """Run one backbone process in the foreground until SIGTERM or Ctrl-C."""
@@ -66,7 +59,7 @@ for _name, (_target, _help) in SIMPLE_COMPONENTS.items():
     "--app-id",
     default="backbone-topology",
     show_default=True,
-    help="faust app id: the consumer group and the prefix of internal and changelog topics.",
+    help="The consumer group, the transactional ids' prefix and the prefix of internal and changelog topics.",
 )
 @click.option(
     "--routing",
@@ -76,24 +69,88 @@ for _name, (_target, _help) in SIMPLE_COMPONENTS.items():
     help="ERP routing rules (TOML); re-read when it changes. Default: topology/routing.toml.",
 )
 @click.option(
-    "--transport",
-    type=click.Choice(["kafka", "confluent"]),
-    default="kafka",
-    show_default=True,
-    help="faust's Kafka client: aiokafka (kafka). confluent is refused: faust's confluent driver is incomplete.",
+    "--slot",
+    type=click.IntRange(0, 63),
+    default=None,
+    help="First worker slot on this host (default: the first free one). A slot is a stable transactional id.",
 )
-def topology(workers: int, app_id: str, routing_path: Path | None, transport: str) -> None:
+def topology(workers: int, app_id: str, routing_path: Path | None, slot: int | None) -> None:
     """The billing topology: approved time into invoice candidates, posting requests and exceptions.
 
     Reads ref.* and psa.* topics and the ERP/billing acknowledgments; writes
     billing.invoice-candidates.v1, erp.posting-requests.v1 and ops.exceptions.v1. Prometheus metrics
     are served on BACKBONE_METRICS_PORT (+1 per extra worker) when it is set.
     """
-    if transport == "confluent":
-        raise click.UsageError(CONFLUENT_TRANSPORT_REFUSED)
     from topology.app import run_topology
 
-    options: dict[str, Any] = {"app_id": app_id, "transport": transport}
+    options: dict[str, Any] = {"app_id": app_id}
+    if slot is not None:
+        options["slot" if workers == 1 else "slot_base"] = slot
     if routing_path is not None:
         options["routing_path"] = routing_path
     run_topology(_settings_for("topology"), workers, **options)
+
+
+# --- simulators of the delivery targets (consumers/simulators) ---------------------------------
+
+
+def _fault_options(command: Any) -> Any:
+    """The fault flags both simulators take; POST /admin/faults changes them at run time."""
+    for option in reversed(
+        [
+            click.option("--error-rate", type=click.FloatRange(0, 1), help="Share of API requests answered 500."),
+            click.option("--latency-ms", type=click.IntRange(0), help="Delay before each API request is handled."),
+            click.option("--burst", type=click.IntRange(0), help="The first N API requests fail (503)."),
+            click.option("--outage-s", type=click.FloatRange(0), help="Every API request gets 503 for S seconds."),
+            click.option("--throttle", type=click.IntRange(0), help="The next N API requests get 429."),
+            click.option("--throttle-rate", type=click.FloatRange(0, 1), help="Share of API requests answered 429."),
+            click.option("--retry-after-s", type=click.IntRange(0), help="Retry-After of the 429 answers."),
+            click.option("--slow-first-byte-ms", type=click.IntRange(0), help="Delay of each answer after handling."),
+            click.option("--seed", type=int, help="Seed of the random faults, so a run repeats exactly."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+@run.command(name="erp-sim")
+@click.option("--name", required=True, help="Instance name, e.g. legacy-erp; its documents live in erp_sim_<name>.")
+@click.option("--port", type=int, default=None, help="Port to listen on (BACKBONE_ERP_SIM_PORT, default 8090).")
+@click.option("--closed-before", default=None, help="Every period before this date (YYYY-MM-DD) is closed.")
+@click.option("--closed-period", "closed_periods", multiple=True, help="A closed month, YYYY-MM (repeatable).")
+@click.option("--project", "projects", multiple=True, help="A known project; when given, others are unknown.")
+@click.option("--reject-project-pattern", default=None, help="Regex: matching project ids are unknown.")
+@click.option("--cost-centre", "cost_centres", multiple=True, help="A known cost centre; others are then refused.")
+@click.option(
+    "--on-conflict",
+    type=click.Choice(["reject", "update"]),
+    default=None,
+    help="Same externalId with other content: 409 (reject, the default) or update the document.",
+)
+@_fault_options
+def erp_sim(**flags: Any) -> None:
+    """An ERP simulator: journal lines like NetSuite / D365 project actuals, upserted by externalId.
+
+    POST /v1/journal-lines, GET /v1/journal-lines[/{externalId}], /admin/faults, /metrics, /healthz.
+    Documents are kept in PostgreSQL (BACKBONE_POSTGRES_*), schema erp_sim_<name>. See README.md.
+    """
+    from consumers.simulators.server import run_erp_sim
+    from consumers.simulators.settings import ErpSimSettings, settings_from_flags
+
+    run_erp_sim(_settings_for("erp-sim"), settings_from_flags(ErpSimSettings, flags))
+
+
+@run.command(name="billing-sim")
+@click.option("--port", type=int, default=None, help="Port to listen on (BACKBONE_BILLING_SIM_PORT, default 8091).")
+@click.option("--schema", "db_schema", default=None, help="PostgreSQL schema of its documents (default billing_sim).")
+@_fault_options
+def billing_sim(**flags: Any) -> None:
+    """A billing engine simulator: Stripe-shaped invoice items and draft invoices, with Idempotency-Key.
+
+    POST /v1/invoiceitems, GET /v1/invoiceitems[/{id}], GET /v1/invoices?customer=&period=,
+    /admin/faults, /metrics, /healthz. Documents are kept in PostgreSQL (BACKBONE_POSTGRES_*). See README.md.
+    """
+    from consumers.simulators.server import run_billing_sim
+    from consumers.simulators.settings import BillingSimSettings, settings_from_flags
+
+    run_billing_sim(_settings_for("billing-sim"), settings_from_flags(BillingSimSettings, flags))

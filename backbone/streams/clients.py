@@ -1,0 +1,86 @@
+"""The one place librdkafka clients of the processor runtime are configured.
+
+Every consumer, producer and admin client of a processor is built here from `KafkaSettings` (which
+carries SASL/TLS) and `StreamsSettings` (which carries the runtime's tuning), so a setting reaches all
+of them or none. The values follow the transactional consume-transform-produce pattern (KIP-447):
+read_committed consumers without auto-commit, one idempotent transactional producer per worker slot.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from backbone.settings import KafkaSettings, StreamsSettings
+
+ASSIGNMENT_STRATEGY = "range"
+"""Partition assignment of processor groups.
+
+A stage's input topics are co-partitioned (an entry's time records and approvals share a partition
+number), and its state for partition p must see partition p of every input. Of librdkafka's assignors
+only `range` gives one member the same partition numbers of every topic with the same partition count;
+`cooperative-sticky` spreads them independently (Kafka Streams brings its own assignor for this reason).
+"""
+
+
+def group_consumer(
+    kafka: KafkaSettings, streams: StreamsSettings, group_id: str, *, instance_id: str | None = None
+) -> Consumer:
+    """The consumer of a processor group: read_committed, offsets committed only in transactions.
+
+    `instance_id` makes the member static (KIP-345): a worker restarted in the same slot takes its
+    predecessor's place and partitions without waiting for the session timeout or a rebalance.
+    """
+    config: dict[str, Any] = kafka.client_config() | {
+        "group.id": group_id,
+        "partition.assignment.strategy": ASSIGNMENT_STRATEGY,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": streams.session_timeout_ms,
+        "heartbeat.interval.ms": max(1000, streams.session_timeout_ms // 5),
+        "fetch.wait.max.ms": 20,
+    }
+    if instance_id is not None:
+        config["group.instance.id"] = instance_id
+    return Consumer(config)
+
+
+def reader(kafka: KafkaSettings, purpose: str, *, eof: bool = True) -> Consumer:
+    """A consumer outside any group (assigned partitions by hand), reading committed records only.
+
+    Used to restore state from changelogs and to follow broadcast tables; it never commits offsets.
+    """
+    config: dict[str, Any] = kafka.client_config() | {
+        "group.id": f"backbone-{purpose}-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        "enable.partition.eof": eof,
+        "fetch.wait.max.ms": 20,
+    }
+    return Consumer(config)
+
+
+def transactional_producer(kafka: KafkaSettings, streams: StreamsSettings, transactional_id: str) -> Producer:
+    """The worker slot's producer; `init_transactions()` on it fences the slot's previous holder."""
+    config: dict[str, Any] = kafka.client_config() | {
+        "transactional.id": transactional_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "transaction.timeout.ms": streams.transaction_timeout_ms,
+        # send_offsets_to_transaction waits out retry.backoff.ms between back-to-back transactions
+        # (confluent-kafka-python#967): librdkafka's default of 100 ms would cap a worker at ~10 commits/s.
+        "retry.backoff.ms": 10,
+        "linger.ms": 5,
+        "batch.size": 1_000_000,
+        "compression.type": "lz4",
+    }
+    return Producer(config)
+
+
+def admin(kafka: KafkaSettings) -> AdminClient:
+    return AdminClient(kafka.client_config())

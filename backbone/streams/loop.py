@@ -1,0 +1,479 @@
+"""The processor loop: consume a batch, run each record's handler, commit everything in one transaction.
+
+    init_transactions()                       fences the slot's previous holder at once
+    loop:  consume(n, timeout) → for each record: its stage's handler(record, context)
+           (outputs, dead letters and state changes go into the open transaction)
+           every commit_interval_ms or commit_records: changelog records of changed keys,
+           send_offsets_to_transaction(processed positions, group metadata), commit_transaction()
+    errors: retriable → the call again | abortable → abort, forget state, seek to the committed
+            offsets, restore | fatal → one critical log line, FatalStreamError (exit 75)
+    revoke → commit the open transaction, forget the partitions' state | lost → abort
+    assign → restore the partitions' state from their changelogs before any of their records
+
+This is the consume-transform-produce pattern of KIP-447 (librdkafka's `examples/transactions.c`):
+outputs, state and consumed offsets are visible to read_committed readers together or not at all,
+and a zombie of the same slot or an older group generation is fenced by the broker.
+A `Stage` is a handler with the co-partitioned input topics it reads and the stores it keeps: its
+state for partition p is restored once every input's partition p is assigned (see `clients.py` on
+why the group uses the range assignor). docs/stream-runtime.md describes the guarantees and settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
+
+from backbone.errors import ServiceUnavailableError
+from backbone.settings import KafkaSettings, StreamsSettings
+from backbone.streams import clients, metrics
+from backbone.streams.broadcast import BroadcastTable
+from backbone.streams.errors import FatalStreamError, Remedy, SlotTakenError, remedy_for
+from backbone.streams.state import StateStores, Store, StoreSpec
+
+log = structlog.get_logger(__name__)
+KAFKA_CALL_TIMEOUT = 30.0
+MAX_BACKOFF = 5.0
+LAG_REPORT_INTERVAL = 5.0
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A handler, the co-partitioned topics it reads and the stores it keeps per partition."""
+
+    name: str
+    inputs: tuple[str, ...]
+    handle: Callable[[Message, Context], None]
+    stores: tuple[StoreSpec, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class WorkerSlot:
+    """A worker's stable identity: its transactional id and its static group membership."""
+
+    app_id: str
+    instance: str
+    slot: int
+
+    @property
+    def transactional_id(self) -> str:
+        return f"{self.app_id}-{self.instance}-{self.slot}"
+
+
+class Context:
+    """What a handler may do inside the open transaction: produce, use its state, dead-letter a record."""
+
+    __slots__ = ("_worker",)
+
+    def __init__(self, worker: StreamWorker) -> None:
+        self._worker = worker
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> None:
+        self._worker.produce(topic, value, key=key, headers=headers, partition=partition)
+
+    def store(self, name: str, partition: int) -> Store:
+        return self._worker.stores.get(name, partition)
+
+    def dead_letter(self, message: Message, error: BaseException, processor: str, error_class: str = "") -> None:
+        """Send `message` as it is to its topic's dead-letter topic, with `backbone.error.*` headers."""
+        self._worker.dead_letter(message, error, processor, error_class)
+
+
+def dead_letter_headers(
+    message: Message, error: BaseException, processor: str, error_class: str = ""
+) -> list[tuple[str, bytes]]:
+    """The original headers plus where the record came from and why it could not be processed."""
+    return [
+        *(message.headers() or []),
+        ("backbone.error.topic", (message.topic() or "").encode()),
+        ("backbone.error.partition", str(message.partition()).encode()),
+        ("backbone.error.offset", str(message.offset()).encode()),
+        ("backbone.error.class", (error_class or type(error).__name__).encode()),
+        ("backbone.error.message", str(error)[:2000].encode()),
+        ("backbone.error.processor", processor.encode()),
+        ("backbone.error.at", datetime.now(UTC).isoformat().replace("+00:00", "Z").encode()),
+    ]
+
+
+class StreamWorker:
+    """One worker process's consumer, transactional producer, stores and loop."""
+
+    def __init__(
+        self,
+        *,
+        kafka: KafkaSettings,
+        streams: StreamsSettings,
+        slot: WorkerSlot,
+        stages: Iterable[Stage],
+        broadcast: BroadcastTable | None = None,
+        on_assigned: Callable[[list[tuple[str, int]]], None] | None = None,
+        dead_letter_topic: Callable[[str], str] = lambda topic: f"{topic}.dlq",
+    ) -> None:
+        self.streams = streams
+        self.slot = slot
+        self.app = slot.app_id
+        self.stages = tuple(stages)
+        self._stage_of = {topic: stage for stage in self.stages for topic in stage.inputs}
+        self.stores = StateStores(spec for stage in self.stages for spec in stage.stores)
+        self.broadcast = broadcast
+        self.on_assigned = on_assigned
+        self.dead_letter_topic = dead_letter_topic
+        self.consumer = clients.group_consumer(kafka, streams, slot.app_id, instance_id=slot.transactional_id)
+        self.producer = clients.transactional_producer(kafka, streams, slot.transactional_id)
+        self.restore_reader = clients.reader(kafka, f"{slot.app_id}-restore")
+        self.context = Context(self)
+        self._stop = threading.Event()
+        self._in_transaction = False
+        self._began = 0.0
+        self._uncommitted = 0
+        self._positions: dict[tuple[str, int], int] = {}
+        self._records_in: Counter[str] = Counter()
+        self._records_out: Counter[str] = Counter()
+        self._callback_error: BaseException | None = None
+        self._rewind_needed = False
+        self._backoff = 0.0
+        self._lag_reported = 0.0
+
+    # --- what handlers call ---------------------------------------------------------------------------
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> None:
+        options: dict[str, Any] = {"key": key, "headers": headers}
+        if partition is not None:
+            options["partition"] = partition
+        while True:
+            try:
+                self.producer.produce(topic, value, **options)
+                break
+            except BufferError:  # the local queue is full: let librdkafka send some, then go on
+                self.producer.poll(0.05)
+        self._records_out[topic] += 1
+
+    def dead_letter(self, message: Message, error: BaseException, processor: str, error_class: str = "") -> None:
+        headers = dead_letter_headers(message, error, f"{self.app}.{processor}", error_class)
+        log.error(
+            "record dead-lettered",
+            topic=message.topic(),
+            partition=message.partition(),
+            offset=message.offset(),
+            processor=processor,
+            error=str(error)[:500],
+        )
+        metrics.DEAD_LETTERS.labels(self.app, message.topic()).inc()
+        self.produce(self.dead_letter_topic(message.topic() or ""), message.value(), key=message.key(), headers=headers)
+
+    # --- running --------------------------------------------------------------------------------------
+
+    def run(self, *, handle_signals: bool = True) -> None:
+        """Process until `stop()` (or SIGTERM/SIGINT); commit what is open and leave cleanly."""
+        if handle_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: self.stop())
+        self._start()
+        try:
+            while not self._stop.is_set():
+                self.step()
+        finally:
+            self._shut_down()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _start(self) -> None:
+        started = time.monotonic()
+        self._call(lambda: self.producer.init_transactions(KAFKA_CALL_TIMEOUT), "init_transactions")
+        if self.broadcast is not None:
+            self.broadcast.load()
+        self.consumer.subscribe(
+            list(self._stage_of), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        log.info(
+            "worker started",
+            transactional_id=self.slot.transactional_id,
+            stages=[s.name for s in self.stages],
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    def step(self) -> None:
+        """One batch: consume, process, and commit when the transaction is due."""
+        try:
+            if self._rewind_needed:
+                self._rewind()
+            if self.broadcast is not None:
+                self.broadcast.follow()
+            messages = self.consumer.consume(self.streams.batch_size, 0.01 if self._in_transaction else 0.2)
+            self._raise_callback_error()
+            self._process(messages)
+            if self._in_transaction and self._commit_due():
+                self.commit()
+            self._backoff = 0.0
+        except (KafkaException, ServiceUnavailableError) as error:
+            self._recover(error)
+        self._report_lag()
+
+    def _process(self, messages: list[Message]) -> None:
+        for message in messages:
+            consume_error = message.error()
+            if consume_error is not None:
+                self._consume_error(consume_error)
+                continue
+            if not self._in_transaction:
+                self._begin()
+            # a consumed record always has its topic, partition and offset (the stubs allow None)
+            topic: str = message.topic()  # type: ignore[assignment]
+            partition: int = message.partition()  # type: ignore[assignment]
+            stage = self._stage_of[topic]
+            try:
+                stage.handle(message, self.context)
+            except (KafkaException, ServiceUnavailableError):
+                raise
+            except Exception as error:  # the record's own fault: dead-letter it, the partition moves on
+                self.dead_letter(message, error, stage.name)
+            self._positions[(topic, partition)] = message.offset() + 1  # type: ignore[operator]
+            self._records_in[topic] += 1
+            self._uncommitted += 1
+
+    def _commit_due(self) -> bool:
+        elapsed_ms = (time.monotonic() - self._began) * 1000
+        return elapsed_ms >= self.streams.commit_interval_ms or self._uncommitted >= self.streams.commit_records
+
+    def _begin(self) -> None:
+        self.producer.begin_transaction()
+        self._in_transaction = True
+        self._began = time.monotonic()
+
+    def commit(self) -> None:
+        """Changelogs, consumed offsets and everything produced since `_begin`, atomically."""
+        if not self._in_transaction:
+            return
+        started = time.monotonic()
+        self.stores.flush(self._produce_changelog)
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._positions.items()]
+        if offsets:
+            metadata = self.consumer.consumer_group_metadata()
+            self._call(
+                lambda: self.producer.send_offsets_to_transaction(offsets, metadata, KAFKA_CALL_TIMEOUT),
+                "send_offsets_to_transaction",
+            )
+        self._call(lambda: self.producer.commit_transaction(KAFKA_CALL_TIMEOUT), "commit_transaction")
+        self._in_transaction = False
+        self._positions.clear()
+        self._uncommitted = 0
+        metrics.COMMIT_SECONDS.labels(self.app).observe(time.monotonic() - started)
+        metrics.COMMITS.labels(self.app).inc()
+        self._count()
+
+    def _produce_changelog(self, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
+        self.produce(topic, value, key=key, partition=partition)
+
+    def _call(self, call: Callable[[], Any], what: str) -> Any:
+        """A transactional API call, repeated while librdkafka says the error is retriable."""
+        deadline = time.monotonic() + KAFKA_CALL_TIMEOUT * 4
+        while True:
+            try:
+                return call()
+            except KafkaException as error:
+                if remedy_for(error) is not Remedy.RETRY or time.monotonic() > deadline:
+                    raise
+                log.warning("retrying a transactional call", call=what, error=str(error.args[0]))
+
+    # --- failures ---------------------------------------------------------------------------------------
+
+    def _recover(self, error: BaseException) -> None:
+        if remedy_for(error) is Remedy.FATAL:
+            log.critical(
+                "fatal Kafka error; this worker stops without committing",
+                error=str(error),
+                transactional_id=self.slot.transactional_id,
+                hint="another worker with this slot may have fenced it; otherwise check the broker and restart",
+            )
+            raise FatalStreamError(f"worker {self.slot.transactional_id} stopped: {error}") from error
+        reason = type(error).__name__
+        log.warning("transaction aborted; rewinding to the committed offsets", error=str(error), reason=reason)
+        metrics.ABORTS.labels(self.app, reason).inc()
+        self._abort()
+        self._backoff = min(MAX_BACKOFF, max(0.05, self._backoff * 2))
+        self._stop.wait(self._backoff)
+
+    def _abort(self) -> None:
+        """Abort the open transaction; all state is forgotten and the assignment rewound before going on."""
+        if self._in_transaction:
+            try:
+                self.producer.abort_transaction(KAFKA_CALL_TIMEOUT)
+            except KafkaException as error:
+                if remedy_for(error) is Remedy.FATAL:
+                    raise FatalStreamError(f"abort failed: {error}") from error
+                raise
+        self._in_transaction = False
+        self._positions.clear()
+        self._uncommitted = 0
+        self._records_in.clear()
+        self._records_out.clear()
+        self.stores.forget()
+        self._rewind_needed = True
+
+    def _rewind(self) -> None:
+        """Seek every assigned partition to its committed offset and restore its state."""
+        assignment = self.consumer.assignment()
+        if assignment:
+            committed = self.consumer.committed(assignment, timeout=KAFKA_CALL_TIMEOUT)
+            for tp in committed:
+                offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+            self._restore(self._tasks(assignment))
+        self._rewind_needed = False
+
+    def _consume_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        if error.fatal():
+            raise KafkaException(error)
+        log.warning("consumer error", error=str(error))
+
+    def _raise_callback_error(self) -> None:
+        error, self._callback_error = self._callback_error, None
+        if error is not None:
+            raise error
+
+    # --- rebalances ---------------------------------------------------------------------------------------
+
+    def _tasks(self, partitions: Iterable[TopicPartition]) -> list[tuple[str, int]]:
+        """(stage name, partition) of each stage partition among `partitions`."""
+        return sorted(
+            {(self._stage_of[tp.topic].name, tp.partition) for tp in partitions if tp.topic in self._stage_of}
+        )
+
+    def _restore(self, tasks: list[tuple[str, int]]) -> None:
+        started = time.monotonic()
+        stages = {stage.name: stage for stage in self.stages}
+        held = set(self.stores.held())
+        wanted = [(spec.name, p) for name, p in tasks for spec in stages[name].stores if (spec.name, p) not in held]
+        records = self.stores.restore(self.restore_reader, wanted)
+        metrics.RESTORED_RECORDS.labels(self.app).inc(records)
+        metrics.RESTORE_SECONDS.labels(self.app).observe(time.monotonic() - started)
+
+    def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        try:
+            metrics.REBALANCES.labels(self.app, "assign").inc()
+            tasks = self._tasks(partitions)
+            log.info("partitions assigned", partitions=len(partitions), tasks=[f"{s}/{p}" for s, p in tasks])
+            self._restore(tasks)
+            if self.on_assigned is not None:
+                self.on_assigned(tasks)
+        except BaseException as error:  # raised from consume() after the callback returns
+            self._callback_error = error
+
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        metrics.REBALANCES.labels(self.app, "revoke").inc()
+        try:
+            self.commit()
+        except BaseException as error:
+            log.warning("commit on revocation failed; aborting", error=str(error))
+            try:
+                self._abort()
+            except BaseException as abort_error:
+                self._callback_error = abort_error
+        self._forget(partitions)
+
+    def _on_lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        metrics.REBALANCES.labels(self.app, "lost").inc()
+        log.warning("partitions lost; aborting the open transaction", partitions=len(partitions))
+        try:
+            self._abort()
+        except BaseException as error:
+            self._callback_error = error
+        self._forget(partitions)
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        stages = {stage.name: stage for stage in self.stages}
+        self.stores.forget((spec.name, p) for name, p in self._tasks(partitions) for spec in stages[name].stores)
+
+    # --- reporting and shutdown ---------------------------------------------------------------------------
+
+    def _count(self) -> None:
+        for topic, n in self._records_in.items():
+            metrics.RECORDS_IN.labels(self.app, topic).inc(n)
+        for topic, n in self._records_out.items():
+            metrics.RECORDS_OUT.labels(self.app, topic).inc(n)
+        self._records_in.clear()
+        self._records_out.clear()
+
+    def _report_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_reported < LAG_REPORT_INTERVAL:
+            return
+        self._lag_reported = now
+        try:
+            for tp in self.consumer.position(self.consumer.assignment()):
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset >= 0 and high >= 0:
+                    metrics.LAG.labels(self.app, tp.topic, str(tp.partition)).set(high - tp.offset)
+        except KafkaException as error:
+            log.debug("consumer lag not reported", error=str(error))
+
+    def _shut_down(self) -> None:
+        try:
+            self.commit()
+        except KafkaException as error:
+            log.warning("last commit failed; the open transaction is aborted", error=str(error))
+            with contextlib.suppress(KafkaException):
+                self.producer.abort_transaction(KAFKA_CALL_TIMEOUT)
+        finally:
+            self.consumer.close()
+            self.restore_reader.close()
+            if self.broadcast is not None:
+                self.broadcast.reader.close()
+        log.info("worker stopped", transactional_id=self.slot.transactional_id)
+
+
+class SlotLock:
+    """Holds a worker slot on this host for the life of the process (released by the OS on any exit)."""
+
+    def __init__(self, directory: Path, app_id: str, instance: str, slot: int | None, slots: int = 64) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] | None = None
+        candidates = range(slots) if slot is None else [slot]
+        for candidate in candidates:
+            handle = open(directory / f"{app_id}-{instance}-{candidate}.lock", "w")  # noqa: SIM115
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            handle.write(str(os.getpid()))
+            handle.flush()
+            self._file = handle
+            self.slot = WorkerSlot(app_id, instance, candidate)
+            return
+        taken = f"slot {slot}" if slot is not None else f"all {slots} slots"
+        raise SlotTakenError(
+            f"{taken} of {app_id} on instance {instance!r} are held by running workers on this host",
+            hint="stop the other worker, choose another --slot, or set BACKBONE_STREAMS_INSTANCE per host",
+        )

@@ -1,0 +1,166 @@
+"""State of a processor: one in-memory store per (store name, partition), backed by a changelog topic.
+
+A handler reads and writes its partition's `Store` like a dict. The keys it changed are written to the
+store's compacted changelog topic (same partition number) when the transaction commits, so state,
+outputs and consumed offsets become durable together. On assignment a partition's store is rebuilt
+by reading its changelog partition to the end with read_committed (`restore`); a partition handed
+away, or a transaction aborted, forgets its state and restores it again when needed.
+The values are whatever the store's `Codec` turns into bytes: the changelog record is the compact
+encoding of one key's state, never a whole store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+log = structlog.get_logger(__name__)
+
+
+class Codec(Protocol):
+    """Turns one key's state into a changelog value and back."""
+
+    def encode(self, value: Any) -> bytes: ...
+
+    def decode(self, data: bytes) -> Any: ...
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """A named store and the compacted topic its partitions are logged to."""
+
+    name: str
+    changelog: str
+    codec: Codec
+
+
+class Store:
+    """One partition of one store: a dict, plus the keys changed since the last flush."""
+
+    __slots__ = ("data", "dirty", "partition", "spec")
+
+    def __init__(self, spec: StoreSpec, partition: int) -> None:
+        self.spec = spec
+        self.partition = partition
+        self.data: dict[str, Any] = {}
+        self.dirty: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def put(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        self.dirty.add(key)
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+        self.dirty.add(key)
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        return iter(self.data.items())
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def changes(self) -> Iterator[tuple[bytes, bytes | None]]:
+        """Changelog records (key, encoded value or None for a deletion) of the dirty keys; clears them."""
+        encode, data = self.spec.codec.encode, self.data
+        for key in self.dirty:
+            value = data.get(key)
+            yield key.encode(), None if value is None else encode(value)
+        self.dirty.clear()
+
+
+Produce = Callable[[str, int, bytes, bytes | None], None]
+"""produce(topic, partition, key, value): how a flush hands changelog records to the transaction."""
+
+
+class StateStores:
+    """Every store partition this worker holds."""
+
+    def __init__(self, specs: Iterable[StoreSpec]) -> None:
+        self.specs = {spec.name: spec for spec in specs}
+        self._stores: dict[tuple[str, int], Store] = {}
+
+    def get(self, name: str, partition: int) -> Store:
+        store = self._stores.get((name, partition))
+        if store is None:
+            raise KeyError(f"store {name} partition {partition} is not held by this worker (not assigned/restored)")
+        return store
+
+    def held(self) -> list[tuple[str, int]]:
+        return list(self._stores)
+
+    def flush(self, produce: Produce) -> int:
+        """Hand every dirty key's changelog record to `produce`; the number of records."""
+        written = 0
+        for store in self._stores.values():
+            if store.dirty:
+                for key, value in store.changes():
+                    produce(store.spec.changelog, store.partition, key, value)
+                    written += 1
+        return written
+
+    def forget(self, keys: Iterable[tuple[str, int]] | None = None) -> None:
+        """Drop the named store partitions (all when None): they are restored again when needed."""
+        for key in list(self._stores) if keys is None else list(keys):
+            self._stores.pop(key, None)
+
+    def restore(self, reader: Consumer, keys: Iterable[tuple[str, int]], timeout: float = 600.0) -> int:
+        """Rebuild the named store partitions from their changelogs; the number of records read."""
+        wanted = [key for key in keys if key[0] in self.specs]
+        if not wanted:
+            return 0
+        started = time.monotonic()
+        fresh = {key: Store(self.specs[key[0]], key[1]) for key in wanted}
+        by_partition = {(self.specs[name].changelog, partition): fresh[(name, partition)] for name, partition in wanted}
+        records = _read_to_end(reader, by_partition, timeout)
+        self._stores.update(fresh)
+        log.info(
+            "state restored",
+            partitions=sorted(f"{name}/{partition}" for name, partition in wanted),
+            records=records,
+            keys=sum(len(s) for s in fresh.values()),
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return records
+
+
+def _read_to_end(reader: Consumer, stores: dict[tuple[str, int], Store], timeout: float) -> int:
+    """Apply every committed changelog record of the given partitions up to their current end."""
+    pending = set(stores)
+    reader.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for topic, partition in stores])
+    deadline = time.monotonic() + timeout
+    records = 0
+    try:
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"changelog partitions not read to their end within {timeout}s: {sorted(pending)}")
+            for message in reader.consume(10_000, 0.5):
+                error = message.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        raise RuntimeError(f"reading changelog {message.topic()}: {error}")
+                    pending.discard((message.topic(), message.partition()))
+                    continue
+                store = stores[(message.topic(), message.partition())]  # type: ignore[index]
+                _apply(store, message.key(), message.value())
+                records += 1
+    finally:
+        reader.unassign()
+    return records
+
+
+def _apply(store: Store, key: bytes | None, value: bytes | None) -> None:
+    if key is None:
+        return
+    name = key.decode()
+    if value is None:
+        store.data.pop(name, None)
+    else:
+        store.data[name] = store.spec.codec.decode(value)

@@ -1,0 +1,343 @@
+"""The billing topology's stages: decode a record once, call the pure billing core, produce its outputs.
+
+    psa.time-entries.v1, psa.approvals.v1 ──entries (store: EntryState per entry)──► <app>-book-commands
+        (a record on another partition than its key's murmur2 partition is moved, undecoded, to
+         <app>-entry-inputs on that partition first, so an entry's state always lives in one partition)
+    ref.projects/contracts/workers.v1 ──references──► <app>-book-commands (workers: every partition)
+    <app>-book-commands ──books (store: one Ledger per entry)──► billing.invoice-candidates.v1,
+                                                   erp.posting-requests.v1, ops.exceptions.v1
+    erp.posting-acks.v1, billing.responses.v1 ──feedback (store: open rejections)──► ops.exceptions.v1
+
+Everything a handler produces, the state it changes and the offset it consumed commit in one
+transaction (`backbone.streams.loop`); the rules themselves are `backbone.domain`'s pure functions.
+A record that cannot be decoded or processed is dead-lettered by the runtime and the partition moves on.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Message
+from pydantic import BaseModel, TypeAdapter
+
+from backbone.domain import billing, entries, feedback
+from backbone.domain.models import (
+    BusinessException,
+    ContractVersion,
+    Event,
+    Project,
+    Worker,
+)
+from backbone.domain.routing import RoutingRules
+from backbone.serde import DecodeError, SerdeCache
+from backbone.streams.loop import Context, Stage
+from backbone.streams.partitioner import murmur2_partition
+from backbone.streams.state import Store, StoreSpec
+from topology import catalog, metrics
+from topology.catalog import InternalTopics, Topic
+from topology.messages import BookCommand
+from topology.reference import ReferenceStore, position_of
+
+FORWARDED_FROM = "backbone.forwarded-from"
+"""Header of a record moved to <app>-entry-inputs: the topic it was read from (its schema's topic)."""
+LEDGER_KEY_SEPARATOR = "\x1f"
+AWAITING_REPORT_INTERVAL = 5.0
+
+
+@dataclass(frozen=True)
+class TopologyTopics:
+    """The catalog topics the topology reads and writes (tests give them unique names)."""
+
+    time_entries: Topic = catalog.TIME_ENTRIES
+    approvals: Topic = catalog.APPROVALS
+    clients: Topic = catalog.CLIENTS
+    projects: Topic = catalog.PROJECTS
+    workers: Topic = catalog.WORKERS
+    contracts: Topic = catalog.CONTRACTS
+    posting_acks: Topic = catalog.POSTING_ACKS
+    billing_responses: Topic = catalog.BILLING_RESPONSES
+    invoice_candidates: Topic = catalog.INVOICE_CANDIDATES
+    posting_requests: Topic = catalog.POSTING_REQUESTS
+    exceptions: Topic = catalog.EXCEPTIONS
+
+    @classmethod
+    def prefixed(cls, prefix: str) -> TopologyTopics:
+        """Every topic (and its DLQ) renamed `<prefix><name>`."""
+        return cls(**{f.name: _renamed(getattr(cls(), f.name), prefix) for f in fields(cls)})
+
+    def all(self) -> tuple[Topic, ...]:
+        own = tuple(getattr(self, f.name) for f in fields(self))
+        return own + tuple(t.dlq for t in own if t.dlq)
+
+    @property
+    def reference(self) -> tuple[Topic, ...]:
+        return (self.clients, self.projects, self.workers, self.contracts)
+
+
+def _renamed(topic: Topic, prefix: str) -> Topic:
+    dlq = replace(topic.dlq, name=f"{prefix}{topic.dlq.name}") if topic.dlq else None
+    return replace(topic, name=f"{prefix}{topic.name}", dlq=dlq)
+
+
+def ledger_key(project_id: str, time_entry_id: str) -> str:
+    """The ledger store's key: the project first, so a book's ledgers can be grouped back."""
+    return f"{project_id}{LEDGER_KEY_SEPARATOR}{time_entry_id}"
+
+
+class ModelCodec:
+    """A pydantic model as its JSON in a changelog."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.model = model
+
+    def encode(self, value: Any) -> bytes:
+        return value.model_dump_json().encode()  # type: ignore[no-any-return]
+
+    def decode(self, data: bytes) -> Any:
+        return self.model.model_validate_json(data)
+
+
+class InstantCodec:
+    _adapter = TypeAdapter(datetime)
+
+    def encode(self, value: Any) -> bytes:
+        return self._adapter.dump_json(value)
+
+    def decode(self, data: bytes) -> Any:
+        return self._adapter.validate_json(data)
+
+
+def event_headers(event: Event) -> list[tuple[str, bytes]]:
+    return [
+        ("event_type", event.event_type.encode()),
+        ("correlation_id", (event.correlation_id or "").encode()),
+        ("source_system", event.source_system.encode()),
+    ]
+
+
+class BillingStages:
+    """The four stages' handlers around one reference store, one routing source and the serdes."""
+
+    def __init__(
+        self,
+        topics: TopologyTopics,
+        internal: InternalTopics,
+        serdes: SerdeCache,
+        reference: ReferenceStore,
+        routing: Callable[[], RoutingRules],
+    ) -> None:
+        self.topics = topics
+        self.internal = internal
+        self.serdes = serdes
+        self.reference = reference
+        self.routing = routing
+        self.partitions = internal.book_commands.partitions
+        self.catalog_topic = {t.name: t for t in topics.all()}
+        self.outputs = {t.event: t for t in (topics.invoice_candidates, topics.posting_requests, topics.exceptions)}
+        self._books: dict[int, tuple[Store, dict[str, billing.ProjectBook]]] = {}
+        self.awaiting: dict[str, datetime] = {}
+        self._awaiting_reported = 0.0
+        changelog = {t.name.rsplit("-", 2)[-2]: t.name for t in internal.changelogs}
+        self.entry_store = StoreSpec("entries", changelog["entries"], ModelCodec(entries.EntryState))
+        self.ledger_store = StoreSpec("ledgers", changelog["ledgers"], ModelCodec(billing.Ledger))
+        self.rejection_store = StoreSpec("rejections", changelog["rejections"], InstantCodec())
+
+    def stages(self) -> list[Stage]:
+        t, i = self.topics, self.internal
+        return [
+            Stage(
+                "entries", (t.time_entries.name, t.approvals.name, i.entry_inputs.name), self.entry, (self.entry_store,)
+            ),
+            Stage("references", tuple(r.name for r in t.reference), self.announce),
+            Stage("books", (i.book_commands.name,), self.book, (self.ledger_store,)),
+            Stage("feedback", (t.posting_acks.name, t.billing_responses.name), self.answer, (self.rejection_store,)),
+        ]
+
+    # --- entries ----------------------------------------------------------------------------------------
+
+    def entry(self, message: Message, context: Context) -> None:
+        """An entry revision or approval through the entry state machine; changes go to the books."""
+        home = murmur2_partition(message.key() or b"", self.partitions)
+        if message.topic() != self.internal.entry_inputs.name and home != message.partition():
+            headers = [*(message.headers() or []), (FORWARDED_FROM, message.topic().encode())]
+            context.produce(
+                self.internal.entry_inputs.name, message.value(), key=message.key(), headers=headers, partition=home
+            )
+            return
+        incoming = self._decode(message, context, source=_forwarded_from(message))
+        if incoming is None:
+            return
+        metrics.EVENTS_IN.labels(incoming.event_type).inc()
+        store = context.store("entries", home)
+        key = incoming.key
+        recorded = entries.record(store.get(key) or entries.new_entry(key), incoming)  # type: ignore[arg-type]
+        if recorded.outcome == entries.Outcome.DUPLICATE:
+            metrics.DUPLICATES.inc()
+            return
+        metrics.IGNORED.inc(recorded.outcome == entries.Outcome.IGNORED_AFTER_DELETION)
+        for change in recorded.changes:
+            self._send_book(BookCommand(change=change), change.project_id, context)
+        store.put(key, recorded.state)
+        self._track_awaiting(key, recorded.state)
+        _observe_latency("entries", message)
+
+    def _track_awaiting(self, key: str, state: entries.EntryState) -> None:
+        waiting = entries.awaiting_approval(state)
+        if waiting is None:
+            self.awaiting.pop(key, None)
+        else:
+            self.awaiting[key] = waiting.occurred_at
+        now = time.monotonic()
+        if now - self._awaiting_reported >= AWAITING_REPORT_INTERVAL:
+            self._awaiting_reported = now
+            metrics.AWAITING.set(len(self.awaiting))
+            oldest = min(self.awaiting.values(), default=None)
+            metrics.AWAITING_AGE.set((datetime.now(UTC) - oldest).total_seconds() if oldest else 0)
+
+    # --- references ---------------------------------------------------------------------------------------
+
+    def announce(self, message: Message, context: Context) -> None:
+        """A master-data change, as a book command, to every book it can re-price."""
+        if message.value() is None:
+            return  # a tombstone on a compacted topic
+        decoded = self._decode(message, context)
+        if decoded is None:
+            return
+        metrics.EVENTS_IN.labels(decoded.event_type).inc()
+        position = position_of(message)
+        if isinstance(decoded, Project):
+            self._send_book(BookCommand(project=decoded, position=position), decoded.project_id, context)
+        elif isinstance(decoded, ContractVersion):
+            old = self.reference.data.contracts.get(decoded.contract_key)
+            moved = old.project_id if old is not None and old.project_id != decoded.project_id else None
+            command = BookCommand(contract=decoded, position=position, moved_from=moved)
+            for project_id in filter(None, (decoded.project_id, moved)):
+                self._send_book(command, project_id, context)
+        elif isinstance(decoded, Worker):
+            # the books of a worker's entries can be anywhere: every partition re-prices its own
+            value = BookCommand(worker=decoded, position=position).model_dump_json().encode()
+            for partition in range(self.partitions):
+                context.produce(
+                    self.internal.book_commands.name, value, key=decoded.worker_id.encode(), partition=partition
+                )
+        self.reference.apply(decoded, position)  # type: ignore[arg-type]
+
+    # --- books --------------------------------------------------------------------------------------------
+
+    def book(self, message: Message, context: Context) -> None:
+        """Price an entry change, or re-price books after master data changed."""
+        command = BookCommand.model_validate_json(message.value() or b"")
+        reference = command.project or command.contract or command.worker
+        if reference is not None and command.position is not None:
+            self.reference.apply(reference, command.position)
+        at = command.change.occurred_at if command.change else reference.occurred_at  # type: ignore[union-attr]
+        context_ = billing.Context(reference=self.reference.data, routing=self.routing(), at=at)
+        store = context.store("ledgers", message.partition())
+        books = self._books_of(store)
+        settle = functools.partial(self._settle, books=books, store=store, context=context)
+        if command.change is not None:
+            change = command.change
+            settle(change.project_id, lambda b: billing.book_entry(b, change, context_))
+        elif command.worker is not None:
+            worker_id = command.worker.worker_id
+            for project_id in sorted(p for p, b in books.items() if worker_id in b.workers()):
+                settle(project_id, lambda b: billing.reprice_worker(b, worker_id, context_))
+        else:
+            project_id = (message.key() or b"").decode()
+            if project_id in books:
+                settle(project_id, lambda b: billing.reprice(b, context_))
+        _observe_latency("books", message)
+
+    def _books_of(self, store: Store) -> dict[str, billing.ProjectBook]:
+        """The partition's books, grouped from its ledger store (again after every restore)."""
+        cached = self._books.get(store.partition)
+        if cached is not None and cached[0] is store:
+            return cached[1]
+        grouped: dict[str, list[billing.Ledger]] = {}
+        for key, ledger in store.items():
+            grouped.setdefault(key.split(LEDGER_KEY_SEPARATOR, 1)[0], []).append(ledger)
+        books = {project: billing.book_of(project, ledgers) for project, ledgers in grouped.items()}
+        self._books[store.partition] = (store, books)
+        return books
+
+    def _settle(
+        self,
+        project_id: str,
+        step: Callable[[billing.ProjectBook], billing.Settled],
+        *,
+        books: dict[str, billing.ProjectBook],
+        store: Store,
+        context: Context,
+    ) -> None:
+        book = books.get(project_id) or billing.new_book(project_id)
+        settled = step(book)
+        self._emit(settled.events, context)
+        for ledger in billing.changed_ledgers(book, settled.book):
+            store.put(ledger_key(project_id, ledger.time_entry_id), ledger)
+        books[project_id] = settled.book
+
+    # --- feedback -----------------------------------------------------------------------------------------
+
+    def answer(self, message: Message, context: Context) -> None:
+        """An ERP acknowledgment or billing response opens or resolves a rejection exception."""
+        decoded = self._decode(message, context)
+        if decoded is None:
+            return
+        metrics.EVENTS_IN.labels(decoded.event_type).inc()
+        decide = feedback.posting_feedback if decoded.event_type == "posting-ack" else feedback.billing_feedback
+        store = context.store("rejections", message.partition())
+        was_open = store.get(decoded.key)
+        opened, out = decide(was_open, decoded)  # type: ignore[arg-type]
+        self._emit(out, context)
+        if opened != was_open:
+            if opened is None:
+                store.delete(decoded.key)
+            else:
+                store.put(decoded.key, opened)
+
+    # --- helpers ------------------------------------------------------------------------------------------
+
+    def _send_book(self, command: BookCommand, project_id: str, context: Context) -> None:
+        context.produce(
+            self.internal.book_commands.name,
+            command.model_dump_json().encode(),
+            key=project_id.encode(),
+            partition=murmur2_partition(project_id.encode(), self.partitions),
+        )
+
+    def _emit(self, events: Iterable[Event], context: Context) -> None:
+        for output in events:
+            topic = self.outputs[type(output)]
+            value = self.serdes.for_topic(topic).encode_value(output)
+            context.produce(topic.name, value, key=output.key.encode(), headers=event_headers(output))
+            metrics.EVENTS_OUT.labels(output.event_type).inc()
+            if isinstance(output, BusinessException):
+                metrics.EXCEPTIONS.labels(output.kind, output.status).inc()
+
+    def _decode(self, message: Message, context: Context, source: str | None = None) -> Event | None:
+        """The event a record carries (`source`: the topic whose schema it has, when not its own)."""
+        topic = self.catalog_topic[source or message.topic()]
+        try:
+            return self.serdes.for_topic(topic).decode(message)
+        except DecodeError as error:
+            context.dead_letter(message, error, "decode", error_class=error.error_class)
+            metrics.DEAD_LETTERS.labels(message.topic()).inc()
+            return None
+
+
+def _forwarded_from(message: Message) -> str | None:
+    for name, value in message.headers() or ():
+        if name == FORWARDED_FROM:
+            return value.decode()
+    return None
+
+
+def _observe_latency(stage: str, message: Message) -> None:
+    kind, stamp = message.timestamp()
+    if kind:
+        metrics.LATENCY.labels(stage).observe(max(0.0, time.time() - stamp / 1000))
