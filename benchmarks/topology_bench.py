@@ -271,11 +271,10 @@ def records_on(settings: Settings, topic: str, partitions: int, reader: Consumer
 
 
 def run_topology(
-    settings: Settings, prefix: str, topics: TopologyTopics, entries: int, workers: int, transport: str
+    settings: Settings, prefix: str, topics: TopologyTopics, entries: int, workers: int
 ) -> tuple[float, float, list[float]]:
     """(seconds from first to last candidate, from process start to last candidate, peak RSS MiB each)."""
     command = [sys.executable, "-m", "topology", "--app-id", f"{prefix}app", "--topic-prefix", prefix]
-    command += ["--transport", transport]
     candidates = topics.invoice_candidates
     return time_until(settings, [command] * workers, candidates.name, candidates.partitions, entries)
 
@@ -286,7 +285,6 @@ def main() -> None:
     parser.add_argument("--projects", type=int, default=1000)
     parser.add_argument("--workers-in-firm", type=int, default=200, help="consultants in the simulated firm")
     parser.add_argument("--workers", type=int, default=1, help="topology worker processes")
-    parser.add_argument("--transport", choices=["kafka"], default="kafka")
     parser.add_argument("--no-faust-baseline", action="store_true", help="skip the faust pass-through")
     args = parser.parse_args()
     settings = load_settings()
@@ -313,10 +311,10 @@ def main() -> None:
             f"{faust_rate:,.0f} entries/s"
         )
 
-    steady, total, rss = run_topology(settings, prefix, topics, args.entries, args.workers, args.transport)
+    steady, total, rss = run_topology(settings, prefix, topics, args.entries, args.workers)
     rate = args.entries / steady if steady else float("inf")
     print(
-        f"topology ({args.workers} worker(s), {args.transport}): {rate:,.0f} entries/s first→last candidate "
+        f"topology ({args.workers} worker(s)): {rate:,.0f} entries/s first→last candidate "
         f"({steady:.1f}s); {args.entries / total:,.0f} entries/s including startup ({total:.1f}s)"
     )
     print(f"peak RSS per worker: {', '.join(f'{mib:,.0f} MiB' for mib in rss)}")

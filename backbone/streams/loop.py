@@ -200,8 +200,10 @@ class StreamWorker:
         try:
             while not self._stop.is_set():
                 self.step()
-        finally:
-            self._shut_down()
+        except FatalStreamError:
+            self._close()  # nothing to commit: the broker has fenced or failed this producer
+            raise
+        self._shut_down()
 
     def stop(self) -> None:
         self._stop.set()
@@ -446,11 +448,14 @@ class StreamWorker:
             with contextlib.suppress(KafkaException):
                 self.producer.abort_transaction(KAFKA_CALL_TIMEOUT)
         finally:
-            self.consumer.close()
-            self.restore_reader.close()
-            if self.broadcast is not None:
-                self.broadcast.reader.close()
+            self._close()
         log.info("worker stopped", transactional_id=self.slot.transactional_id)
+
+    def _close(self) -> None:
+        readers = [self.consumer, self.restore_reader] + ([self.broadcast.reader] if self.broadcast else [])
+        for reader in readers:
+            with contextlib.suppress(KafkaException, RuntimeError):
+                reader.close()
 
 
 class SlotLock:
