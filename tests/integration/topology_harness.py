@@ -7,12 +7,14 @@ import random
 import signal
 import subprocess
 import sys
+import uuid
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from backbone.domain.billing import evaluate
@@ -159,18 +161,39 @@ class Harness:
                     self.seen[topic.name][_identity(event)] = event
         return self.seen[topic.name]
 
+    def committed_view(self, topic: Topic) -> list[Event]:
+        """Every record on `topic` a read_committed reader sees, in partition order, duplicates kept."""
+        serde = self.serdes.for_topic(topic)
+        return [serde.decode(message) for message in self._read_to_end(topic)]
+
     def candidates(self) -> list[InvoiceCandidate]:
         return list(self.read(self.topics.invoice_candidates).values())  # type: ignore[arg-type]
 
-    def dead_letters(self, topic: Topic) -> list[object]:
+    def dead_letters(self, topic: Topic) -> list[Message]:
+        """Every record on `topic`'s dead-letter topic (read to its end, without a group)."""
+        return self._read_to_end(topic.dlq)  # type: ignore[arg-type]
+
+    def _read_to_end(self, topic: Topic) -> list[Message]:
         consumer = Consumer(
             self.settings.kafka.client_config()
-            | {"group.id": f"{self.prefix}dlq-{topic.name}", "auto.offset.reset": "earliest"}
+            | {
+                "group.id": f"{self.prefix}view-{uuid.uuid4().hex[:8]}",
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+            }
         )
-        consumer.subscribe([topic.dlq.name])  # type: ignore[union-attr]
-        messages = consumer.consume(100, timeout=5)
-        consumer.close()
-        return [m for m in messages if m.error() is None]
+        consumer.assign([TopicPartition(topic.name, p, OFFSET_BEGINNING) for p in range(topic.partitions)])
+        messages, ended = [], set()
+        try:
+            while len(ended) < topic.partitions:
+                for message in consumer.consume(5000, 1.0):
+                    if message.error() is None:
+                        messages.append(message)
+                    elif message.error().code() == KafkaError._PARTITION_EOF:
+                        ended.add(message.partition())
+        finally:
+            consumer.close()
+        return messages
 
 
 def _identity(event: Event) -> str:
@@ -182,6 +205,37 @@ def _identity(event: Event) -> str:
     return event.event_id or ""
 
 
+def output_id(event: Event) -> str:
+    """The id a downstream system dedupes an output on (an exception's id is its event's: OPEN ≠ RESOLVED)."""
+    return _identity(event)
+
+
+def net_postings(postings: list[PostingRequest], posting_type: str) -> dict[str, Decimal]:
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for posting in postings:
+        if posting.posting_type == posting_type:
+            totals[posting.time_entry_id] += posting.amount
+    return {k: v for k, v in totals.items() if v != 0}
+
+
+def expected_costs(events: list[Event]) -> dict[str, Decimal]:
+    """The COST each entry should have posted in the end: its billed revision's cost, when it may be posted."""
+    states, reference = _fold(events)
+    costs = {k: evaluate(priced_view(s), reference).cost for k, s in states.items()}
+    return {k: v for k, v in costs.items() if v}
+
+
+def expected_open_blocks(events: list[Event]) -> dict[str, tuple[str, Decimal | None]]:
+    """Entry -> (the exception kind that must be OPEN in the end, its amount at risk when estimable)."""
+    states, reference = _fold(events)
+    blocks = {}
+    for key, state in states.items():
+        valuation = evaluate(priced_view(state), reference)
+        if valuation.blocked is not None:
+            blocks[key] = (str(valuation.blocked), valuation.estimate.amount if valuation.estimate else None)
+    return blocks
+
+
 def net_per_entry(candidates: list[InvoiceCandidate]) -> dict[str, Decimal]:
     totals: dict[str, Decimal] = defaultdict(Decimal)
     for candidate in candidates:
@@ -189,8 +243,8 @@ def net_per_entry(candidates: list[InvoiceCandidate]) -> dict[str, Decimal]:
     return {k: v for k, v in totals.items() if v != 0}
 
 
-def expected_worth(events: list[Event]) -> tuple[dict[str, Decimal], ReferenceData]:
-    """What each entry is worth after all `events` (order-free, billing-rules.md), uncapped."""
+def _fold(events: list[Event]) -> tuple[dict[str, Any], ReferenceData]:
+    """Every entry's final state and the final master data after `events`."""
     reference = ReferenceData()
     states = {}
     for event in events:
@@ -199,6 +253,12 @@ def expected_worth(events: list[Event]) -> tuple[dict[str, Decimal], ReferenceDa
             states[key] = record(states.get(key) or new_entry(key), event).state  # type: ignore[arg-type]
         elif event.event_type in ("client", "project", "worker", "contract"):
             reference.apply(event)  # type: ignore[arg-type]
+    return states, reference
+
+
+def expected_worth(events: list[Event]) -> tuple[dict[str, Decimal], ReferenceData]:
+    """What each entry is worth after all `events` (order-free, billing-rules.md), uncapped."""
+    states, reference = _fold(events)
     worth = {k: evaluate(priced_view(s), reference).worth for k, s in states.items()}
     return worth, reference
 
