@@ -6,12 +6,18 @@ Confluent's API reference so any Confluent client works unchanged. Handlers are 
 request, ask `RegistryState` (which decides and raises `RegistryError`), and commit the resulting records
 through the `SchemaStore`. Requests are counted per route and status for Prometheus (`/metrics`) and
 logged as structlog JSON access lines.
+
+Subject names may contain `/`, which clients send URL-encoded (`%2F`). ASGI servers decode the path
+before routing, which would split such a subject in two; `EncodedSlashes` routes on the raw path
+instead, and the `encoded` path convertor decodes each subject segment exactly once.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
+from urllib.parse import quote, unquote
 
 import structlog
 from fastapi import FastAPI, Request, Response
@@ -19,10 +25,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backbone.registry.compatibility import CompatibilityLevel
-from backbone.registry.store import RegistryError, SchemaStore, SchemaVersion, candidate_schema
+from backbone.registry.store import (
+    DEFAULT_LEVEL,
+    Config,
+    RegistryError,
+    SchemaStore,
+    SchemaVersion,
+    candidate_schema,
+)
 
 MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
 log = structlog.get_logger("backbone.registry")
@@ -51,14 +66,58 @@ class SchemaRequest(BaseModel):
 
 
 class ConfigRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """PUT /config bodies: Confluent's `compatibility` (or `compatibilityLevel`) and backbone's
+    `decimalStrict`; a setting left out keeps its current value."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     compatibility: str | None = None
+    compatibility_level: str | None = Field(default=None, alias="compatibilityLevel")
+    decimal_strict: bool | None = Field(default=None, alias="decimalStrict")
+
+
+class EncodedConvertor(Convertor[str]):
+    """One path segment, percent-decoded: `{subject:encoded}` matches `a%2Fb` and yields `a/b`."""
+
+    regex = "[^/]+"
+
+    def convert(self, value: str) -> str:
+        return unquote(value)
+
+    def to_string(self, value: str) -> str:
+        return quote(value, safe="")
+
+
+register_url_convertor("encoded", EncodedConvertor())
+
+
+class EncodedSlashes:
+    """ASGI middleware: route on the raw path, so an encoded `/` stays inside its segment.
+
+    Each segment is decoded and re-encoded with only `%` and `/` escaped; `EncodedConvertor` decodes
+    it again for the handler, so `a%2Fb` reaches it as `a/b` and `a%2541` as `a%41`.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path")
+        if scope["type"] == "http" and raw and b"%" in raw:
+            # In place, so outer middleware (metrics) sees the route the router records in the scope.
+            scope["path"] = _escaped_path(raw.decode("ascii", "replace"))
+        await self.app(scope, receive, send)
+
+
+def _escaped_path(raw: str) -> str:
+    segments = (unquote(segment) for segment in raw.split("/"))
+    return "/".join(segment.replace("%", "%25").replace("/", "%2F") for segment in segments)
 
 
 def create_app(store: SchemaStore) -> FastAPI:
     """The registry app over `store` (already started)."""
     app = FastAPI(title="backbone schema registry", default_response_class=RegistryResponse)
+    app.add_middleware(EncodedSlashes)
     _install_errors(app)
     _install_observability(app)
     _add_schema_routes(app, store)
@@ -93,9 +152,7 @@ def _install_errors(app: FastAPI) -> None:
 
 def _install_observability(app: FastAPI) -> None:
     registry = CollectorRegistry()
-    requests = Counter(
-        "registry_requests", "Registry HTTP requests.", ["method", "route", "status"], registry=registry
-    )
+    requests = Counter("registry_requests", "Registry HTTP requests.", ["method", "route", "status"], registry=registry)
     latency = Histogram("registry_request_seconds", "Registry request latency.", ["route"], registry=registry)
 
     @app.middleware("http")
@@ -103,7 +160,7 @@ def _install_observability(app: FastAPI) -> None:
         started = time.perf_counter()
         response = await call_next(request)
         elapsed = time.perf_counter() - started
-        route = getattr(request.scope.get("route"), "path", "unmatched")
+        route = _route_label(getattr(request.scope.get("route"), "path", "unmatched"))
         requests.labels(request.method, route, str(response.status_code)).inc()
         latency.labels(route).observe(elapsed)
         log.info(
@@ -119,6 +176,11 @@ def _install_observability(app: FastAPI) -> None:
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _route_label(path: str) -> str:
+    """`/subjects/{subject:encoded}` -> `/subjects/{subject}`: metric labels name routes, not convertors."""
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
 
 
 def _registered(version: SchemaVersion) -> dict[str, Any]:
@@ -186,44 +248,43 @@ def _add_subject_routes(app: FastAPI, store: SchemaStore) -> None:
         names = state().subject_names(deleted=deleted, deleted_only=deleted_only)
         return [s for s in names if s.startswith(subjectPrefix)]
 
-    @app.post("/subjects/{subject}/versions")
+    @app.post("/subjects/{subject:encoded}/versions")
     def register(subject: str, body: SchemaRequest, normalize: bool = False) -> dict[str, Any]:
         candidate = _candidate(store, body, normalize)
         with store.lock:
-            version, records = state().register(subject, candidate)
+            version, records = state().register(subject, candidate, source=body.schema_text, normalized=normalize)
             store.commit(records)
         if records:
             log.info("schema_registered", subject=subject, version=version.version, id=version.schema_id)
         return {"id": version.schema_id}
 
-    @app.post("/subjects/{subject}")
+    @app.post("/subjects/{subject:encoded}")
     def lookup(subject: str, body: SchemaRequest, normalize: bool = False, deleted: bool = False) -> Any:
-        if not state().versions(subject, deleted=True):
+        if not state().versions(subject, deleted=deleted):
             raise RegistryError(404, 40401, f"Subject '{subject}' not found.")
-        found = state().find(subject, _candidate(store, body, normalize), deleted=deleted)
+        candidate = _candidate(store, body, normalize)
+        found = state().find(subject, candidate, deleted=deleted, normalized=normalize)
         if found is None:
             raise RegistryError(404, 40403, "Schema not found")
         return _registered(found)
 
-    @app.get("/subjects/{subject}/versions")
+    @app.get("/subjects/{subject:encoded}/versions")
     def versions(subject: str, deleted: bool = False, deleted_only: bool = False) -> list[int]:
         every = state().versions(subject, deleted=True)
-        chosen = (
-            [v for v in every if v.deleted] if deleted_only else state().versions(subject, deleted=deleted)
-        )
+        chosen = [v for v in every if v.deleted] if deleted_only else state().versions(subject, deleted=deleted)
         if not chosen and not (every and deleted_only):
             raise RegistryError(404, 40401, f"Subject '{subject}' not found.")
         return [v.version for v in chosen]
 
-    @app.get("/subjects/{subject}/versions/{version}")
+    @app.get("/subjects/{subject:encoded}/versions/{version}")
     def version(subject: str, version: str, deleted: bool = False) -> dict[str, Any]:
         return _registered(state().version(subject, version, deleted=deleted))
 
-    @app.get("/subjects/{subject}/versions/{version}/schema")
+    @app.get("/subjects/{subject:encoded}/versions/{version}/schema")
     def version_schema(subject: str, version: str, deleted: bool = False) -> Response:
         return Response(state().version(subject, version, deleted=deleted).schema, media_type=MEDIA_TYPE)
 
-    @app.get("/subjects/{subject}/versions/{version}/referencedby")
+    @app.get("/subjects/{subject:encoded}/versions/{version}/referencedby")
     def referenced_by(subject: str, version: str) -> list[int]:
         target = state().version(subject, version)
         return sorted(
@@ -235,7 +296,7 @@ def _add_subject_routes(app: FastAPI, store: SchemaStore) -> None:
             }
         )
 
-    @app.delete("/subjects/{subject}")
+    @app.delete("/subjects/{subject:encoded}")
     def delete_subject(subject: str, permanent: bool = False) -> list[int]:
         with store.lock:
             deleted_versions, records = state().delete_subject(subject, permanent=permanent)
@@ -243,7 +304,7 @@ def _add_subject_routes(app: FastAPI, store: SchemaStore) -> None:
         log.info("subject_deleted", subject=subject, versions=deleted_versions, permanent=permanent)
         return deleted_versions
 
-    @app.delete("/subjects/{subject}/versions/{version}")
+    @app.delete("/subjects/{subject:encoded}/versions/{version}")
     def delete_version(subject: str, version: str, permanent: bool = False) -> int:
         with store.lock:
             number, records = state().delete_version(subject, version, permanent=permanent)
@@ -251,29 +312,41 @@ def _add_subject_routes(app: FastAPI, store: SchemaStore) -> None:
         log.info("version_deleted", subject=subject, version=number, permanent=permanent)
         return number
 
-    @app.post("/compatibility/subjects/{subject}/versions/{version}")
+    _add_compatibility_routes(app, store)
+
+
+def _add_compatibility_routes(app: FastAPI, store: SchemaStore) -> None:
+    @app.post("/compatibility/subjects/{subject:encoded}/versions/{version}")
     def compatible_with_version(
         subject: str, version: str, body: SchemaRequest, normalize: bool = False, verbose: bool = False
     ) -> dict[str, Any]:
-        candidate = _candidate(store, body, normalize)
-        against = state().version(subject, version)
-        messages = state().compatibility_messages(subject, candidate, [against])
-        return _verdict(messages, verbose)
+        against = store.state.compatibility_against(subject, version)
+        return _check(store, subject, body, normalize, verbose, against)
 
-    @app.post("/compatibility/subjects/{subject}/versions")
+    @app.post("/compatibility/subjects/{subject:encoded}/versions")
     def compatible_with_all(
         subject: str, body: SchemaRequest, normalize: bool = False, verbose: bool = False
     ) -> dict[str, Any]:
-        candidate = _candidate(store, body, normalize)
-        messages = state().compatibility_messages(subject, candidate, state().versions(subject))
-        return _verdict(messages, verbose)
+        return _check(store, subject, body, normalize, verbose, store.state.versions(subject))
 
 
-def _verdict(messages: list[str], verbose: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {"is_compatible": not messages}
+def _check(
+    store: SchemaStore,
+    subject: str,
+    body: SchemaRequest,
+    normalize: bool,
+    verbose: bool,
+    against: list[SchemaVersion],
+) -> dict[str, Any]:
+    """A compatibility verdict; a schema registration would refuse as invalid is refused here too."""
+    candidate = _candidate(store, body, normalize)
+    state = store.state
+    state.validate_candidate(subject, candidate, source=body.schema_text, normalized=normalize)
+    messages = state.compatibility_messages(subject, candidate, against)
+    body_out: dict[str, Any] = {"is_compatible": not messages}
     if verbose:
-        body["messages"] = messages
-    return body
+        body_out["messages"] = messages
+    return body_out
 
 
 def _level(raw: str | None) -> CompatibilityLevel:
@@ -283,39 +356,66 @@ def _level(raw: str | None) -> CompatibilityLevel:
         raise RegistryError(422, 42203, f"Invalid compatibility level: {raw}") from None
 
 
+def _requested(body: ConfigRequest) -> tuple[CompatibilityLevel | None, dict[str, Any]]:
+    """The level a PUT /config asks for (None: unchanged) and the answer echoing what it set."""
+    raw = body.compatibility if body.compatibility is not None else body.compatibility_level
+    if raw is None and body.decimal_strict is None:
+        raise RegistryError(422, 42203, "Invalid compatibility level: none given")
+    level = None if raw is None else _level(raw)
+    echo: dict[str, Any] = {} if level is None else {"compatibility": level.value}
+    if body.decimal_strict is not None:
+        echo["decimalStrict"] = body.decimal_strict
+    return level, echo
+
+
+def _rendered(config: Config, fallback: Config) -> dict[str, Any]:
+    """A config as GET /config answers it: each setting from `config`, else from `fallback`."""
+    level = config.level or fallback.level or DEFAULT_LEVEL
+    body: dict[str, Any] = {"compatibilityLevel": level.value}
+    strict = config.decimal_strict if config.decimal_strict is not None else fallback.decimal_strict
+    if strict is not None:
+        body["decimalStrict"] = strict
+    return body
+
+
 def _add_config_routes(app: FastAPI, store: SchemaStore) -> None:
     @app.get("/config")
-    def global_config() -> dict[str, str]:
-        return {"compatibilityLevel": store.state.global_level.value}
+    def global_config() -> dict[str, Any]:
+        return _rendered(store.state.config(None), Config())
 
     @app.put("/config")
-    def set_global_config(body: ConfigRequest) -> dict[str, str]:
-        level = _level(body.compatibility)
+    def set_global_config(body: ConfigRequest) -> dict[str, Any]:
+        level, echo = _requested(body)
         with store.lock:
-            store.commit(store.state.set_level(None, level))
-        return {"compatibility": level.value}
+            store.commit(store.state.set_config(None, level, body.decimal_strict))
+        return echo
 
-    @app.get("/config/{subject}")
-    def subject_config(subject: str, defaultToGlobal: bool = False) -> dict[str, str]:
-        level = store.state.subject_levels.get(subject)
-        if level is None and not defaultToGlobal:
-            raise RegistryError(
-                404, 40408, f"Subject '{subject}' does not have subject-level compatibility configured"
-            )
-        return {"compatibilityLevel": (level or store.state.global_level).value}
-
-    @app.put("/config/{subject}")
-    def set_subject_config(subject: str, body: ConfigRequest) -> dict[str, str]:
-        level = _level(body.compatibility)
+    @app.delete("/config")
+    def delete_global_config() -> dict[str, Any]:
         with store.lock:
-            store.commit(store.state.set_level(subject, level))
-        return {"compatibility": level.value}
+            previous, records = store.state.delete_config(None)
+            store.commit(records)
+        return _rendered(previous, Config())
 
-    @app.delete("/config/{subject}")
-    def delete_subject_config(subject: str) -> dict[str, str]:
+    @app.get("/config/{subject:encoded}")
+    def subject_config(subject: str, defaultToGlobal: bool = False) -> dict[str, Any]:
+        own = store.state.configs.get(subject)
+        if own is None and not defaultToGlobal:
+            raise RegistryError(404, 40408, f"Subject '{subject}' does not have subject-level compatibility configured")
+        # The level is always answered (clients read it); decimalStrict only where it is set.
+        inherited = store.state.config(None).decimal_strict if defaultToGlobal else None
+        return _rendered(own or Config(), Config(store.state.global_level, inherited))
+
+    @app.put("/config/{subject:encoded}")
+    def set_subject_config(subject: str, body: ConfigRequest) -> dict[str, Any]:
+        level, echo = _requested(body)
         with store.lock:
-            previous = store.state.subject_levels.get(subject)
-            if previous is None:
-                raise RegistryError(404, 40401, f"Subject '{subject}' not found.")
-            store.commit(store.state.set_level(subject, None))
-        return {"compatibilityLevel": previous.value}
+            store.commit(store.state.set_config(subject, level, body.decimal_strict))
+        return echo
+
+    @app.delete("/config/{subject:encoded}")
+    def delete_subject_config(subject: str) -> dict[str, Any]:
+        with store.lock:
+            previous, records = store.state.delete_config(subject)
+            store.commit(records)
+        return _rendered(previous, Config(store.state.global_level))

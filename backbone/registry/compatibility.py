@@ -7,7 +7,10 @@ an empty list means compatible, so callers can both decide and explain (the regi
 
 Schemas are parsed with fastavro, which fully qualifies every name and turns repeated named types into
 references; `_Resolver` follows those references, so nested and recursive named types work.
-Logical types are judged by their underlying type, as the specification says readers must.
+Logical types are judged by their underlying type, as the specification says readers must, with one
+deliberate exception: with `decimal_strict`, a decimal's precision or scale may not change (nor may a
+decimal become plain bytes, or the reverse), because Avro stores a decimal as an unscaled integer and
+a reader with another scale would silently rescale every stored amount (README, "The schema registry").
 """
 
 from __future__ import annotations
@@ -99,13 +102,21 @@ def normalize(schema_text: str, referenced: Sequence[str] = ()) -> str:
     return json.dumps(_without_docs(parsed), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def incompatibilities(reader: ParsedSchema, writer: ParsedSchema) -> list[str]:
-    """Why `reader` cannot read data written with `writer` (empty when it can)."""
-    return _Resolver(reader.names, writer.names).check(reader.schema, writer.schema, "/")
+def incompatibilities(reader: ParsedSchema, writer: ParsedSchema, *, decimal_strict: bool = False) -> list[str]:
+    """Why `reader` cannot read data written with `writer` (empty when it can).
+
+    `decimal_strict` also refuses any change of a decimal's precision or scale (see the module doc).
+    """
+    resolver = _Resolver(reader.names, writer.names, decimal_strict=decimal_strict)
+    return resolver.check(reader.schema, writer.schema, "/")
 
 
 def check_compatibility(
-    level: CompatibilityLevel, new: ParsedSchema, existing: Sequence[ParsedSchema]
+    level: CompatibilityLevel,
+    new: ParsedSchema,
+    existing: Sequence[ParsedSchema],
+    *,
+    decimal_strict: bool = False,
 ) -> list[str]:
     """Messages explaining why `new` breaks `level` against `existing` (oldest first); empty = allowed."""
     if level is CompatibilityLevel.NONE or not existing:
@@ -114,18 +125,23 @@ def check_compatibility(
     messages: list[str] = []
     for old in reversed(against):
         if level.checks_backward:
-            messages += [f"new schema cannot read old data: {m}" for m in incompatibilities(new, old)]
+            found = incompatibilities(new, old, decimal_strict=decimal_strict)
+            messages += [f"new schema cannot read old data: {m}" for m in found]
         if level.checks_forward:
-            messages += [f"old schema cannot read new data: {m}" for m in incompatibilities(old, new)]
+            found = incompatibilities(old, new, decimal_strict=decimal_strict)
+            messages += [f"old schema cannot read new data: {m}" for m in found]
     return messages
 
 
 class _Resolver:
     """Walks a reader and a writer schema together, collecting resolution failures."""
 
-    def __init__(self, reader_names: dict[str, Any], writer_names: dict[str, Any]) -> None:
+    def __init__(
+        self, reader_names: dict[str, Any], writer_names: dict[str, Any], *, decimal_strict: bool = False
+    ) -> None:
         self._reader_names = reader_names
         self._writer_names = writer_names
+        self._decimal_strict = decimal_strict
         # Pairs of named types being compared; meeting one again means recursion, assumed fine.
         self._in_progress: set[tuple[str, str]] = set()
 
@@ -146,11 +162,22 @@ class _Resolver:
         return messages
 
     def _check_reader_union(self, reader: list[Any], writer: Any, path: str) -> list[str]:
-        if any(not self.check(branch, writer, path) for branch in reader):
+        failures = [self.check(branch, writer, path) for branch in reader]
+        if any(not messages for messages in failures):
             return []
+        # The branch of the writer's own type says best why it cannot read (a field, a decimal scale).
+        writer_type = writer.get("type")
+        for branch, messages in zip(reader, failures, strict=True):
+            resolved = _resolve(branch, self._reader_names)
+            if isinstance(resolved, dict) and resolved.get("type") == writer_type:
+                return messages
         return [f"{path}: reader union {_describe(reader)} has no branch for writer type {_describe(writer)}"]
 
     def _check_same_kind(self, reader: dict[str, Any], writer: dict[str, Any], path: str) -> list[str]:
+        if self._decimal_strict and (_decimal(reader) or _decimal(writer)):
+            changed = _decimal_change(reader, writer, path)
+            if changed:
+                return [changed]
         reader_type, writer_type = reader["type"], writer["type"]
         if reader_type != writer_type:
             if reader_type in PROMOTIONS.get(writer_type, ()):
@@ -198,9 +225,7 @@ class _Resolver:
         if not _names_match(reader, writer):
             return [f"{path}: reader fixed {reader['name']} does not match writer fixed {writer['name']}"]
         if reader["size"] != writer["size"]:
-            return [
-                f"{path}: fixed {reader['name']} size {reader['size']} differs from writer {writer['size']}"
-            ]
+            return [f"{path}: fixed {reader['name']} size {reader['size']} differs from writer {writer['size']}"]
         return []
 
     def _check_array(self, reader: dict[str, Any], writer: dict[str, Any], path: str) -> list[str]:
@@ -224,19 +249,55 @@ def _resolve(schema: Any, names: dict[str, Any]) -> Any:
 
 
 def _names_match(reader: dict[str, Any], writer: dict[str, Any]) -> bool:
-    """Unqualified names equal, or the writer's name is one of the reader's aliases."""
+    """Unqualified names equal, or the writer's name is one of the reader's aliases (whole names only)."""
     if _short(reader["name"]) == _short(writer["name"]):
         return True
-    aliases = reader.get("aliases") or []
-    return writer["name"] in aliases or _short(writer["name"]) in map(_short, aliases)
+    aliases = _aliases(reader)
+    return writer["name"] in aliases or _short(writer["name"]) in {_short(a) for a in aliases}
 
 
 def _find_writer_field(reader_field: dict[str, Any], writer_fields: list[Any]) -> dict[str, Any] | None:
     """The writer field with the reader field's name, else one named by the reader field's aliases."""
     by_name = {f["name"]: f for f in writer_fields}
-    for candidate in [reader_field["name"], *(reader_field.get("aliases") or [])]:
+    for candidate in [reader_field["name"], *_aliases(reader_field)]:
         if candidate in by_name:
             return by_name[candidate]
+    return None
+
+
+def _aliases(schema: dict[str, Any]) -> list[str]:
+    """The aliases as a list of names. New schemas must give a list (`validation`); a schema stored
+    before that rule may hold one alias as a bare string, which is one name, never its substrings."""
+    aliases = schema.get("aliases")
+    if isinstance(aliases, str):
+        return [aliases]
+    if isinstance(aliases, list):
+        return [a for a in aliases if isinstance(a, str)]
+    return []
+
+
+def _decimal(schema: dict[str, Any]) -> bool:
+    return schema.get("logicalType") == "decimal" and schema.get("type") in ("bytes", "fixed")
+
+
+def _decimal_shape(schema: dict[str, Any]) -> str:
+    if not _decimal(schema):
+        return str(schema.get("type"))
+    return f"decimal({schema.get('precision')},{schema.get('scale', 0)})"
+
+
+def _decimal_change(reader: dict[str, Any], writer: dict[str, Any], path: str) -> str | None:
+    """Why reading `writer`'s decimals as `reader` would change stored amounts (None when it would not)."""
+    if not (_decimal(reader) and _decimal(writer)):
+        return f"{path}: {_decimal_shape(writer)} -> {_decimal_shape(reader)} would reinterpret stored amounts"
+    old_scale, new_scale = writer.get("scale", 0), reader.get("scale", 0)
+    if old_scale != new_scale:
+        return f"{path}: decimal scale {old_scale} -> {new_scale} would rescale stored values"
+    old_precision, new_precision = writer.get("precision"), reader.get("precision")
+    if old_precision != new_precision:
+        return (
+            f"{path}: decimal precision {old_precision} -> {new_precision} would change which stored values are valid"
+        )
     return None
 
 

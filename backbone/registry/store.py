@@ -10,7 +10,14 @@ The log format: each key is JSON naming what the record is about, each value is 
 current state, so compaction keeps the latest state per key and a tombstone (None) forgets it.
 - `{"kind": "SCHEMA", "subject": s, "version": v}` → `{"subject", "version", "id", "schema",
   "schemaType", "references", "deleted"}` (a soft delete rewrites it with `deleted: true`).
-- `{"kind": "CONFIG", "subject": s | null}` → `{"compatibilityLevel": level}` (null subject = global).
+- `{"kind": "CONFIG", "subject": s | null}` → `{"compatibilityLevel": level, "decimalStrict": bool}`
+  (null subject = global; either key may be absent, meaning "not configured here").
+
+New schemas are checked against the Avro specification (`validation`) before they are stored; schemas
+stored earlier are never re-judged, so re-registering, reading and comparing them keeps working.
+Decimal strictness (`Config.decimal_strict`, README "The schema registry") comes from the subject's
+config, else the global config, else is on for backbone's own schemas only: those whose top-level type
+lives in the `dev.backbone` namespace, as every schema in `schemas/avro/` (the catalog's contract) does.
 
 Single writer: ids and version numbers are allocated from this process's memory, so only one registry
 process may write to a topic at a time (run one instance; a second would allocate conflicting ids).
@@ -24,7 +31,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -41,9 +48,12 @@ from backbone.registry.compatibility import (
     normalize,
     parse,
 )
+from backbone.registry.validation import schema_problems
 from backbone.settings import KafkaSettings
 
 DEFAULT_LEVEL = CompatibilityLevel.BACKWARD
+BACKBONE_NAMESPACE = "dev.backbone"
+"""Schemas whose top-level type lives here are backbone's own: decimal-strict unless configured off."""
 Record = tuple[dict[str, Any], dict[str, Any] | None]
 
 
@@ -107,13 +117,42 @@ class SchemaVersion:
         return {"kind": "SCHEMA", "subject": self.subject, "version": self.version}
 
 
+@dataclass(frozen=True)
+class Config:
+    """The global or one subject's config; a setting left None falls through (subject, global, default)."""
+
+    level: CompatibilityLevel | None = None
+    decimal_strict: bool | None = None
+
+    def to_value(self) -> dict[str, Any] | None:
+        """The config record's value; None (a tombstone) when nothing is configured."""
+        value: dict[str, Any] = {}
+        if self.level is not None:
+            value["compatibilityLevel"] = self.level.value
+        if self.decimal_strict is not None:
+            value["decimalStrict"] = self.decimal_strict
+        return value or None
+
+    @classmethod
+    def from_value(cls, value: dict[str, Any]) -> Config:
+        level = value.get("compatibilityLevel")
+        return cls(CompatibilityLevel(level) if level else None, value.get("decimalStrict"))
+
+    def updated(self, level: CompatibilityLevel | None, decimal_strict: bool | None) -> Config:
+        """This config with the settings a request gave (None: keep the current one)."""
+        return Config(
+            level if level is not None else self.level,
+            decimal_strict if decimal_strict is not None else self.decimal_strict,
+        )
+
+
 @dataclass
 class RegistryState:
     """Subjects, versions, ids and config; decides changes (as records) and applies records."""
 
     subjects: dict[str, dict[int, SchemaVersion]] = field(default_factory=dict)
-    global_level: CompatibilityLevel = DEFAULT_LEVEL
-    subject_levels: dict[str, CompatibilityLevel] = field(default_factory=dict)
+    # Keyed by subject; the None key is the global config.
+    configs: dict[str | None, Config] = field(default_factory=dict)
     # Highest id ever seen, so ids are not reused while their records are still in the log.
     max_id: int = 0
 
@@ -138,12 +177,10 @@ class RegistryState:
 
     def _apply_config(self, key: dict[str, Any], value: dict[str, Any] | None) -> None:
         subject = key.get("subject")
-        if subject is None:
-            self.global_level = CompatibilityLevel(value["compatibilityLevel"]) if value else DEFAULT_LEVEL
-        elif value is None:
-            self.subject_levels.pop(subject, None)
+        if value is None:
+            self.configs.pop(subject, None)
         else:
-            self.subject_levels[subject] = CompatibilityLevel(value["compatibilityLevel"])
+            self.configs[subject] = Config.from_value(value)
 
     # -- queries ----------------------------------------------------------------------------------
 
@@ -196,17 +233,44 @@ class RegistryState:
         for subject in sorted(list(self.subjects)):
             yield from self.versions(subject, deleted=deleted)
 
-    def level(self, subject: str | None) -> CompatibilityLevel:
-        if subject is None:
-            return self.global_level
-        return self.subject_levels.get(subject, self.global_level)
+    @property
+    def global_level(self) -> CompatibilityLevel:
+        return self.config(None).level or DEFAULT_LEVEL
 
-    def find(self, subject: str, candidate: SchemaVersion, *, deleted: bool = False) -> SchemaVersion | None:
-        """The subject's version holding the same schema as `candidate`, if any."""
+    def config(self, subject: str | None) -> Config:
+        """The config set on `subject` itself (None: the global one); empty when nothing is set."""
+        return self.configs.get(subject, Config())
+
+    def level(self, subject: str | None) -> CompatibilityLevel:
+        return self.config(subject).level or self.global_level
+
+    def decimal_strict(self, subject: str, schemas: Sequence[ParsedSchema]) -> bool:
+        """Whether decimal precision and scale are frozen for `subject` (see the module doc)."""
+        for configured in (self.config(subject).decimal_strict, self.config(None).decimal_strict):
+            if configured is not None:
+                return configured
+        return any(owned_by_backbone(schema) for schema in schemas)
+
+    def find(
+        self, subject: str, candidate: SchemaVersion, *, deleted: bool = False, normalized: bool = False
+    ) -> SchemaVersion | None:
+        """The subject's version holding the same schema as `candidate`, if any.
+
+        With `normalized` (the candidate is in normalized form) stored versions are compared normalized
+        too, so a schema registered as written is found by an equivalent one sent with `normalize=true`.
+        """
         for version in self.versions(subject, deleted=deleted):
             if _same_schema(version, candidate):
                 return version
+            if normalized and _same_schema(replace(version, schema=self._normalized(version)), candidate):
+                return version
         return None
+
+    def _normalized(self, version: SchemaVersion) -> str:
+        try:
+            return normalize(version.schema, self.referenced_texts(version.references))
+        except (InvalidSchemaError, RegistryError):
+            return version.schema  # a stored schema that no longer parses is only ever equal to itself
 
     def id_for(self, candidate: SchemaVersion) -> int:
         """The id the same schema already has under any subject, else a fresh one."""
@@ -217,11 +281,17 @@ class RegistryState:
 
     # -- decisions: requests in, records out ------------------------------------------------------
 
-    def register(self, subject: str, candidate: SchemaVersion) -> tuple[SchemaVersion, list[Record]]:
-        """The registered version (existing or new) and the records to write (none when it exists)."""
-        existing = self.find(subject, candidate)
+    def register(
+        self, subject: str, candidate: SchemaVersion, *, source: str | None = None, normalized: bool = False
+    ) -> tuple[SchemaVersion, list[Record]]:
+        """The registered version (existing or new) and the records to write (none when it exists).
+
+        `source` is the schema as the client wrote it (validated instead of the normalized form).
+        """
+        existing = self.find(subject, candidate, normalized=normalized)
         if existing is not None:
             return existing, []
+        self.validate_candidate(subject, candidate, source=source, normalized=normalized)
         messages = self.compatibility_messages(subject, candidate, self.versions(subject))
         if messages:
             raise RegistryError(
@@ -235,15 +305,32 @@ class RegistryState:
         new = replace(candidate, subject=subject, version=number, schema_id=self.id_for(candidate))
         return new, [(new.key(), new.to_value())]
 
-    def compatibility_messages(
-        self, subject: str, candidate: SchemaVersion, against: list[SchemaVersion]
-    ) -> list[str]:
-        level = self.level(subject)
-        return check_compatibility(level, self.parsed(candidate), [self.parsed(v) for v in against])
+    def validate_new(self, candidate: SchemaVersion, source: str | None = None) -> None:
+        """422/42201 naming every place where a schema not yet stored breaks the Avro specification."""
+        problems = schema_problems(source or candidate.schema, self.referenced_texts(candidate.references))
+        if problems:
+            raise RegistryError(422, 42201, f"Invalid schema: {'; '.join(problems)}")
 
-    def delete_version(
-        self, subject: str, version: str | int, *, permanent: bool
-    ) -> tuple[int, list[Record]]:
+    def validate_candidate(
+        self, subject: str, candidate: SchemaVersion, *, source: str | None = None, normalized: bool = False
+    ) -> None:
+        """`validate_new` unless the subject already holds this schema (stored schemas are not re-judged)."""
+        if self.find(subject, candidate, deleted=True, normalized=normalized) is None:
+            self.validate_new(candidate, source)
+
+    def compatibility_against(self, subject: str, version: str | int) -> list[SchemaVersion]:
+        """The version a compatibility check compares with: none for `latest` of an empty subject."""
+        if parse_version(version) == -1 and not self.versions(subject):
+            return []  # Confluent: anything is compatible with the latest version of nothing
+        return [self.version(subject, version)]
+
+    def compatibility_messages(self, subject: str, candidate: SchemaVersion, against: list[SchemaVersion]) -> list[str]:
+        level = self.level(subject)
+        new, old = self.parsed(candidate), [self.parsed(v) for v in against]
+        strict = self.decimal_strict(subject, [new, *old])
+        return check_compatibility(level, new, old, decimal_strict=strict)
+
+    def delete_version(self, subject: str, version: str | int, *, permanent: bool) -> tuple[int, list[Record]]:
         if permanent:
             target = self.version(subject, version, deleted=True)
             if not target.deleted:
@@ -279,9 +366,18 @@ class RegistryState:
         soft = [replace(v, deleted=True) for v in live]
         return [v.version for v in live], [(v.key(), v.to_value()) for v in soft]
 
-    def set_level(self, subject: str | None, level: CompatibilityLevel | None) -> list[Record]:
-        value = None if level is None else {"compatibilityLevel": level.value}
-        return [({"kind": "CONFIG", "subject": subject}, value)]
+    def set_config(
+        self, subject: str | None, level: CompatibilityLevel | None, decimal_strict: bool | None = None
+    ) -> list[Record]:
+        """Records setting the given settings on `subject` (None: global), keeping the ones not given."""
+        updated = self.config(subject).updated(level, decimal_strict)
+        return [({"kind": "CONFIG", "subject": subject}, updated.to_value())]
+
+    def delete_config(self, subject: str | None) -> tuple[Config, list[Record]]:
+        """The config removed from `subject` (None: global, back to the defaults); 40401 if it has none."""
+        if subject is not None and subject not in self.configs:
+            raise subject_not_found(subject)
+        return self.config(subject), [({"kind": "CONFIG", "subject": subject}, None)]
 
     def parsed(self, version: SchemaVersion) -> ParsedSchema:
         return parse(version.schema, self.referenced_texts(version.references))
@@ -317,6 +413,12 @@ def _same_schema(a: SchemaVersion, b: SchemaVersion) -> bool:
     return (a.schema, a.schema_type, a.references) == (b.schema, b.schema_type, b.references)
 
 
+def owned_by_backbone(schema: ParsedSchema) -> bool:
+    """Whether the schema's top-level type is in backbone's namespace (fastavro gives full names)."""
+    name = schema.schema.get("name") if isinstance(schema.schema, dict) else None
+    return isinstance(name, str) and name.startswith(f"{BACKBONE_NAMESPACE}.")
+
+
 def candidate_schema(
     state: RegistryState,
     schema: str,
@@ -327,12 +429,8 @@ def candidate_schema(
 ) -> SchemaVersion:
     """A request's schema, validated and in stored form; 422/42201 when it is not valid Avro."""
     if schema_type.upper() != "AVRO":
-        raise RegistryError(
-            422, 42201, f"Schema type {schema_type} is not supported; this registry is AVRO-only"
-        )
-    refs = tuple(
-        {"name": r["name"], "subject": r["subject"], "version": r["version"]} for r in (references or [])
-    )
+        raise RegistryError(422, 42201, f"Schema type {schema_type} is not supported; this registry is AVRO-only")
+    refs = tuple({"name": r["name"], "subject": r["subject"], "version": r["version"]} for r in (references or []))
     try:
         texts = state.referenced_texts(refs)
         parse(schema, texts)

@@ -32,9 +32,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def runner(bootstrap: str, registry_url: str) -> CliRunner:
-    return CliRunner(
-        env={"BACKBONE_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "BACKBONE_SCHEMA_REGISTRY_URL": registry_url}
-    )
+    return CliRunner(env={"BACKBONE_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "BACKBONE_SCHEMA_REGISTRY_URL": registry_url})
 
 
 @pytest.fixture
@@ -71,8 +69,7 @@ def record_count(bootstrap: str, topic: catalog.Topic) -> int:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("count")})
     try:
         marks = [
-            consumer.get_watermark_offsets(TopicPartition(topic.name, p), timeout=10)
-            for p in range(topic.partitions)
+            consumer.get_watermark_offsets(TopicPartition(topic.name, p), timeout=10) for p in range(topic.partitions)
         ]
     finally:
         consumer.close()
@@ -109,9 +106,7 @@ def test_every_input_event_survives_emit_broker_tail(
     printed = [cls.model_validate_json(line) for line in tailed.stdout.splitlines()]
     expected = [with_envelope_defaults(cls.model_validate(p)) for p in payloads]
     assert normalised(printed) == normalised(expected)
-    assert all(
-        isinstance(v, str) for line in tailed.stdout.splitlines() for v in _decimals(cls, json.loads(line))
-    )
+    assert all(isinstance(v, str) for line in tailed.stdout.splitlines() for v in _decimals(cls, json.loads(line)))
 
 
 def _decimals(cls: type[Event], printed: dict[str, Any]) -> list[Any]:
@@ -133,13 +128,9 @@ def test_emitting_the_same_file_twice_gives_the_same_event_ids(
     assert len(ids) == 6 and len(set(ids)) == 3
 
 
-def test_an_invalid_file_publishes_nothing(
-    runner: CliRunner, make_topic: Any, bootstrap: str, tmp_path: Path
-) -> None:
+def test_an_invalid_file_publishes_nothing(runner: CliRunner, make_topic: Any, bootstrap: str, tmp_path: Path) -> None:
     topic = make_topic(catalog.WORKERS)
-    source = write_lines(
-        tmp_path / "in.jsonl", [RICH["worker"], {**RICH["worker"], "cost_rate": 85.5}, RICH["worker"]]
-    )
+    source = write_lines(tmp_path / "in.jsonl", [RICH["worker"], {**RICH["worker"], "cost_rate": 85.5}, RICH["worker"]])
     result = emit(runner, "worker", source, topic)
     assert result.exit_code == 2
     assert "line 2: cost_rate:" in result.stderr
@@ -168,12 +159,7 @@ def test_tail_reports_undecodable_records_and_goes_on(
     producer = Producer({"bootstrap.servers": bootstrap})
     producer.produce(topic.name, b"not avro", b"TE-x")
     assert producer.flush(30) == 0
-    assert (
-        emit(
-            runner, "time-entry", write_lines(tmp_path / "in.jsonl", [minimal_time_entry(1)]), topic
-        ).exit_code
-        == 0
-    )
+    assert emit(runner, "time-entry", write_lines(tmp_path / "in.jsonl", [minimal_time_entry(1)]), topic).exit_code == 0
 
     result = tail(runner, "time-entry", topic, "--max", "1")
     assert result.exit_code == 0, result.output
@@ -190,15 +176,11 @@ def test_a_durable_group_resumes_where_it_stopped(runner: CliRunner, make_topic:
 
     second = {**RICH["approval"], "event_id": "a-2"}
     assert emit(runner, "approval", write_lines(tmp_path / "b.jsonl", [second]), topic).exit_code == 0
-    again = runner.invoke(
-        cli, ["tail", "approval", "--topic", topic.name, "--group", group, "--idle-timeout", "3"]
-    )
+    again = runner.invoke(cli, ["tail", "approval", "--topic", topic.name, "--group", group, "--idle-timeout", "3"])
     assert [json.loads(line)["event_id"] for line in again.stdout.splitlines()] == ["a-2"]
 
 
-def test_table_format_prints_a_header_and_one_row_per_event(
-    runner: CliRunner, make_topic: Any, tmp_path: Path
-) -> None:
+def test_table_format_prints_a_header_and_one_row_per_event(runner: CliRunner, make_topic: Any, tmp_path: Path) -> None:
     topic = make_topic(catalog.CLIENTS)
     assert emit(runner, "client", write_lines(tmp_path / "c.jsonl", [RICH["client"]]), topic).exit_code == 0
     result = tail(runner, "client", topic, "--max", "1", "--format", "table")
@@ -207,9 +189,7 @@ def test_table_format_prints_a_header_and_one_row_per_event(
     assert "Acme GmbH" in row
 
 
-def test_send_resolves_after_delivery_with_routing_headers(
-    settings: Settings, make_topic: Any, bootstrap: str
-) -> None:
+def test_send_resolves_after_delivery_with_routing_headers(settings: Settings, make_topic: Any, bootstrap: str) -> None:
     topic = make_topic(catalog.TIME_ENTRIES)
     entry = INPUT_EVENTS["time-entry"].model_validate({**minimal_time_entry(7), "correlation_id": None})
     with Emitter(settings, topics={"time-entry": topic}) as emitter:

@@ -40,9 +40,7 @@ CONTRACT = {
 }
 
 
-def test_plain_confluent_consumer_reads_what_emit_wrote(
-    bootstrap: str, registry_url: str, tmp_path: Path
-) -> None:
+def test_plain_confluent_consumer_reads_what_emit_wrote(bootstrap: str, registry_url: str, tmp_path: Path) -> None:
     topic = unique_name("test-foreign-contracts")
     admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the topic exists
     for future in admin.create_topics([NewTopic(topic, 1, 1)]).values():

@@ -15,13 +15,14 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from tests.support import unique_name, wait_until
+from tests.support import create_topic, unique_name, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -106,6 +107,7 @@ def test_serializer_registers_and_deserializer_reads_back(registry: RegistryProc
 
     latest = client.get_latest_version(f"{topic}-value")
     assert latest.version == 1
+    assert latest.schema_id is not None
     assert payload[1:5] == latest.schema_id.to_bytes(4, "big")  # Confluent wire format: magic, id
     assert AvroDeserializer(registry.client())(payload, context) == {"id": "e-1", "minutes": 90}
 
@@ -133,7 +135,7 @@ def test_compatible_evolution_gets_a_new_version_and_id(registry: RegistryProces
     assert second != first
     assert client.get_versions(subject) == [1, 2]
     assert client.get_version(subject, 2).schema_id == second
-    assert json.loads(client.get_schema(second).schema_str)["fields"][-1]["name"] == "note"
+    assert json.loads(client.get_schema(second).schema_str or "")["fields"][-1]["name"] == "note"
     assert client.get_schema_versions(second)[0].version == 2
 
 
@@ -235,14 +237,10 @@ def test_state_survives_a_restart(registry: RegistryProcess) -> None:
     [
         pytest.param("GET", "/subjects/{subject}/versions/7", 404, 40402, id="unknown-version-40402"),
         pytest.param("GET", "/subjects/{subject}/versions/zero", 422, 42202, id="invalid-version-42202"),
-        pytest.param(
-            "GET", "/subjects/nobody-{subject}/versions/latest", 404, 40401, id="unknown-subject-40401"
-        ),
+        pytest.param("GET", "/subjects/nobody-{subject}/versions/latest", 404, 40401, id="unknown-subject-40401"),
         pytest.param("GET", "/schemas/ids/999999999", 404, 40403, id="unknown-id-40403"),
         pytest.param("GET", "/config/{subject}", 404, 40408, id="subject-without-config-40408"),
-        pytest.param(
-            "DELETE", "/subjects/{subject}?permanent=true", 404, 40405, id="hard-delete-needs-soft-40405"
-        ),
+        pytest.param("DELETE", "/subjects/{subject}?permanent=true", 404, 40405, id="hard-delete-needs-soft-40405"),
     ],
 )
 def test_error_bodies_follow_confluent(
@@ -272,3 +270,34 @@ def test_plain_json_normalize_and_metrics(registry: RegistryProcess) -> None:
     }
     metrics = httpx.get(f"{registry.url}/metrics").text
     assert 'route="/subjects/{subject}/versions",status="200"' in metrics
+
+
+def test_schemas_stored_before_strict_validation_keep_working(bootstrap: str) -> None:
+    """A schema fastavro accepted but the Avro specification refuses, already in the log, still serves."""
+    legacy = {**ENTRY_V1, "namespace": "legacy-ns", "fields": [{"name": "id", "type": ["null", "string", "string"]}]}
+    subject, topic = unique_name("legacy"), unique_name("_schemas-legacy")
+    create_topic(bootstrap, topic, config={"cleanup.policy": "compact"})
+    key = {"kind": "SCHEMA", "subject": subject, "version": 1}
+    value = {"subject": subject, "version": 1, "id": 42, "schema": json.dumps(legacy, separators=(",", ":"))}
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(topic, key=json.dumps(key, sort_keys=True), value=json.dumps(value), partition=0)
+    assert producer.flush(30) == 0
+    process = RegistryProcess(bootstrap, topic)
+    process.start()
+    try:
+        client = process.client()
+        assert client.register_schema(subject, avro(legacy)) == 42  # the serializer's auto-register still works
+        assert client.lookup_schema(subject, avro(legacy)).schema_id == 42
+        assert json.loads(client.get_schema(42).schema_str or "") == legacy
+        evolved = {**ENTRY_V1, "namespace": "legacy_ns", "fields": [{"name": "id", "type": ["null", "string"]}]}
+        assert client.test_compatibility(subject, avro(evolved)) is True
+        with pytest.raises(SchemaRegistryError) as fresh:
+            client.register_schema(unique_name("fresh"), avro(legacy))
+        assert (fresh.value.error_code, 'duplicate type "string" in union' in fresh.value.error_message) == (
+            42201,
+            True,
+        )
+    finally:
+        process.stop()
+        admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the deletion is confirmed
+        admin.delete_topics([topic])[topic].result(timeout=30)

@@ -67,9 +67,7 @@ RESOLUTION_RULES = [
         id="record-field-added-without-default",
     ),
     pytest.param(V1, V1_WITH_MINUTES, True, id="record-field-removed"),
-    pytest.param(
-        record("Entry", f("key", "string", aliases=["id"])), V1, True, id="record-field-renamed-via-alias"
-    ),
+    pytest.param(record("Entry", f("key", "string", aliases=["id"])), V1, True, id="record-field-renamed-via-alias"),
     pytest.param(record("Entry", f("key", "string")), V1, False, id="record-field-renamed-without-alias"),
     pytest.param(
         record("Entry", f("id", "long")),
@@ -163,9 +161,7 @@ RESOLUTION_RULES = [
         False,
         id="map-values-incompatible",
     ),
-    pytest.param(
-        {"type": "map", "values": "int"}, {"type": "array", "items": "int"}, False, id="map-is-not-array"
-    ),
+    pytest.param({"type": "map", "values": "int"}, {"type": "array", "items": "int"}, False, id="map-is-not-array"),
     # fixed
     pytest.param(fixed("Hash", 16), fixed("Hash", 16), True, id="fixed-same-name-and-size"),
     pytest.param(fixed("Hash", 32), fixed("Hash", 16), False, id="fixed-size-mismatch"),
@@ -175,9 +171,7 @@ RESOLUTION_RULES = [
     pytest.param(["null", "long"], "int", True, id="reader-union-branch-by-promotion"),
     pytest.param(["null", "string"], "int", False, id="reader-union-lacks-writer-branch"),
     pytest.param("string", ["null", "string"], False, id="writer-union-branch-unreadable"),
-    pytest.param(
-        ["null", "string", "int"], ["null", "string"], True, id="writer-union-subset-of-reader-union"
-    ),
+    pytest.param(["null", "string", "int"], ["null", "string"], True, id="writer-union-subset-of-reader-union"),
     pytest.param(["null", "string"], ["null", "string", "int"], False, id="writer-union-branch-removed"),
     pytest.param("long", ["int", "long"], True, id="writer-union-all-branches-readable"),
     # logical types are judged by their underlying type
@@ -248,9 +242,7 @@ LEVEL_RULES = [
     pytest.param(L.FORWARD, [T1], ADDED_NO_DEFAULT, True, id="forward-new-field-without-default"),
     pytest.param(L.FORWARD, [T2], T3, True, id="forward-removed-field-had-default"),
     pytest.param(L.FORWARD, [T1, T2], T3, True, id="forward-checks-only-latest"),
-    pytest.param(
-        L.FORWARD_TRANSITIVE, [T1, T2], T3, False, id="forward-transitive-first-version-needs-field"
-    ),
+    pytest.param(L.FORWARD_TRANSITIVE, [T1, T2], T3, False, id="forward-transitive-first-version-needs-field"),
     pytest.param(L.FULL, [T1], T2, True, id="full-field-added-with-default"),
     pytest.param(L.FULL, [T1], ADDED_NO_DEFAULT, False, id="full-field-added-without-default"),
     pytest.param(L.FULL, [T1], REMOVED_NO_DEFAULT, False, id="full-field-removed-without-default"),
@@ -263,9 +255,7 @@ LEVEL_RULES = [
 
 
 @pytest.mark.parametrize(("level", "existing", "new", "allowed"), LEVEL_RULES)
-def test_compatibility_levels(
-    level: CompatibilityLevel, existing: list[Any], new: Any, allowed: bool
-) -> None:
+def test_compatibility_levels(level: CompatibilityLevel, existing: list[Any], new: Any, allowed: bool) -> None:
     parsed = [parse(json.dumps(schema)) for schema in existing]
     messages = check_compatibility(level, parse(json.dumps(new)), parsed)
     assert (not messages) is allowed, messages
@@ -322,3 +312,91 @@ def test_invalid_schemas_are_rejected(text: str) -> None:
 )
 def test_normalize(a: Any, b: Any, same: bool) -> None:
     assert (normalize(json.dumps(a)) == normalize(json.dumps(b))) is same
+
+
+@pytest.mark.parametrize(
+    ("reader", "writer", "expected"),
+    [
+        pytest.param(
+            record("Other", f("id", "string"), aliases="Entry"),
+            V1,
+            True,
+            id="type-alias-string-stored-earlier-is-one-whole-name",
+        ),
+        pytest.param(
+            record("Other", f("id", "string"), aliases="EntryPoint"),
+            V1,
+            False,
+            id="type-alias-string-never-matches-a-substring",
+        ),
+        pytest.param(
+            record("Other", f("id", "string"), aliases=["Entries"]),
+            V1,
+            False,
+            id="type-alias-must-equal-the-whole-name",
+        ),
+    ],
+)
+def test_aliases_match_whole_names_only(reader: Any, writer: Any, expected: bool) -> None:
+    assert can_read(reader, writer) is expected
+
+
+def money(precision: int, scale: int | None, base: str = "bytes") -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": base, "logicalType": "decimal", "precision": precision}
+    if base == "fixed":
+        schema.update(name="Amount", size=16)
+    return schema if scale is None else {**schema, "scale": scale}
+
+
+def invoice(amount: Any) -> dict[str, Any]:
+    return record("Invoice", f("id", "string"), f("amount", amount))
+
+
+# (old type of `amount`, new type, strict verdict, message fragment when refused)
+DECIMAL_RULES = [
+    pytest.param(money(18, 4), money(18, 4), True, None, id="decimal-unchanged"),
+    pytest.param(money(18, 4), money(18, 2), False, "decimal scale 4 -> 2 would rescale", id="decimal-scale-narrowed"),
+    pytest.param(money(18, 2), money(18, 4), False, "decimal scale 2 -> 4 would rescale", id="decimal-scale-widened"),
+    pytest.param(money(18, 4), money(10, 4), False, "decimal precision 18 -> 10", id="decimal-precision-narrowed"),
+    pytest.param(money(10, 4), money(18, 4), False, "decimal precision 10 -> 18", id="decimal-precision-widened"),
+    pytest.param(money(9, None), money(9, 0), True, None, id="decimal-missing-scale-is-zero"),
+    pytest.param(
+        money(18, 4, "fixed"), money(18, 2, "fixed"), False, "decimal scale 4 -> 2", id="fixed-decimal-scale-changed"
+    ),
+    pytest.param(money(18, 4), "bytes", False, "decimal(18,4) -> bytes", id="decimal-dropped-to-bytes"),
+    pytest.param("bytes", money(18, 4), False, "bytes -> decimal(18,4)", id="bytes-became-decimal"),
+    pytest.param(
+        ["null", money(18, 4)],
+        ["null", money(18, 2)],
+        False,
+        "decimal scale 4 -> 2",
+        id="decimal-in-union-scale-changed",
+    ),
+    pytest.param(["null", money(18, 4)], ["null", money(18, 4)], True, None, id="decimal-in-union-unchanged"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "allowed", "fragment"), DECIMAL_RULES)
+def test_decimal_strict_freezes_precision_and_scale(old: Any, new: Any, allowed: bool, fragment: str | None) -> None:
+    for level in (L.BACKWARD, L.FORWARD, L.FULL):
+        messages = check_compatibility(
+            level, parse(json.dumps(invoice(new))), [parse(json.dumps(invoice(old)))], decimal_strict=True
+        )
+        assert (not messages) is allowed, (level, messages)
+    backward = check_compatibility(
+        L.BACKWARD, parse(json.dumps(invoice(new))), [parse(json.dumps(invoice(old)))], decimal_strict=True
+    )
+    if fragment:
+        assert any(fragment in m and "amount" in m for m in backward), backward
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        pytest.param(money(18, 4), money(18, 2), id="scale-change-allowed-like-confluent"),
+        pytest.param(money(18, 4), money(10, 4), id="precision-change-allowed-like-confluent"),
+    ],
+)
+def test_without_decimal_strict_decimals_resolve_like_their_bytes(old: Any, new: Any) -> None:
+    messages = check_compatibility(L.FULL, parse(json.dumps(invoice(new))), [parse(json.dumps(invoice(old)))])
+    assert messages == []
