@@ -23,6 +23,7 @@ from backbone.domain.models import Decision
 from producers.identity import EntryMapper, SourceEntry, SourceRef
 from producers.parsing import (
     CsvRow,
+    FieldError,
     Occurrences,
     Outcome,
     ReadOptions,
@@ -35,8 +36,8 @@ from producers.parsing import (
     parse_date,
     parse_duration,
     parse_instant,
-    read_csv,
     read_json_records,
+    read_table,
     require,
     stable_id,
     text_of,
@@ -44,6 +45,8 @@ from producers.parsing import (
 
 SOURCE = "clockify"
 LIST_KEYS = ("timeentries", "timeEntries", "time_entries", "items", "data")
+# A row without these cannot be read; any other missing trailing column is read as empty.
+REQUIRED_COLUMNS = frozenset({"start date", "start time"})
 APPROVAL_DECISIONS: dict[str, tuple[Decision, str | None] | None] = {
     "APPROVED": (Decision.APPROVED, None),
     "REJECTED": (Decision.REJECTED, None),
@@ -61,7 +64,8 @@ def read_clockify(path: Path, options: ReadOptions, mapper: EntryMapper) -> Iter
             lambda item: mapper.events(clockify_api_entry(item, options, options.exported_at)),
         )
     occurrences = Occurrences()
-    return map_records(read_csv(path), lambda row: mapper.events(clockify_csv_entry(row, options, occurrences)))
+    rows = read_table(path, options, REQUIRED_COLUMNS)
+    return map_records(rows, lambda row: mapper.events(clockify_csv_entry(row, options, occurrences)))
 
 
 def clockify_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrences) -> SourceEntry:
@@ -69,18 +73,18 @@ def clockify_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrenc
     email, user = row.get("email"), row.get("user")
     key = (email or user, start.isoformat())
     task = row.get("task", "activity")
-    decision, comment = _decision(row.get("approval status", "approval"))
+    decision, comment = row.optional(_decision, "approval status", "approval", label="Approval Status") or (None, None)
     return SourceEntry(
         source=SOURCE,
         entry_id=stable_id(SOURCE, (*key, occurrences.next(key))),
         updated_at=options.exported_at,
         worker=SourceRef("worker", SOURCE, email=email, name=user),
-        project=SourceRef("project", SOURCE, name=row.get("project")),
+        project=SourceRef("project", SOURCE, name=row.get("project"), client=row.get("client")),
         task=SourceRef("task", SOURCE, name=task) if task else None,
         work_date=start.date(),
         duration_seconds=_csv_duration(row, start, options),
         # Exports without the column come from workspaces without billability: nothing is billable.
-        billable=parse_bool(row.get("billable"), default=False),
+        billable=row.optional(parse_bool, "billable", label="Billable") or False,
         notes=clean_text(row.fields.get("description")),
         decision=decision,
         approver=row.get("approved by", "approver"),
@@ -89,24 +93,19 @@ def clockify_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrenc
 
 
 def _local(row: CsvRow, date_column: str, time_column: str, options: ReadOptions) -> datetime:
-    label = date_column.title()
-    day_text = require(row.get(date_column), label)
-    try:
-        day = parse_date(day_text, options.date_order)
-    except ValueError as error:
-        raise ValueError(f"{label}: {error}") from None
-    return datetime.combine(day, parse_clock_time(require(row.get(time_column), time_column.title())))
+    day = row.parsed(lambda text: parse_date(text, options.date_order), date_column, label=date_column.title())
+    return datetime.combine(day, row.parsed(parse_clock_time, time_column, label=time_column.title()))
 
 
 def _csv_duration(row: CsvRow, start: datetime, options: ReadOptions) -> int:
     end = _local(row, "end date", "end time", options) if row.get("end date") else None
     if end is not None and end < start:
-        raise ValueError(f"ends ({end}) before it starts ({start})")
-    written = row.get("duration (h)", "duration")
-    if written:
-        return parse_duration(written)
+        raise FieldError("End Time", f"ends ({end}) before it starts ({start})")
+    written = row.optional(parse_duration, "duration (h)", "duration", label="Duration (h)")
+    if written is not None:
+        return written
     if end is None:
-        raise ValueError("has neither a duration nor an end")
+        raise FieldError("Duration (h)", "has neither a duration nor an end")
     return int((end - start).total_seconds())
 
 
@@ -141,7 +140,13 @@ def clockify_api_entry(item: object, options: ReadOptions, observed_at: datetime
             email=text_of(item.get("userEmail")),
             name=text_of(item.get("userName")),
         ),
-        project=SourceRef("project", SOURCE, id=text_of(item.get("projectId")), name=text_of(item.get("projectName"))),
+        project=SourceRef(
+            "project",
+            SOURCE,
+            id=text_of(item.get("projectId")),
+            name=text_of(item.get("projectName")),
+            client=text_of(item.get("clientName")),
+        ),
         task=_task(item),
         work_date=start.astimezone(options.zone).date(),
         duration_seconds=_api_duration(item),

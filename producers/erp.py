@@ -37,6 +37,7 @@ from backbone.domain.models import (
 )
 from producers.parsing import (
     CsvRow,
+    FieldError,
     Outcome,
     Parsed,
     ReadOptions,
@@ -48,8 +49,8 @@ from producers.parsing import (
     parse_currency,
     parse_date,
     parse_instant,
-    read_csv,
     read_json_records,
+    read_table,
     text_of,
 )
 
@@ -160,9 +161,8 @@ class Record:
         value = self.text(field, default_key=default_key)
         if value is None:
             tried = ", ".join(ALIASES[field])
-            raise ValueError(
-                f"{default_key or field} is missing (looked for {tried}; or pass --set {default_key or field}=...)"
-            )
+            name = default_key or field
+            raise FieldError(name, f"required value is missing (looked for {tried}; or pass --set {name}=...)")
         return value
 
     def raw(self, *names: str) -> object:
@@ -372,21 +372,23 @@ def read_erp(
     if is_json_file(path):
         return _json_outcomes(path, kind, options, source, defaults)
     if kind == "contracts":
-        return _csv_contracts(read_csv(path), options, source, defaults)
+        return _csv_contracts(read_table(path, options), options, source, defaults)
     return _csv_outcomes(path, CONVERTERS[kind], options, source, defaults)
 
 
 def _csv_outcomes(
     path: Path, convert: SingleConverter, options: ReadOptions, source: str, defaults: Mapping[str, str]
 ) -> Iterator[Outcome]:
-    for row in read_csv(path):
+    for row in read_table(path, options):
         if isinstance(row, Rejection):
             yield row
             continue
         try:
             yield Parsed(row.where, (convert(Record.of(row.fields, defaults), options, source),))
+        except FieldError as error:
+            yield Rejection(row.where, error.reason, error.field, row.fields)
         except ValueError as error:
-            yield Rejection(row.where, describe_error(error))
+            yield Rejection(row.where, describe_error(error), values=row.fields)
 
 
 def _json_outcomes(

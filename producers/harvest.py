@@ -33,8 +33,8 @@ from producers.parsing import (
     parse_date,
     parse_duration,
     parse_instant,
-    read_csv,
     read_json_records,
+    read_table,
     require,
     stable_id,
     text_of,
@@ -42,6 +42,8 @@ from producers.parsing import (
 
 SOURCE = "harvest"
 LIST_KEYS = ("time_entries", "items", "data")
+# A row without these cannot be read; any other missing trailing column is read as empty.
+REQUIRED_COLUMNS = frozenset({"date", "spent date", "hours"})
 
 
 def read_harvest(path: Path, options: ReadOptions, mapper: EntryMapper) -> Iterator[Outcome]:
@@ -49,17 +51,20 @@ def read_harvest(path: Path, options: ReadOptions, mapper: EntryMapper) -> Itera
     if is_json_file(path):
         return map_records(read_json_records(path, LIST_KEYS), lambda item: mapper.events(harvest_api_entry(item)))
     occurrences = Occurrences()
-    return map_records(read_csv(path), lambda row: mapper.events(harvest_csv_entry(row, options, occurrences)))
+    rows = read_table(path, options, REQUIRED_COLUMNS)
+    return map_records(rows, lambda row: mapper.events(harvest_csv_entry(row, options, occurrences)))
 
 
 def harvest_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrences) -> SourceEntry:
-    work_date = parse_date(require(row.get("date", "spent date"), "Date"), options.date_order)
+    work_date = row.parsed(lambda text: parse_date(text, options.date_order), "date", "spent date", label="Date")
     first, last = row.get("first name"), row.get("last name")
     person = " ".join(p for p in (first, last) if p) or None
     worker = SourceRef("worker", SOURCE, id=row.get("employee id", "user id"), email=row.get("email"), name=person)
-    project = SourceRef("project", SOURCE, code=row.get("project code"), name=row.get("project"))
+    project = SourceRef(
+        "project", SOURCE, code=row.get("project code"), name=row.get("project"), client=row.get("client")
+    )
     task_name = row.get("task")
-    approved = parse_bool(row.get("approved?", "approved"), default=False)
+    approved = row.optional(parse_bool, "approved?", "approved", label="Approved?") or False
     return SourceEntry(
         source=SOURCE,
         entry_id=_csv_entry_id(row, work_date.isoformat(), worker, occurrences),
@@ -68,8 +73,8 @@ def harvest_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrence
         project=project,
         task=SourceRef("task", SOURCE, name=task_name) if task_name else None,
         work_date=work_date,
-        duration_seconds=parse_duration(require(row.get("hours"), "Hours")),
-        billable=parse_bool(row.get("billable?", "billable"), default=False),
+        duration_seconds=row.parsed(parse_duration, "hours", label="Hours"),
+        billable=row.optional(parse_bool, "billable?", "billable", label="Billable?") or False,
         notes=clean_text(row.fields.get("notes")),
         decision=Decision.APPROVED if approved else None,
     )
@@ -113,6 +118,7 @@ def harvest_api_entry(item: object) -> SourceEntry:
             id=text_of(get_path(item, "project", "id")),
             code=text_of(get_path(item, "project", "code")),
             name=text_of(get_path(item, "project", "name")),
+            client=text_of(get_path(item, "client", "name")),
         ),
         task=SourceRef("task", SOURCE, id=task_id, name=task_name) if task_id or task_name else None,
         work_date=parse_date(require(text_of(item.get("spent_date")), "spent_date")),

@@ -1,7 +1,11 @@
 """Identity mapping: source users, projects and tasks become canonical worker, project and task ids.
 
 Trackers know people by user id, email or name and projects by id, code or name; the backbone knows
-them by the ERP's ids. `IdentityMap` resolves a `SourceRef` by configurable rules: an explicit table
+them by the ERP's ids. A project's code or name is only unique within its client ("Website" of client
+A is not "Website" of client B), so a project reference carries its client: the table can map by
+(client, project) with its optional `client` column, and an unmapped project's id includes the client
+(`toggl:client:Acme:project:Website`). A table row without a client matches that code or name under
+every client. `IdentityMap` resolves a `SourceRef` by configurable rules: an explicit table
 (file) matched on the attributes in the order the rules give, and optionally "the project code *is*
 the project id" / "the email *is* the worker id" for firms that type ERP ids into the tracker.
 
@@ -27,14 +31,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from backbone.domain.models import ApprovalDecision, Decision, Event, TimeEntry
-from producers.parsing import revision_at
+from producers.parsing import FieldError, revision_at
 
 Kind = Literal["worker", "project", "task"]
 UnmappedPolicy = Literal["publish", "report"]
 ATTRIBUTES = ("id", "email", "code", "name")
 
 
-class UnmappedIdentityError(ValueError):
+class UnmappedIdentityError(FieldError):
     """A worker or project has no mapping and the policy says to report it."""
 
 
@@ -55,13 +59,14 @@ class SourceRef:
     email: str | None = None
     code: str | None = None
     name: str | None = None
+    client: str | None = None  # the client a project's code or name belongs to
 
     def attribute(self, name: str) -> str | None:
         value = getattr(self, name, None)
         return value if value not in (None, "") else None
 
     def describe(self) -> str:
-        shown = [f"{a}={self.attribute(a)!r}" for a in ATTRIBUTES if self.attribute(a)]
+        shown = [f"{a}={self.attribute(a)!r}" for a in (*ATTRIBUTES, "client") if self.attribute(a)]
         return f"{self.source} {self.kind} ({', '.join(shown) or 'no identifiers'})"
 
 
@@ -86,7 +91,8 @@ class Resolved:
     mapped: bool
 
 
-TableKey = tuple[str, str, str, str]  # kind, attribute, normalised value, source ("" = any source)
+# kind, attribute, normalised value, source ("" = any source), normalised client ("" = any client)
+TableKey = tuple[str, str, str, str, str]
 
 
 @dataclass(frozen=True)
@@ -111,8 +117,11 @@ class IdentityMap:
 
     def _lookup(self, ref: SourceRef, attribute: str, value: str) -> str | None:
         normalised = _normalise(attribute, value)
-        return self.table.get((ref.kind, attribute, normalised, ref.source)) or self.table.get(
-            (ref.kind, attribute, normalised, "")
+        client = _normalise("client", ref.client) if ref.kind == "project" and ref.client else ""
+        scopes = [(ref.source, client), ("", client)] + ([(ref.source, ""), ("", "")] if client else [])
+        return next(
+            (found for source, c in scopes if (found := self.table.get((ref.kind, attribute, normalised, source, c)))),
+            None,
         )
 
     def _direct(self, ref: SourceRef) -> str | None:
@@ -134,12 +143,15 @@ class IdentityMap:
                 )
             value, canonical = _field(row, "value", number), _field(row, "canonical_id", number)
             source = (row.get("source") or "").strip().lower()
-            table[(kind, attribute, _normalise(attribute, value), source)] = canonical.strip()
+            client = _normalise("client", row.get("client") or "")
+            if client and kind != "project":
+                raise ValueError(f"identity row {number}: only project rows can name a client")
+            table[(kind, attribute, _normalise(attribute, value), source, client)] = canonical.strip()
         return cls(table=table, rules=rules or IdentityRules())
 
     @classmethod
     def from_file(cls, path: Path, rules: IdentityRules | None = None) -> IdentityMap:
-        """A table file: CSV with `kind,attribute,value,canonical_id[,source]` or a JSON list of such objects."""
+        """A table: CSV with `kind,attribute,value,canonical_id[,source][,client]`, or a JSON list of such objects."""
         if path.suffix.lower() == ".json":
             rows = json.loads(path.read_text(encoding="utf-8-sig"))
             return cls.from_rows(rows, rules)
@@ -155,11 +167,17 @@ def _field(row: Mapping[str, str], name: str, number: int) -> str:
 
 
 def fallback_id(ref: SourceRef) -> str:
-    """The id an unmapped reference is published with: source, kind and its best identifier."""
+    """The id an unmapped reference is published with: source, kind and its best identifier.
+
+    A project known by code or name only is scoped by its client, which makes the pair unique.
+    """
     for attribute in ("id", "email", "code", "name"):
         value = ref.attribute(attribute)
         if value:
-            return f"{ref.source}:{ref.kind}:{value.strip()}"
+            scope = (
+                f"client:{ref.client.strip()}:" if attribute != "id" and ref.kind == "project" and ref.client else ""
+            )
+            return f"{ref.source}:{scope}{ref.kind}:{value.strip()}"
     return f"{ref.source}:{ref.kind}:unknown"
 
 
@@ -223,7 +241,7 @@ class EntryMapper:
         resolved = self.identity.resolve(ref)
         if not resolved.mapped and self.unmapped == "report":
             tried = ", ".join(self.identity.rules.order(ref.kind))
-            raise UnmappedIdentityError(f"{ref.describe()} has no mapping (tried {tried})")
+            raise UnmappedIdentityError(ref.kind, f"{ref.describe()} has no mapping (tried {tried})")
         return resolved.canonical_id
 
     @staticmethod

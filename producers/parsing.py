@@ -3,8 +3,10 @@
 Exports differ in byte-order marks, decimal commas (`"2.001,0"`), currency labels (`Euro - EUR`,
 `Amount (EUR)`), 12-hour times, durations written as clocks (`1:30:00`, even `12:20:00 AM` for 20
 minutes), ISO-8601 durations (`PT1H30M`) and user-chosen date orders. Every function here is pure and
-raises `ValueError` with a message fit for an operator; connectors turn that into a `Rejection` that
-names the line. Nothing here guesses an ambiguous date: the date order is a setting.
+raises `ValueError` with a message fit for an operator (`FieldError` when it knows the column);
+connectors turn that into a `Rejection` that names the line and the field. Nothing here guesses an
+ambiguous date: the date order is given, or found in the file's own dates (`producers.dates`).
+`rows_of` turns `(line, values)` records from any reader (`producers.tabular`) into rows by header.
 
 Revisions: the canonical model wants a higher revision for every change. Connectors derive it from the
 source's update time (`revision_at`): whole seconds since 2020-01-01T00:00:00Z, plus one. That is
@@ -14,16 +16,18 @@ the same revision (so the same event id).
 
 from __future__ import annotations
 
+import codecs
 import csv
+import dataclasses
 import hashlib
 import io
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -31,22 +35,58 @@ from pydantic import ValidationError
 
 from backbone.domain.models import Event
 
+if TYPE_CHECKING:
+    from producers.tabular import TableFormat
+
 BOM = "\ufeff"
 REVISION_EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 DateOrder = Literal["MDY", "DMY", "YMD"]
+T = TypeVar("T")
 
 # --- import bookkeeping ---------------------------------------------------------------------------
 
 
+ROW = "(record)"
+
+
 @dataclass(frozen=True)
 class Rejection:
-    """One input record that was not turned into events: where it is and why."""
+    """One input record that was not turned into events: where it is, which field, and why.
+
+    `values` keeps a CSV record's fields by header so a rejects file can be fixed and imported again.
+    """
 
     where: str
     reason: str
+    field: str | None = None
+    values: Mapping[str, str] | None = dataclasses.field(default=None, compare=False)
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.reason}"
+        return f"{self.where}: {self.field or ROW}: {self.reason}"
+
+    @property
+    def line(self) -> int | None:
+        match = re.match(r"lines? (\d+)", self.where)
+        return int(match.group(1)) if match else None
+
+    def to_json(self) -> dict[str, object]:
+        """The form written to a rejects file: place, field and reason next to the original values."""
+        return {
+            "line": self.line,
+            "where": self.where,
+            "field": self.field or ROW,
+            "reason": self.reason,
+            "values": self.values,
+        }
+
+
+class FieldError(ValueError):
+    """A value that does not parse, with the column (as the export names it) it came from."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -120,34 +160,89 @@ class CsvRow:
         """The first header matching the regex `pattern` (for headers that embed a currency)."""
         return next((h for h in self.fields if re.fullmatch(pattern, h)), None)
 
+    def parsed(self, parse: Callable[[str], T], *names: str, label: str) -> T:
+        """`parse` of the first non-empty column of `names`; a missing value or a parse error names `label`."""
+        text = self.get(*names)
+        if text is None:
+            raise FieldError(label, "required value is missing")
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise FieldError(label, str(error)) from None
 
-def read_csv(source: Path | str | io.TextIOBase) -> Iterator[CsvRow | Rejection]:
-    """Stream the records of a CSV export, tolerating a BOM and RFC 4180 quoting (no backslash escapes).
+    def optional(self, parse: Callable[[str], T], *names: str, label: str) -> T | None:
+        """Like `parsed`, but None when every column of `names` is empty or absent."""
+        return self.parsed(parse, *names, label=label) if self.get(*names) is not None else None
 
-    A record whose field count differs from the header's is a `Rejection`, not a crash.
+
+def read_csv(
+    source: Path | str | io.TextIOBase, required: Collection[str] | None = None
+) -> Iterator[CsvRow | Rejection]:
+    """Stream the records of a UTF-8 CSV export, tolerating a BOM and RFC 4180 quoting (no backslash escapes).
+
+    A record whose field count differs from the header's is a `Rejection`, not a crash (see `rows_of`).
     """
     if isinstance(source, (str, Path)):
         with open(source, encoding="utf-8-sig", newline="") as handle:
-            yield from _read_csv_stream(handle)
+            yield from _read_csv_stream(handle, required)
     else:
-        yield from _read_csv_stream(source)
+        yield from _read_csv_stream(source, required)
 
 
-def _read_csv_stream(handle: Iterable[str]) -> Iterator[CsvRow | Rejection]:
+def _read_csv_stream(handle: Iterable[str], required: Collection[str] | None) -> Iterator[CsvRow | Rejection]:
     reader = csv.reader(handle, strict=False)
-    header = next(reader, None)
-    if header is None:
-        return
-    names = [normalise_header(h) for h in header]
-    start = reader.line_num + 1
-    for record in reader:
-        line, start = start, reader.line_num + 1
-        if not record or all(not value.strip() for value in record):
+
+    def records() -> Iterator[tuple[int, list[str]]]:
+        start = 1
+        for record in reader:
+            yield start, record
+            start = reader.line_num + 1
+
+    yield from rows_of(records(), required)
+
+
+def rows_of(records: Iterable[tuple[int, list[str]]], required: Collection[str] | None) -> Iterator[CsvRow | Rejection]:
+    """Rows by header from `(line, values)` records, the first being the header; blank records skipped.
+
+    A short record is padded with empty values when every column it lacks is optional (exports drop
+    empty trailing fields), and rejected when it lacks one of `required` (normalised header names;
+    None: every column is required). Extra values are allowed only when they are empty.
+    """
+    header = None
+    for line, values in records:
+        if header is None:
+            header = [normalise_header(h) for h in values]
             continue
-        if len(record) != len(names):
-            yield Rejection(f"line {line}", f"has {len(record)} fields, the header has {len(names)}")
+        if not values or all(not value.strip() for value in values):
             continue
-        yield CsvRow(line, dict(zip(names, record, strict=True)))
+        yield _row(line, header, values, required)
+
+
+def _row(line: int, header: list[str], values: list[str], required: Collection[str] | None) -> CsvRow | Rejection:
+    where = f"line {line}"
+    shape = f"has {len(values)} fields, the header has {len(header)}"
+    if len(values) > len(header):
+        if any(value.strip() for value in values[len(header) :]):
+            return Rejection(where, shape, ROW, dict(zip(header, values, strict=False)))
+        values = values[: len(header)]
+    missing = header[len(values) :]
+    if missing:
+        lacking = missing if required is None else [name for name in missing if name in required]
+        if lacking:
+            reason = f"{shape}; the required {', '.join(lacking)} is missing" if required is not None else shape
+            return Rejection(where, reason, ROW, dict(zip(header, values, strict=False)))
+        values = [*values, *([""] * len(missing))]
+    return CsvRow(line, dict(zip(header, values, strict=True)))
+
+
+def read_table(
+    path: Path, options: ReadOptions, required: Collection[str] | None = None
+) -> Iterator[CsvRow | Rejection]:
+    """The rows of a tabular export in any encoding, separator or as .xlsx (see `producers.tabular`)."""
+    from producers.tabular import detect_table, table_records
+
+    table = options.table or detect_table(path)
+    return rows_of(table_records(path, table), required)
 
 
 # --- numbers, money and currencies ----------------------------------------------------------------
@@ -288,11 +383,13 @@ _ISO_DATE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
 _SLASHED = re.compile(r"^(\d{1,4})[/.\-](\d{1,2})[/.\-](\d{1,4})$")
 
 
-def parse_date(text: str, order: DateOrder = "MDY") -> date:
+def parse_date(text: str, order: DateOrder | None = None) -> date:
     """A date from ISO `2024-10-15` (always) or `10/15/2024`, `15.10.2024`, `15/10/2024` in `order`.
 
     A dotted date is day-first in every locale that writes one. An impossible date (month 13) is an
-    error naming the expected format: the export's date setting must be fixed, never guessed.
+    error naming the expected format: the export's date setting must be fixed, never guessed. Without
+    an order a slashed date is an error unless it reads the same both ways (`03/03/2024`); importers
+    find the order in the file's own dates first (`producers.dates`).
     """
     value = text.strip()
     iso = _ISO_DATE.match(value) or re.match(r"^(\d{4})/(\d{1,2})/(\d{1,2})$", value)
@@ -306,6 +403,10 @@ def parse_date(text: str, order: DateOrder = "MDY") -> date:
         year += 2000
     if "." in value or order == "DMY":
         return _checked_date(text, year, second, first, "DD/MM/YYYY")
+    if order == "YMD":
+        raise ValueError(f"{text!r} is not a YYYY-MM-DD date (--date-order YMD)")
+    if order is None and first != second:
+        raise ValueError(f"{text!r} could be day-first or month-first; pass --date-order DMY or MDY")
     return _checked_date(text, year, first, second, "MM/DD/YYYY")
 
 
@@ -392,8 +493,9 @@ class ReadOptions:
     """How to read one export: when it was taken, its date order, the zone its local times are in."""
 
     exported_at: datetime
-    date_order: DateOrder = "MDY"
+    date_order: DateOrder | None = None
     timezone: str = "UTC"
+    table: TableFormat | None = None  # None: detected when the file is read
 
     @property
     def zone(self) -> tzinfo:
@@ -406,20 +508,28 @@ def exported_at_of(path: Path) -> datetime:
 
 
 def is_json_file(path: Path) -> bool:
-    """JSON (or JSON Lines) by suffix, else by its first non-blank character."""
+    """JSON (or JSON Lines) by suffix, else by its first non-blank character (in any of the BOM encodings)."""
     if path.suffix.lower() in {".json", ".jsonl", ".ndjson"}:
         return True
-    if path.suffix.lower() in {".csv", ".txt"}:
+    if path.suffix.lower() in {".csv", ".txt", ".tsv", ".xlsx", ".xlsm"}:
         return False
-    with open(path, encoding="utf-8-sig") as handle:
-        head = handle.read(256).lstrip()
-    return head[:1] in {"{", "["}
+    with open(path, "rb") as handle:
+        head = handle.read(256)
+    return head.replace(b"\x00", b"").removeprefix(codecs.BOM_UTF8).lstrip()[:1] in {b"{", b"["}
 
 
 def read_json_records(path: Path, list_keys: Sequence[str]) -> Iterator[tuple[str, object] | Rejection]:
     """The records of a JSON export: a list, an object wrapping a list under one of `list_keys`
     (`time_entries`, `items`, OData `value`...), a single object, or JSON Lines (one object a line)."""
-    text = strip_bom(path.read_text(encoding="utf-8"))
+    from producers.tabular import ExportReadError
+
+    try:
+        text = strip_bom(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        line = error.object[: error.start].count(b"\n") + 1
+        raise ExportReadError(
+            f"byte 0x{error.object[error.start]:02x} is not UTF-8 (JSON must be UTF-8)", line=line
+        ) from None
     try:
         document = orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -454,7 +564,7 @@ def _json_lines(text: str) -> Iterator[tuple[str, object] | Rejection]:
 
 def map_records(
     records: Iterable[tuple[str, object] | CsvRow | Rejection],
-    convert: Callable[[object], Sequence[Event]],
+    convert: Callable[[Any], Sequence[Event]],
 ) -> Iterator[Outcome]:
     """Convert each record, turning a `ValueError` (pydantic's included) into a `Rejection` for its place."""
     for record in records:
@@ -462,10 +572,13 @@ def map_records(
             yield record
             continue
         where, item = (record.where, record) if isinstance(record, CsvRow) else record
+        values = record.fields if isinstance(record, CsvRow) else None
         try:
             yield Parsed(where, tuple(convert(item)))
+        except FieldError as error:
+            yield Rejection(where, error.reason, error.field, values)
         except (ValueError, TypeError, KeyError) as error:
-            yield Rejection(where, describe_error(error))
+            yield Rejection(where, describe_error(error), ROW if values is not None else None, values)
 
 
 def describe_error(error: Exception) -> str:

@@ -20,10 +20,12 @@ from pathlib import Path
 from producers.identity import EntryMapper, SourceEntry, SourceRef
 from producers.parsing import (
     CsvRow,
+    FieldError,
     Occurrences,
     Outcome,
     ReadOptions,
     clean_text,
+    decimal_of,
     is_json_file,
     map_records,
     parse_bool,
@@ -31,8 +33,8 @@ from producers.parsing import (
     parse_date,
     parse_duration,
     parse_instant,
-    read_csv,
     read_json_records,
+    read_table,
     require,
     stable_id,
     text_of,
@@ -40,6 +42,8 @@ from producers.parsing import (
 
 SOURCE = "toggl"
 LIST_KEYS = ("time_entries", "items", "data")
+# A row without these cannot be read; any other missing trailing column is read as empty.
+REQUIRED_COLUMNS = frozenset({"start date", "start time"})
 
 
 def read_toggl(path: Path, options: ReadOptions, mapper: EntryMapper) -> Iterator[Outcome]:
@@ -49,7 +53,8 @@ def read_toggl(path: Path, options: ReadOptions, mapper: EntryMapper) -> Iterato
             read_json_records(path, LIST_KEYS), lambda item: mapper.events(toggl_api_entry(item, options))
         )
     occurrences = Occurrences()
-    return map_records(read_csv(path), lambda row: mapper.events(toggl_csv_entry(row, options, occurrences)))
+    rows = read_table(path, options, REQUIRED_COLUMNS)
+    return map_records(rows, lambda row: mapper.events(toggl_csv_entry(row, options, occurrences)))
 
 
 def toggl_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrences) -> SourceEntry:
@@ -62,28 +67,28 @@ def toggl_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrences)
         entry_id=stable_id(SOURCE, (*key, occurrences.next(key))),
         updated_at=options.exported_at,
         worker=SourceRef("worker", SOURCE, email=email, name=user),
-        project=SourceRef("project", SOURCE, name=row.get("project")),
+        project=SourceRef("project", SOURCE, name=row.get("project"), client=row.get("client")),
         task=SourceRef("task", SOURCE, name=task) if task else None,
         work_date=start.date(),
         duration_seconds=_csv_duration(row, start, options),
-        billable=parse_bool(row.get("billable"), default=False),
+        billable=row.optional(parse_bool, "billable", label="Billable") or False,
         notes=clean_text(row.fields.get("description")),
     )
 
 
 def _local(row: CsvRow, date_column: str, time_column: str, options: ReadOptions) -> datetime:
-    day = parse_date(require(row.get(date_column), date_column.capitalize()), options.date_order)
-    clock = parse_clock_time(require(row.get(time_column), time_column.capitalize()))
+    day = row.parsed(lambda text: parse_date(text, options.date_order), date_column, label=date_column.capitalize())
+    clock = row.parsed(parse_clock_time, time_column, label=time_column.capitalize())
     return datetime.combine(day, clock)
 
 
 def _csv_duration(row: CsvRow, start: datetime, options: ReadOptions) -> int:
-    written = row.get("duration")
-    if written:
-        return parse_duration(written)
+    written = row.optional(parse_duration, "duration", label="Duration")
+    if written is not None:
+        return written
     end = _local(row, "end date", "end time", options)
     if end < start:
-        raise ValueError(f"ends ({end}) before it starts ({start})")
+        raise FieldError("End time", f"ends ({end}) before it starts ({start})")
     return int((end - start).total_seconds())
 
 
@@ -91,17 +96,20 @@ def toggl_api_entry(item: object, options: ReadOptions) -> SourceEntry:
     """A Toggl v9 time entry, or a webhook event wrapping one, as a source entry."""
     if not isinstance(item, Mapping):
         raise ValueError("a Toggl time entry must be a JSON object")
+    entry: Mapping[str, object] = item
     deleted_by_action = False
-    if isinstance(item.get("payload"), Mapping):
-        deleted_by_action = str((item.get("metadata") or {}).get("action", "")).lower() == "deleted"
-        item = item["payload"]
-    entry_id = require(text_of(item.get("id")), "id")
-    duration = int(item.get("duration") or 0)
+    payload, metadata = item.get("payload"), item.get("metadata")
+    if isinstance(payload, Mapping):
+        action = metadata.get("action", "") if isinstance(metadata, Mapping) else ""
+        deleted_by_action = str(action).lower() == "deleted"
+        entry = payload
+    entry_id = require(text_of(entry.get("id")), "id")
+    duration = int(decimal_of(entry.get("duration") or 0))
     if duration < 0:
         raise ValueError(f"entry {entry_id} is still running; it is imported once stopped")
-    start = parse_instant(require(text_of(item.get("start")), "start"))
-    deleted_at = text_of(item.get("server_deleted_at"))
-    updated_at = _updated_at(item, deleted_at)
+    start = parse_instant(require(text_of(entry.get("start")), "start"))
+    deleted_at = text_of(entry.get("server_deleted_at"))
+    updated_at = _updated_at(entry, deleted_at)
     return SourceEntry(
         source=SOURCE,
         entry_id=f"{SOURCE}-{entry_id}",
@@ -109,18 +117,22 @@ def toggl_api_entry(item: object, options: ReadOptions) -> SourceEntry:
         worker=SourceRef(
             "worker",
             SOURCE,
-            id=text_of(item.get("user_id")),
-            email=text_of(item.get("user_email")),
-            name=text_of(item.get("user_name") or item.get("username")),
+            id=text_of(entry.get("user_id")),
+            email=text_of(entry.get("user_email")),
+            name=text_of(entry.get("user_name") or entry.get("username")),
         ),
         project=SourceRef(
-            "project", SOURCE, id=text_of(item.get("project_id")), name=text_of(item.get("project_name"))
+            "project",
+            SOURCE,
+            id=text_of(entry.get("project_id")),
+            name=text_of(entry.get("project_name")),
+            client=text_of(entry.get("client_name")),
         ),
-        task=_task(item),
+        task=_task(entry),
         work_date=start.astimezone(options.zone).date(),
         duration_seconds=duration,
-        billable=bool(item.get("billable", False)),
-        notes=clean_text(text_of(item.get("description"))),
+        billable=bool(entry.get("billable", False)),
+        notes=clean_text(text_of(entry.get("description"))),
         deleted=deleted_by_action or deleted_at is not None,
     )
 

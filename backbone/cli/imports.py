@@ -1,9 +1,13 @@
-"""`backbone import`: publish time-tracker and ERP exports as canonical events.
+"""`backbone import`: publish time-tracker and ERP exports as canonical events, the whole file or nothing.
 
-Each subcommand streams its file through the connector's parser, publishes the accepted events with
-the `Emitter` (returning only once the broker has them), prints every rejected record as
-`line N: reason` on stderr, and ends with a summary. Rejections make the exit code 2 after the rest
-was published, so scripts notice. `--dry-run` prints the canonical JSON lines instead of publishing.
+Each subcommand first reads its file through (`producers.importing`): a file that cannot be imported as
+a whole (empty, undecodable, another tracker's export, undecidable or contradictory dates) is refused,
+and every record is validated before anything is published. By default one rejected record means
+nothing is published (exit 2, each problem printed as `line N: field: reason`), as with `backbone emit`;
+`--skip-invalid` publishes the valid records and writes the rejected ones with their reasons to a
+rejects file. The publish pass reads the file again (unless it is small enough for the validation pass to
+keep its events), so memory stays bounded whatever its size.
+`--dry-run` prints the canonical JSON lines instead of publishing.
 """
 
 from __future__ import annotations
@@ -16,13 +20,24 @@ from typing import Any
 import click
 
 from backbone.domain.models import Event
-from backbone.errors import BackboneError, InvalidInputError
-from producers.parsing import ImportReport, Outcome, ReadOptions, exported_at_of, parse_instant
+from backbone.errors import BackboneError
+from producers.importing import (
+    KEEP_IN_MEMORY,
+    RefusedExportError,
+    RejectsFile,
+    Validation,
+    accepted_events,
+    default_rejects_path,
+    inspect_export,
+    refuse_invalid,
+    validate,
+)
+from producers.parsing import Outcome, ReadOptions, exported_at_of, parse_instant
 
 FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-def _read_options(path: Path, exported_at: str | None, date_order: str, timezone: str) -> ReadOptions:
+def _read_options(path: Path, exported_at: str | None, date_order: str | None, timezone: str) -> ReadOptions:
     try:
         taken = parse_instant(exported_at) if exported_at else exported_at_of(path)
     except ValueError as error:
@@ -40,12 +55,29 @@ def _common_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--date-order",
             type=click.Choice(["MDY", "DMY", "YMD"]),
-            default="MDY",
-            show_default=True,
-            help="Order of slashed dates like 10/03/2024 (the export's user setting). ISO dates always work.",
+            default=None,
+            help="Order of slashed dates like 10/03/2024 (the export's user setting). Default: found in the "
+            "file's dates (a day or month above 12 decides); a file whose dates all read both ways needs it.",
+        ),
+        click.option(
+            "--encoding",
+            metavar="NAME",
+            help="The file's text encoding (e.g. cp1252, latin-1). Default: a byte-order mark, else UTF-8, "
+            "else detected.",
         ),
         click.option("--timezone", default="UTC", show_default=True, help="Zone of API instants' work dates."),
         click.option("--dry-run", is_flag=True, help="Print canonical JSON lines instead of publishing."),
+        click.option(
+            "--skip-invalid",
+            is_flag=True,
+            help="Publish the valid records; write the rejected ones with their reasons to --rejects.",
+        ),
+        click.option(
+            "--rejects",
+            "rejects_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Where --skip-invalid writes rejected records [default: FILE.rejects.jsonl].",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -54,7 +86,9 @@ def _common_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _tracker_command(name: str, reader_path: str) -> click.Command:
     @click.command(
-        name=name, help=f"Import a {name.title()} export (detailed CSV or API JSON) as time entries and approvals."
+        name=name,
+        help=f"Import a {name.title()} export (detailed CSV, .xlsx or API JSON) as time entries and approvals; "
+        "the whole file is validated before anything is published.",
     )
     @click.argument("file", type=FILE)
     @_common_options
@@ -62,7 +96,8 @@ def _tracker_command(name: str, reader_path: str) -> click.Command:
         "--identity",
         "identity_file",
         type=FILE,
-        help="Identity table (CSV or JSON): kind,attribute,value,canonical_id[,source].",
+        help="Identity table (CSV or JSON): kind,attribute,value,canonical_id[,source][,client] "
+        "(client: the row maps only that client's project).",
     )
     @click.option("--project-code-is-id", is_flag=True, help="The tracker's project code is the ERP project id.")
     @click.option("--worker-email-is-id", is_flag=True, help="The tracker's user email is the worker id.")
@@ -77,9 +112,12 @@ def _tracker_command(name: str, reader_path: str) -> click.Command:
     def command(
         file: Path,
         exported_at: str | None,
-        date_order: str,
+        date_order: str | None,
+        encoding: str | None,
         timezone: str,
         dry_run: bool,
+        skip_invalid: bool,
+        rejects_path: Path | None,
         identity_file: Path | None,
         project_code_is_id: bool,
         worker_email_is_id: bool,
@@ -95,7 +133,16 @@ def _tracker_command(name: str, reader_path: str) -> click.Command:
         mapper = EntryMapper(identity, unmapped)  # type: ignore[arg-type]
         reader = _load(reader_path)
         options = _read_options(file, exported_at, date_order, timezone)
-        run_import(reader(file, options, mapper), dry_run=dry_run)
+        run_import(
+            file,
+            name,
+            options,
+            lambda settled: reader(file, settled, mapper),
+            encoding=encoding,
+            dry_run=dry_run,
+            skip_invalid=skip_invalid,
+            rejects_path=rejects_path,
+        )
 
     return command
 
@@ -123,9 +170,12 @@ def erp(
     kind: str,
     file: Path,
     exported_at: str | None,
-    date_order: str,
+    date_order: str | None,
+    encoding: str | None,
     timezone: str,
     dry_run: bool,
+    skip_invalid: bool,
+    rejects_path: Path | None,
     source: str,
     defaults: tuple[str, ...],
 ) -> None:
@@ -134,7 +184,16 @@ def erp(
 
     pairs = dict(_pair(item) for item in defaults)
     options = _read_options(file, exported_at, date_order, timezone)
-    run_import(read_erp(file, kind, options, source=source, defaults=pairs), dry_run=dry_run)  # type: ignore[arg-type]
+    run_import(
+        file,
+        "erp",
+        options,
+        lambda settled: read_erp(file, kind, settled, source=source, defaults=pairs),  # type: ignore[arg-type]
+        encoding=encoding,
+        dry_run=dry_run,
+        skip_invalid=skip_invalid,
+        rejects_path=rejects_path,
+    )
 
 
 def _pair(item: str) -> tuple[str, str]:
@@ -144,25 +203,54 @@ def _pair(item: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def run_import(outcomes: Iterable[Outcome], *, dry_run: bool) -> ImportReport:
-    """Publish (or print) the accepted events, then report rejections and the summary."""
-    report = ImportReport()
-    events = report.events_of(outcomes)
-    if dry_run:
-        _print_events(events)
-    else:
-        _publish(events)
-    for rejection in report.rejections:
-        click.echo(f"rejected {rejection}", err=True)
-    click.echo(report.summary(), err=True)
-    if report.rejections:
-        raise InvalidInputError(
-            f"{len(report.rejections)} of {report.records} records were rejected (listed above); "
-            f"the other {report.records - len(report.rejections)} were {'printed' if dry_run else 'published'}",
-            hint="fix the rejected records (or the options, e.g. --date-order) and import the file again; "
-            "re-importing is harmless because event ids derive from the payload",
-        )
-    return report
+def run_import(
+    file: Path,
+    importer: str,
+    options: ReadOptions,
+    read: Callable[[ReadOptions], Iterator[Outcome]],
+    *,
+    encoding: str | None = None,
+    dry_run: bool = False,
+    skip_invalid: bool = False,
+    rejects_path: Path | None = None,
+) -> None:
+    """Refuse a file that is wrong, or publish (print) its events: validated whole before the first one."""
+    try:
+        inspection = inspect_export(file, options, importer, encoding)
+        _echo(inspection.notes)
+        if inspection.rows == 0:
+            click.echo(f"warning: {file} has a header but no records; nothing to import", err=True)
+            return
+        checked = _validate(read, inspection.options, skip_invalid, rejects_path or default_rejects_path(file))
+        inspection.ensure_unchanged(file)
+        events = checked.kept if checked.kept is not None else accepted_events(read(inspection.options))
+        if dry_run:
+            _print_events(events)
+        else:
+            _publish(events)
+    except RefusedExportError as error:
+        _echo(error.problems)
+        raise
+    done = "printed" if dry_run else "published"
+    click.echo(f"{checked.records} records read, {checked.events} events {done}, {checked.rejected} rejected", err=True)
+
+
+def _validate(
+    read: Callable[[ReadOptions], Iterator[Outcome]], options: ReadOptions, skip_invalid: bool, rejects_path: Path
+) -> Validation:
+    with RejectsFile(rejects_path) as rejects:
+        checked = validate(read(options), rejects.write if skip_invalid else None, keep=KEEP_IN_MEMORY)
+    if not skip_invalid:
+        refuse_invalid(checked)
+    _echo(checked.messages())
+    if rejects.written:
+        click.echo(f"wrote {rejects.written} rejected records with their reasons to {rejects.path}", err=True)
+    return checked
+
+
+def _echo(lines: Iterable[str]) -> None:
+    for line in lines:
+        click.echo(line, err=True)
 
 
 def _print_events(events: Iterable[Event]) -> None:

@@ -27,7 +27,7 @@ def _import(fixture: str, kind: str, **defaults: str) -> tuple[list[dict[str, An
     return dumped, [str(r) for r in report.rejections]
 
 
-CASES = {
+CASES: dict[str, tuple[Any, ...]] = {
     "netsuite-clients-csv-euro-label-inactive": (
         "erp_clients_netsuite.csv",
         "clients",
@@ -36,7 +36,7 @@ CASES = {
             ("C-100", "Acme GmbH", "Firm DE", "EUR", True, "2024-10-01T08:00:00Z"),
             ("C-200", "Globex, Inc.", "Firm US", "USD", False, "2024-11-01T00:00:00Z"),
         ],
-        ["line 4: currency is missing"],
+        ["line 4: currency: required value is missing"],
     ),
     "d365-clients-odata-json-blocked": (
         "erp_clients_d365.json",
@@ -71,19 +71,19 @@ PROJECTS = {
             ("P-100", "C-100", "ACME-001", "ACTIVE", "TIME_AND_MATERIALS", "EUR", "Consulting", "EMEA", "Firm DE"),
             ("P-200", "C-100", None, "CLOSED", "FIXED_FEE", "EUR", "Audit", "EMEA", "Firm DE"),
         ],
-        ["item 3: status 'Dormant' is not known"],
+        ["item 3: (record): status 'Dormant' is not known"],
     ),
     "d365-csv-with-command-line-default": (
         "erp_projects_d365.csv",
         {"region": "NA"},
         [("USMF-000123", "US-001", None, "ACTIVE", "TIME_AND_MATERIALS", "USD", "Advisory", "NA", "usmf")],
-        ["line 3: client_id is missing"],
+        ["line 3: client_id: required value is missing"],
     ),
     "d365-csv-without-region-rejects-every-row": (
         "erp_projects_d365.csv",
         {},
         [],
-        ["line 2: region is missing", "line 3: client_id is missing"],
+        ["line 2: region: required value is missing", "line 3: client_id: required value is missing"],
     ),
 }
 
@@ -116,7 +116,7 @@ def test_workers_with_decimal_comma_costs_and_employment_synonyms() -> None:
         ("W-002", "Charles Babbage", "CONTRACTOR", "1120.00", "EUR", False),
     ]
     assert rejections == [
-        "line 4: employment type 'Astronaut' is not known (accepted: CONTRACTOR, EMPLOYEE and ERP synonyms)"
+        "line 4: (record): employment type 'Astronaut' is not known (accepted: CONTRACTOR, EMPLOYEE and ERP synonyms)"
     ]
 
 
@@ -142,7 +142,7 @@ def test_contract_csv_groups_rate_card_lines_per_version() -> None:
 
 def test_a_contract_version_with_one_bad_line_is_rejected_whole() -> None:
     _, rejections = _import("erp_contracts.csv", "contracts")
-    assert rejections == ["lines 6, 7: version rejected whole; line 7: 'a lot' is not a number"]
+    assert rejections == ["lines 6, 7: (record): version rejected whole; line 7: 'a lot' is not a number"]
 
 
 def test_contract_json_amendments_accumulate_into_versions() -> None:
@@ -157,7 +157,7 @@ def test_contract_json_amendments_accumulate_into_versions() -> None:
     assert versions[3].status.value == "TERMINATED"
     assert versions[3].not_to_exceed == Decimal("50000.00"), "amendment 3 builds on amendment 2"
     assert versions[3].effective_from.isoformat() == "2025-10-01"
-    assert [str(r) for r in report.rejections] == ["item 2: rate_card line 1 has no hourly rate"]
+    assert [str(r) for r in report.rejections] == ["item 2: (record): rate_card line 1 has no hourly rate"]
 
 
 def test_money_is_never_a_float() -> None:

@@ -113,7 +113,7 @@ def test_report_policy_rejects_only_the_unmapped_rows_with_line_numbers() -> Non
             {"kind": "worker", "attribute": "email", "value": "peter.test@email.test", "canonical_id": "W-001"},
         ]
     )
-    options = ReadOptions(exported_at=datetime(2024, 11, 1, tzinfo=UTC))
+    options = ReadOptions(exported_at=datetime(2024, 11, 1, tzinfo=UTC), date_order="MDY")
     report = ImportReport()
     events = list(
         report.events_of(
@@ -122,7 +122,7 @@ def test_report_policy_rejects_only_the_unmapped_rows_with_line_numbers() -> Non
     )
     assert [(e.worker_id, e.project_id) for e in events if isinstance(e, TimeEntry)] == [("W-001", "P-200")]
     assert [str(r) for r in report.rejections] == [
-        "line 2: clockify project (name='Project without Client') has no mapping (tried id, code, name)"
+        "line 2: project: clockify project (name='Project without Client') has no mapping (tried id, code, name)"
     ]
 
 
@@ -137,3 +137,56 @@ def test_json_identity_table(tmp_path: Path) -> None:
     path = tmp_path / "identity.json"
     path.write_text('[{"kind": "worker", "attribute": "email", "value": "a@b.c", "canonical_id": "W-9"}]')
     assert IdentityMap.from_file(path).resolve(SourceRef("worker", "toggl", email="A@b.c")).canonical_id == "W-9"
+
+
+BY_CLIENT = IdentityMap.from_rows(
+    [
+        {"kind": "project", "attribute": "name", "value": "Website", "canonical_id": "P-ACME", "client": "Acme"},
+        {"kind": "project", "attribute": "name", "value": "Website", "canonical_id": "P-GLOBEX", "client": "globex "},
+        {"kind": "project", "attribute": "name", "value": "Internal", "canonical_id": "P-INT"},
+        {"kind": "project", "attribute": "code", "value": "WEB", "canonical_id": "P-TOGGL-WEB", "source": "toggl"},
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("ref", "canonical", "mapped"),
+    [
+        (SourceRef("project", "toggl", name="Website", client="Acme"), "P-ACME", True),
+        (SourceRef("project", "harvest", name="website", client="GLOBEX"), "P-GLOBEX", True),
+        (
+            SourceRef("project", "toggl", name="Website", client="Initech"),
+            "toggl:client:Initech:project:Website",
+            False,
+        ),
+        (SourceRef("project", "toggl", name="Website"), "toggl:project:Website", False),
+        (SourceRef("project", "toggl", name="Internal", client="Acme"), "P-INT", True),
+        (SourceRef("project", "toggl", code="WEB", client="Acme"), "P-TOGGL-WEB", True),
+        (SourceRef("project", "toggl", id="77", name="Website", client="Initech"), "toggl:project:77", False),
+    ],
+    ids=[
+        "client-and-name",
+        "client-compared-without-case-or-space",
+        "unmapped-keeps-the-client-in-its-id",
+        "no-client-no-scope",
+        "row-without-client-matches-every-client",
+        "source-scoped-code-under-any-client",
+        "source-ids-are-unique-without-the-client",
+    ],
+)
+def test_projects_are_told_apart_by_client(ref: SourceRef, canonical: str, mapped: bool) -> None:
+    resolved = BY_CLIENT.resolve(ref)
+    assert (resolved.canonical_id, resolved.mapped) == (canonical, mapped)
+
+
+def test_same_named_projects_of_two_clients_never_share_a_fallback_id() -> None:
+    acme = SourceRef("project", "harvest", name="Website", client="Acme")
+    globex = SourceRef("project", "harvest", name="Website", client="Globex")
+    assert IdentityMap().resolve(acme).canonical_id != IdentityMap().resolve(globex).canonical_id
+
+
+def test_only_project_rows_name_a_client() -> None:
+    with pytest.raises(ValueError, match="identity row 1: only project rows can name a client"):
+        IdentityMap.from_rows(
+            [{"kind": "worker", "attribute": "email", "value": "a@b.c", "canonical_id": "W", "client": "Acme"}]
+        )

@@ -21,6 +21,7 @@ from producers.parsing import (
     parse_instant,
     read_csv,
     revision_at,
+    rows_of,
 )
 
 
@@ -204,7 +205,7 @@ def test_csv_reader_strips_bom_keeps_line_numbers_and_rejects_short_rows() -> No
     assert records == [
         CsvRow(2, {"a": "1", "b": "x\ny"}),
         CsvRow(5, {"a": "2", "b": "z"}),
-        Rejection("line 6", "has 1 fields, the header has 2"),
+        Rejection("line 6", "has 1 fields, the header has 2", "(record)"),
     ]
 
 
@@ -213,3 +214,25 @@ def test_csv_reader_does_not_treat_backslash_as_escape() -> None:
     [row] = list(read_csv(io.StringIO(text)))
     assert isinstance(row, CsvRow)
     assert row.fields["name"] == '\\\\ a """b \\\\\\'
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        (["1", "x", "y"], CsvRow(2, {"a": "1", "b": "x", "c": "y"})),
+        (["1", "x"], CsvRow(2, {"a": "1", "b": "x", "c": ""})),
+        (["1"], Rejection("line 2", "has 1 fields, the header has 3; the required b is missing", "(record)")),
+        (["1", "x", "y", "", " "], CsvRow(2, {"a": "1", "b": "x", "c": "y"})),
+        (["1", "x", "y", "z"], Rejection("line 2", "has 4 fields, the header has 3", "(record)")),
+    ],
+    ids=[
+        "complete",
+        "optional-trailing-column-padded",
+        "required-column-missing",
+        "empty-extra-fields-dropped",
+        "extra-value-rejected",
+    ],
+)
+def test_row_shapes(record: list[str], expected: CsvRow | Rejection) -> None:
+    [row] = list(rows_of([(1, ["A", "B", "C"]), (2, record)], required={"a", "b"}))
+    assert row == expected

@@ -43,20 +43,66 @@ CASES = {
         read_harvest,
         "harvest_detailed_eu.csv",
         [
-            e(f"{H}:worker:E-17", f"{H}:project:WR-01", f"{H}:task:Design", "2024-03-04", 5400, True),
-            e(f"{H}:worker:E-17", f"{H}:project:WR-01", f"{H}:task:Design", "2024-03-04", 5400, True),
-            e(f"{H}:worker:E-17", f"{H}:project:WR-01", f"{H}:task:Development", "2024-03-05", 7204500, True),
-            e(f"{H}:worker:E-18", f"{H}:project:Internal", f"{H}:task:Admin", "2024-03-05", 900, False),
+            e(
+                f"{H}:worker:E-17",
+                f"{H}:client:Big Company:project:WR-01",
+                f"{H}:task:Design",
+                "2024-03-04",
+                5400,
+                True,
+            ),
+            e(
+                f"{H}:worker:E-17",
+                f"{H}:client:Big Company:project:WR-01",
+                f"{H}:task:Design",
+                "2024-03-04",
+                5400,
+                True,
+            ),
+            e(
+                f"{H}:worker:E-17",
+                f"{H}:client:Big Company:project:WR-01",
+                f"{H}:task:Development",
+                "2024-03-05",
+                7204500,
+                True,
+            ),
+            e(
+                f"{H}:worker:E-18",
+                f"{H}:client:Example Client:project:Internal",
+                f"{H}:task:Admin",
+                "2024-03-05",
+                900,
+                False,
+            ),
         ],
         ["APPROVED"],
-        ["line 6: '2024-31-05' is not a valid", "line 7: 'eins' is not a number", "line 8: has 6 fields"],
+        [
+            "line 6: Date: '2024-31-05' is not a valid",
+            "line 7: Hours: 'eins' is not a number",
+            "line 8: (record): has 6 fields",
+        ],
     ),
     "harvest-csv-no-employee-id-clock-hours-day-first": Case(
         read_harvest,
         "harvest_detailed_variant.csv",
         [
-            e(f"{H}:worker:Anna Berg", f"{H}:project:WR-01", f"{H}:task:Design", "2024-03-04", 5400, True),
-            e(f"{H}:worker:Anna Berg", f"{H}:project:WR-01", f"{H}:task:Design", "2024-03-05", 2700, True),
+            e(
+                f"{H}:worker:Anna Berg",
+                f"{H}:client:Big Company:project:WR-01",
+                f"{H}:task:Design",
+                "2024-03-04",
+                5400,
+                True,
+            ),
+            e(
+                f"{H}:worker:Anna Berg",
+                f"{H}:client:Big Company:project:WR-01",
+                f"{H}:task:Design",
+                "2024-03-05",
+                2700,
+                True,
+            ),
         ],
         ["APPROVED"],
         [],
@@ -70,22 +116,64 @@ CASES = {
             e(f"{H}:worker:1782960", f"{H}:project:14307914", None, "2024-03-05", 1199, False),
         ],
         ["APPROVED"],
-        ["item 3: entry 636709357 is still running", "item 4: updated_at is missing"],
+        ["item 3: (record): entry 636709357 is still running", "item 4: (record): updated_at is missing"],
     ),
     "toggl-csv-12h-clock-durations": Case(
         read_toggl,
         "toggl_detailed_12h.csv",
         [
-            e(f"{T}:worker:harry@tuttle.com", f"{T}:project:#HeatingRepair", None, "2022-01-06", 7200, False),
-            e(f"{T}:worker:harry@tuttle.com", f"{T}:project:#HeatingRepair", None, "2022-01-07", 3600, False),
-            e(f"{T}:worker:harry@tuttle.com", f"{T}:project:#HeatingRepair", None, "2022-01-12", 5400, False),
-            e(f"{T}:worker:harry@tuttle.com", f"{T}:project:orga", None, "2022-01-12", 3600, False),
-            e(f"{T}:worker:harry@tuttle.com", f"{T}:project:orga", None, "2022-01-13", 9900, False),
-            e(f"{T}:worker:harry@tuttle.com", f"{T}:project:#HeatingRepair", None, "2022-01-14", 12600, False),
-            e(f"{T}:worker:harry@tuttle.com", f"{T}:project:orga", None, "2022-01-14", 7500, False),
-            e(f"{T}:worker:harry@tuttle.com", f"{T}:project:#HeatingRepair", None, "2022-01-19", 1800, False),
-            e(f"{T}:worker:harry@tuttle.com", f"{T}:project:orga", None, "2022-01-19", 4500, False),
-            e(f"{T}:worker:harry@tuttle.com", f"{T}:project:#HeatingRepair", None, "2022-01-19", 1200, False),
+            e(
+                f"{T}:worker:harry@tuttle.com",
+                f"{T}:client:Sam Lowry:project:#HeatingRepair",
+                None,
+                "2022-01-06",
+                7200,
+                False,
+            ),
+            e(
+                f"{T}:worker:harry@tuttle.com",
+                f"{T}:client:Sam Lowry:project:#HeatingRepair",
+                None,
+                "2022-01-07",
+                3600,
+                False,
+            ),
+            e(
+                f"{T}:worker:harry@tuttle.com",
+                f"{T}:client:Sam Lowry:project:#HeatingRepair",
+                None,
+                "2022-01-12",
+                5400,
+                False,
+            ),
+            e(f"{T}:worker:harry@tuttle.com", f"{T}:client:Sam Lowry:project:orga", None, "2022-01-12", 3600, False),
+            e(f"{T}:worker:harry@tuttle.com", f"{T}:client:Sam Lowry:project:orga", None, "2022-01-13", 9900, False),
+            e(
+                f"{T}:worker:harry@tuttle.com",
+                f"{T}:client:Sam Lowry:project:#HeatingRepair",
+                None,
+                "2022-01-14",
+                12600,
+                False,
+            ),
+            e(f"{T}:worker:harry@tuttle.com", f"{T}:client:Sam Lowry:project:orga", None, "2022-01-14", 7500, False),
+            e(
+                f"{T}:worker:harry@tuttle.com",
+                f"{T}:client:Sam Lowry:project:#HeatingRepair",
+                None,
+                "2022-01-19",
+                1800,
+                False,
+            ),
+            e(f"{T}:worker:harry@tuttle.com", f"{T}:client:Sam Lowry:project:orga", None, "2022-01-19", 4500, False),
+            e(
+                f"{T}:worker:harry@tuttle.com",
+                f"{T}:client:Sam Lowry:project:#HeatingRepair",
+                None,
+                "2022-01-19",
+                1200,
+                False,
+            ),
         ],
         [],
         [],
@@ -97,7 +185,7 @@ CASES = {
             e(f"{T}:worker:peter.test@email.test", f"{T}:project:Project without Client", None, "2024-03-04", 0, False),
             e(
                 f"{T}:worker:peter.test@email.test",
-                f"{T}:project:Project for Big Company",
+                f"{T}:client:Big Company:project:Project for Big Company",
                 f"{T}:task:Task 1",
                 "2024-03-04",
                 3601,
@@ -111,11 +199,11 @@ CASES = {
         read_toggl,
         "toggl_detailed_variant.csv",
         [
-            e(f"{T}:worker:ann@example.com", f"{T}:project:Audit 2024", None, "2024-03-04", 5400, True),
-            e(f"{T}:worker:ann@example.com", f"{T}:project:Audit 2024", None, "2024-03-04", 2700, True),
+            e(f"{T}:worker:ann@example.com", f"{T}:client:Acme:project:Audit 2024", None, "2024-03-04", 5400, True),
+            e(f"{T}:worker:ann@example.com", f"{T}:client:Acme:project:Audit 2024", None, "2024-03-04", 2700, True),
         ],
         [],
-        ["line 4: ends (2024-03-06 09:00:00) before it starts"],
+        ["line 4: End time: ends (2024-03-06 09:00:00) before it starts"],
     ),
     "toggl-api-json-deleted-running-webhook": Case(
         read_toggl,
@@ -126,7 +214,7 @@ CASES = {
             e(f"{T}:worker:502", f"{T}:project:190002", None, "2024-03-07", 1800, True, True),
         ],
         [],
-        ["item 3: entry 3341000003 is still running"],
+        ["item 3: (record): entry 3341000003 is still running"],
     ),
     "clockify-csv-us-dates-mixed-time-precision": Case(
         read_clockify,
@@ -135,7 +223,7 @@ CASES = {
             e(f"{C}:worker:peter.test@email.test", f"{C}:project:Project without Client", None, "2024-03-04", 0, False),
             e(
                 f"{C}:worker:peter.test@email.test",
-                f"{C}:project:Project for Big Company",
+                f"{C}:client:Big Company:project:Project for Big Company",
                 f"{C}:task:Task 1",
                 "2024-03-04",
                 3601,
@@ -151,7 +239,7 @@ CASES = {
         [
             e(
                 f"{C}:worker:peter.test@email.test",
-                f"{C}:project:Real World Project",
+                f"{C}:client:Real World Client:project:Real World Project",
                 f"{C}:task:A giant task",
                 "2024-10-15",
                 1800,
@@ -175,7 +263,7 @@ CASES = {
             e(f"{C}:worker:peter.test@email.test", f"{C}:project:Project without Client", None, "2024-03-04", 0, False),
             e(
                 f"{C}:worker:peter.test@email.test",
-                f"{C}:project:Project for Big Company",
+                f"{C}:client:Big Company:project:Project for Big Company",
                 f"{C}:task:Task 1",
                 "2024-03-04",
                 3601,
@@ -192,7 +280,7 @@ CASES = {
             e(f"{C}:worker:peter.test@email.test", f"{C}:project:Project without Client", None, "2024-03-04", 0, False),
             e(
                 f"{C}:worker:peter.test@email.test",
-                f"{C}:project:Project for Big Company",
+                f"{C}:client:Big Company:project:Project for Big Company",
                 f"{C}:task:Task 1",
                 "2024-03-04",
                 3601,
@@ -208,7 +296,7 @@ CASES = {
         [
             e(
                 f"{C}:worker:ann@example.com",
-                f"{C}:project:Audit 2024",
+                f"{C}:client:Acme:project:Audit 2024",
                 f"{C}:task:Fieldwork",
                 "2024-10-15",
                 5400,
@@ -216,16 +304,23 @@ CASES = {
             ),
             e(
                 f"{C}:worker:ann@example.com",
-                f"{C}:project:Audit 2024",
+                f"{C}:client:Acme:project:Audit 2024",
                 f"{C}:task:Fieldwork",
                 "2024-10-16",
                 7200,
                 True,
             ),
-            e(f"{C}:worker:ann@example.com", f"{C}:project:Audit 2024", f"{C}:task:Fieldwork", "2024-10-17", 900, True),
+            e(
+                f"{C}:worker:ann@example.com",
+                f"{C}:client:Acme:project:Audit 2024",
+                f"{C}:task:Fieldwork",
+                "2024-10-17",
+                900,
+                True,
+            ),
         ],
         ["APPROVED", "REJECTED"],
-        ["line 5: approval state 'Maybe' is not one of"],
+        ["line 5: Approval Status: approval state 'Maybe' is not one of"],
         date_order="DMY",
     ),
     "clockify-api-json-iso-durations-approvals": Case(
@@ -237,7 +332,7 @@ CASES = {
             e(f"{C}:worker:u-2", f"{C}:project:p-2", None, "2024-10-18", 600, True),
         ],
         ["APPROVED", "REJECTED"],
-        ["item 3: entry 65f0a3 is still running"],
+        ["item 3: (record): entry 65f0a3 is still running"],
     ),
 }
 
@@ -293,8 +388,10 @@ def test_csv_revisions_come_from_the_export_time() -> None:
     assert {x.revision for x in entries} == {CSV_REVISION}
     later = ReadOptions(exported_at=datetime(2024, 11, 2, tzinfo=UTC))
     report = ImportReport()
-    reread = [ev for ev in report.events_of(read_toggl(FIXTURES / "toggl_detailed_bom_eur.csv", later, EntryMapper()))]
-    assert all(isinstance(x, TimeEntry) and x.revision > CSV_REVISION for x in reread)
+    events = list(report.events_of(read_toggl(FIXTURES / "toggl_detailed_bom_eur.csv", later, EntryMapper())))
+    reread = [ev for ev in events if isinstance(ev, TimeEntry)]
+    assert len(reread) == len(events)
+    assert all(x.revision > CSV_REVISION for x in reread)
     assert [x.time_entry_id for x in reread] == [x.time_entry_id for x in entries]
 
 
