@@ -1,0 +1,528 @@
+"""The billing simulator: Stripe-shaped invoice items collected on draft invoices per client and month.
+
+`POST /v1/invoiceitems` takes Stripe's parameters, form-encoded (`metadata[candidate_id]=…`) or as
+JSON: `customer`, `amount` in signed integer minor units of `currency` (negative is a credit: an
+adjustment or reversal), lowercase `currency`, `tax_code` (required here: a line without one is 400
+`tax_code_missing`), `description`, `period[start]`/`period[end]` (Unix seconds) and `metadata`.
+The item's work date is `metadata[work_date]` (YYYY-MM-DD) or else the day of `period[start]`; it
+lands on the draft invoice of its customer, month and currency, created on first use. Totals are
+sums of the stored items, never a counter that could drift. `Idempotency-Key` behaves like Stripe's
+(see `idempotency.py`): the first response is stored in the same transaction as the item, under the
+key's advisory lock, and replayed with `Idempotent-Replayed: true`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+import psycopg
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from consumers.simulators.amounts import from_minor_units
+from consumers.simulators.faults import FaultSchedule
+from consumers.simulators.idempotency import Decision, StoredRequest, decide, fingerprint, key_problem
+from consumers.simulators.pool import ConnectionPool
+from consumers.simulators.service import SimulatorMetrics, install_common
+from consumers.simulators.settings import BillingSimSettings
+
+MIGRATIONS = Path(__file__).parent / "migrations" / "billing"
+ITEMS_PATH = "/v1/invoiceitems"
+KNOWN_PARAMS = {"customer", "amount", "currency", "tax_code", "description", "period", "metadata"}
+MAX_AMOUNT = 10**15
+_LOWER_CURRENCY = re.compile(r"^[a-z]{3}$")
+_INTEGER = re.compile(r"^-?[0-9]{1,16}$")
+_PERIOD = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+
+
+class StripeProblem(Exception):
+    """A refused request, worded like a Stripe error object."""
+
+    def __init__(
+        self, status: int, code: str | None, message: str, param: str | None = None, kind: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.param = status, code, message, param
+        self.kind = kind or ("api_error" if status >= 500 else "invalid_request_error")
+
+
+def stripe_problem(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+    return _problem_response(StripeProblem(status, code, message, field))
+
+
+def _problem_response(problem: StripeProblem) -> JSONResponse:
+    error: dict[str, Any] = {"type": problem.kind, "message": problem.message}
+    if problem.code is not None:
+        error["code"] = problem.code
+    if problem.param is not None:
+        error["param"] = problem.param
+    return JSONResponse({"error": error}, status_code=problem.status)
+
+
+# --- parameters ---------------------------------------------------------------------------------
+
+
+def parse_params(body: bytes, content_type: str) -> dict[str, Any]:
+    """Stripe's form encoding (one level of `a[b]` nesting) or a JSON object, as one nested dict."""
+    if "json" in content_type:
+        try:
+            document = orjson.loads(body or b"{}")
+        except orjson.JSONDecodeError as error:
+            raise StripeProblem(400, "parameter_invalid", f"the body is not JSON: {error}") from None
+        if not isinstance(document, dict):
+            raise StripeProblem(400, "parameter_invalid", "the body must be a JSON object")
+        return document
+    params: dict[str, Any] = {}
+    for name, value in parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True):
+        outer, bracket, inner = name.partition("[")
+        if bracket and inner.endswith("]"):
+            params.setdefault(outer, {})[inner[:-1]] = value
+        else:
+            params[name] = value
+    return params
+
+
+@dataclass(frozen=True)
+class InvoiceItemParams:
+    """A validated invoice item request."""
+
+    customer: str
+    amount: int
+    currency: str
+    tax_code: str
+    work_date: date
+    description: str | None = None
+    period_start: int | None = None
+    period_end: int | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def period(self) -> str:
+        """The invoice period: the month of the work date."""
+        return f"{self.work_date:%Y-%m}"
+
+    def canonical(self) -> dict[str, Any]:
+        """The parameters as compared for idempotency (form and JSON spellings agree)."""
+        return {**asdict(self), "work_date": self.work_date.isoformat()}
+
+
+def invoice_item_params(params: Mapping[str, Any]) -> InvoiceItemParams:
+    """Validate Stripe's invoice item parameters; StripeProblem (400) names the first bad one."""
+    unknown = sorted(set(params) - KNOWN_PARAMS)
+    if unknown:
+        raise StripeProblem(400, "parameter_unknown", f"Received unknown parameter: {unknown[0]}", unknown[0])
+    customer = _required_text(params, "customer")
+    amount = _amount(params.get("amount"))
+    currency = _currency(params.get("currency"))
+    tax_code = params.get("tax_code")
+    if not isinstance(tax_code, str) or not tax_code.strip():
+        raise StripeProblem(400, "tax_code_missing", "every invoice item needs a tax_code", "tax_code")
+    metadata = _metadata(params.get("metadata"))
+    period_start, period_end = _period(params.get("period"))
+    description = params.get("description")
+    if description is not None and not isinstance(description, str):
+        raise StripeProblem(400, "parameter_invalid", "description must be a string", "description")
+    work_date = _work_date(metadata, period_start)
+    return InvoiceItemParams(
+        customer, amount, currency, tax_code, work_date, description, period_start, period_end, metadata
+    )
+
+
+def _required_text(params: Mapping[str, Any], name: str) -> str:
+    value = params.get(name)
+    if value is None or value == "":
+        raise StripeProblem(400, "parameter_missing", f"Missing required param: {name}.", name)
+    if not isinstance(value, str):
+        raise StripeProblem(400, "parameter_invalid", f"{name} must be a string", name)
+    return value
+
+
+def _amount(value: Any) -> int:
+    if value is None or value == "":
+        raise StripeProblem(400, "parameter_missing", "Missing required param: amount.", "amount")
+    if isinstance(value, str) and _INTEGER.match(value):
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or abs(value) >= MAX_AMOUNT:
+        message = "amount is an integer in the currency's minor units (cents, yen, fils): 1500, not 15.00"
+        raise StripeProblem(400, "parameter_invalid_integer", message, "amount")
+    return value
+
+
+def _currency(value: Any) -> str:
+    if value is None or value == "":
+        raise StripeProblem(400, "parameter_missing", "Missing required param: currency.", "currency")
+    if not isinstance(value, str) or not _LOWER_CURRENCY.match(value):
+        raise StripeProblem(400, "parameter_invalid", "currency is a lowercase ISO 4217 code, e.g. usd", "currency")
+    return value
+
+
+def _metadata(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) and len(v) <= 500 for v in value.values()):
+        raise StripeProblem(400, "parameter_invalid", "metadata is a map of strings (500 characters)", "metadata")
+    return {str(k): v for k, v in value.items()}
+
+
+def _period(value: Any) -> tuple[int | None, int | None]:
+    if value is None:
+        return None, None
+    if not isinstance(value, dict) or set(value) - {"start", "end"}:
+        raise StripeProblem(400, "parameter_invalid", "period has start and end (Unix seconds)", "period")
+    start, end = (_timestamp(value.get(part), f"period[{part}]") for part in ("start", "end"))
+    if start is not None and end is not None and end < start:
+        raise StripeProblem(400, "parameter_invalid", "period[end] is before period[start]", "period[end]")
+    return start, end
+
+
+def _timestamp(value: Any, param: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 253402300800:
+        raise StripeProblem(400, "parameter_invalid_integer", f"{param} is a Unix timestamp in seconds", param)
+    return value
+
+
+def _work_date(metadata: Mapping[str, str], period_start: int | None) -> date:
+    if "work_date" in metadata:
+        try:
+            return date.fromisoformat(metadata["work_date"])
+        except ValueError:
+            raise StripeProblem(
+                400, "parameter_invalid", "metadata[work_date] is a date, YYYY-MM-DD", "metadata[work_date]"
+            ) from None
+    if period_start is not None:
+        return datetime.fromtimestamp(period_start, UTC).date()
+    raise StripeProblem(
+        400, "parameter_missing", "give metadata[work_date] or period[start]: it picks the invoice", "period[start]"
+    )
+
+
+# --- documents ----------------------------------------------------------------------------------
+
+
+def item_object(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored item as Stripe shows an invoiceitem (plus `display_amount`, the decimal amount)."""
+    return {
+        "id": row["id"],
+        "object": "invoiceitem",
+        "amount": row["amount"],
+        "currency": row["currency"],
+        "customer": row["customer"],
+        "date": int(row["created_at"].timestamp()),
+        "description": row["description"],
+        "invoice": row["invoice_id"],
+        "livemode": False,
+        "metadata": row["metadata"],
+        "period": {"start": row["period_start"], "end": row["period_end"]},
+        "tax_code": row["tax_code"],
+        "work_date": row["work_date"].isoformat(),
+        "display_amount": str(from_minor_units(row["amount"], row["currency"])),
+    }
+
+
+def invoice_object(row: Mapping[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A draft invoice as Stripe shows one, with its lines; totals are the sum of its items."""
+    total = sum(item["amount"] for item in items)
+    return {
+        "id": row["id"],
+        "object": "invoice",
+        "customer": row["customer"],
+        "currency": row["currency"],
+        "status": row["status"],
+        "period": row["period"],
+        "created": int(row["created_at"].timestamp()),
+        "livemode": False,
+        "subtotal": total,
+        "total": total,
+        "amount_due": total,
+        "display_total": str(from_minor_units(total, row["currency"])),
+        "lines": {"object": "list", "data": items, "has_more": False, "total_count": len(items)},
+    }
+
+
+def _listed(url: str, data: list[dict[str, Any]], has_more: bool = False) -> dict[str, Any]:
+    return {"object": "list", "url": url, "has_more": has_more, "data": data}
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+# --- store --------------------------------------------------------------------------------------
+
+_ITEM_COLUMNS = (
+    "id, invoice_id, customer, amount, currency, description, tax_code, period_start, period_end, work_date,"
+    " metadata, created_at"
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The answer to a create request (its exact bytes) and whether it was replayed from an idempotency record."""
+
+    status: int
+    body: bytes
+    replayed: bool = False
+
+
+class BillingStore:
+    """Invoices, items and idempotency records in PostgreSQL."""
+
+    def __init__(self, pool: ConnectionPool, schema: str, idempotency_ttl: timedelta) -> None:
+        self.pool, self.schema, self.ttl = pool, schema, idempotency_ttl
+
+    async def create_item(self, item: InvoiceItemParams) -> Outcome:
+        async with self.pool.connection() as conn, conn.transaction():
+            return Outcome(200, orjson.dumps(await self._insert_item(conn.cursor(row_factory=dict_row), item)))
+
+    async def create_item_once(self, key: str, request_fingerprint: str, item: InvoiceItemParams) -> Outcome:
+        """Create under `key` unless the key has a live record; see `idempotency.py` for the rules."""
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute("SELECT pg_try_advisory_xact_lock(%s) AS mine", (self._lock(key),))
+            lock = await cursor.fetchone()
+            if not lock or not lock["mine"]:
+                raise StripeProblem(
+                    409,
+                    "idempotency_key_in_use",
+                    "There is currently another in-progress request using this idempotency key. Try again later.",
+                )
+            await cursor.execute(
+                "SELECT now() AS now, k.fingerprint, k.status_code, k.response, k.created_at"
+                " FROM (SELECT 1) AS one LEFT JOIN idempotency_keys AS k ON k.key = %s",
+                (key,),
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            stored = StoredRequest(row["fingerprint"], row["created_at"]) if row["fingerprint"] else None
+            decision = decide(stored, request_fingerprint, row["now"], self.ttl)
+            if decision is Decision.MISMATCH:
+                raise StripeProblem(
+                    400,
+                    None,
+                    "Keys for idempotent requests can only be used with the same parameters they were first used "
+                    f"with. Try using a key other than '{key}' if you meant to execute a different request.",
+                    kind="idempotency_error",
+                )
+            if decision is Decision.REPLAY:
+                return Outcome(row["status_code"], row["response"].encode(), replayed=True)
+            body = orjson.dumps(await self._insert_item(cursor, item))
+            await cursor.execute(
+                "INSERT INTO idempotency_keys (key, fingerprint, status_code, response) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint,"
+                " status_code = excluded.status_code, response = excluded.response, created_at = now()",
+                (key, request_fingerprint, 200, body.decode()),
+            )
+            return Outcome(200, body)
+
+    def _lock(self, key: str) -> int:
+        digest = hashlib.sha256(f"{self.schema}\x00{key}".encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
+    async def _insert_item(
+        self, cursor: psycopg.AsyncCursor[dict[str, Any]], item: InvoiceItemParams
+    ) -> dict[str, Any]:
+        invoice_id = await self._draft_invoice(cursor, item)
+        await cursor.execute(
+            "INSERT INTO invoice_items (id, invoice_id, customer, amount, currency, description, tax_code,"
+            " period_start, period_end, work_date, metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            f" RETURNING {_ITEM_COLUMNS}",
+            (
+                _new_id("ii"),
+                invoice_id,
+                item.customer,
+                item.amount,
+                item.currency,
+                item.description,
+                item.tax_code,
+                item.period_start,
+                item.period_end,
+                item.work_date,
+                Jsonb(item.metadata),
+            ),
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        return item_object(row)
+
+    async def _draft_invoice(self, cursor: psycopg.AsyncCursor[dict[str, Any]], item: InvoiceItemParams) -> str:
+        """The draft invoice of the item's customer, month and currency, created on first use."""
+        await cursor.execute(
+            "INSERT INTO invoices (id, customer, period, currency) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (customer, period, currency) DO NOTHING RETURNING id",
+            (_new_id("in"), item.customer, item.period, item.currency),
+        )
+        created = await cursor.fetchone()
+        if created is None:
+            await cursor.execute(
+                "SELECT id FROM invoices WHERE customer = %s AND period = %s AND currency = %s",
+                (item.customer, item.period, item.currency),
+            )
+            created = await cursor.fetchone()
+        assert created is not None
+        return str(created["id"])
+
+    async def item(self, item_id: str) -> dict[str, Any] | None:
+        rows = await self._items("id = %s", [item_id], limit=1)
+        return rows[0] if rows else None
+
+    async def items(self, filters: Mapping[str, str], limit: int) -> list[dict[str, Any]]:
+        where = " AND ".join(f"{column} = %s" for column in filters) or "true"
+        return await self._items(where, list(filters.values()), limit=limit)
+
+    async def _items(self, where: str, values: list[Any], *, limit: int) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM invoice_items WHERE {where} ORDER BY created_at, id LIMIT %s",
+                [*values, limit],
+            )
+            return [item_object(row) for row in await cursor.fetchall()]
+
+    async def invoices(self, filters: Mapping[str, str], limit: int) -> list[dict[str, Any]]:
+        """Invoices matching every filter (column = value), each with its lines and totals."""
+        where = " AND ".join(f"{column} = %s" for column in filters) or "true"
+        async with self.pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                "SELECT id, customer, period, currency, status, created_at FROM invoices"
+                f" WHERE {where} ORDER BY customer, period, currency LIMIT %s",
+                [*filters.values(), limit],
+            )
+            invoices = await cursor.fetchall()
+        found = []
+        for invoice in invoices:
+            lines = await self._items("invoice_id = %s", [invoice["id"]], limit=100_000)
+            found.append(invoice_object(invoice, lines))
+        return found
+
+
+# --- the app ------------------------------------------------------------------------------------
+
+_ITEM_SCHEMA = {
+    "type": "object",
+    "required": ["customer", "amount", "currency", "tax_code"],
+    "properties": {
+        "customer": {"type": "string"},
+        "amount": {"type": "integer", "description": "Signed minor units; negative is a credit."},
+        "currency": {"type": "string", "pattern": "^[a-z]{3}$"},
+        "tax_code": {"type": "string"},
+        "description": {"type": "string"},
+        "period": {"type": "object", "properties": {"start": {"type": "integer"}, "end": {"type": "integer"}}},
+        "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+_ITEM_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {"schema": _ITEM_SCHEMA},
+            "application/json": {"schema": _ITEM_SCHEMA},
+        },
+    },
+    "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}}],
+}
+
+
+def create_billing_app(
+    settings: BillingSimSettings, conninfo: str, *, schedule: FaultSchedule | None = None
+) -> FastAPI:
+    """The billing simulator's app; its schema must be migrated already (`run_billing_sim` does that)."""
+    pool = ConnectionPool(conninfo, settings.db_schema, settings.pool_size)
+    store = BillingStore(pool, settings.db_schema, timedelta(seconds=settings.idempotency_ttl_s))
+    metrics = SimulatorMetrics("billing-sim")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await pool.close()
+
+    app = FastAPI(
+        title="Billing engine simulator",
+        version="1",
+        description="Stripe-shaped invoice items and draft invoices, with Stripe's Idempotency-Key rules.",
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    app.state.schedule = schedule or FaultSchedule(settings.faults)
+    admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    install_common(
+        app,
+        name="billing-sim",
+        schedule=app.state.schedule,
+        metrics=metrics,
+        problem=stripe_problem,
+        admin_token=admin_token,
+    )
+
+    @app.post(ITEMS_PATH, summary="Create an invoice item (Stripe parameters, form or JSON)", openapi_extra=_ITEM_BODY)
+    async def create_invoice_item(request: Request) -> Response:
+        key = request.headers.get("idempotency-key")
+        try:
+            params = parse_params(await request.body(), request.headers.get("content-type", ""))
+            item = invoice_item_params(params)
+            if key is None:
+                outcome = await store.create_item(item)
+            else:
+                if (problem := key_problem(key)) is not None:
+                    raise StripeProblem(400, "idempotency_key_invalid", problem)
+                request_fingerprint = fingerprint("POST", ITEMS_PATH, item.canonical())
+                outcome = await store.create_item_once(key, request_fingerprint, item)
+        except StripeProblem as problem:
+            return _problem_response(problem)
+        metrics.count_document("replayed" if outcome.replayed else "created")
+        headers = {"Idempotency-Key": key} if key is not None else {}
+        if outcome.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(outcome.body, status_code=outcome.status, headers=headers, media_type="application/json")
+
+    @app.get(ITEMS_PATH + "/{item_id}", summary="One invoice item")
+    async def get_invoice_item(item_id: str) -> Response:
+        found = await store.item(item_id)
+        if found is None:
+            return stripe_problem(404, "resource_missing", f"No such invoiceitem: '{item_id}'", "id")
+        return JSONResponse(found)
+
+    @app.get(ITEMS_PATH, summary="Invoice items, by customer or invoice")
+    async def list_invoice_items(
+        customer: str | None = None, invoice: str | None = None, limit: int = Query(default=100, ge=1, le=10_000)
+    ) -> Response:
+        filters = {column: value for column, value in (("customer", customer), ("invoice_id", invoice)) if value}
+        return JSONResponse(_listed(ITEMS_PATH, await store.items(filters, limit)))
+
+    @app.get("/v1/invoices/{invoice_id}", summary="One draft invoice with its lines and totals")
+    async def get_invoice(invoice_id: str) -> Response:
+        found = await store.invoices({"id": invoice_id}, 1)
+        if not found:
+            return stripe_problem(404, "resource_missing", f"No such invoice: '{invoice_id}'", "id")
+        return JSONResponse(found[0])
+
+    @app.get("/v1/invoices", summary="Draft invoices by customer and period (YYYY-MM), with totals")
+    async def list_invoices(
+        customer: str | None = None,
+        period: str | None = None,
+        currency: str | None = None,
+        limit: int = Query(default=100, ge=1, le=1000),
+    ) -> Response:
+        if period is not None and not _PERIOD.match(period):
+            return stripe_problem(400, "parameter_invalid", "period is a month, YYYY-MM", "period")
+        wanted = (("customer", customer), ("period", period), ("currency", currency))
+        filters = {column: value for column, value in wanted if value}
+        return JSONResponse(_listed("/v1/invoices", await store.invoices(filters, limit)))
+
+    return app

@@ -1,0 +1,342 @@
+"""The ERP simulator: journal lines shaped like NetSuite / Dynamics 365 project actuals, upserted by external id.
+
+A posting request becomes one line: `externalId` (the backbone's `posting_id`), `type` COST or REVENUE
+(D365's Cost and Unbilled Sales actuals), `project`, `worker`, `tranDate`, a signed decimal-string
+`amount` with its `currency`, optionally `costCentre`, `memo` and `reversesExternalId`. Like NetSuite's
+upsert by `externalId`, a retried request never creates a second document: the same content answers
+200 with the stored document. The same external id with *different* content is refused with 409
+`EXTERNAL_ID_CONFLICT` by default (posting ids are deterministic, so that is a bug upstream), or, with
+`on_conflict=update`, updates the document and bumps its `version`. Business validation answers 422
+with a code: `PERIOD_CLOSED`, `UNKNOWN_PROJECT`, `UNKNOWN_COST_CENTRE`; malformed requests 400. Each
+named instance keeps its documents in its own schema, `erp_sim_<name>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+import psycopg
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+from psycopg.rows import dict_row
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from backbone.domain.money import minor_units
+from consumers.simulators.amounts import AmountError, check_currency, fits_currency, parse_decimal
+from consumers.simulators.faults import FaultSchedule
+from consumers.simulators.pool import ConnectionPool
+from consumers.simulators.service import SimulatorMetrics, install_common
+from consumers.simulators.settings import ErpSimSettings
+
+MIGRATIONS = Path(__file__).parent / "migrations" / "erp"
+
+UpsertResult = Literal["created", "unchanged", "updated"]
+
+
+class JournalLineIn(BaseModel):
+    """A posting as the ERP accepts it (camelCase on the wire, like NetSuite's REST records)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+
+    external_id: str = Field(min_length=1, max_length=255)
+    type: Literal["COST", "REVENUE"]
+    project: str = Field(min_length=1, max_length=255)
+    worker: str = Field(min_length=1, max_length=255)
+    tran_date: date
+    amount: str = Field(description='Signed decimal string, e.g. "-150.00"; never a JSON number.')
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    cost_centre: str | None = Field(default=None, max_length=255)
+    memo: str | None = Field(default=None, max_length=4000)
+    reverses_external_id: str | None = Field(default=None, max_length=255)
+
+
+class ErpProblem(Exception):
+    """A refused line: HTTP status, the ERP's error code, a message and the offending field."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def parse_line(body: bytes) -> tuple[JournalLineIn, Decimal]:
+    """The line and its exact amount, or ErpProblem 400 saying what is malformed."""
+    try:
+        line = JournalLineIn.model_validate_json(body, strict=True)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or None
+        raise ErpProblem(400, "INVALID_REQUEST", f"{where or 'body'}: {first['msg']}", where) from None
+    try:
+        amount = parse_decimal(line.amount)
+        check_currency(line.currency)
+    except AmountError as error:
+        raise ErpProblem(400, "INVALID_AMOUNT", str(error), "amount") from None
+    if not fits_currency(amount, line.currency):
+        places = minor_units(line.currency)
+        raise ErpProblem(400, "INVALID_AMOUNT", f"{line.currency} amounts have {places} decimal places", "amount")
+    return line, amount
+
+
+def period_closed(day: date, settings: ErpSimSettings) -> bool:
+    """True when the accounting period (month) of `day` is closed."""
+    if settings.closed_before is not None and day < settings.closed_before:
+        return True
+    return f"{day:%Y-%m}" in settings.closed_periods
+
+
+def business_problem(line: JournalLineIn, settings: ErpSimSettings) -> ErpProblem | None:
+    """The first business rule `line` breaks (closed period, unknown project or cost centre), if any."""
+    if period_closed(line.tran_date, settings):
+        return ErpProblem(422, "PERIOD_CLOSED", f"the period {line.tran_date:%Y-%m} is closed", "tranDate")
+    unknown = settings.projects is not None and line.project not in settings.projects
+    pattern = settings.reject_project_pattern
+    if unknown or (pattern is not None and re.search(pattern, line.project)):
+        return ErpProblem(422, "UNKNOWN_PROJECT", f"project {line.project} does not exist in this ERP", "project")
+    known = settings.cost_centres
+    if line.cost_centre is not None and known is not None and line.cost_centre not in known:
+        message = f"cost centre {line.cost_centre} does not exist in this ERP"
+        return ErpProblem(422, "UNKNOWN_COST_CENTRE", message, "costCentre")
+    return None
+
+
+def content_hash(line: JournalLineIn, amount: Decimal) -> str:
+    """What makes two postings with one external id the same: every field, the amount by value."""
+    content = line.model_dump(mode="json", exclude={"external_id"})
+    content["amount"] = str(amount.quantize(Decimal(1).scaleb(-minor_units(line.currency))))
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+_COLUMNS = (
+    "id, external_id, line_type, project, worker, tran_date, amount, currency, cost_centre, memo, "
+    "reverses_external_id, content_hash, version, created_at, updated_at"
+)
+
+
+def document(row: dict[str, Any], erp: str) -> dict[str, Any]:
+    """A stored line as the API shows it."""
+    places = Decimal(1).scaleb(-minor_units(row["currency"]))
+    return {
+        "id": str(row["id"]),
+        "erp": erp,
+        "externalId": row["external_id"],
+        "type": row["line_type"],
+        "project": row["project"],
+        "worker": row["worker"],
+        "tranDate": row["tran_date"].isoformat(),
+        "amount": str(row["amount"].quantize(places)),
+        "currency": row["currency"],
+        "costCentre": row["cost_centre"],
+        "memo": row["memo"],
+        "reversesExternalId": row["reverses_external_id"],
+        "version": row["version"],
+        "createdAt": row["created_at"].isoformat(),
+        "updatedAt": row["updated_at"].isoformat(),
+    }
+
+
+class ErpStore:
+    """The instance's journal lines in PostgreSQL; one transaction per upsert."""
+
+    def __init__(self, pool: ConnectionPool, settings: ErpSimSettings) -> None:
+        self.pool, self.settings = pool, settings
+
+    async def upsert(self, line: JournalLineIn, amount: Decimal) -> tuple[UpsertResult, dict[str, Any]]:
+        """Create, find unchanged, or update the line with `line.external_id`; ErpProblem when refused."""
+        digest = content_hash(line, amount)
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = conn.cursor(row_factory=dict_row)
+            while True:
+                existing = await self._locked(cursor, line.external_id)
+                if existing is not None:
+                    return await self._against_existing(cursor, existing, line, amount, digest)
+                if (problem := business_problem(line, self.settings)) is not None:
+                    raise problem
+                created = await self._insert(cursor, line, amount, digest)
+                if created is not None:
+                    return "created", created
+                # A concurrent request inserted it first and has committed: compare against that one.
+
+    async def _locked(self, cursor: psycopg.AsyncCursor[dict[str, Any]], external_id: str) -> dict[str, Any] | None:
+        await cursor.execute(f"SELECT {_COLUMNS} FROM journal_lines WHERE external_id = %s FOR UPDATE", (external_id,))
+        return await cursor.fetchone()
+
+    async def _insert(
+        self, cursor: psycopg.AsyncCursor[dict[str, Any]], line: JournalLineIn, amount: Decimal, digest: str
+    ) -> dict[str, Any] | None:
+        await cursor.execute(
+            "INSERT INTO journal_lines (external_id, line_type, project, worker, tran_date, amount, currency,"
+            " cost_centre, memo, reverses_external_id, content_hash)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            f" ON CONFLICT (external_id) DO NOTHING RETURNING {_COLUMNS}",
+            (*_values(line, amount), digest),
+        )
+        return await cursor.fetchone()
+
+    async def _against_existing(
+        self,
+        cursor: psycopg.AsyncCursor[dict[str, Any]],
+        existing: dict[str, Any],
+        line: JournalLineIn,
+        amount: Decimal,
+        digest: str,
+    ) -> tuple[UpsertResult, dict[str, Any]]:
+        if existing["content_hash"] == digest:
+            return "unchanged", existing
+        if self.settings.on_conflict == "reject":
+            raise ErpProblem(
+                409,
+                "EXTERNAL_ID_CONFLICT",
+                f"document {existing['id']} has external id {line.external_id} with other content",
+                "externalId",
+            )
+        if period_closed(existing["tran_date"], self.settings):
+            raise ErpProblem(422, "PERIOD_CLOSED", f"document {existing['id']} is in a closed period", "tranDate")
+        if (problem := business_problem(line, self.settings)) is not None:
+            raise problem
+        await cursor.execute(
+            "UPDATE journal_lines SET line_type = %s, project = %s, worker = %s, tran_date = %s, amount = %s,"
+            " currency = %s, cost_centre = %s, memo = %s, reverses_external_id = %s, content_hash = %s,"
+            f" version = version + 1, updated_at = now() WHERE external_id = %s RETURNING {_COLUMNS}",
+            (*_values(line, amount)[1:], digest, line.external_id),
+        )
+        updated = await cursor.fetchone()
+        assert updated is not None  # the row is locked by this transaction
+        return "updated", updated
+
+    async def get(self, external_id: str) -> dict[str, Any] | None:
+        async with self.pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(f"SELECT {_COLUMNS} FROM journal_lines WHERE external_id = %s", (external_id,))
+            return await cursor.fetchone()
+
+    async def search(self, filters: dict[str, Any], limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        """Lines matching every given filter (column = value), oldest first, and how many match in all."""
+        where = " AND ".join(f"{column} = %s" for column in filters) or "true"
+        values = list(filters.values())
+        async with self.pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(f"SELECT count(*) AS n FROM journal_lines WHERE {where}", values)
+            total = await cursor.fetchone()
+            await cursor.execute(
+                f"SELECT {_COLUMNS} FROM journal_lines WHERE {where} ORDER BY id LIMIT %s OFFSET %s",
+                [*values, limit, offset],
+            )
+            return await cursor.fetchall(), int(total["n"]) if total else 0
+
+
+def _values(line: JournalLineIn, amount: Decimal) -> tuple[Any, ...]:
+    return (
+        line.external_id,
+        line.type,
+        line.project,
+        line.worker,
+        line.tran_date,
+        amount,
+        line.currency,
+        line.cost_centre,
+        line.memo,
+        line.reverses_external_id,
+    )
+
+
+def erp_problem(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+    """An error the way NetSuite's REST API words one, plus a top-level `code` for convenience."""
+    detail: dict[str, Any] = {"detail": message, "o:errorCode": code.upper()}
+    if field is not None:
+        detail["o:errorPath"] = field
+    body = {"status": status, "code": code.upper(), "title": message, "o:errorDetails": [detail]}
+    return JSONResponse(body, status_code=status)
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+_STATUS_OF: dict[UpsertResult, int] = {"created": 201, "unchanged": 200, "updated": 200}
+_FILTERS = {"project": "project", "worker": "worker", "type": "line_type", "externalId": "external_id"}
+
+
+def create_erp_app(settings: ErpSimSettings, conninfo: str, *, schedule: FaultSchedule | None = None) -> FastAPI:
+    """The ERP simulator's app; its schema must be migrated already (`run_erp_sim` does that)."""
+    pool = ConnectionPool(conninfo, settings.db_schema, settings.pool_size)
+    store = ErpStore(pool, settings)
+    metrics = SimulatorMetrics(f"erp-sim:{settings.name}")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await pool.close()
+
+    app = FastAPI(
+        title=f"ERP simulator {settings.name}",
+        version="1",
+        description="Journal lines like NetSuite / Dynamics 365 project actuals, upserted by externalId.",
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    app.state.schedule = schedule or FaultSchedule(settings.faults)
+    admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    install_common(
+        app,
+        name=f"erp-sim:{settings.name}",
+        schedule=app.state.schedule,
+        metrics=metrics,
+        problem=erp_problem,
+        admin_token=admin_token,
+    )
+
+    @app.post(
+        "/v1/journal-lines",
+        status_code=201,
+        summary="Upsert a journal line by externalId (201 created; 200 unchanged or updated)",
+        openapi_extra=_json_body(JournalLineIn.model_json_schema(by_alias=True)),
+    )
+    async def post_line(request: Request) -> Response:
+        try:
+            line, amount = parse_line(await request.body())
+            result, row = await store.upsert(line, amount)
+        except ErpProblem as problem:
+            return erp_problem(problem.status, problem.code, problem.message, problem.field)
+        metrics.count_document(result)
+        headers = {"X-Upsert-Result": result, "Location": f"/v1/journal-lines/{quote(row['external_id'], safe='')}"}
+        return JSONResponse(document(row, settings.name), status_code=_STATUS_OF[result], headers=headers)
+
+    @app.get("/v1/journal-lines/{external_id}", summary="One journal line by externalId")
+    async def get_line(external_id: str) -> Response:
+        row = await store.get(external_id)
+        if row is None:
+            return erp_problem(404, "RECORD_NOT_FOUND", f"no journal line has external id {external_id}", "externalId")
+        return JSONResponse(document(row, settings.name))
+
+    @app.get("/v1/journal-lines", summary="Journal lines, filtered by project, worker, type or externalId")
+    async def list_lines(
+        request: Request,
+        limit: int = Query(default=100, ge=1, le=1000),
+        offset: int = Query(default=0, ge=0),
+    ) -> Response:
+        filters = {
+            column: request.query_params[name] for name, column in _FILTERS.items() if name in request.query_params
+        }
+        rows, total = await store.search(filters, limit, offset)
+        items = [document(row, settings.name) for row in rows]
+        return JSONResponse(
+            {
+                "items": items,
+                "count": len(items),
+                "offset": offset,
+                "totalResults": total,
+                "hasMore": offset + len(items) < total,
+            }
+        )
+
+    return app
