@@ -28,11 +28,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from backbone import wire
 from backbone.domain.models import TimeEntry
-from backbone.serde import SerdeCache, registry_client
+from backbone.kafka import topics as catalog
+from backbone.kafka import wire
+from backbone.kafka.serde import SerdeCache, registry_client
 from backbone.settings import load_settings
-from topology import catalog
 
 
 def time_entry(index: int) -> dict[str, Any]:

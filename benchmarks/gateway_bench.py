@@ -30,6 +30,7 @@ import httpx
 import uvicorn
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from backbone.kafka import topics as catalog
 from backbone.observability import configure_logging
 from backbone.settings import load_settings
 from producers.clockify import read_clockify
@@ -40,7 +41,6 @@ from producers.harvest import read_harvest
 from producers.identity import EntryMapper
 from producers.parsing import ImportReport, ReadOptions
 from producers.toggl import read_toggl
-from topology import catalog
 
 SECRET = "bench-secret"
 

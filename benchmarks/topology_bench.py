@@ -40,10 +40,10 @@ from backbone.domain.models import (
     TimeEntry,
     Worker,
 )
-from backbone.serde import SerdeCache, registry_client
+from backbone.kafka.admin import apply_topics
+from backbone.kafka.serde import SerdeCache, registry_client
 from backbone.settings import Settings, load_settings
 from producers.emitter import with_envelope_defaults
-from topology.admin import apply_topics
 from topology.app import TopologyTopics
 
 ROOT = Path(__file__).resolve().parents[1]

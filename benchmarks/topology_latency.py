@@ -23,12 +23,12 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from topology_bench import ROOT, firm, produce, publish
 
-from backbone.serde import SerdeCache, registry_client
+from backbone.kafka.admin import apply_topics
+from backbone.kafka.serde import SerdeCache, registry_client
+from backbone.kafka.topics import Topic
 from backbone.settings import Settings, load_settings
 from producers.emitter import with_envelope_defaults
-from topology.admin import apply_topics
 from topology.app import TopologyTopics
-from topology.catalog import Topic
 
 DEADLINE_S = 180.0
 

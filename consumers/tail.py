@@ -27,9 +27,9 @@ from confluent_kafka import (
 
 from backbone.domain.models import Event
 from backbone.errors import BackboneError, ServiceUnavailableError
-from backbone.serde import DecodeError, SerdeCache, registry_client
+from backbone.kafka.serde import DecodeError, SerdeCache, registry_client
+from backbone.kafka.topics import Topic
 from backbone.settings import Settings
-from topology.catalog import Topic
 
 BATCH = 500
 POLL_SECONDS = 0.5
@@ -74,9 +74,7 @@ class Tail:
     ) -> None:
         self.topic = topic
         self.options = options
-        self._serde = (serdes or SerdeCache(registry_client(settings.registry.client_config()))).for_topic(
-            topic
-        )
+        self._serde = (serdes or SerdeCache(registry_client(settings.registry.client_config()))).for_topic(topic)
         self._consumer = Consumer(consumer_config(settings, options))
         self._servers = settings.kafka.servers
         self._assigned_at: float | None = None
@@ -128,9 +126,7 @@ class Tail:
             ) from error
         found = metadata.topics.get(self.topic.name)
         if found is None or found.error is not None or not found.partitions:
-            raise BackboneError(
-                f"topic {self.topic.name} does not exist", hint="create it with `backbone up`"
-            )
+            raise BackboneError(f"topic {self.topic.name} does not exist", hint="create it with `backbone up`")
         return sorted(found.partitions)
 
     def _on_assign(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:

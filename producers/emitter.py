@@ -1,7 +1,7 @@
 """The emitter: the one way programs publish canonical events to their catalog topics.
 
 An idempotent confluent-kafka producer (`enable.idempotence`, `acks=all`) writes each event to the
-topic the catalog names for its type, keyed by the catalog key, Avro-encoded through `backbone.serde`,
+topic the catalog names for its type, keyed by the catalog key, Avro-encoded through `backbone.kafka.serde`,
 with the headers routing, tracing and dead-lettering rely on (`event_type`, `correlation_id`,
 `source_system`, `traceparent` when given). Before sending, an event gets the envelope defaults the
 contract promises: a time entry's or approval's `correlation_id` defaults to its `time_entry_id`, and a
@@ -29,9 +29,9 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from backbone.domain.ids import event_id_from_payload
 from backbone.domain.models import ApprovalDecision, Event, TimeEntry
 from backbone.errors import BackboneError, ServiceUnavailableError
-from backbone.serde import SerdeCache, registry_client
+from backbone.kafka.serde import SerdeCache, registry_client
+from backbone.kafka.topics import BY_EVENT_TYPE, Topic
 from backbone.settings import KafkaSettings, Settings, load_settings
-from topology.catalog import BY_EVENT_TYPE, Topic
 
 log = structlog.get_logger("emitter")
 

@@ -71,9 +71,7 @@ def event_class(event_type: str) -> type[Event]:
     try:
         return INPUT_EVENTS[event_type]
     except KeyError:
-        raise KeyError(
-            f"unknown event type {event_type!r}; known: {', '.join(sorted(INPUT_EVENTS))}"
-        ) from None
+        raise KeyError(f"unknown event type {event_type!r}; known: {', '.join(sorted(INPUT_EVENTS))}") from None
 
 
 def read_jsonl(lines: Iterable[str], event_type: str) -> JsonlBatch:

@@ -198,9 +198,9 @@ def stop_on_signals(stop: threading.Event) -> None:
 
 def run_poller(settings: Settings, poller_settings: PollerSettings | None = None) -> None:
     """Wire settings, Kafka and the sources; poll until SIGTERM."""
+    from backbone.kafka.topics import APPROVALS, TIME_ENTRIES
     from producers.checkpoint import CheckpointLog, ensure_checkpoint_topic, read_checkpoints
     from producers.emitter import Emitter
-    from topology.catalog import APPROVALS, TIME_ENTRIES
 
     config = poller_settings or PollerSettings()
     # httpx logs every request at INFO in plain text; the poller's own JSON lines say what matters.

@@ -16,6 +16,7 @@ the cursor), with the poll time as the revision's update time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -57,7 +58,7 @@ class CursorStore(Protocol):
 class HttpGetter(Protocol):
     """`httpx.Client.get`, or `resilience.ResilientClient.get` (retries transient failures)."""
 
-    def get(self, path: str, params: Mapping[str, Any] | None = None) -> httpx.Response: ...
+    def get(self, url: str, *, params: Any = None) -> httpx.Response: ...
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -240,7 +241,7 @@ class HarvestPoller(IncrementalPoller):
         while page is not None:
             body = self._get("/v2/time_entries", {"updated_since": _z(since), "page": page, "per_page": 100})
             for item in body.get("time_entries", []):
-                yield _change(item.get("id"), item.get("updated_at"), lambda item=item: harvest_api_entry(item))
+                yield _change(item.get("id"), item.get("updated_at"), functools.partial(harvest_api_entry, item))
             page = body.get("next_page")
 
     @classmethod
@@ -264,7 +265,7 @@ class TogglPoller(IncrementalPoller):
         from producers.toggl import toggl_api_entry
 
         for item in self._get("/api/v9/me/time_entries", {"since": int(since.timestamp())}):
-            yield _change(item.get("id"), item.get("at"), lambda item=item: toggl_api_entry(item, self.options))
+            yield _change(item.get("id"), item.get("at"), functools.partial(toggl_api_entry, item, self.options))
 
     @classmethod
     def from_settings(
@@ -305,7 +306,8 @@ class ClockifyPoller:
         now = self.clock().replace(microsecond=0)
         window_start = now - timedelta(days=self.settings.lookback_days)
         seen: dict[str, str] = self.cursor.load().get("fingerprints", {})
-        report, events, fingerprints = PollReport(), [], {}
+        report, fingerprints = PollReport(), {}
+        events: list[Event] = []
         options = ReadOptions(exported_at=now, timezone=self.settings.timezone)
         for item in self._fetch(window_start, now):
             report.fetched += 1

@@ -114,10 +114,10 @@ class ResilientClient:
         self.client, self.policy, self.source = client, policy, source
         self.wait, self.rand, self.on_retry = wait, rand, on_retry
 
-    def get(self, path: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
+    def get(self, url: str, *, params: Mapping[str, Any] | None = None) -> httpx.Response:
         for attempt in range(1, self.policy.attempts + 1):
             try:
-                response = self.client.get(path, params=params)
+                response = self.client.get(url, params=params)
                 check_response(self.source, response, time.time())
                 return response
             except httpx.TransportError as error:

@@ -19,14 +19,14 @@ from typing import Any
 import structlog
 
 from backbone.domain.routing import RoutingRules, parse_routing
+from backbone.kafka import topics as catalog
+from backbone.kafka.admin import apply_topics
+from backbone.kafka.serde import SerdeCache, registry_client
 from backbone.observability import serve_metrics
-from backbone.serde import SerdeCache, registry_client
 from backbone.settings import Settings
 from backbone.streams import clients
 from backbone.streams.broadcast import BroadcastTable
 from backbone.streams.loop import SlotLock, StreamWorker
-from topology import catalog
-from topology.admin import apply_topics
 from topology.reference import ReferenceFollower, ReferenceStore
 from topology.stages import BillingStages, TopologyTopics
 
@@ -91,8 +91,12 @@ class BillingTopology:
             slot=self.lock.slot,
             stages=self.stages.stages(),
             broadcast=self.broadcast,
-            on_assigned=lambda _tasks: self.broadcast.catch_up(),
+            on_assigned=self._catch_up_master_data,
         )
+
+    def _catch_up_master_data(self, _tasks: list[tuple[str, int]]) -> None:
+        """Newly assigned books may have been priced elsewhere with master data this worker has not read yet."""
+        self.broadcast.catch_up()
 
     def run(self) -> None:
         """Create missing topics, load master data, then process until SIGTERM/SIGINT."""
@@ -114,7 +118,12 @@ def run_topology(settings: Settings, workers: int = 1, **options: Any) -> None:
         return
     options["topic_prefix"] = prefix
     children = [_spawn_worker(settings, index, options) for index in range(workers)]
-    signal.signal(signal.SIGTERM, lambda *_: [c.terminate() for c in children])
+
+    def stop_children(*_: Any) -> None:
+        for child in children:
+            child.terminate()
+
+    signal.signal(signal.SIGTERM, stop_children)
     try:
         for child in children:
             child.wait()

@@ -16,8 +16,9 @@ import structlog
 from confluent_kafka import Message
 
 from backbone.domain.reference import ReferenceData, ReferenceEvent
-from backbone.serde import DecodeError, SerdeCache
-from topology.catalog import Topic
+from backbone.kafka.serde import DecodeError, SerdeCache
+from backbone.kafka.topics import Topic
+from backbone.streams.loop import where
 from topology.messages import Position
 
 log = structlog.get_logger(__name__)
@@ -52,7 +53,7 @@ class ReferenceFollower:
         if message.value() is None:
             return  # a tombstone: compaction's business; the key's last event stays known
         try:
-            event = self.serdes.for_topic(self.topics[message.topic()]).decode(message)
+            event = self.serdes.for_topic(self.topics[where(message)[0]]).decode(message)
         except DecodeError as error:
             # the group's reference stage dead-letters it; every worker need not
             log.warning("undecodable reference record skipped", error=str(error))
@@ -61,4 +62,5 @@ class ReferenceFollower:
 
 
 def position_of(message: Message) -> Position:
-    return Position(topic=message.topic(), partition=message.partition(), offset=message.offset())
+    topic, partition, offset = where(message)
+    return Position(topic=topic, partition=partition, offset=offset)

@@ -34,12 +34,13 @@ from backbone.domain.models import (
     Worker,
 )
 from backbone.domain.routing import RoutingRules
-from backbone.serde import DecodeError, SerdeCache
-from backbone.streams.loop import Context, Stage
+from backbone.kafka import topics as catalog
+from backbone.kafka.serde import DecodeError, SerdeCache
+from backbone.kafka.topics import InternalTopics, Topic
+from backbone.streams.loop import Context, Stage, where
 from backbone.streams.partitioner import murmur2_partition
 from backbone.streams.state import Store, StoreSpec
-from topology import catalog, metrics
-from topology.catalog import InternalTopics, Topic
+from topology import metrics
 from topology.messages import BookCommand
 from topology.reference import ReferenceStore, position_of
 
@@ -162,9 +163,10 @@ class BillingStages:
 
     def entry(self, message: Message, context: Context) -> None:
         """An entry revision or approval through the entry state machine; changes go to the books."""
+        topic, partition, _ = where(message)
         home = murmur2_partition(message.key() or b"", self.partitions)
-        if message.topic() != self.internal.entry_inputs.name and home != message.partition():
-            headers = [*(message.headers() or []), (FORWARDED_FROM, message.topic().encode())]
+        if topic != self.internal.entry_inputs.name and home != partition:
+            headers = [*(message.headers() or []), (FORWARDED_FROM, topic.encode())]
             context.produce(
                 self.internal.entry_inputs.name, message.value(), key=message.key(), headers=headers, partition=home
             )
@@ -237,7 +239,7 @@ class BillingStages:
             self.reference.apply(reference, command.position)
         at = command.change.occurred_at if command.change else reference.occurred_at  # type: ignore[union-attr]
         context_ = billing.Context(reference=self.reference.data, routing=self.routing(), at=at)
-        store = context.store("ledgers", message.partition())
+        store = context.store("ledgers", where(message)[1])
         books = self._books_of(store)
         settle = functools.partial(self._settle, books=books, store=store, context=context)
         if command.change is not None:
@@ -290,7 +292,7 @@ class BillingStages:
             return
         metrics.EVENTS_IN.labels(decoded.event_type).inc()
         decide = feedback.posting_feedback if decoded.event_type == "posting-ack" else feedback.billing_feedback
-        store = context.store("rejections", message.partition())
+        store = context.store("rejections", where(message)[1])
         was_open = store.get(decoded.key)
         opened, out = decide(was_open, decoded)  # type: ignore[arg-type]
         self._emit(out, context)
@@ -321,7 +323,7 @@ class BillingStages:
 
     def _decode(self, message: Message, context: Context, source: str | None = None) -> Event | None:
         """The event a record carries (`source`: the topic whose schema it has, when not its own)."""
-        topic = self.catalog_topic[source or message.topic()]
+        topic = self.catalog_topic[source or where(message)[0]]
         try:
             return self.serdes.for_topic(topic).decode(message)
         except DecodeError as error:
@@ -331,7 +333,8 @@ class BillingStages:
 
 
 def _forwarded_from(message: Message) -> str | None:
-    for name, value in message.headers() or ():
+    headers: list[tuple[str, bytes]] = message.headers() or []  # type: ignore[assignment]
+    for name, value in headers:
         if name == FORWARDED_FROM:
             return value.decode()
     return None

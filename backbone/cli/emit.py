@@ -34,9 +34,7 @@ PROGRESS_EVERY = 10_000
 @click.command()
 @click.argument("event_type", metavar="EVENT_TYPE", type=click.Choice(sorted(INPUT_EVENTS)))
 @click.argument("source", metavar="FILE|-")
-@click.option(
-    "--skip-invalid", is_flag=True, help="Publish the valid lines; write rejected lines to --rejects."
-)
+@click.option("--skip-invalid", is_flag=True, help="Publish the valid lines; write rejected lines to --rejects.")
 @click.option(
     "--rejects",
     "rejects_path",
@@ -73,9 +71,7 @@ def emit(
     click.echo(f"published {published}, rejected {len(rejections)}, {seconds:.2f} s, {rate:,.0f} records/s")
 
 
-def _validate(
-    handle: IO[str], event_type: str, quiet: bool
-) -> tuple[int, list[Rejection], list[Event] | None]:
+def _validate(handle: IO[str], event_type: str, quiet: bool) -> tuple[int, list[Rejection], list[Event] | None]:
     """(valid count, rejections, the valid events when few enough to keep) after one pass."""
     kept: list[Event] | None = []
     rejections: list[Rejection] = []
@@ -110,8 +106,7 @@ def _report_rejections(rejections: list[Rejection], valid: int, skip_invalid: bo
     if not skip_invalid:
         raise InvalidInputError(
             f"{len(rejections)} of {len(rejections) + valid} lines are invalid; nothing was published",
-            hint="fix them, or use --skip-invalid to publish the valid lines "
-            "and write the rejected ones to a file",
+            hint="fix them, or use --skip-invalid to publish the valid lines and write the rejected ones to a file",
         )
 
 
@@ -130,8 +125,8 @@ def _publish(
     event_type: str, topic_name: str | None, events: Iterator[Event] | list[Event], total: int, quiet: bool
 ) -> int:
     # Imported here so that validation errors never wait for confluent-kafka to load.
+    from backbone.kafka.topics import topic_for
     from producers.emitter import Emitter
-    from topology.catalog import topic_for
 
     topic = topic_for(event_type)
     if topic_name:

@@ -48,7 +48,7 @@ def topics() -> None:
 @topics.command("apply")
 def topics_apply() -> None:
     """Create the catalog's missing topics and report drift (exit 1 on drift)."""
-    from topology.admin import apply_topics
+    from backbone.kafka.admin import apply_topics
 
     settings = load_settings()
     report = apply_topics(LocalRuntime(settings).admin(), replication_factor=settings.kafka.replication_factor)
@@ -64,7 +64,7 @@ def topics_apply() -> None:
 @topics.command("list")
 def topics_list() -> None:
     """Print the catalog: topic, partitions, cleanup policy, key and event type."""
-    from topology.catalog import ALL_TOPICS
+    from backbone.kafka.topics import ALL_TOPICS
 
     for topic in ALL_TOPICS:
         policy = "compact" if topic.compacted else "delete"

@@ -25,7 +25,7 @@ def schemas() -> None:
 @schemas.command()
 def register() -> None:
     """Register every catalog topic's value schema (idempotent)."""
-    from backbone.serde import register_all, registry_client
+    from backbone.kafka.serde import register_all, registry_client
 
     settings = load_settings()
     ids = register_all(registry_client(settings.registry.client_config()))
@@ -36,7 +36,7 @@ def register() -> None:
 @schemas.command()
 def check() -> None:
     """Exit non-zero, listing the problems, when a schema is incompatible with the registered one."""
-    from backbone.serde import check_compatibility, registry_client
+    from backbone.kafka.serde import check_compatibility, registry_client
 
     settings = load_settings()
     problems = check_compatibility(registry_client(settings.registry.client_config()))

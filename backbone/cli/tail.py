@@ -16,8 +16,8 @@ import click
 
 from backbone.domain.models import Event
 from backbone.errors import BackboneError
+from backbone.kafka.topics import resolve_stream
 from backbone.settings import load_settings
-from topology.catalog import resolve_stream
 
 TABLE_WIDTH = 24
 ENVELOPE = ("event_id", "occurred_at", "source_system", "correlation_id")
@@ -25,21 +25,15 @@ ENVELOPE = ("event_id", "occurred_at", "source_system", "correlation_id")
 
 @click.command()
 @click.argument("stream", metavar="STREAM|TOPIC")
-@click.option(
-    "--from-beginning", is_flag=True, help="Start at the oldest record (default: only new records)."
-)
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest record (default: only new records).")
 @click.option(
     "--idle-timeout",
     type=click.FloatRange(min=0),
     metavar="SECONDS",
     help="Exit 0 after this long with no new record.",
 )
-@click.option(
-    "--max", "max_records", type=click.IntRange(min=1), metavar="N", help="Exit after printing N events."
-)
-@click.option(
-    "--format", "output_format", type=click.Choice(["jsonl", "table"]), default="jsonl", show_default=True
-)
+@click.option("--max", "max_records", type=click.IntRange(min=1), metavar="N", help="Exit after printing N events.")
+@click.option("--format", "output_format", type=click.Choice(["jsonl", "table"]), default="jsonl", show_default=True)
 @click.option(
     "--group", help="Consume as this durable consumer group and commit progress (default: a throwaway group)."
 )

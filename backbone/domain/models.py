@@ -1,7 +1,7 @@
 """The canonical model: every event backbone carries, as frozen pydantic models.
 
 These classes are the contract between systems (see docs/canonical-model.md). Connectors map their
-payloads into them, processors and sinks read them, and `backbone.wire` is the only place that turns
+payloads into them, processors and sinks read them, and `backbone.kafka.wire` is the only place that turns
 them into Avro records and back. JSON input follows the contract's conventions: money, rates,
 percentages and hours are decimal *strings* (a JSON float is rejected, never rounded), dates are
 `YYYY-MM-DD`, instants are RFC 3339 in UTC, enums are UPPER_SNAKE strings.

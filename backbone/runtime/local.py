@@ -119,7 +119,7 @@ class LocalRuntime:
         say(f"kafka     {'started' if started[0] else 'running':<11} {self.kafka.address}  ({started[1]:.1f}s)")
 
     def _apply_topics(self, say: Say) -> None:
-        from topology.admin import apply_topics
+        from backbone.kafka.admin import apply_topics
 
         report = apply_topics(self.admin(), replication_factor=self.settings.kafka.replication_factor)
         say(f"topics    {len(report.created)} created, {len(report.unchanged)} unchanged, {len(report.drift)} drift")
@@ -134,7 +134,7 @@ class LocalRuntime:
         say(f"registry  {'started' if started[0] else 'running':<11} {self.registry.address}  ({started[1]:.1f}s)")
 
     def _register_schemas(self, say: Say) -> None:
-        from backbone.serde import register_all, registry_client  # imported late: the Avro stack is heavy
+        from backbone.kafka.serde import register_all, registry_client  # imported late: the Avro stack is heavy
 
         ids = register_all(registry_client(self.settings.registry.client_config()))
         say(f"schemas   {len(ids)} registered")

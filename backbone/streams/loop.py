@@ -99,6 +99,11 @@ class Context:
         self._worker.dead_letter(message, error, processor, error_class)
 
 
+def where(message: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed record: never None for one, though the stubs allow it."""
+    return message.topic(), message.partition(), message.offset()  # type: ignore[return-value]
+
+
 def dead_letter_headers(
     message: Message, error: BaseException, processor: str, error_class: str = ""
 ) -> list[tuple[str, bytes]]:
@@ -248,9 +253,7 @@ class StreamWorker:
                 continue
             if not self._in_transaction:
                 self._begin()
-            # a consumed record always has its topic, partition and offset (the stubs allow None)
-            topic: str = message.topic()  # type: ignore[assignment]
-            partition: int = message.partition()  # type: ignore[assignment]
+            topic, partition, offset = where(message)
             stage = self._stage_of[topic]
             try:
                 stage.handle(message, self.context)
@@ -258,7 +261,7 @@ class StreamWorker:
                 raise
             except Exception as error:  # the record's own fault: dead-letter it, the partition moves on
                 self.dead_letter(message, error, stage.name)
-            self._positions[(topic, partition)] = message.offset() + 1  # type: ignore[operator]
+            self._positions[(topic, partition)] = offset + 1
             self._records_in[topic] += 1
             self._uncommitted += 1
 

@@ -15,9 +15,9 @@ def run_gateway(settings: Settings, gateway_settings: GatewaySettings | None = N
     """Serve until SIGTERM/SIGINT (uvicorn drains in-flight requests), then deliver what is outstanding."""
     import uvicorn
 
+    from backbone.kafka.topics import TIME_ENTRIES
     from producers.emitter import Emitter
     from producers.gateway.app import create_app
-    from topology.catalog import TIME_ENTRIES
 
     config = gateway_settings or GatewaySettings()
     if not config.api_keys and not config.webhook_secrets:

@@ -24,7 +24,7 @@ class GatewaySettings(BaseSettings):
     api_keys: dict[str, SecretStr] = Field(default_factory=dict, description="Key name -> API key.")
     webhook_secrets: dict[str, SecretStr] = Field(default_factory=dict, description="Source -> signing secret.")
     webhook_schemes: dict[str, Scheme] = Field(
-        default_factory=lambda: {"toggl": "toggl", "clockify": "clockify"},
+        default_factory=lambda: dict[str, Scheme](toggl="toggl", clockify="clockify"),
         description="Source -> signature scheme; sources not listed use `timestamped`.",
     )
     signature_tolerance_s: float = Field(default=300, description="Age limit of a timestamped signature.")

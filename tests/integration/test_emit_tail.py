@@ -20,12 +20,12 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from backbone.cli.main import cli
 from backbone.domain.models import INPUT_EVENTS, Event
-from backbone.serde import check_compatibility
+from backbone.kafka import topics as catalog
+from backbone.kafka.serde import check_compatibility
 from backbone.settings import Settings
 from producers.emitter import Emitter, with_envelope_defaults
 from tests.examples import RICH, minimal_time_entry
 from tests.support import create_topic, unique_name
-from topology import catalog
 
 pytestmark = pytest.mark.integration
 
@@ -223,7 +223,7 @@ def test_publish_reports_counts_per_topic(settings: Settings, make_topic: Any) -
 def test_check_lists_a_schema_change_the_registry_would_refuse(registry_url: str) -> None:
     registry = SchemaRegistryClient({"url": registry_url})
     topic = dataclasses.replace(catalog.TIME_ENTRIES, name=unique_name("compat"))
-    from backbone import wire
+    from backbone.kafka import wire
 
     old = dict(wire.schema_for(topic.event))  # type: ignore[arg-type]
     old["fields"] = [f for f in old["fields"] if f["name"] != "billable"]
@@ -237,7 +237,7 @@ def test_check_passes_for_unregistered_and_equal_schemas(registry_url: str) -> N
     registry = SchemaRegistryClient({"url": registry_url})
     fresh = dataclasses.replace(catalog.CLIENTS, name=unique_name("compat"))
     same = dataclasses.replace(catalog.PROJECTS, name=unique_name("compat"))
-    from backbone.serde import register_all
+    from backbone.kafka.serde import register_all
 
     register_all(registry, [same])
     assert check_compatibility(registry, [fresh, same]) == []

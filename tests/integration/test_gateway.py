@@ -21,13 +21,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 
-from backbone.serde import SerdeCache, registry_client
+from backbone.kafka import topics as catalog
+from backbone.kafka.serde import SerdeCache, registry_client
 from backbone.settings import Settings
 from producers.emitter import Emitter
 from producers.gateway import GatewaySettings, create_app
 from producers.gateway.security import toggl_signature
 from tests.support import unique_name, wait_until
-from topology import catalog
 
 pytestmark = pytest.mark.integration
 

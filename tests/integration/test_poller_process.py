@@ -23,12 +23,12 @@ import uvicorn
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from backbone.serde import SerdeCache, registry_client
+from backbone.kafka import topics as catalog
+from backbone.kafka.admin import apply_topics
+from backbone.kafka.serde import SerdeCache, registry_client
 from backbone.settings import Settings
 from tests.fixtures.connectors.fake_trackers import FakeTrackers
 from tests.support import unique_name, wait_for_partitions, wait_until
-from topology import catalog
-from topology.admin import apply_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,14 +13,14 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from fastapi.testclient import TestClient
 
-from backbone.serde import SerdeCache, registry_client
+from backbone.kafka import topics as catalog
+from backbone.kafka.serde import SerdeCache, registry_client
 from backbone.settings import Settings
 from producers.emitter import Emitter
 from producers.identity import EntryMapper
 from producers.polling import CursorFile, HarvestPoller
 from tests.fixtures.connectors.fake_trackers import FakeTrackers
 from tests.support import unique_name, wait_until
-from topology import catalog
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,10 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from backbone.kafka import topics as catalog
+from backbone.kafka.admin import apply_topics
 from backbone.settings import KafkaSettings
 from tests.support import unique_name
-from topology import catalog
-from topology.admin import apply_topics
 
 pytestmark = pytest.mark.integration
 

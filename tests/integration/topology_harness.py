@@ -34,11 +34,11 @@ from backbone.domain.models import (
 )
 from backbone.domain.rating import contract_cap
 from backbone.domain.reference import ReferenceData
-from backbone.serde import SerdeCache, registry_client
+from backbone.kafka.admin import apply_topics
+from backbone.kafka.serde import SerdeCache, registry_client
+from backbone.kafka.topics import Topic
 from backbone.settings import Settings
-from topology.admin import apply_topics
 from topology.app import TopologyTopics
-from topology.catalog import Topic
 
 ROOT = Path(__file__).resolve().parents[2]
 D = Decimal

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from backbone.domain import models
-from topology import catalog
+from backbone.kafka import topics as catalog
 
 CANONICAL_TOPICS = {
     "ref.clients.v1": ("client_id", True),

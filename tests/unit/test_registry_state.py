@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from backbone.kafka.wire import SCHEMA_DIR
 from backbone.registry.compatibility import CompatibilityLevel, parse
 from backbone.registry.store import (
     Config,
@@ -19,7 +20,6 @@ from backbone.registry.store import (
     candidate_schema,
     owned_by_backbone,
 )
-from backbone.wire import SCHEMA_DIR
 
 
 def record(name: str, *fields: dict[str, Any], **extra: Any) -> dict[str, Any]:

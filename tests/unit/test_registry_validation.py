@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from backbone.kafka.wire import SCHEMA_DIR
 from backbone.registry.validation import schema_problems
-from backbone.wire import SCHEMA_DIR
 
 
 def record(name: str, *fields: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -19,8 +19,8 @@ import fastavro
 import pytest
 from pydantic import BaseModel
 
-from backbone import wire
 from backbone.domain import models
+from backbone.kafka import wire
 from tests.examples import RICH
 
 EVENTS = sorted(models.ALL_EVENTS.items())
@@ -54,11 +54,7 @@ def _type_problems(where: str, python_type: Any, avro_type: Any) -> list[str]:
     }
     if isinstance(python_type, type) and issubclass(python_type, enum.Enum):
         symbols = [member.value for member in python_type]
-        if not (
-            isinstance(avro_type, dict)
-            and avro_type.get("type") == "enum"
-            and avro_type["symbols"] == symbols
-        ):
+        if not (isinstance(avro_type, dict) and avro_type.get("type") == "enum" and avro_type["symbols"] == symbols):
             return [f"{where}: expected enum {symbols}, schema has {avro_type}"]
         return []
     if typing.get_origin(python_type) is tuple:

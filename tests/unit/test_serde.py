@@ -10,9 +10,9 @@ from confluent_kafka.schema_registry._sync.mock_schema_registry_client import Mo
 
 from backbone.domain.models import ALL_EVENTS
 from backbone.errors import BackboneError, InvalidInputError
-from backbone.serde import DecodeError, SerdeCache, TopicSerde, describe_differences, register_all
+from backbone.kafka import topics as catalog
+from backbone.kafka.serde import DecodeError, SerdeCache, TopicSerde, describe_differences, register_all
 from tests.examples import RICH
-from topology import catalog
 
 MAGIC = b"\x00"
 
@@ -59,9 +59,7 @@ def test_every_topic_round_trips_its_event_in_confluent_framing(registry: Any, t
     ("value", "reason"),
     [
         pytest.param(b"not avro at all", "magic byte", id="garbage"),
-        pytest.param(
-            MAGIC + (999).to_bytes(4, "big") + b"\x02", "unknown writer schema", id="unknown-schema-id"
-        ),
+        pytest.param(MAGIC + (999).to_bytes(4, "big") + b"\x02", "unknown writer schema", id="unknown-schema-id"),
         pytest.param(b"\x00\x00", "framing", id="too-short"),
         pytest.param(None, "tombstone", id="tombstone"),
     ],

@@ -4,7 +4,7 @@ Values are the Confluent wire format (magic byte 0, 4-byte big-endian schema id,
 subject `<topic>-value` (TopicNameStrategy), so any Confluent client reads what backbone writes
 (`tests/integration/test_foreign_consumer.py` holds us to it). Schema ids come from confluent-kafka's
 `SchemaRegistryClient` (which caches them); the Avro body is fastavro's `schemaless_writer`/`_reader`
-on the plain dicts of `backbone.wire`, the one seam between models and records. confluent-kafka's
+on the plain dicts of `backbone.kafka.wire`, the one seam between models and records. confluent-kafka's
 `AvroSerializer`/`AvroDeserializer` frame the same bytes but run their data-contract rule engine and
 re-expand the reader schema on every record, which backbone does not use and which cost more than the
 Avro itself (`benchmarks/emit_bench.py` prints both). Keys are the catalog key as a plain UTF-8
@@ -29,10 +29,10 @@ from confluent_kafka import Message
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
 from pydantic import ValidationError
 
-from backbone import wire
 from backbone.domain.models import Event
 from backbone.errors import BackboneError, InvalidInputError, ServiceUnavailableError
-from topology.catalog import EVENT_TOPICS, Topic
+from backbone.kafka import wire
+from backbone.kafka.topics import EVENT_TOPICS, Topic
 
 try:
     # The registry client speaks HTTP through a vendored httpx; its transport errors mean "unreachable".
@@ -164,9 +164,7 @@ class SerdeCache:
     def for_topic(self, topic: Topic) -> TopicSerde:
         serde = self._serdes.get(topic.name)
         if serde is None:
-            serde = self._serdes[topic.name] = TopicSerde(
-                topic, self.registry, auto_register=self._auto_register
-            )
+            serde = self._serdes[topic.name] = TopicSerde(topic, self.registry, auto_register=self._auto_register)
         return serde
 
 
@@ -203,9 +201,7 @@ def check_compatibility(registry: SchemaRegistryClient, topics: Iterable[Topic] 
 def _compatibility_problem(registry: SchemaRegistryClient, topic: Topic) -> str | None:
     subject = topic.value_subject
     try:
-        compatible = _registry_call(
-            lambda: registry.test_compatibility(subject, value_schema(topic)), subject
-        )
+        compatible = _registry_call(lambda: registry.test_compatibility(subject, value_schema(topic)), subject)
     except SchemaRegistryError as error:
         if error.error_code == SUBJECT_NOT_FOUND:
             return None
@@ -241,9 +237,7 @@ def _registry_call(call: Callable[[], T], subject: str) -> T:
         ) from error
     except SchemaRegistryError as error:
         if error.http_status_code >= 500:
-            raise ServiceUnavailableError(
-                f"schema registry failed ({subject}): {error.error_message}"
-            ) from error
+            raise ServiceUnavailableError(f"schema registry failed ({subject}): {error.error_message}") from error
         if error.http_status_code == 409:
             raise BackboneError(
                 f"{subject}: the registry refused the schema as incompatible: {error.error_message}",
@@ -261,9 +255,7 @@ def _event_of(topic: Topic) -> type[Event]:
 def _describe(error: BaseException) -> str:
     if isinstance(error, ValidationError):
         # Valid Avro that breaks a model rule: say which fields, not pydantic's whole report.
-        fields = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_url=False)
-        )
+        fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_url=False))
         return f"invalid {error.title}: {fields}"
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0] if text else 'no details'}"

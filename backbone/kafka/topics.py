@@ -3,7 +3,7 @@
 Each `Topic` holds a topic's whole contract: name, the canonical event its values carry (and so its
 key field and Avro schema), partitions, cleanup policy, retention, and its dead-letter topic. Code
 receives `Topic` objects, never name strings; `backbone up` and `backbone topics apply` create what is
-missing and report drift (see `topology.admin`).
+missing and report drift (see `backbone.kafka.admin`).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import fastavro
 
 from backbone.domain.models import ALL_EVENTS, DECIMAL_SCALE, Canonical, Event
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas" / "avro"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas" / "avro"
 """Where the `.avsc` files live (the working tree's contract)."""
 
 _QUANTUM = Decimal(1).scaleb(-DECIMAL_SCALE)

@@ -14,7 +14,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from backbone.errors import ServiceUnavailableError
-from topology.catalog import ALL_TOPICS, Topic
+from backbone.kafka.topics import ALL_TOPICS, Topic
 
 CHECKED_CONFIGS = ("cleanup.policy", "retention.ms")
 
