@@ -36,7 +36,7 @@ from typing import IO, Any
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
-from backbone.errors import ServiceUnavailableError
+from backbone.errors import ConfigurationError, ServiceUnavailableError
 from backbone.settings import KafkaSettings, StreamsSettings
 from backbone.streams import clients, metrics
 from backbone.streams.broadcast import BroadcastTable
@@ -102,6 +102,14 @@ class Context:
 def where(message: Message) -> tuple[str, int, int]:
     """(topic, partition, offset) of a consumed record: never None for one, though the stubs allow it."""
     return message.topic(), message.partition(), message.offset()  # type: ignore[return-value]
+
+
+def _header(message: Message, name: str) -> str | None:
+    headers: list[tuple[str, bytes]] = message.headers() or []  # type: ignore[assignment]
+    for key, value in headers:
+        if key == name:
+            return value.decode(errors="replace")
+    return None
 
 
 def dead_letter_headers(
@@ -185,6 +193,7 @@ class StreamWorker:
         headers = dead_letter_headers(message, error, f"{self.app}.{processor}", error_class)
         log.error(
             "record dead-lettered",
+            correlation_id=_header(message, "correlation_id"),
             topic=message.topic(),
             partition=message.partition(),
             offset=message.offset(),
@@ -201,7 +210,11 @@ class StreamWorker:
         if handle_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: self.stop())
-        self._start()
+        try:
+            self._start()
+        except BaseException:
+            self._close()
+            raise
         try:
             while not self._stop.is_set():
                 self.step()
@@ -215,6 +228,7 @@ class StreamWorker:
 
     def _start(self) -> None:
         started = time.monotonic()
+        self._check_co_partitioning()
         self._call(lambda: self.producer.init_transactions(KAFKA_CALL_TIMEOUT), "init_transactions")
         if self.broadcast is not None:
             self.broadcast.load()
@@ -227,6 +241,18 @@ class StreamWorker:
             stages=[s.name for s in self.stages],
             seconds=round(time.monotonic() - started, 3),
         )
+
+    def _check_co_partitioning(self) -> None:
+        """A stage's inputs and changelogs must have one partition count, or its state would be split."""
+        metadata = self.consumer.list_topics(timeout=KAFKA_CALL_TIMEOUT).topics
+        for stage in self.stages:
+            topics = [*stage.inputs, *(spec.changelog for spec in stage.stores)]
+            counts = {t: len(metadata[t].partitions) if t in metadata else 0 for t in topics}
+            if 0 in counts.values() or len(set(counts.values())) > 1:
+                raise ConfigurationError(
+                    f"stage {stage.name}: its topics must exist with one partition count, found {counts}",
+                    hint="create them with `backbone topics apply`, or give them equal partitions",
+                )
 
     def step(self) -> None:
         """One batch: consume, process, and commit when the transaction is due."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
-from backbone.errors import ServiceUnavailableError
+from backbone.errors import ConfigurationError, ServiceUnavailableError
 from backbone.settings import Settings, StreamsSettings
 from backbone.streams.errors import FatalStreamError
 from backbone.streams.loop import Context, Stage, StreamWorker, WorkerSlot
@@ -249,3 +249,18 @@ def test_a_record_a_handler_cannot_process_is_dead_lettered_and_the_partition_mo
         [v for v in pipe.committed_outputs() if not v.startswith("k3:")], [k for k in KEYS if k != "k3"], 2
     )
     assert sorted(v for v in pipe.committed_outputs() if v.startswith("k3:")) == ["k3:1"]
+
+
+def test_a_stage_whose_inputs_are_not_co_partitioned_is_refused_before_it_starts(pipe: Pipe) -> None:
+    other = create_topic(pipe.settings.kafka.servers, f"{pipe.name}.other", PARTITIONS + 1)
+    stage = pipe.stage()
+    worker = StreamWorker(
+        kafka=pipe.settings.kafka,
+        streams=StreamsSettings(),
+        slot=WorkerSlot(pipe.name, "test", 0),
+        stages=[Stage(stage.name, (pipe.inputs, other), stage.handle, stage.stores)],
+    )
+    with pytest.raises(ConfigurationError) as refused:
+        worker.run(handle_signals=False)
+    assert f"{other}': {PARTITIONS + 1}" in str(refused.value)
+    assert "one partition count" in str(refused.value)

@@ -27,9 +27,7 @@ def test_id_is_a_stable_uuid5(event_type: str) -> None:
 @pytest.mark.parametrize(
     ("event_type", "a", "b"),
     [
-        pytest.param(
-            "worker", {"cost_rate": "85.5"}, {"cost_rate": "85.5000"}, id="decimal-scale-does-not-matter"
-        ),
+        pytest.param("worker", {"cost_rate": "85.5"}, {"cost_rate": "85.5000"}, id="decimal-scale-does-not-matter"),
         pytest.param(
             "time-entry",
             {"occurred_at": "2026-11-02T10:30:00+01:00"},

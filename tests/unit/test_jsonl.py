@@ -27,9 +27,7 @@ CONTRACT = RICH["contract"]
 REJECTED = [
     pytest.param("time-entry", '{"time_entry_id": "TE-1",', NOT_JSON, "not valid JSON", id="bad-json"),
     pytest.param("time-entry", "[1, 2, 3]", WHOLE_RECORD, "expected a JSON object", id="not-an-object"),
-    pytest.param(
-        "time-entry", _line({**ENTRY, "revision": "two"}), "revision", "valid integer", id="wrong-type-int"
-    ),
+    pytest.param("time-entry", _line({**ENTRY, "revision": "two"}), "revision", "valid integer", id="wrong-type-int"),
     pytest.param(
         "time-entry", _line({**ENTRY, "billable": "maybe"}), "billable", "valid boolean", id="wrong-type-bool"
     ),
@@ -54,9 +52,7 @@ REJECTED = [
         "required field is missing",
         id="missing-field",
     ),
-    pytest.param(
-        "time-entry", _line({**ENTRY, "colour": "red"}), "colour", "unknown field", id="unknown-field"
-    ),
+    pytest.param("time-entry", _line({**ENTRY, "colour": "red"}), "colour", "unknown field", id="unknown-field"),
     pytest.param("time-entry", _line({**ENTRY, "billable": "yes"}), "billable", "boolean", id="bool-as-text"),
     pytest.param("time-entry", _line({**ENTRY, "revision": "2"}), "revision", "integer", id="int-as-text"),
     pytest.param(
@@ -79,9 +75,7 @@ REJECTED = [
         "unknown value 'FREELANCER'; expected 'EMPLOYEE' or 'CONTRACTOR'",
         id="unknown-enum",
     ),
-    pytest.param(
-        "worker", _line({**WORKER, "cost_rate": 85.5}), "cost_rate", "decimal strings", id="float-money"
-    ),
+    pytest.param("worker", _line({**WORKER, "cost_rate": 85.5}), "cost_rate", "decimal strings", id="float-money"),
     pytest.param(
         "worker",
         _line({**WORKER, "cost_rate": "85.12345"}),
@@ -96,9 +90,7 @@ REJECTED = [
         "not a decimal number",
         id="money-not-a-number",
     ),
-    pytest.param(
-        "worker", _line({**WORKER, "cost_currency": "euro"}), "cost_currency", "ISO 4217", id="bad-currency"
-    ),
+    pytest.param("worker", _line({**WORKER, "cost_currency": "euro"}), "cost_currency", "ISO 4217", id="bad-currency"),
     pytest.param(
         "contract",
         _line({**CONTRACT, "rate_card": [{"hourly_rate": 150.5}]}),
