@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from operator import attrgetter
+from typing import Any
 
 from backbone.domain import ids
 from backbone.domain.construction import construct
@@ -142,8 +143,10 @@ class Ledger:
     exceptions: dict[ExceptionKind, RaisedException] = field(default_factory=dict)
 
 
-_snapshot = attrgetter(*(f.name for f in fields(Ledger)))
-"""A ledger's field values as a tuple: compared before and after settling, it says whether to write it."""
+_LEDGER_FIELDS = tuple(f.name for f in fields(Ledger))
+_snapshot = attrgetter(*_LEDGER_FIELDS)
+"""A ledger's field values as a tuple: compared before and after settling, it says whether to write it;
+kept from before an operation, it puts the ledger back if the operation fails."""
 
 
 @dataclass(slots=True)
@@ -311,28 +314,73 @@ def _pricing(
 
 @dataclass(slots=True)
 class _Settling:
-    """What one operation on a book collects: the events in emission order and the ledgers it changed."""
+    """One operation on a book: the events in emission order, the ledgers it changed, and what it needs
+    to put the book back as it was if it fails half-way (books are updated in place, and a record that
+    fails is dead-lettered while its partition goes on: a half-settled book must not outlive it)."""
 
     context: Context
+    billed_before: dict[str, Decimal]
+    at_risk_before: dict[str, Decimal]
     events: list[Event] = field(default_factory=list)
     changed: dict[str, Ledger] = field(default_factory=dict)
+    undo: dict[str, tuple[Any, ...] | None] = field(default_factory=dict)
+    """Each touched ledger's fields before the operation first touched it (None: the operation created it)."""
+
+    @classmethod
+    def of(cls, book: ProjectBook, context: Context) -> _Settling:
+        # a project has a handful of contracts: copying its totals is cheap, unlike copying its ledgers
+        return cls(context, dict(book.billed_by_contract), dict(book.at_risk_by_contract))
 
     def settled(self, book: ProjectBook) -> Settled:
         return Settled(book, tuple(self.events), tuple(self.changed.values()))
 
 
+def _atomically(book: ProjectBook, settling: _Settling, operation: Callable[[], None]) -> Settled:
+    """Run an operation on the book; if it raises, undo what it did to the book and re-raise."""
+    try:
+        operation()
+    except BaseException:
+        _roll_back(book, settling)
+        raise
+    return settling.settled(book)
+
+
+def _roll_back(book: ProjectBook, settling: _Settling) -> None:
+    for entry_id, before in settling.undo.items():
+        if before is None:
+            book.ledgers.pop(entry_id, None)
+        else:
+            ledger = book.ledgers[entry_id]
+            for name, value in zip(_LEDGER_FIELDS, before, strict=True):
+                setattr(ledger, name, value)
+    book.billed_by_contract = settling.billed_before
+    book.at_risk_by_contract = settling.at_risk_before
+
+
 def book_entry(book: ProjectBook, change: EntryChange, context: Context) -> Settled:
     """The entry stage says what to price for one entry now (a new revision, an un-approval, a deletion)."""
-    ledger = book.ledgers.get(change.time_entry_id)
+    settling = _Settling.of(book, context)
+
+    def operation() -> None:
+        ledger = _ledger_for(book, change.time_entry_id, change.correlation_id, settling)
+        ledger.entry = change.entry
+        ledger.correlation_id = change.correlation_id
+        ledger.last_seen = change.entry or ledger.last_seen
+        settling.changed[change.time_entry_id] = ledger  # its entry changed, whatever settling does next
+        _settle(book, [change.time_entry_id], settling)
+
+    return _atomically(book, settling, operation)
+
+
+def _ledger_for(book: ProjectBook, entry_id: str, correlation_id: str, settling: _Settling) -> Ledger:
+    """The entry's ledger, created empty (counting nothing yet: no contract, nothing billed) if new."""
+    ledger = book.ledgers.get(entry_id)
     if ledger is None:
-        ledger = Ledger(time_entry_id=change.time_entry_id, correlation_id=change.correlation_id)
-        book.ledgers[change.time_entry_id] = ledger  # counts nothing yet: no contract, nothing billed
-    ledger.entry = change.entry
-    ledger.correlation_id = change.correlation_id
-    ledger.last_seen = change.entry or ledger.last_seen
-    settling = _Settling(context)
-    settling.changed[change.time_entry_id] = ledger  # its entry changed, whatever settling does next
-    return _settle(book, [change.time_entry_id], settling)
+        ledger = book.ledgers[entry_id] = Ledger(time_entry_id=entry_id, correlation_id=correlation_id)
+        settling.undo[entry_id] = None
+    else:
+        settling.undo.setdefault(entry_id, _snapshot(ledger))
+    return ledger
 
 
 def reprice(book: ProjectBook, context: Context, *, only: Callable[[Ledger], bool] | None = None) -> Settled:
@@ -350,10 +398,11 @@ def reprice_worker(book: ProjectBook, worker_id: str, context: Context) -> Settl
 
 def settle(book: ProjectBook, entry_ids: Iterable[str], context: Context) -> Settled:
     """Re-value the given entries in a fixed order, then keep every touched contract within its cap."""
-    return _settle(book, entry_ids, _Settling(context))
+    settling = _Settling.of(book, context)
+    return _atomically(book, settling, lambda: _settle(book, entry_ids, settling))
 
 
-def _settle(book: ProjectBook, entry_ids: Iterable[str], settling: _Settling) -> Settled:
+def _settle(book: ProjectBook, entry_ids: Iterable[str], settling: _Settling) -> None:
     touched: set[str] = set()
     for entry_id in sorted(set(entry_ids)):
         before = book.ledgers[entry_id].contract_id
@@ -361,7 +410,6 @@ def _settle(book: ProjectBook, entry_ids: Iterable[str], settling: _Settling) ->
         touched |= {c for c in (before, book.ledgers[entry_id].contract_id) if c is not None}
     for contract_id in sorted(touched):
         _rebalance(book, contract_id, settling)
-    return settling.settled(book)
 
 
 # --- settling one entry (§6, §8) ------------------------------------------------------------------------
@@ -372,6 +420,7 @@ def _settle_entry(book: ProjectBook, entry_id: str, settling: _Settling) -> None
     lose the ledger's old figures first and gain its new ones last."""
     ledger = book.ledgers[entry_id]
     snapshot = _snapshot(ledger)
+    settling.undo.setdefault(entry_id, snapshot)
     _uncount(book, ledger)
     context = settling.context
     valuation = evaluate(ledger.entry, context.reference)

@@ -16,6 +16,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from backbone.domain.construction import construct
 from backbone.domain.ids import derive_event_id
 from backbone.domain.models import ApprovalDecision, Decision, TimeEntry
 
@@ -152,8 +153,10 @@ def correlation_of(state: EntryState) -> str:
 def _hand_off(state: EntryState, view_before: TimeEntry | None, booked_before: str | None, at: datetime) -> Recorded:
     view = priced_view(state)
     # `is` first: the views are usually the very same revision object, and pydantic's == compares fields
-    unchanged = view is view_before or view == view_before
-    if unchanged or (booked_before is None and billed_revision(state) is None):
+    if view is view_before or view == view_before:
+        return Recorded(state, Outcome.APPLIED)
+    billed = None if state.deleted_revision is not None else view  # the priced view is the billed revision
+    if booked_before is None and billed is None:
         return Recorded(state, Outcome.APPLIED)
     target = view.project_id if view is not None else booked_before
     assert target is not None  # booked_project_id is set whenever something was handed off before
@@ -170,7 +173,12 @@ def _hand_off(state: EntryState, view_before: TimeEntry | None, booked_before: s
 def _change(
     time_entry_id: str, project_id: str, entry: TimeEntry | None, correlation: str, at: datetime
 ) -> EntryChange:
-    # model_construct skips validation: every value comes from an already validated event or state
-    return EntryChange.model_construct(
-        time_entry_id=time_entry_id, project_id=project_id, entry=entry, correlation_id=correlation, occurred_at=at
+    # built without validation (see backbone.domain.construction): every value comes from a validated event
+    return construct(
+        EntryChange,
+        time_entry_id=time_entry_id,
+        project_id=project_id,
+        entry=entry,
+        correlation_id=correlation,
+        occurred_at=at,
     )

@@ -49,13 +49,20 @@ _NESTED_EVENTS = (ContractVersion,)
 def event_id_from_payload(event_type: str, payload: dict[str, Any]) -> str:
     """`derive_event_id` over an event's python-mode dump (without `event_id`), for callers that
     adjust the payload before the event exists, like the emitter filling in defaults."""
-    return _uuid5_text(f"{event_type}\n{canonical_payload(payload)}")
+    sha = _NAMESPACE_SHA1.copy()
+    sha.update(f"{event_type}\n".encode())
+    sha.update(_canonical_bytes(payload))  # the bytes of `canonical_payload`, without a decode and encode
+    return _uuid5_of(sha.hexdigest())
 
 
 def canonical_payload(payload: dict[str, Any]) -> str:
     """Canonical JSON of a payload: sorted keys, no spaces, decimals at scale 4, instants in UTC."""
+    return _canonical_bytes(payload).decode("utf-8")
+
+
+def _canonical_bytes(payload: dict[str, Any]) -> bytes:
     # orjson writes dates, instants (UTC, "+00:00") and enums itself; decimals need the wire's scale.
-    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=_decimal_text).decode("utf-8")
+    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=_decimal_text)
 
 
 def _decimal_text(value: object) -> str:
@@ -98,15 +105,18 @@ _PREFIX_SHA1 = {
 
 
 def _uuid5_text(name: str, *, prefix: str = "") -> str:
-    """`str(uuid.uuid5(BACKBONE_NAMESPACE, prefix + "\n" + name))` (or of `name` alone when no prefix is
-    given), byte for byte; tests/unit/test_ids.py checks it against the uuid module."""
+    """`str(uuid.uuid5(BACKBONE_NAMESPACE, prefix + "\\n" + name))` (or of `name` alone when no prefix is
+    given), character for character; tests/unit/test_ids.py checks it against the uuid module."""
     sha = (_PREFIX_SHA1[prefix] if prefix else _NAMESPACE_SHA1).copy()
     sha.update(name.encode("utf-8"))
-    raw = bytearray(sha.digest())
-    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    text = raw.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:32]}"
+    return _uuid5_of(sha.hexdigest())
+
+
+def _uuid5_of(digest: str) -> str:
+    """The UUID text of a SHA-1 hex digest: its first 32 digits with the version digit set to 5 and the
+    variant's two high bits to 10 (RFC 4122), so digit 16 becomes one of 8, 9, a, b."""
+    variant = "89ab"[int(digest[16], 16) & 3]
+    return f"{digest[:8]}-{digest[8:12]}-5{digest[13:16]}-{variant}{digest[17:20]}-{digest[20:32]}"
 
 
 # The two ids below are written out as f-strings rather than through `_uuid`: they are derived for every

@@ -129,3 +129,12 @@ def test_core_ids_are_the_generic_derivation_written_out() -> None:
         posted_before=Decimal("0"),
         amount=Decimal("-1.005"),
     ) == _uuid("posting-request", PostingType.COST, "E1", "P1", 0, 1, Decimal("0"), Decimal("-1.005"))
+
+
+@pytest.mark.parametrize("event_type", sorted(ALL_EVENTS))
+def test_derived_id_is_uuid5_over_type_and_canonical_payload(event_type: str) -> None:
+    from backbone.domain.ids import BACKBONE_NAMESPACE, canonical_payload
+
+    event = _event(event_type)
+    text = f"{event_type}\n{canonical_payload(event.model_dump(mode='python', exclude={'event_id'}))}"
+    assert derive_event_id(event) == str(uuid.uuid5(BACKBONE_NAMESPACE, text))
