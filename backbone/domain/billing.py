@@ -85,9 +85,13 @@ DETAILS: dict[ExceptionKind, str] = {
 # entry made the core pay for every entry it already held. Events stay frozen pydantic models.
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Pricing:
-    """How the billed revision is priced now (its `amount` is the uncapped worth)."""
+    """How the billed revision is priced now (its `amount` is the uncapped worth).
+
+    A value: replaced, never changed. Not `frozen` only because a frozen dataclass's `__init__` sets each
+    field through `object.__setattr__`, which made it three times as dear, and one is built per entry.
+    """
 
     contract_id: str
     contract_version: int
@@ -179,7 +183,7 @@ def book_of(project_id: str, ledgers: Iterable[Ledger]) -> ProjectBook:
     return book
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # not frozen, like the other per-call values here: see Pricing
 class Settled:
     """What a book operation did: `book` is the same book, updated in place; `events` are to be emitted;
     `changed` are the ledgers that differ from before, in settling order (what a store must write)."""
@@ -208,7 +212,7 @@ class Context:
 # --- valuation (§2–§5) ------------------------------------------------------------------------------
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # a value (see Pricing)
 class Valuation:
     """What an entry is worth now. `pricing` is set only when it may be billed; `cost` when it may be posted."""
 
@@ -479,7 +483,7 @@ def _bill(project_id: str, ledger: Ledger, target: Decimal, pricing: Pricing | N
     _emit_candidate(project_id, ledger, line, settling)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # a value (see Pricing)
 class _Line:
     kind: CandidateKind
     amount: Decimal

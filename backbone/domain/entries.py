@@ -75,7 +75,7 @@ class EntryChange(BaseModel):
     occurred_at: datetime
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # a value; not frozen because a frozen dataclass is three times as dear to build
 class Recorded:
     state: EntryState
     outcome: Outcome

@@ -89,7 +89,9 @@ def _part(value: object) -> str:
 
 
 def _decimal(value: Decimal) -> str:
-    return format(value.quantize(_QUANTUM), "f")
+    """A decimal at the wire's scale: the text of `value.quantize(_QUANTUM)` in one step (both round half
+    even in the default context, and the core's amounts never have more than 4 places to round anyway)."""
+    return format(value, ".4f")
 
 
 # --- UUIDv5 without the uuid module's detour through a 128-bit int --------------------------------

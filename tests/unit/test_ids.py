@@ -138,3 +138,12 @@ def test_derived_id_is_uuid5_over_type_and_canonical_payload(event_type: str) ->
     event = _event(event_type)
     text = f"{event_type}\n{canonical_payload(event.model_dump(mode='python', exclude={'event_id'}))}"
     assert derive_event_id(event) == str(uuid.uuid5(BACKBONE_NAMESPACE, text))
+
+
+@pytest.mark.parametrize("text", ["0", "-0", "0E-10", "155.00", "-187.5", "5.556", "1E+3", "1.00005", "-0.00015"])
+def test_decimal_parts_are_at_the_wire_scale(text: str) -> None:
+    from decimal import Decimal
+
+    from backbone.domain.ids import _QUANTUM, _decimal
+
+    assert _decimal(Decimal(text)) == format(Decimal(text).quantize(_QUANTUM), "f")
