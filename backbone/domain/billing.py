@@ -10,6 +10,11 @@ on their order; ids are derived from the transition, so a replay of one history 
 
 The book is per project on purpose: contract versions, caps and master-data fixes all re-price "the
 entries of a project", and the topology keys the book's table by `project_id`.
+
+Books and ledgers are slotted dataclasses that these functions update in place (docs/core-performance.md):
+each operation returns `Settled` with the same book, the events to emit and the ledgers it changed (what a
+store must write); the per-contract totals move by each ledger's difference; and an operation that raises
+puts the book back as it was, so a dead-lettered record leaves no half-settled book behind.
 """
 
 from __future__ import annotations
@@ -81,7 +86,7 @@ DETAILS: dict[ExceptionKind, str] = {
 
 
 # --- state -----------------------------------------------------------------------------------------
-# Slotted dataclasses updated in place (docs/performance.md): copying a ledger per change and a book per
+# Slotted dataclasses updated in place (docs/core-performance.md): copying a ledger per change and a book per
 # entry made the core pay for every entry it already held. Events stay frozen pydantic models.
 
 

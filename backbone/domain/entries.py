@@ -1,9 +1,9 @@
 """The time entry state machine (billing-rules.md §1): which revision of an entry is billed.
 
 Time entries and approval decisions arrive on two topics keyed by `time_entry_id`, in any relative
-order. `record` folds one of them into an entry's `EntryState` and says what the project's book must
-now price: the billed revision (the highest one whose last decision is APPROVED and whose TimeEntry
-has been seen), the deleting revision (worth zero for good), or nothing. Duplicates (same event_id)
+order. `record` folds one of them into an entry's `EntryState` (in place) and says what the project's
+book must now price: the billed revision (the highest one whose last decision is APPROVED and whose
+TimeEntry has been seen), the deleting revision (worth zero for good), or nothing. Duplicates (same event_id)
 and anything after a deletion change nothing. The hand-off is an `EntryChange` addressed to a project,
 because money, caps and contracts live with the project (see `billing.py`).
 """
