@@ -91,7 +91,13 @@ def round_minutes(duration_seconds: int, increment: int, mode: RoundingMode) -> 
     """
     if increment < 1:
         raise ValueError(f"a rounding increment must be at least one minute, got {increment}")
-    return _divide_rounded(duration_seconds, 60 * increment, RoundingMode(mode)) * increment
+    if mode not in _MODES:  # a membership test, not RoundingMode(mode): the enum call costs more than the sum
+        raise ValueError(f"{mode!r} is not a rounding mode")
+    return _divide_rounded(duration_seconds, 60 * increment, mode) * increment
+
+
+_MODES = frozenset(RoundingMode)
+"""The rounding modes; plain strings like "UP" are members too, as RoundingMode is a StrEnum."""
 
 
 def line_amount(minutes: int, hourly_rate: Decimal, discount_percent: Decimal, currency: str) -> Decimal:
