@@ -39,7 +39,9 @@ def _payload(event: Event) -> dict[str, Any]:
     """
     if isinstance(event, _NESTED_EVENTS):
         return event.model_dump(mode="python", exclude={"event_id"})
-    return {name: value for name, value in event.__dict__.items() if name != "event_id"}
+    payload = dict(event.__dict__)  # a C-level copy; cheaper than a comprehension that skips event_id
+    del payload["event_id"]
+    return payload
 
 
 _NESTED_EVENTS = (ContractVersion,)
