@@ -211,7 +211,8 @@ class Context:
         # come from a validated event is normalised here, as the models' Instant validator would do.
         if self.at.tzinfo is None:
             raise ValueError("a billing context needs an aware instant, e.g. an event's occurred_at")
-        object.__setattr__(self, "at", self.at.astimezone(UTC))
+        if self.at.tzinfo is not UTC:  # validated instants already are UTC; converting them costs a copy
+            object.__setattr__(self, "at", self.at.astimezone(UTC))
 
 
 # --- valuation (§2–§5) ------------------------------------------------------------------------------
@@ -416,7 +417,9 @@ def _settle(book: ProjectBook, entry_ids: Iterable[str], settling: _Settling) ->
     for entry_id in sorted(set(entry_ids)):
         before = book.ledgers[entry_id].contract_id
         _settle_entry(book, entry_id, settling)
-        touched |= {c for c in (before, book.ledgers[entry_id].contract_id) if c is not None}
+        for contract_id in (before, book.ledgers[entry_id].contract_id):
+            if contract_id is not None:
+                touched.add(contract_id)
     for contract_id in sorted(touched):
         _rebalance(book, contract_id, settling)
 
@@ -772,6 +775,8 @@ def _uncount(book: ProjectBook, ledger: Ledger) -> None:
 
 
 def _add(totals: dict[str, Decimal], key: str, amount: Decimal) -> None:
+    if not amount:
+        return  # most ledgers have nothing at risk
     total = totals.get(key, ZERO) + amount
     if total == 0:
         totals.pop(key, None)
