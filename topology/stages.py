@@ -20,10 +20,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
-from typing import Any
 
 from confluent_kafka import Message
-from pydantic import BaseModel, TypeAdapter
 
 from backbone.domain import billing, entries, feedback
 from backbone.domain.models import (
@@ -40,7 +38,7 @@ from backbone.kafka.topics import InternalTopics, Topic
 from backbone.streams.loop import Context, Stage, where
 from backbone.streams.partitioner import murmur2_partition
 from backbone.streams.state import Store, StoreSpec
-from topology import metrics
+from topology import metrics, state_codecs
 from topology.messages import BookCommand
 from topology.reference import ReferenceStore, position_of
 
@@ -90,29 +88,6 @@ def ledger_key(project_id: str, time_entry_id: str) -> str:
     return f"{project_id}{LEDGER_KEY_SEPARATOR}{time_entry_id}"
 
 
-class ModelCodec:
-    """A pydantic model as its JSON in a changelog."""
-
-    def __init__(self, model: type[BaseModel]) -> None:
-        self.model = model
-
-    def encode(self, value: Any) -> bytes:
-        return value.model_dump_json().encode()  # type: ignore[no-any-return]
-
-    def decode(self, data: bytes) -> Any:
-        return self.model.model_validate_json(data)
-
-
-class InstantCodec:
-    _adapter = TypeAdapter(datetime)
-
-    def encode(self, value: Any) -> bytes:
-        return self._adapter.dump_json(value)
-
-    def decode(self, data: bytes) -> Any:
-        return self._adapter.validate_json(data)
-
-
 def event_headers(event: Event) -> list[tuple[str, bytes]]:
     return [
         ("event_type", event.event_type.encode()),
@@ -144,9 +119,9 @@ class BillingStages:
         self.awaiting: dict[str, datetime] = {}
         self._awaiting_reported = 0.0
         changelog = {t.name.rsplit("-", 2)[-2]: t.name for t in internal.changelogs}
-        self.entry_store = StoreSpec("entries", changelog["entries"], ModelCodec(entries.EntryState))
-        self.ledger_store = StoreSpec("ledgers", changelog["ledgers"], ModelCodec(billing.Ledger))
-        self.rejection_store = StoreSpec("rejections", changelog["rejections"], InstantCodec())
+        self.entry_store = StoreSpec("entries", changelog["entries"], state_codecs.ENTRY_STATE)
+        self.ledger_store = StoreSpec("ledgers", changelog["ledgers"], state_codecs.LEDGER)
+        self.rejection_store = StoreSpec("rejections", changelog["rejections"], state_codecs.INSTANT)
 
     def stages(self) -> list[Stage]:
         t, i = self.topics, self.internal
@@ -279,7 +254,7 @@ class BillingStages:
         book = books.get(project_id) or billing.new_book(project_id)
         settled = step(book)
         self._emit(settled.events, context)
-        for ledger in billing.changed_ledgers(book, settled.book):
+        for ledger in settled.changed:
             store.put(ledger_key(project_id, ledger.time_entry_id), ledger)
         books[project_id] = settled.book
 

@@ -10,18 +10,24 @@ on their order; ids are derived from the transition, so a replay of one history 
 
 The book is per project on purpose: contract versions, caps and master-data fixes all re-price "the
 entries of a project", and the topology keys the book's table by `project_id`.
+
+Books and ledgers are slotted dataclasses that these functions update in place (docs/core-performance.md):
+each operation returns `Settled` with the same book, the events to emit and the ledgers it changed (what a
+store must write); the per-contract totals move by each ledger's difference; and an operation that raises
+puts the book back as it was, so a dead-lettered record leaves no half-settled book behind.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from decimal import Decimal
-
-from pydantic import BaseModel, ConfigDict
+from operator import attrgetter
+from typing import Any
 
 from backbone.domain import ids
+from backbone.domain.construction import construct
 from backbone.domain.entries import EntryChange
 from backbone.domain.models import (
     BillingType,
@@ -80,12 +86,17 @@ DETAILS: dict[ExceptionKind, str] = {
 
 
 # --- state -----------------------------------------------------------------------------------------
+# Slotted dataclasses updated in place (docs/core-performance.md): copying a ledger per change and a book per
+# entry made the core pay for every entry it already held. Events stay frozen pydantic models.
 
 
-class Pricing(BaseModel):
-    """How the billed revision is priced now (its `amount` is the uncapped worth)."""
+@dataclass(slots=True)
+class Pricing:
+    """How the billed revision is priced now (its `amount` is the uncapped worth).
 
-    model_config = ConfigDict(frozen=True)
+    A value: replaced, never changed. Not `frozen` only because a frozen dataclass's `__init__` sets each
+    field through `object.__setattr__`, which made it three times as dear, and one is built per entry.
+    """
 
     contract_id: str
     contract_version: int
@@ -100,20 +111,22 @@ class Pricing(BaseModel):
     role: str | None
 
 
-class RaisedException(BaseModel):
+@dataclass(slots=True, frozen=True)
+class RaisedException:
     """An exception the book has OPEN for an entry, as last emitted."""
-
-    model_config = ConfigDict(frozen=True)
 
     amount_at_risk: Decimal | None
     currency: str | None
     opened_at: datetime
 
 
-class Ledger(BaseModel):
-    """One entry in the book: what it is, and what was billed, posted and flagged for it so far."""
+@dataclass(slots=True)
+class Ledger:
+    """One entry in the book: what it is, and what was billed, posted and flagged for it so far.
 
-    model_config = ConfigDict(frozen=True)
+    Updated in place by the book's operations; `exceptions` is replaced, never mutated, so that a
+    shallow snapshot of the fields tells whether anything changed (`_snapshot`).
+    """
 
     time_entry_id: str
     correlation_id: str
@@ -136,18 +149,27 @@ class Ledger(BaseModel):
     time_cost_posting_id: str | None = None
     cost_postings: int = 0
     erp_target: str | None = None
-    exceptions: dict[ExceptionKind, RaisedException] = {}
+    exceptions: dict[ExceptionKind, RaisedException] = field(default_factory=dict)
 
 
-class ProjectBook(BaseModel):
-    """All entries of one project, with per-contract running totals for the not-to-exceed cap."""
+_LEDGER_FIELDS = tuple(f.name for f in fields(Ledger))
+_snapshot = attrgetter(*_LEDGER_FIELDS)
+"""A ledger's field values as a tuple: compared before and after settling, it says whether to write it;
+kept from before an operation, it puts the ledger back if the operation fails."""
 
-    model_config = ConfigDict(frozen=True)
+
+@dataclass(slots=True)
+class ProjectBook:
+    """All entries of one project, with per-contract running totals for the not-to-exceed cap.
+
+    The totals always equal the sum over the ledgers; they move by each settled ledger's difference
+    (`_uncount` before, `_count` after), so no operation ever sums or copies the whole book.
+    """
 
     project_id: str
-    ledgers: dict[str, Ledger] = {}
-    billed_by_contract: dict[str, Decimal] = {}
-    at_risk_by_contract: dict[str, Decimal] = {}
+    ledgers: dict[str, Ledger] = field(default_factory=dict)
+    billed_by_contract: dict[str, Decimal] = field(default_factory=dict)
+    at_risk_by_contract: dict[str, Decimal] = field(default_factory=dict)
 
     def workers(self) -> set[str]:
         return {ledger.last_seen.worker_id for ledger in self.ledgers.values() if ledger.last_seen}
@@ -161,27 +183,22 @@ def book_of(project_id: str, ledgers: Iterable[Ledger]) -> ProjectBook:
     """A project's book rebuilt from its ledgers (the per-contract totals follow from them)."""
     book = new_book(project_id)
     for ledger in ledgers:
-        book = _put(book, ledger)
+        book.ledgers[ledger.time_entry_id] = ledger
+        _count(book, ledger)
     return book
 
 
-def changed_ledgers(before: ProjectBook, after: ProjectBook) -> list[Ledger]:
-    """The ledgers `after` holds that `before` did not hold as they are (what a store must write)."""
-    changed = []
-    for key, ledger in after.ledgers.items():
-        old = before.ledgers.get(key)
-        if old is not ledger and old != ledger:
-            changed.append(ledger)
-    return changed
-
-
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen, like the other per-call values here: see Pricing
 class Settled:
+    """What a book operation did: `book` is the same book, updated in place; `events` are to be emitted;
+    `changed` are the ledgers that differ from before, in settling order (what a store must write)."""
+
     book: ProjectBook
     events: tuple[Event, ...]
+    changed: tuple[Ledger, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, frozen=True)
 class Context:
     """What pricing reads besides the book: master data, ERP routing and the time of the trigger."""
 
@@ -189,11 +206,19 @@ class Context:
     routing: RoutingRules
     at: datetime
 
+    def __post_init__(self) -> None:
+        # Output events are built without validation (`construct`), so the one value that does not
+        # come from a validated event is normalised here, as the models' Instant validator would do.
+        if self.at.tzinfo is None:
+            raise ValueError("a billing context needs an aware instant, e.g. an event's occurred_at")
+        if self.at.tzinfo is not UTC:  # validated instants already are UTC; converting them costs a copy
+            object.__setattr__(self, "at", self.at.astimezone(UTC))
+
 
 # --- valuation (§2–§5) ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value (see Pricing)
 class Valuation:
     """What an entry is worth now. `pricing` is set only when it may be billed; `cost` when it may be posted."""
 
@@ -227,28 +252,34 @@ def evaluate(entry: TimeEntry | None, reference: ReferenceData) -> Valuation:
             blocked=ExceptionKind.PROJECT_NOT_ACTIVE, project=project, estimate=price(entry, worker, project, reference)
         )
     cost = cost_amount(entry.duration_seconds, worker.cost_rate, worker.cost_currency)
-    costed = Valuation(cost=cost, cost_currency=worker.cost_currency, project=project)
     if not (entry.billable and project.billing_type == BillingType.TIME_AND_MATERIALS):
-        return costed
-    blocked = _billing_block(entry, worker, reference)
+        return Valuation(cost=cost, cost_currency=worker.cost_currency, project=project)
+    # the covering version and its rate are looked up once and serve both the checks and the price
+    version, rate = _terms(entry, worker, reference)
+    blocked = _billing_block(version, rate)
+    priced = _pricing(entry, worker, project, version, rate, reference) if version and rate is not None else None
     if blocked is not None:
-        estimate = price(entry, worker, project, reference, require_tax_code=False)
         return Valuation(
-            blocked=blocked, estimate=estimate, cost=cost, cost_currency=worker.cost_currency, project=project
+            blocked=blocked, estimate=priced, cost=cost, cost_currency=worker.cost_currency, project=project
         )
-    return Valuation(
-        pricing=price(entry, worker, project, reference), cost=cost, cost_currency=worker.cost_currency, project=project
-    )
+    return Valuation(pricing=priced, cost=cost, cost_currency=worker.cost_currency, project=project)
 
 
-def _billing_block(entry: TimeEntry, worker: Worker, reference: ReferenceData) -> ExceptionKind | None:
-    """Steps 5–7: contract, tax code, rate."""
+def _terms(entry: TimeEntry, worker: Worker, reference: ReferenceData) -> tuple[ContractVersion | None, Decimal | None]:
+    """The contract version covering the work date and the rate it gives this work (§3, §4)."""
     version = select_contract_version(reference.contract_versions(entry.project_id), entry.work_date)
+    if version is None:
+        return None, None
+    return version, resolve_rate(version, entry.worker_id, worker.role, entry.task_id)
+
+
+def _billing_block(version: ContractVersion | None, rate: Decimal | None) -> ExceptionKind | None:
+    """Steps 5–7: contract, tax code, rate."""
     if version is None:
         return ExceptionKind.NO_CONTRACT
     if not version.tax_code:
         return ExceptionKind.MISSING_TAX_CODE
-    if resolve_rate(version, entry.worker_id, worker.role, entry.task_id) is None:
+    if rate is None:
         return ExceptionKind.NO_RATE
     return None
 
@@ -257,11 +288,8 @@ def price(
     entry: TimeEntry, worker: Worker, project: Project, reference: ReferenceData, *, require_tax_code: bool = True
 ) -> Pricing | None:
     """The entry priced under the covering contract version, or None when no version or rate applies."""
-    version = select_contract_version(reference.contract_versions(entry.project_id), entry.work_date)
-    if version is None or (require_tax_code and not version.tax_code):
-        return None
-    rate = resolve_rate(version, entry.worker_id, worker.role, entry.task_id)
-    if rate is None:
+    version, rate = _terms(entry, worker, reference)
+    if version is None or rate is None or (require_tax_code and not version.tax_code):
         return None
     return _pricing(entry, worker, project, version, rate, reference)
 
@@ -294,19 +322,75 @@ def _pricing(
 # --- the book's operations ------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Settling:
+    """One operation on a book: the events in emission order, the ledgers it changed, and what it needs
+    to put the book back as it was if it fails half-way (books are updated in place, and a record that
+    fails is dead-lettered while its partition goes on: a half-settled book must not outlive it)."""
+
+    context: Context
+    billed_before: dict[str, Decimal]
+    at_risk_before: dict[str, Decimal]
+    events: list[Event] = field(default_factory=list)
+    changed: dict[str, Ledger] = field(default_factory=dict)
+    undo: dict[str, tuple[Any, ...] | None] = field(default_factory=dict)
+    """Each touched ledger's fields before the operation first touched it (None: the operation created it)."""
+
+    @classmethod
+    def of(cls, book: ProjectBook, context: Context) -> _Settling:
+        # a project has a handful of contracts: copying its totals is cheap, unlike copying its ledgers
+        return cls(context, dict(book.billed_by_contract), dict(book.at_risk_by_contract))
+
+    def settled(self, book: ProjectBook) -> Settled:
+        return Settled(book, tuple(self.events), tuple(self.changed.values()))
+
+
+def _atomically(book: ProjectBook, settling: _Settling, operation: Callable[[], None]) -> Settled:
+    """Run an operation on the book; if it raises, undo what it did to the book and re-raise."""
+    try:
+        operation()
+    except BaseException:
+        _roll_back(book, settling)
+        raise
+    return settling.settled(book)
+
+
+def _roll_back(book: ProjectBook, settling: _Settling) -> None:
+    for entry_id, before in settling.undo.items():
+        if before is None:
+            book.ledgers.pop(entry_id, None)
+        else:
+            ledger = book.ledgers[entry_id]
+            for name, value in zip(_LEDGER_FIELDS, before, strict=True):
+                setattr(ledger, name, value)
+    book.billed_by_contract = settling.billed_before
+    book.at_risk_by_contract = settling.at_risk_before
+
+
 def book_entry(book: ProjectBook, change: EntryChange, context: Context) -> Settled:
     """The entry stage says what to price for one entry now (a new revision, an un-approval, a deletion)."""
-    ledger = book.ledgers.get(change.time_entry_id) or Ledger(
-        time_entry_id=change.time_entry_id, correlation_id=change.correlation_id
-    )
-    ledger = ledger.model_copy(
-        update={
-            "entry": change.entry,
-            "correlation_id": change.correlation_id,
-            "last_seen": change.entry or ledger.last_seen,
-        }
-    )
-    return settle(_put(book, ledger), [change.time_entry_id], context)
+    settling = _Settling.of(book, context)
+
+    def operation() -> None:
+        ledger = _ledger_for(book, change.time_entry_id, change.correlation_id, settling)
+        ledger.entry = change.entry
+        ledger.correlation_id = change.correlation_id
+        ledger.last_seen = change.entry or ledger.last_seen
+        settling.changed[change.time_entry_id] = ledger  # its entry changed, whatever settling does next
+        _settle(book, [change.time_entry_id], settling)
+
+    return _atomically(book, settling, operation)
+
+
+def _ledger_for(book: ProjectBook, entry_id: str, correlation_id: str, settling: _Settling) -> Ledger:
+    """The entry's ledger, created empty (counting nothing yet: no contract, nothing billed) if new."""
+    ledger = book.ledgers.get(entry_id)
+    if ledger is None:
+        ledger = book.ledgers[entry_id] = Ledger(time_entry_id=entry_id, correlation_id=correlation_id)
+        settling.undo[entry_id] = None
+    else:
+        settling.undo.setdefault(entry_id, _snapshot(ledger))
+    return ledger
 
 
 def reprice(book: ProjectBook, context: Context, *, only: Callable[[Ledger], bool] | None = None) -> Settled:
@@ -324,68 +408,74 @@ def reprice_worker(book: ProjectBook, worker_id: str, context: Context) -> Settl
 
 def settle(book: ProjectBook, entry_ids: Iterable[str], context: Context) -> Settled:
     """Re-value the given entries in a fixed order, then keep every touched contract within its cap."""
-    events: list[Event] = []
+    settling = _Settling.of(book, context)
+    return _atomically(book, settling, lambda: _settle(book, entry_ids, settling))
+
+
+def _settle(book: ProjectBook, entry_ids: Iterable[str], settling: _Settling) -> None:
     touched: set[str] = set()
     for entry_id in sorted(set(entry_ids)):
         before = book.ledgers[entry_id].contract_id
-        book = _settle_entry(book, entry_id, context, events)
-        touched |= {c for c in (before, book.ledgers[entry_id].contract_id) if c is not None}
+        _settle_entry(book, entry_id, settling)
+        for contract_id in (before, book.ledgers[entry_id].contract_id):
+            if contract_id is not None:
+                touched.add(contract_id)
     for contract_id in sorted(touched):
-        book = _rebalance(book, contract_id, context, events)
-    return Settled(book, tuple(events))
+        _rebalance(book, contract_id, settling)
 
 
 # --- settling one entry (§6, §8) ------------------------------------------------------------------------
 
 
-def _settle_entry(book: ProjectBook, entry_id: str, context: Context, events: list[Event]) -> ProjectBook:
-    before = book.ledgers[entry_id]
-    valuation = evaluate(before.entry, context.reference)
-    target = _within_cap(book, before, valuation.pricing, context)
-    erp_target = context.routing.target_for(valuation.project) if valuation.project else before.erp_target
-    ledger = before.model_copy(update={"erp_target": erp_target})
-    ledger = _bill(book.project_id, ledger, target, valuation.pricing, context, events)
-    ledger = _post_cost(book.project_id, ledger, valuation, context, events)
-    ledger = ledger.model_copy(
-        update={
-            "worth": valuation.worth,
-            "at_risk": valuation.worth - target,
-            "contract_id": valuation.pricing.contract_id if valuation.pricing else None,
-        }
-    )
-    ledger = _flag(book.project_id, ledger, _wanted_exceptions(before, valuation, target), context, events)
-    return _put(book, ledger)
+def _settle_entry(book: ProjectBook, entry_id: str, settling: _Settling) -> None:
+    """Bring one ledger to what its entry is worth now, emitting the differences; the book's totals
+    lose the ledger's old figures first and gain its new ones last."""
+    ledger = book.ledgers[entry_id]
+    snapshot = _snapshot(ledger)
+    settling.undo.setdefault(entry_id, snapshot)
+    _uncount(book, ledger)
+    context = settling.context
+    valuation = evaluate(ledger.entry, context.reference)
+    target = _within_cap(book, valuation.pricing, context)
+    wanted = _wanted_exceptions(ledger, valuation, target)  # before billing: it reads what was billed so far
+    if valuation.project is not None:
+        ledger.erp_target = context.routing.target_for(valuation.project)
+    _bill(book.project_id, ledger, target, valuation.pricing, settling)
+    _post_cost(book.project_id, ledger, valuation, settling)
+    ledger.worth = valuation.worth
+    ledger.at_risk = valuation.worth - target
+    ledger.contract_id = valuation.pricing.contract_id if valuation.pricing else None
+    _flag(book.project_id, ledger, wanted, settling)
+    _count(book, ledger)
+    if _snapshot(ledger) != snapshot:
+        settling.changed[entry_id] = ledger
 
 
-def _within_cap(book: ProjectBook, ledger: Ledger, pricing: Pricing | None, context: Context) -> Decimal:
-    """The worth cut to what the contract's cap leaves after every other entry's billed amount."""
+def _within_cap(book: ProjectBook, pricing: Pricing | None, context: Context) -> Decimal:
+    """The worth cut to what the contract's cap leaves after every other entry's billed amount.
+
+    Called while the entry's own figures are out of the totals (`_settle_entry`), so the contract's
+    total is exactly what the other entries billed.
+    """
     if pricing is None:
         return ZERO
     cap = contract_cap(context.reference.contract_versions(book.project_id), pricing.contract_id)
     if cap is None:
         return pricing.amount
-    own = ledger.billed if ledger.contract_id == pricing.contract_id else ZERO
-    others = book.billed_by_contract.get(pricing.contract_id, ZERO) - own
+    others = book.billed_by_contract.get(pricing.contract_id, ZERO)
     return min(pricing.amount, max(ZERO, cap - others))
 
 
-def _bill(
-    project_id: str,
-    ledger: Ledger,
-    target: Decimal,
-    pricing: Pricing | None,
-    context: Context,
-    events: list[Event],
-) -> Ledger:
+def _bill(project_id: str, ledger: Ledger, target: Decimal, pricing: Pricing | None, settling: _Settling) -> None:
     """Emit the candidate (and its REVENUE posting) that moves the billed amount to `target`."""
     capped = pricing is not None and target < pricing.amount
     old = ledger.billed_pricing
     if old is not None and (target == 0 or pricing is None or pricing.currency != old.currency):
         # a change of currency cannot be a delta: reverse in the old currency, bill anew in the new one
         line = _Line(CandidateKind.REVERSAL, -ledger.billed, old, -ledger.billed_minutes, capped)
-        ledger = _emit_candidate(project_id, ledger, line, context, events)
+        _emit_candidate(project_id, ledger, line, settling)
     if target == 0 or pricing is None:
-        return ledger
+        return
     if ledger.billed == 0:
         line = _Line(CandidateKind.TIME, target, pricing, pricing.billable_minutes, capped)
     elif target != ledger.billed:
@@ -397,11 +487,11 @@ def _bill(
             capped,
         )
     else:
-        return ledger
-    return _emit_candidate(project_id, ledger, line, context, events)
+        return
+    _emit_candidate(project_id, ledger, line, settling)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value (see Pricing)
 class _Line:
     kind: CandidateKind
     amount: Decimal
@@ -410,7 +500,13 @@ class _Line:
     capped: bool
 
 
-def _emit_candidate(project_id: str, ledger: Ledger, line: _Line, context: Context, events: list[Event]) -> Ledger:
+# Output events are built with `construct`, i.e. without validation: every value is already valid by
+# construction (ids are UUIDs, amounts are quantized to the currency's minor units — at most 4 places —,
+# everything else is copied from validated events, and `Context.at` is normalised to UTC). Validation was
+# the largest single cost of the core; tests/unit/domain/test_domain_outputs.py re-validates the outputs.
+
+
+def _emit_candidate(project_id: str, ledger: Ledger, line: _Line, settling: _Settling) -> None:
     entry = _subject(ledger)
     pricing = line.pricing
     candidate_id = ids.candidate_id(
@@ -425,10 +521,11 @@ def _emit_candidate(project_id: str, ledger: Ledger, line: _Line, context: Conte
         amount=line.amount,
     )
     first = line.kind == CandidateKind.TIME
-    events.append(
-        InvoiceCandidate(
+    settling.events.append(
+        construct(
+            InvoiceCandidate,
             event_id=candidate_id,
-            occurred_at=context.at,
+            occurred_at=settling.context.at,
             source_system=SOURCE_SYSTEM,
             correlation_id=ledger.correlation_id,
             candidate_id=candidate_id,
@@ -450,8 +547,8 @@ def _emit_candidate(project_id: str, ledger: Ledger, line: _Line, context: Conte
             currency=pricing.currency,
             tax_code=pricing.tax_code,
             billing_entity=pricing.billing_entity,
-            capped=line.capped,
             replaces_candidate_id=None if first else ledger.time_candidate_id,
+            capped=line.capped,
         )
     )
     # REVENUE postings follow the candidates one for one: same amounts, same deltas
@@ -464,36 +561,29 @@ def _emit_candidate(project_id: str, ledger: Ledger, line: _Line, context: Conte
         line.amount,
         pricing.currency,
         None if first else ledger.time_revenue_posting_id,
-        context,
+        settling.context,
     )
-    events.append(revenue)
-    billed = ledger.billed + line.amount
-    return ledger.model_copy(
-        update={
-            "billed": billed,
-            "billed_minutes": ledger.billed_minutes + line.minutes,
-            "billed_pricing": pricing if billed != 0 else None,
-            "candidates": ledger.candidates + 1,
-            "time_candidate_id": candidate_id if first else ledger.time_candidate_id,
-            "time_revenue_posting_id": revenue.posting_id if first else ledger.time_revenue_posting_id,
-        }
-    )
+    settling.events.append(revenue)
+    ledger.billed += line.amount
+    ledger.billed_minutes += line.minutes
+    ledger.billed_pricing = pricing if ledger.billed != 0 else None
+    ledger.candidates += 1
+    if first:
+        ledger.time_candidate_id = candidate_id
+        ledger.time_revenue_posting_id = revenue.posting_id
 
 
-def _post_cost(project_id: str, ledger: Ledger, valuation: Valuation, context: Context, events: list[Event]) -> Ledger:
+def _post_cost(project_id: str, ledger: Ledger, valuation: Valuation, settling: _Settling) -> None:
     """Move the posted cost to the cost of the billed revision (zero when blocked at steps 1–3)."""
     cost = valuation.cost or ZERO
     currency = valuation.cost_currency
     if ledger.cost_posted != 0 and (cost == 0 or currency != ledger.cost_currency):
-        ledger = _emit_cost(project_id, ledger, -ledger.cost_posted, ledger.cost_currency, context, events)  # type: ignore[arg-type]
+        _emit_cost(project_id, ledger, -ledger.cost_posted, ledger.cost_currency, settling)  # type: ignore[arg-type]
     if cost != ledger.cost_posted and currency is not None:
-        ledger = _emit_cost(project_id, ledger, cost - ledger.cost_posted, currency, context, events)
-    return ledger
+        _emit_cost(project_id, ledger, cost - ledger.cost_posted, currency, settling)
 
 
-def _emit_cost(
-    project_id: str, ledger: Ledger, amount: Decimal, currency: str, context: Context, events: list[Event]
-) -> Ledger:
+def _emit_cost(project_id: str, ledger: Ledger, amount: Decimal, currency: str, settling: _Settling) -> None:
     first = ledger.cost_posted == 0
     posting = _posting(
         project_id,
@@ -504,18 +594,14 @@ def _emit_cost(
         amount,
         currency,
         None if first else ledger.time_cost_posting_id,
-        context,
+        settling.context,
     )
-    events.append(posting)
-    posted = ledger.cost_posted + amount
-    return ledger.model_copy(
-        update={
-            "cost_posted": posted,
-            "cost_currency": currency if posted != 0 else None,
-            "cost_postings": ledger.cost_postings + 1,
-            "time_cost_posting_id": posting.posting_id if first else ledger.time_cost_posting_id,
-        }
-    )
+    settling.events.append(posting)
+    ledger.cost_posted += amount
+    ledger.cost_currency = currency if ledger.cost_posted != 0 else None
+    ledger.cost_postings += 1
+    if first:
+        ledger.time_cost_posting_id = posting.posting_id
 
 
 def _posting(
@@ -540,7 +626,8 @@ def _posting(
         posted_before=before,
         amount=amount,
     )
-    return PostingRequest(
+    return construct(
+        PostingRequest,
         event_id=posting_id,
         occurred_at=context.at,
         source_system=SOURCE_SYSTEM,
@@ -591,13 +678,15 @@ def _flag(
     project_id: str,
     ledger: Ledger,
     wanted: dict[ExceptionKind, tuple[Decimal | None, str | None]],
-    context: Context,
-    events: list[Event],
-) -> Ledger:
+    settling: _Settling,
+) -> None:
     """Emit OPEN for new or re-valued exceptions and RESOLVED for those no longer wanted."""
-    raised = dict(ledger.exceptions)
+    if not wanted and not ledger.exceptions:
+        return  # the common case: nothing flagged before or now
+    raised = dict(ledger.exceptions)  # a new dict, so the ledger's snapshot sees the change
+    context = settling.context
     for kind in sorted(set(raised) - set(wanted)):
-        events.append(_exception(project_id, ledger, kind, raised.pop(kind), context, resolved=True))
+        settling.events.append(_exception(project_id, ledger, kind, raised.pop(kind), context, resolved=True))
     for kind in sorted(wanted):
         amount, currency = wanted[kind]
         current = raised.get(kind)
@@ -605,8 +694,9 @@ def _flag(
             continue
         opened_at = current.opened_at if current is not None else context.at
         raised[kind] = RaisedException(amount_at_risk=amount, currency=currency, opened_at=opened_at)
-        events.append(_exception(project_id, ledger, kind, raised[kind], context, resolved=False))
-    return ledger.model_copy(update={"exceptions": raised})
+        settling.events.append(_exception(project_id, ledger, kind, raised[kind], context, resolved=False))
+    if raised != ledger.exceptions:
+        ledger.exceptions = raised
 
 
 def _exception(
@@ -619,7 +709,9 @@ def _exception(
     resolved: bool,
 ) -> BusinessException:
     entry = _subject(ledger)
-    exception = BusinessException(
+    exception = construct(
+        BusinessException,
+        event_id=None,
         occurred_at=context.at,
         source_system=SOURCE_SYSTEM,
         correlation_id=ledger.correlation_id,
@@ -642,22 +734,22 @@ def _exception(
 # --- the cap across a contract's entries (§8) --------------------------------------------------------------
 
 
-def _rebalance(book: ProjectBook, contract_id: str, context: Context, events: list[Event]) -> ProjectBook:
+def _rebalance(book: ProjectBook, contract_id: str, settling: _Settling) -> None:
     """Keep the contract's billed total at min(cap, uncapped worth): claw back above a lowered cap, then
     hand freed budget to cut entries in a fixed order, so the totals never depend on arrival order."""
-    cap = contract_cap(context.reference.contract_versions(book.project_id), contract_id)
+    cap = contract_cap(settling.context.reference.contract_versions(book.project_id), contract_id)
     if cap is not None and book.billed_by_contract.get(contract_id, ZERO) > cap:
         for entry_id in sorted(_billed_under(book, contract_id), reverse=True):
             if book.billed_by_contract.get(contract_id, ZERO) <= cap:
                 break
-            book = _settle_entry(book, entry_id, context, events)
+            _settle_entry(book, entry_id, settling)
     if book.at_risk_by_contract.get(contract_id, ZERO) == 0:
-        return book
+        return
+    # only a contract with something cut gets here; finding its cut entries reads the book once
     for entry_id in sorted(_cut_under(book, contract_id)):
         if cap is not None and book.billed_by_contract.get(contract_id, ZERO) >= cap:
             break
-        book = _settle_entry(book, entry_id, context, events)
-    return book
+        _settle_entry(book, entry_id, settling)
 
 
 def _billed_under(book: ProjectBook, contract_id: str) -> list[str]:
@@ -668,27 +760,23 @@ def _cut_under(book: ProjectBook, contract_id: str) -> list[str]:
     return [k for k, v in book.ledgers.items() if v.contract_id == contract_id and v.at_risk != 0]
 
 
-def _put(book: ProjectBook, ledger: Ledger) -> ProjectBook:
-    """Store a ledger and keep the per-contract running totals in step with it."""
-    old = book.ledgers.get(ledger.time_entry_id)
-    billed = dict(book.billed_by_contract)
-    at_risk = dict(book.at_risk_by_contract)
-    if old is not None and old.contract_id is not None:
-        _add(billed, old.contract_id, -old.billed)
-        _add(at_risk, old.contract_id, -old.at_risk)
+def _count(book: ProjectBook, ledger: Ledger) -> None:
+    """Add a ledger's billed and at-risk figures to its contract's running totals."""
     if ledger.contract_id is not None:
-        _add(billed, ledger.contract_id, ledger.billed)
-        _add(at_risk, ledger.contract_id, ledger.at_risk)
-    return book.model_copy(
-        update={
-            "ledgers": {**book.ledgers, ledger.time_entry_id: ledger},
-            "billed_by_contract": billed,
-            "at_risk_by_contract": at_risk,
-        }
-    )
+        _add(book.billed_by_contract, ledger.contract_id, ledger.billed)
+        _add(book.at_risk_by_contract, ledger.contract_id, ledger.at_risk)
+
+
+def _uncount(book: ProjectBook, ledger: Ledger) -> None:
+    """Take a ledger's figures out of the running totals, before they change."""
+    if ledger.contract_id is not None:
+        _add(book.billed_by_contract, ledger.contract_id, -ledger.billed)
+        _add(book.at_risk_by_contract, ledger.contract_id, -ledger.at_risk)
 
 
 def _add(totals: dict[str, Decimal], key: str, amount: Decimal) -> None:
+    if not amount:
+        return  # most ledgers have nothing at risk
     total = totals.get(key, ZERO) + amount
     if total == 0:
         totals.pop(key, None)

@@ -6,13 +6,14 @@ functions over canonical models; nothing here touches Kafka or Avro.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from backbone.domain.models import DECIMAL_SCALE, Event
+from backbone.domain.models import DECIMAL_SCALE, ContractVersion, Event
 
 BACKBONE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://backbone.dev/ids")
 """Root namespace of every id backbone derives. Changing it changes every id: never do that."""
@@ -26,19 +27,44 @@ def derive_event_id(event: Event) -> str:
     The payload is everything but `event_id`, as it will be published (so fill `correlation_id`
     first). Decimals count at the wire's scale, so "150.0" and "150.00" give the same id.
     """
-    return event_id_from_payload(event.event_type, event.model_dump(mode="python", exclude={"event_id"}))
+    return event_id_from_payload(event.event_type, _payload(event))
+
+
+def _payload(event: Event) -> dict[str, Any]:
+    """The python-mode dump without `event_id`, read straight from the instance when that is the same.
+
+    For an event whose values are all scalars (every time entry and approval, the core's hot path) the
+    python-mode dump *is* the instance's field dict: serializers only act in JSON mode. Nested models
+    and tuples of them (rate cards) still go through `model_dump`, which turns them into dicts.
+    """
+    if isinstance(event, _NESTED_EVENTS):
+        return event.model_dump(mode="python", exclude={"event_id"})
+    payload = dict(event.__dict__)  # a C-level copy; cheaper than a comprehension that skips event_id
+    del payload["event_id"]
+    return payload
+
+
+_NESTED_EVENTS = (ContractVersion,)
+"""Events holding models (the rate card); tests/unit/test_ids.py checks every other one is flat."""
 
 
 def event_id_from_payload(event_type: str, payload: dict[str, Any]) -> str:
     """`derive_event_id` over an event's python-mode dump (without `event_id`), for callers that
     adjust the payload before the event exists, like the emitter filling in defaults."""
-    return str(uuid.uuid5(BACKBONE_NAMESPACE, f"{event_type}\n{canonical_payload(payload)}"))
+    sha = _NAMESPACE_SHA1.copy()
+    sha.update(f"{event_type}\n".encode())
+    sha.update(_canonical_bytes(payload))  # the bytes of `canonical_payload`, without a decode and encode
+    return _uuid5_of(sha.hexdigest())
 
 
 def canonical_payload(payload: dict[str, Any]) -> str:
     """Canonical JSON of a payload: sorted keys, no spaces, decimals at scale 4, instants in UTC."""
+    return _canonical_bytes(payload).decode("utf-8")
+
+
+def _canonical_bytes(payload: dict[str, Any]) -> bytes:
     # orjson writes dates, instants (UTC, "+00:00") and enums itself; decimals need the wire's scale.
-    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=_decimal_text).decode("utf-8")
+    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=_decimal_text)
 
 
 def _decimal_text(value: object) -> str:
@@ -54,13 +80,51 @@ def _decimal_text(value: object) -> str:
 
 
 def _uuid(kind: str, *parts: object) -> str:
-    return str(uuid.uuid5(BACKBONE_NAMESPACE, "\n".join([kind, *(_part(p) for p in parts)])))
+    """UUIDv5 over `kind` and the parts, one per line: the text every core id is derived from."""
+    return _uuid5_text("\n".join([kind, *(_part(p) for p in parts)]))
 
 
 def _part(value: object) -> str:
     if isinstance(value, Decimal):
-        return format(value.quantize(_QUANTUM), "f")
+        return _decimal(value)
     return "" if value is None else str(value)
+
+
+def _decimal(value: Decimal) -> str:
+    """A decimal at the wire's scale: the text of `value.quantize(_QUANTUM)` in one step (both round half
+    even in the default context, and the core's amounts never have more than 4 places to round anyway)."""
+    return format(value, ".4f")
+
+
+# --- UUIDv5 without the uuid module's detour through a 128-bit int --------------------------------
+
+_NAMESPACE_SHA1 = hashlib.sha1(BACKBONE_NAMESPACE.bytes, usedforsecurity=False)
+"""SHA-1 state after the namespace bytes; each id copies it instead of hashing the namespace again."""
+
+_PREFIX_SHA1 = {
+    kind: hashlib.sha1(BACKBONE_NAMESPACE.bytes + f"{kind}\n".encode(), usedforsecurity=False)
+    for kind in ("invoice-candidate", "posting-request")
+}
+"""SHA-1 state after the namespace and the first line of the two ids the core derives per entry."""
+
+
+def _uuid5_text(name: str, *, prefix: str = "") -> str:
+    """`str(uuid.uuid5(BACKBONE_NAMESPACE, prefix + "\\n" + name))` (or of `name` alone when no prefix is
+    given), character for character; tests/unit/test_ids.py checks it against the uuid module."""
+    sha = (_PREFIX_SHA1[prefix] if prefix else _NAMESPACE_SHA1).copy()
+    sha.update(name.encode("utf-8"))
+    return _uuid5_of(sha.hexdigest())
+
+
+def _uuid5_of(digest: str) -> str:
+    """The UUID text of a SHA-1 hex digest: its first 32 digits with the version digit set to 5 and the
+    variant's two high bits to 10 (RFC 4122), so digit 16 becomes one of 8, 9, a, b."""
+    variant = "89ab"[int(digest[16], 16) & 3]
+    return f"{digest[:8]}-{digest[8:12]}-5{digest[13:16]}-{variant}{digest[17:20]}-{digest[20:32]}"
+
+
+# The two ids below are written out as f-strings rather than through `_uuid`: they are derived for every
+# entry, and the text is the same `_uuid` would build (None never occurs in them; `!s` is `_part`'s str).
 
 
 def candidate_id(
@@ -76,17 +140,10 @@ def candidate_id(
     amount: Decimal,
 ) -> str:
     """Id of the `sequence`-th invoice candidate of an entry in a project's book."""
-    return _uuid(
-        "invoice-candidate",
-        time_entry_id,
-        project_id,
-        sequence,
-        kind,
-        revision,
-        contract_id,
-        contract_version,
-        billed_before,
-        amount,
+    return _uuid5_text(
+        f"{time_entry_id!s}\n{project_id!s}\n{sequence!s}\n{kind!s}\n{revision!s}\n{contract_id!s}\n"
+        f"{contract_version!s}\n{_decimal(billed_before)}\n{_decimal(amount)}",
+        prefix="invoice-candidate",
     )
 
 
@@ -101,7 +158,11 @@ def posting_id(
     amount: Decimal,
 ) -> str:
     """Id of the `sequence`-th COST or REVENUE posting request of an entry in a project's book."""
-    return _uuid("posting-request", posting_type, time_entry_id, project_id, sequence, revision, posted_before, amount)
+    return _uuid5_text(
+        f"{posting_type!s}\n{time_entry_id!s}\n{project_id!s}\n{sequence!s}\n{revision!s}\n"
+        f"{_decimal(posted_before)}\n{_decimal(amount)}",
+        prefix="posting-request",
+    )
 
 
 def exception_id(*, kind: str, subject_type: str, subject_id: str) -> str:

@@ -7,7 +7,8 @@ for yen and dinars alike).
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_HALF_UP, Context, Decimal
+from functools import lru_cache
 
 from backbone.domain.models import RoundingMode
 
@@ -48,56 +49,84 @@ MINOR_UNITS: dict[str, int] = {
 _WIDE = 60
 """Working precision: wide enough that only the final quantize ever rounds."""
 
+_CONTEXT = Context(prec=_WIDE, rounding=ROUND_HALF_UP)
+"""One shared context passed to each operation: `localcontext()` per call costs more than the arithmetic."""
+
 
 def minor_units(currency: str) -> int:
     """Decimal places of `currency` under ISO 4217 (2 unless the table says otherwise)."""
     return MINOR_UNITS.get(currency.upper(), DEFAULT_MINOR_UNITS)
 
 
+@lru_cache(maxsize=256)
+def _quantum(currency: str) -> Decimal:
+    """The smallest amount of `currency` (0.01 EUR, 1 JPY, 0.001 KWD); a handful of currencies, cached."""
+    return Decimal(1).scaleb(-minor_units(currency))
+
+
 def round_money(amount: Decimal, currency: str) -> Decimal:
     """`amount` rounded half up to the minor units of `currency`."""
-    with localcontext(prec=_WIDE):
-        return amount.quantize(Decimal(1).scaleb(-minor_units(currency)), rounding=ROUND_HALF_UP)
+    return amount.quantize(_quantum(currency), rounding=ROUND_HALF_UP, context=_CONTEXT)
 
 
-_MINUTE_ROUNDING = {
-    RoundingMode.NEAREST: ROUND_HALF_UP,
-    RoundingMode.UP: ROUND_CEILING,
-    RoundingMode.DOWN: ROUND_FLOOR,
-}
+def _divide_rounded(numerator: int, denominator: int, mode: RoundingMode) -> int:
+    """numerator / denominator rounded to a whole number, exactly, in integers (denominator > 0).
+
+    NEAREST is half up, i.e. half away from zero like Decimal's ROUND_HALF_UP; UP and DOWN are
+    ceiling and floor, which is what `//` does on either side of zero.
+    """
+    if mode == RoundingMode.UP:
+        return -(-numerator // denominator)
+    if mode == RoundingMode.DOWN:
+        return numerator // denominator
+    half_up = (2 * abs(numerator) + denominator) // (2 * denominator)
+    return half_up if numerator >= 0 else -half_up
 
 
 def round_minutes(duration_seconds: int, increment: int, mode: RoundingMode) -> int:
-    """Billable minutes: the exact minutes rounded to a multiple of `increment` (NEAREST is half up)."""
+    """Billable minutes: the exact minutes rounded to a multiple of `increment` (NEAREST is half up).
+
+    seconds / 60 / increment in integers: the rule's Decimal arithmetic gives the same whole steps,
+    without building three Decimals per entry.
+    """
     if increment < 1:
         raise ValueError(f"a rounding increment must be at least one minute, got {increment}")
-    with localcontext(prec=_WIDE):
-        steps = Decimal(duration_seconds) / 60 / increment
-        whole_steps = steps.quantize(Decimal(1), rounding=_MINUTE_ROUNDING[RoundingMode(mode)])
-    return int(whole_steps) * increment
+    if mode not in _MODES:  # a membership test, not RoundingMode(mode): the enum call costs more than the sum
+        raise ValueError(f"{mode!r} is not a rounding mode")
+    return _divide_rounded(duration_seconds, 60 * increment, mode) * increment
+
+
+_MODES = frozenset(RoundingMode)
+"""The rounding modes; plain strings like "UP" are members too, as RoundingMode is a StrEnum."""
 
 
 def line_amount(minutes: int, hourly_rate: Decimal, discount_percent: Decimal, currency: str) -> Decimal:
     """HALF_UP(minutes × rate × (100 − discount) / 6000): one rounding, at the end, per line."""
-    with localcontext(prec=_WIDE):
-        exact = Decimal(minutes) * hourly_rate * (100 - discount_percent) / 6000
+    exact = _CONTEXT.divide(
+        _CONTEXT.multiply(
+            _CONTEXT.multiply(Decimal(minutes), hourly_rate), _CONTEXT.subtract(_HUNDRED, discount_percent)
+        ),
+        _SIX_THOUSAND,
+    )
     return round_money(exact, currency)
 
 
 def cost_minutes(duration_seconds: int) -> int:
     """Minutes that carry cost: the exact minutes rounded half up to whole minutes."""
-    with localcontext(prec=_WIDE):
-        return int((Decimal(duration_seconds) / 60).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return _divide_rounded(duration_seconds, 60, RoundingMode.NEAREST)
 
 
 def cost_amount(duration_seconds: int, cost_rate: Decimal, cost_currency: str) -> Decimal:
     """HALF_UP(cost_minutes × cost_rate / 60) in the minor units of the cost currency."""
-    with localcontext(prec=_WIDE):
-        exact = Decimal(cost_minutes(duration_seconds)) * cost_rate / 60
+    exact = _CONTEXT.divide(_CONTEXT.multiply(Decimal(cost_minutes(duration_seconds)), cost_rate), _SIXTY)
     return round_money(exact, cost_currency)
 
 
 def hours(billable_minutes: int) -> Decimal:
     """Hours shown to people: billable minutes / 60 to 4 decimals."""
-    with localcontext(prec=_WIDE):
-        return (Decimal(billable_minutes) / 60).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+    return _CONTEXT.divide(Decimal(billable_minutes), _SIXTY).quantize(
+        Decimal("0.0001"), rounding=ROUND_HALF_UP, context=_CONTEXT
+    )
+
+
+_HUNDRED, _SIXTY, _SIX_THOUSAND = Decimal(100), Decimal(60), Decimal(6000)

@@ -24,9 +24,16 @@ def covers(version: ContractVersion, work_date: date) -> bool:
 
 def select_contract_version(versions: Iterable[ContractVersion], work_date: date) -> ContractVersion | None:
     """The highest covering version, or None when no version covers the date (→ NO_CONTRACT)."""
-    covering = [v for v in versions if covers(v, work_date)]
-    # contract_id only breaks ties between two contracts of one project, which the model does not expect.
-    return max(covering, key=lambda v: (v.version, v.contract_id), default=None)
+    # One pass instead of filter-then-max (it runs for every entry). On equal keys the first version
+    # stays, as with max(); contract_id only breaks ties between two contracts of one project, which the
+    # model does not expect.
+    best: ContractVersion | None = None
+    for version in versions:
+        if covers(version, work_date) and (
+            best is None or (version.version, version.contract_id) > (best.version, best.contract_id)
+        ):
+            best = version
+    return best
 
 
 def specificity(line: RateCardLine) -> int:
@@ -57,6 +64,8 @@ def resolve_rate(version: ContractVersion, worker_id: str, role: str | None, tas
 
 def contract_cap(versions: Iterable[ContractVersion], contract_id: str) -> Decimal | None:
     """The not-to-exceed of a contract: the figure on its highest version (None means uncapped)."""
-    own = [v for v in versions if v.contract_id == contract_id]
-    highest = max(own, key=lambda v: v.version, default=None)
+    highest: ContractVersion | None = None
+    for version in versions:  # one pass, first of equal versions stays (as with max())
+        if version.contract_id == contract_id and (highest is None or version.version > highest.version):
+            highest = version
     return highest.not_to_exceed if highest is not None else None

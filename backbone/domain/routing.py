@@ -34,13 +34,10 @@ class RoutingRule(BaseModel):
     erp_target: str = Field(min_length=1)
 
     def matches(self, business_unit: str, region: str, billing_type: str) -> bool:
-        return all(
-            wanted in (ANY, actual)
-            for wanted, actual in (
-                (self.business_unit, business_unit),
-                (self.region, region),
-                (self.billing_type, billing_type),
-            )
+        return (
+            self.business_unit in (ANY, business_unit)
+            and self.region in (ANY, region)
+            and self.billing_type in (ANY, billing_type)
         )
 
 

@@ -84,3 +84,64 @@ def test_omitted_and_explicit_correlation_give_the_same_id() -> None:
     omitted = with_envelope_defaults(_event("time-entry", correlation_id=None))
     explicit = with_envelope_defaults(_event("time-entry", correlation_id="TE-1"))
     assert omitted.event_id == explicit.event_id
+
+
+@pytest.mark.parametrize("name", ["", "invoice-candidate\nE1\nP1\n0", "ünïcode ✓", "x" * 1000])
+def test_fast_uuid5_is_the_standard_uuid5(name: str) -> None:
+    from backbone.domain.ids import BACKBONE_NAMESPACE, _uuid5_text
+
+    assert _uuid5_text(name) == str(uuid.uuid5(BACKBONE_NAMESPACE, name))
+
+
+@pytest.mark.parametrize("event_type", sorted(ALL_EVENTS))
+def test_payload_read_from_the_instance_is_the_python_dump(event_type: str) -> None:
+    from backbone.domain.ids import _payload
+
+    event = _event(event_type)
+    assert _payload(event) == event.model_dump(mode="python", exclude={"event_id"})
+
+
+def test_core_ids_are_the_generic_derivation_written_out() -> None:
+    from decimal import Decimal
+
+    from backbone.domain.ids import _uuid, candidate_id, posting_id
+    from backbone.domain.models import CandidateKind, PostingType
+
+    amounts = {"billed_before": Decimal("-0"), "amount": Decimal("12.5")}
+    assert candidate_id(
+        time_entry_id="E1",
+        project_id="P1",
+        sequence=2,
+        kind=CandidateKind.ADJUSTMENT,
+        revision=3,
+        contract_id="K1",
+        contract_version=4,
+        **amounts,
+    ) == _uuid("invoice-candidate", "E1", "P1", 2, CandidateKind.ADJUSTMENT, 3, "K1", 4, *amounts.values())
+    assert posting_id(
+        posting_type=PostingType.COST,
+        time_entry_id="E1",
+        project_id="P1",
+        sequence=0,
+        revision=1,
+        posted_before=Decimal("0"),
+        amount=Decimal("-1.005"),
+    ) == _uuid("posting-request", PostingType.COST, "E1", "P1", 0, 1, Decimal("0"), Decimal("-1.005"))
+
+
+@pytest.mark.parametrize("event_type", sorted(ALL_EVENTS))
+def test_derived_id_is_uuid5_over_type_and_canonical_payload(event_type: str) -> None:
+    from backbone.domain.ids import BACKBONE_NAMESPACE, canonical_payload
+
+    event = _event(event_type)
+    text = f"{event_type}\n{canonical_payload(event.model_dump(mode='python', exclude={'event_id'}))}"
+    assert derive_event_id(event) == str(uuid.uuid5(BACKBONE_NAMESPACE, text))
+
+
+@pytest.mark.parametrize("text", ["0", "-0", "0E-10", "155.00", "-187.5", "5.556", "1E+3", "1.00005", "-0.00015"])
+def test_decimal_parts_are_at_the_wire_scale(text: str) -> None:
+    from decimal import Decimal
+
+    from backbone.domain.ids import _QUANTUM, _decimal
+
+    assert _decimal(Decimal(text)) == format(Decimal(text).quantize(_QUANTUM), "f")

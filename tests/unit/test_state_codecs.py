@@ -1,0 +1,217 @@
+"""The changelog codecs give back exactly the state they were given: every entry state and ledger the
+billing core builds in the domain scenarios, decimals digit for digit, instants to the microsecond."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from backbone.domain.billing import Ledger, Pricing, RaisedException
+from backbone.domain.entries import SEEN_EVENT_IDS, EntryState, new_entry, record
+from backbone.domain.models import ExceptionKind, TimeEntry
+from backbone.domain.pipeline import BillingPipeline
+from tests.unit.domain.domain_builders import (
+    ROUTING,
+    approval,
+    client,
+    contract,
+    entry,
+    master_data,
+    project,
+    reject,
+    worker,
+)
+from topology.state_codecs import (
+    ENTRY_STATE,
+    FORMAT,
+    INSTANT,
+    LEDGER,
+    TIME_ENTRY_FIELDS,
+    CodecError,
+)
+
+D = Decimal
+
+
+def _pipeline(*events) -> BillingPipeline:
+    pipeline = BillingPipeline(ROUTING)
+    for event in events:
+        pipeline.handle(event)
+    return pipeline
+
+
+SCENARIOS = {
+    "billed": [*master_data(), entry(task_id="T1", notes="workshop"), approval()],
+    "approvals-waiting-for-their-revisions": [*master_data(), approval(), entry(), approval(revision=2)],
+    "amended-then-unapproved": [
+        *master_data(),
+        entry(),
+        approval(),
+        entry(revision=2, duration_seconds=5400, correlation_id="corr-2"),
+        approval(revision=2),
+        reject(revision=2),
+        reject(),
+    ],
+    "deleted-with-ignored-events": [
+        *master_data(),
+        entry(),
+        approval(),
+        entry(revision=2, deleted=True),
+        approval(revision=2),
+    ],
+    "capped-and-blocked": [
+        client(),
+        project(),
+        worker(),
+        contract(not_to_exceed=D("200")),
+        entry(),
+        approval(),
+        entry(time_entry_id="E2"),
+        approval(time_entry_id="E2"),
+        entry(time_entry_id="E3", worker_id="W9"),
+        approval(time_entry_id="E3"),
+    ],
+    "kwd-three-decimals": [
+        client(),
+        project(),
+        worker(cost_currency="KWD", cost_rate=D("20.001")),
+        contract(currency="KWD", default_hourly_rate=D("33.333")),
+        entry(duration_seconds=600),
+        approval(),
+    ],
+}
+
+
+@pytest.mark.parametrize("events", SCENARIOS.values(), ids=SCENARIOS.keys())
+def test_every_entry_state_round_trips(events) -> None:
+    pipeline = _pipeline(*events)
+    assert pipeline.entries
+    for state in pipeline.entries.values():
+        assert ENTRY_STATE.decode(ENTRY_STATE.encode(state)) == state
+
+
+@pytest.mark.parametrize("events", SCENARIOS.values(), ids=SCENARIOS.keys())
+def test_every_ledger_round_trips(events) -> None:
+    pipeline = _pipeline(*events)
+    ledgers = [ledger for book in pipeline.books.values() for ledger in book.ledgers.values()]
+    assert ledgers
+    for ledger in ledgers:
+        assert LEDGER.decode(LEDGER.encode(ledger)) == ledger
+
+
+def test_the_scenarios_reach_the_interesting_fields() -> None:
+    ledgers = [
+        ledger
+        for events in SCENARIOS.values()
+        for book in _pipeline(*events).books.values()
+        for ledger in book.ledgers.values()
+    ]
+    assert any(ledger.exceptions for ledger in ledgers)
+    assert any(ledger.at_risk for ledger in ledgers)
+    assert any(ledger.billed_pricing for ledger in ledgers)
+    assert any(ledger.entry is None and ledger.last_seen is not None for ledger in ledgers)
+
+
+@pytest.mark.parametrize(
+    "amount",
+    ["0", "-0.00", "155.00", "5.556", "0.0001", "-187.5000", "1E+3", "123456789012345678901234567890.1234"],
+)
+def test_decimals_come_back_digit_for_digit(amount: str) -> None:
+    pricing = Pricing("K1", 2, 62, D("150.00"), D("12.5"), D(amount), "EUR", "VAT20", "C1", None, "senior")
+    ledger = Ledger(
+        time_entry_id="E1",
+        correlation_id="E1",
+        billed=D(amount),
+        billed_pricing=pricing,
+        worth=D(amount),
+        at_risk=D(amount),
+        cost_posted=D(amount),
+        exceptions={ExceptionKind.NO_RATE: RaisedException(D(amount), "EUR", datetime(2026, 11, 2, tzinfo=UTC))},
+    )
+    decoded = LEDGER.decode(LEDGER.encode(ledger))
+    for value in (
+        decoded.billed,
+        decoded.worth,
+        decoded.at_risk,
+        decoded.cost_posted,
+        decoded.billed_pricing.amount,  # type: ignore[union-attr]
+        decoded.exceptions[ExceptionKind.NO_RATE].amount_at_risk,
+    ):
+        assert value.as_tuple() == D(amount).as_tuple()  # same sign, digits and scale, not merely equal
+
+
+def test_entry_state_keeps_its_seen_event_ids_in_order() -> None:
+    state = new_entry("E1")
+    for n in range(SEEN_EVENT_IDS + 5):
+        record(state, approval(event_id=f"a{n}", revision=1 + n % 3))
+    assert len(state.seen_event_ids) == SEEN_EVENT_IDS
+    decoded = ENTRY_STATE.decode(ENTRY_STATE.encode(state))
+    assert list(decoded.seen_event_ids) == list(state.seen_event_ids)
+    assert decoded == state
+
+
+def test_a_ledger_writes_its_priced_revision_once() -> None:
+    priced = entry(notes="x" * 200)
+    ledger = Ledger(time_entry_id="E1", correlation_id="E1", entry=priced, last_seen=priced)
+    assert LEDGER.encode(ledger).count(b"x" * 200) == 1
+    decoded = LEDGER.decode(LEDGER.encode(ledger))
+    assert decoded.last_seen is decoded.entry
+
+
+def test_time_entry_layout_lists_every_field() -> None:
+    # a new TimeEntry field must be added to the changelog layout (and FORMAT bumped), not dropped silently
+    assert set(TIME_ENTRY_FIELDS) == set(TimeEntry.model_fields)
+
+
+def test_an_empty_entry_state_round_trips() -> None:
+    state = EntryState(time_entry_id="E1")
+    assert ENTRY_STATE.decode(ENTRY_STATE.encode(state)) == state
+
+
+@pytest.mark.parametrize(
+    "instant",
+    [
+        datetime(2026, 11, 2, 9, 30, tzinfo=UTC),
+        datetime(2026, 11, 2, 9, 30, 0, 123456, tzinfo=UTC),
+        datetime(2026, 11, 2, 10, 30, tzinfo=timezone(timedelta(hours=1))),
+    ],
+    ids=["utc", "microseconds", "other-zone"],
+)
+def test_instants_round_trip(instant: datetime) -> None:
+    decoded = INSTANT.decode(INSTANT.encode(instant))
+    assert decoded == instant and decoded.utcoffset() == instant.utcoffset()
+
+
+def test_instant_codec_reads_the_former_json_records() -> None:
+    assert INSTANT.decode(b'"2026-11-02T09:30:00Z"') == datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b'{"time_entry_id": "E1"}', orjson.dumps([FORMAT + 1, "E1"]), b"[]"],
+    ids=["former-model-json", "unknown-format", "empty"],
+)
+def test_records_of_another_layout_are_refused(data: bytes) -> None:
+    with pytest.raises(CodecError):
+        ENTRY_STATE.decode(data)
+    with pytest.raises(CodecError):
+        LEDGER.decode(data)
+
+
+def test_a_ledger_record_is_compact() -> None:
+    pipeline = _pipeline(*SCENARIOS["billed"])
+    [ledger] = pipeline.books["P1"].ledgers.values()
+    assert len(LEDGER.encode(ledger)) < 0.6 * len(orjson.dumps(_as_dict(ledger), default=str))
+
+
+def _as_dict(ledger: Ledger) -> dict[str, object]:
+    from dataclasses import asdict
+
+    data = asdict(ledger)
+    for name in ("entry", "last_seen"):
+        value = getattr(ledger, name)
+        data[name] = value.model_dump(mode="json") if isinstance(value, TimeEntry) else value
+    return data

@@ -1,0 +1,263 @@
+"""How the topology's state stores write the billing core's state to their changelog topics, compactly.
+
+An entry's `EntryState`, a book's `Ledger` and an open rejection's instant are written to compacted
+changelog topics after every change, and read back only on a restore. Each codec turns its value into
+an orjson array of plain values in a fixed order (no field names: a ledger is rewritten per entry
+change, so its size is the changelog's size), headed by a format number so that a later layout can
+still read this one. Decimals travel as their exact text (`str`), so the scale, the sign of a zero and
+every digit come back as they went; instants and dates as ISO 8601 text. Time entries inside the state
+are validated again on decode: a restore is rare, and it must never hand the core an invalid revision.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from backbone.domain.billing import Ledger, Pricing, RaisedException
+from backbone.domain.entries import EntryState
+from backbone.domain.models import Decision, ExceptionKind, TimeEntry
+
+FORMAT = 1
+"""The layout below. Bump it (and keep decoding the old one) when a field is added or moved."""
+
+TIME_ENTRY_FIELDS = (
+    "event_id",
+    "occurred_at",
+    "source_system",
+    "correlation_id",
+    "time_entry_id",
+    "revision",
+    "worker_id",
+    "project_id",
+    "task_id",
+    "work_date",
+    "duration_seconds",
+    "billable",
+    "notes",
+    "deleted",
+)
+"""A time entry's fields in their changelog order; a test fails when the model gains one not listed."""
+
+SAME_AS_ENTRY = 1
+"""A ledger's `last_seen` written as this when it is its `entry` (the usual case), not a second copy."""
+
+
+class CodecError(ValueError):
+    """A changelog record this codec cannot read (another format, or not one of its records)."""
+
+
+# --- values inside the state ----------------------------------------------------------------------
+
+
+def _decimal(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _to_decimal(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
+
+
+def _time_entry(entry: TimeEntry | None) -> list[Any] | None:
+    if entry is None:
+        return None
+    values = entry.__dict__
+    return [values[name] for name in TIME_ENTRY_FIELDS]  # orjson writes the dates and instants as ISO text
+
+
+def _to_time_entry(values: list[Any] | None) -> TimeEntry | None:
+    if values is None:
+        return None
+    return TimeEntry.model_validate(dict(zip(TIME_ENTRY_FIELDS, values, strict=True)))
+
+
+def _pricing(pricing: Pricing | None) -> list[Any] | None:
+    if pricing is None:
+        return None
+    return [
+        pricing.contract_id,
+        pricing.contract_version,
+        pricing.billable_minutes,
+        str(pricing.hourly_rate),
+        str(pricing.discount_percent),
+        str(pricing.amount),
+        pricing.currency,
+        pricing.tax_code,
+        pricing.client_id,
+        pricing.billing_entity,
+        pricing.role,
+    ]
+
+
+def _to_pricing(values: list[Any] | None) -> Pricing | None:
+    if values is None:
+        return None
+    contract_id, version, minutes, rate, discount, amount, currency, tax_code, client_id, entity, role = values
+    return Pricing(
+        contract_id=contract_id,
+        contract_version=version,
+        billable_minutes=minutes,
+        hourly_rate=Decimal(rate),
+        discount_percent=Decimal(discount),
+        amount=Decimal(amount),
+        currency=currency,
+        tax_code=tax_code,
+        client_id=client_id,
+        billing_entity=entity,
+        role=role,
+    )
+
+
+def _exceptions(raised: dict[ExceptionKind, RaisedException]) -> list[list[Any]]:
+    return [[kind.value, _decimal(e.amount_at_risk), e.currency, e.opened_at.isoformat()] for kind, e in raised.items()]
+
+
+def _to_exceptions(values: list[list[Any]]) -> dict[ExceptionKind, RaisedException]:
+    return {
+        ExceptionKind(kind): RaisedException(
+            amount_at_risk=_to_decimal(amount), currency=currency, opened_at=datetime.fromisoformat(opened_at)
+        )
+        for kind, amount, currency, opened_at in values
+    }
+
+
+def _unpack(data: bytes, what: str) -> list[Any]:
+    values = orjson.loads(data)
+    if not isinstance(values, list) or not values or values[0] != FORMAT:
+        raise CodecError(f"not a format-{FORMAT} {what} record: {bytes(data[:60])!r}")
+    return values[1:]
+
+
+# --- the codecs -------------------------------------------------------------------------------------
+
+
+class EntryStateCodec:
+    """`EntryState` ↔ `[FORMAT, time_entry_id, [revision…], [[revision, decision]…], deleted_revision,
+    [seen event id…], ignored, booked_project_id]`."""
+
+    def encode(self, state: EntryState) -> bytes:
+        return orjson.dumps(
+            [
+                FORMAT,
+                state.time_entry_id,
+                [_time_entry(entry) for entry in state.revisions.values()],
+                [[revision, decision.value] for revision, decision in state.decisions.items()],
+                state.deleted_revision,
+                list(state.seen_event_ids),
+                state.ignored,
+                state.booked_project_id,
+            ]
+        )
+
+    def decode(self, data: bytes) -> EntryState:
+        entry_id, revisions, decisions, deleted, seen, ignored, booked = _unpack(data, "entry state")
+        entries = [_to_time_entry(values) for values in revisions]
+        return EntryState(
+            time_entry_id=entry_id,
+            revisions={entry.revision: entry for entry in entries if entry is not None},
+            decisions={revision: Decision(decision) for revision, decision in decisions},
+            deleted_revision=deleted,
+            seen_event_ids=dict.fromkeys(seen),
+            ignored=ignored,
+            booked_project_id=booked,
+        )
+
+
+class LedgerCodec:
+    """`Ledger` ↔ `[FORMAT, …its fields in declaration order…]`, decimals as text, `last_seen` as
+    `SAME_AS_ENTRY` when it is the entry itself."""
+
+    def encode(self, ledger: Ledger) -> bytes:
+        same = ledger.last_seen is not None and ledger.last_seen is ledger.entry
+        return orjson.dumps(
+            [
+                FORMAT,
+                ledger.time_entry_id,
+                ledger.correlation_id,
+                _time_entry(ledger.entry),
+                SAME_AS_ENTRY if same else _time_entry(ledger.last_seen),
+                str(ledger.billed),
+                ledger.billed_minutes,
+                _pricing(ledger.billed_pricing),
+                ledger.contract_id,
+                ledger.time_candidate_id,
+                ledger.time_revenue_posting_id,
+                ledger.candidates,
+                str(ledger.worth),
+                str(ledger.at_risk),
+                str(ledger.cost_posted),
+                ledger.cost_currency,
+                ledger.time_cost_posting_id,
+                ledger.cost_postings,
+                ledger.erp_target,
+                _exceptions(ledger.exceptions),
+            ]
+        )
+
+    def decode(self, data: bytes) -> Ledger:
+        (
+            time_entry_id,
+            correlation_id,
+            entry,
+            last_seen,
+            billed,
+            billed_minutes,
+            billed_pricing,
+            contract_id,
+            time_candidate_id,
+            time_revenue_posting_id,
+            candidates,
+            worth,
+            at_risk,
+            cost_posted,
+            cost_currency,
+            time_cost_posting_id,
+            cost_postings,
+            erp_target,
+            exceptions,
+        ) = _unpack(data, "ledger")
+        priced = _to_time_entry(entry)
+        return Ledger(
+            time_entry_id=time_entry_id,
+            correlation_id=correlation_id,
+            entry=priced,
+            last_seen=priced if last_seen == SAME_AS_ENTRY else _to_time_entry(last_seen),
+            billed=Decimal(billed),
+            billed_minutes=billed_minutes,
+            billed_pricing=_to_pricing(billed_pricing),
+            contract_id=contract_id,
+            time_candidate_id=time_candidate_id,
+            time_revenue_posting_id=time_revenue_posting_id,
+            candidates=candidates,
+            worth=Decimal(worth),
+            at_risk=Decimal(at_risk),
+            cost_posted=Decimal(cost_posted),
+            cost_currency=cost_currency,
+            time_cost_posting_id=time_cost_posting_id,
+            cost_postings=cost_postings,
+            erp_target=erp_target,
+            exceptions=_to_exceptions(exceptions),
+        )
+
+
+class InstantCodec:
+    """An aware `datetime` ↔ its ISO 8601 text as a JSON string (also reads the former "…Z" records)."""
+
+    def encode(self, value: datetime) -> bytes:
+        if value.tzinfo is None:
+            raise CodecError("an instant needs a time zone")
+        return orjson.dumps(value.isoformat())
+
+    def decode(self, data: bytes) -> datetime:
+        text = orjson.loads(data)
+        if not isinstance(text, str):
+            raise CodecError(f"not an instant record: {bytes(data[:60])!r}")
+        return datetime.fromisoformat(text)
+
+
+ENTRY_STATE = EntryStateCodec()
+LEDGER = LedgerCodec()
+INSTANT = InstantCodec()
