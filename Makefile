@@ -28,3 +28,12 @@ lint:
 clean: ## stop services and delete local data (topics, schemas, database)
 	-$(VENV)/backbone down
 	rm -rf .backbone .backbone-test
+
+.PHONY: mutation
+MUTATION_VENV := .venv-mutation
+# mutmut needs click>=8.4.2 and faust (the bench extra) click<8.4, so mutation testing has a venv of its own
+MUTMUT ?= $(MUTATION_VENV)/bin/mutmut
+mutation: ## mutation testing of the pricing core (mutmut, settings in setup.cfg); one process, results cached in mutants/
+	@test -x $(MUTMUT) || { python3.11 -m venv $(MUTATION_VENV) && $(MUTATION_VENV)/bin/pip install -q -e ".[test,mutation]"; }
+	$(MUTMUT) run --max-children 1
+	$(MUTMUT) results
