@@ -154,3 +154,23 @@ def billing_sim(**flags: Any) -> None:
     from consumers.simulators.settings import BillingSimSettings, settings_from_flags
 
     run_billing_sim(_settings_for("billing-sim"), settings_from_flags(BillingSimSettings, flags))
+
+
+# --- the PostgreSQL read model (consumers/postgres) ---------------------------------------------------
+
+
+@run.command()
+@click.option("--schema", "db_schema", default=None, help="PostgreSQL schema of the read model (default backbone).")
+@click.option("--group-id", default=None, help="Consumer group (default backbone-sink); offsets live in sink_offsets.")
+@click.option("--topic-prefix", default=None, help="Prefix of every catalog topic name (isolated test topics).")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Records per database transaction.")
+def sink(**flags: Any) -> None:
+    """The PostgreSQL read model: candidates, postings, acks, billing responses, exceptions, dead letters.
+
+    Rows and consumed offsets commit in one database transaction, so a crash or a replay never writes
+    a record twice. Migrates its schema at start. Settings: BACKBONE_SINK_* and BACKBONE_POSTGRES_*; see README.md.
+    """
+    from consumers.postgres.sink import SinkSettings, run_sink
+
+    overrides = {name: value for name, value in flags.items() if value is not None}
+    run_sink(_settings_for("sink"), SinkSettings(**overrides))

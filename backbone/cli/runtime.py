@@ -21,7 +21,21 @@ def up() -> None:
     """
     runtime = LocalRuntime(load_settings())
     runtime.up(say=click.echo)
+    _migrate_read_model(runtime.settings.postgres.conninfo())
     click.echo("backbone is up; `backbone status` shows it, `backbone down` stops it")
+
+
+def _migrate_read_model(conninfo: str) -> None:
+    """The sink's schema (BACKBONE_SINK_DB_SCHEMA), so its tables and views exist before it first runs."""
+    from backbone.runtime.postgres import answers
+    from consumers.postgres.sink import SinkSettings, apply_sink_migrations
+
+    schema = SinkSettings().db_schema
+    if not answers(conninfo):
+        click.echo(f"sink      skipped     schema {schema}: PostgreSQL does not answer")
+        return
+    applied = apply_sink_migrations(conninfo, schema)
+    click.echo(f"sink      schema {schema}, {len(applied)} migrations applied")
 
 
 @click.command()

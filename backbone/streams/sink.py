@@ -1,0 +1,610 @@
+"""Exactly-once from Kafka into PostgreSQL without Kafka transactions: rows and offsets in one commit.
+
+    on assign:  read next_offset of each assigned partition from <schema>.sink_offsets and assign there
+    loop:       consume(batch) → each record's route turns it into rows (or into a dead-letter row)
+                → ONE database transaction: every table's rows (COPY into a staging table, then
+                  INSERT ... ON CONFLICT by the table's key) and the batch's next offsets → commit
+    failure:    the database or the registry unreachable → nothing was committed; reconnect, seek
+                every assigned partition back to its stored offset, back off, go on
+    a record:   one that cannot be decoded or turned into rows → a row of <schema>.dead_letters with
+                its raw key, value, headers and the reason; the partition moves on
+
+This is the other half of the reliability promise (docs/stream-runtime.md, and the design's
+"consumers/sinks" layer): the consumed position is part of the data, so a crash between the database
+commit and anything else loses and repeats nothing, and Kafka's committed offsets are never used.
+Rows are keyed by their ids too, so a replay (the stored offsets reset, duplicates published) writes
+each id once: an insert-once table keeps its first row, a latest-state table takes a row only from a
+later offset of the same partition than the one it holds.
+
+A sink declares `SinkTable`s and one `SinkRoute` per topic; the target schema must hold the tables,
+plus `sink_offsets (group_id, topic, partition, next_offset)` and `dead_letters` with
+`DEAD_LETTER_COLUMNS` (see consumers/postgres/migrations/0001_init.sql): the runtime creates no
+tables of its own except session-local staging tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+import psycopg
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import Counter as MetricCounter
+from prometheus_client import Gauge, Histogram
+from psycopg import sql
+
+from backbone.errors import BackboneError, ServiceUnavailableError
+from backbone.settings import KafkaSettings, StreamsSettings
+from backbone.streams import clients
+from backbone.streams.errors import FatalStreamError, Remedy, remedy_for
+from backbone.streams.loop import where
+
+log = structlog.get_logger(__name__)
+Row = tuple[Any, ...]
+OFFSETS_TABLE = "sink_offsets"
+DEAD_LETTERS_TABLE = "dead_letters"
+MAX_BACKOFF = 5.0
+LAG_REPORT_INTERVAL = 5.0
+CRASH_EXIT_STATUS = 137
+SOURCE_COLUMNS = ("source_topic", "source_partition", "source_offset")
+"""Every materialised row says which record it came from; latest-state tables compare offsets by them."""
+
+ROWS_WRITTEN = MetricCounter(
+    "backbone_sink_rows_written_total", "Rows inserted or updated (not counting ignored duplicates)", ["sink", "table"]
+)
+RECORDS_IN = MetricCounter("backbone_sink_records_total", "Records consumed and committed", ["sink", "topic"])
+DEAD_LETTERED = MetricCounter("backbone_sink_dead_letters_total", "Records the sink could not store", ["sink", "topic"])
+COMMIT_SECONDS = Histogram(
+    "backbone_sink_commit_seconds",
+    "Time to write one batch's rows and offsets and commit the database transaction",
+    ["sink"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+RECOVERIES = MetricCounter("backbone_sink_recoveries_total", "Batches rolled back and read again", ["sink", "reason"])
+LAG = Gauge("backbone_sink_consumer_lag", "Records behind the partition's end", ["sink", "topic", "partition"])
+
+
+class SinkError(BackboneError):
+    """The sink's database does not have what the sink needs (tables, columns, rights)."""
+
+    exit_code = 78
+
+
+# --- what a sink declares -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SinkTable:
+    """A target table: its columns (in row order) and the key rows are idempotent by.
+
+    `latest=False`: the first row of a key is kept and later ones ignored (facts, history).
+    `latest=True`: the row from the latest record wins: a stored row is replaced only by one from a
+    higher offset of the same partition (or another partition), so replaying old records never
+    rolls a state back. Latest tables need the `SOURCE_COLUMNS`.
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    latest: bool = False
+
+    def __post_init__(self) -> None:
+        missing = [c for c in self.key + (SOURCE_COLUMNS if self.latest else ()) if c not in self.columns]
+        if missing:
+            raise ValueError(f"table {self.name}: key or source columns {missing} are not among its columns")
+
+    def key_of(self, row: Row) -> Row:
+        return tuple(row[self.columns.index(c)] for c in self.key)
+
+
+@dataclass(frozen=True)
+class SinkRoute:
+    """A topic and what its records become: (table, row) pairs. Raising means "dead-letter the record";
+    raising `ServiceUnavailableError` means "not the record's fault: roll back and read it again"."""
+
+    topic: str
+    rows: Callable[[Message], Iterable[tuple[SinkTable, Row]]]
+    tables: tuple[SinkTable, ...]
+
+
+DEAD_LETTER_COLUMNS = (
+    *SOURCE_COLUMNS,
+    "record_key",
+    "record_value",
+    "headers",
+    "error_topic",
+    "error_partition",
+    "error_offset",
+    "error_class",
+    "error_message",
+    "error_processor",
+    "error_at",
+    "correlation_id",
+)
+DEAD_LETTER_TABLE = SinkTable(DEAD_LETTERS_TABLE, DEAD_LETTER_COLUMNS, SOURCE_COLUMNS)
+
+
+def dead_letter_row(message: Message, error: BaseException | None = None, processor: str = "") -> Row:
+    """The dead-letter row of `message`.
+
+    With `error`, the sink itself could not store the record. Without, `message` is a record of a
+    `<topic>.dlq` topic and its `backbone.error.*` headers (backbone.streams.loop.dead_letter_headers)
+    say where it came from and why.
+    """
+    topic, partition, offset = where(message)
+    raw: list[tuple[str, bytes | None]] = message.headers() or []  # type: ignore[assignment]
+    headers = [(_text(name), _text((value or b"").decode("utf-8", errors="replace"))) for name, value in raw]
+    named = dict(headers)
+    if error is not None:
+        error_class = getattr(error, "error_class", None) or type(error).__name__
+        cause: tuple[Any, ...] = (topic, partition, offset, error_class, _text(str(error)[:2000]), processor, _now())
+    else:
+        cause = (
+            named.get("backbone.error.topic"),
+            _int_or_none(named.get("backbone.error.partition")),
+            _int_or_none(named.get("backbone.error.offset")),
+            named.get("backbone.error.class"),
+            named.get("backbone.error.message"),
+            named.get("backbone.error.processor"),
+            _instant_or_none(named.get("backbone.error.at")),
+        )
+    return (topic, partition, offset, message.key(), message.value(), json.dumps(headers), *cause,
+            named.get("correlation_id") or None)  # fmt: skip
+
+
+def _text(text: str) -> str:
+    """`text` as PostgreSQL stores it: text and jsonb refuse NUL characters, which a dead letter may carry."""
+    return text.replace("\x00", "\ufffd")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _instant_or_none(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
+
+
+def plain(value: Any) -> Any:
+    """A model field as PostgreSQL takes it: enums by their value, everything else as it is."""
+    return value.value if isinstance(value, Enum) else value
+
+
+# --- one batch --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """What one consume() returned, as rows per record, and the next offset of every partition in it."""
+
+    records: list[tuple[Message, list[tuple[SinkTable, Row]]]] = field(default_factory=list)
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    topics: Counter[str] = field(default_factory=Counter)
+
+    def by_table(self) -> dict[SinkTable, list[Row]]:
+        """Rows per table, one per key: the first for insert-once tables, the last for latest tables."""
+        tables: dict[SinkTable, dict[Row, Row]] = {}
+        for _, rows in self.records:
+            for table, row in rows:
+                keyed = tables.setdefault(table, {})
+                key = table.key_of(row)
+                if table.latest or key not in keyed:
+                    keyed[key] = row
+        return {table: list(keyed.values()) for table, keyed in tables.items()}
+
+
+class Statements:
+    """The SQL of one schema's tables, built once."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+
+    def target(self, table: str) -> sql.Composable:
+        return sql.Identifier(self.schema, table)
+
+    @staticmethod
+    def stage(table: SinkTable) -> sql.Composable:
+        return sql.Identifier(f"sink_stage_{table.name}")
+
+    def create_stage(self, table: SinkTable) -> sql.Composed:
+        # Session-local working tables, emptied at every commit; the real tables come from migrations.
+        return sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS").format(
+            self.stage(table), self.target(table.name)
+        )
+
+    def copy_stage(self, table: SinkTable) -> sql.Composed:
+        return sql.SQL("COPY {} ({}) FROM STDIN").format(self.stage(table), _columns(table.columns))
+
+    def insert_from_stage(self, table: SinkTable) -> sql.Composed:
+        return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} {}").format(
+            self.target(table.name),
+            _columns(table.columns),
+            _columns(table.columns),
+            self.stage(table),
+            self.on_conflict(table),
+        )
+
+    def insert_values(self, table: SinkTable) -> sql.Composed:
+        return sql.SQL("INSERT INTO {} ({}) VALUES ({}) {}").format(
+            self.target(table.name),
+            _columns(table.columns),
+            sql.SQL(", ").join(sql.Placeholder() * len(table.columns)),
+            self.on_conflict(table),
+        )
+
+    def on_conflict(self, table: SinkTable) -> sql.Composed:
+        key = _columns(table.key)
+        if not table.latest:
+            return sql.SQL("ON CONFLICT ({}) DO NOTHING").format(key)
+        stored = sql.Identifier(table.name)
+        updates = sql.SQL(", ").join(
+            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
+            for c in table.columns
+            if c not in table.key
+        )
+        newer = sql.SQL(
+            "({s}.source_topic, {s}.source_partition) IS DISTINCT FROM"
+            " (EXCLUDED.source_topic, EXCLUDED.source_partition) OR {s}.source_offset < EXCLUDED.source_offset"
+        ).format(s=stored)
+        return sql.SQL("ON CONFLICT ({}) DO UPDATE SET {} WHERE {}").format(key, updates, newer)
+
+    def stored_offsets(self) -> sql.Composed:
+        return sql.SQL("SELECT topic, partition, next_offset FROM {} WHERE group_id = %s AND topic = ANY(%s)").format(
+            self.target(OFFSETS_TABLE)
+        )
+
+    def save_offset(self) -> sql.Composed:
+        # Forward only: a member that lost its partitions and commits late cannot move one back.
+        return sql.SQL(
+            "INSERT INTO {t} (group_id, topic, partition, next_offset) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, "
+            "updated_at = now() WHERE {t}.next_offset < EXCLUDED.next_offset"
+        ).format(t=self.target(OFFSETS_TABLE))
+
+
+def _columns(names: Sequence[str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+# --- the worker -------------------------------------------------------------------------------------------
+
+
+class SinkWorker:
+    """One sink process: a read_committed group consumer, one PostgreSQL connection and the batch loop."""
+
+    def __init__(
+        self,
+        *,
+        kafka: KafkaSettings,
+        streams: StreamsSettings,
+        conninfo: str,
+        schema: str,
+        group_id: str,
+        routes: Iterable[SinkRoute],
+        batch_size: int = 5_000,
+        poll_timeout: float = 0.2,
+        name: str = "sink",
+        crash_after_commit: int | None = None,
+    ) -> None:
+        self.name = name
+        self.group_id = group_id
+        self.conninfo = conninfo
+        self.routes = {route.topic: route for route in routes}
+        self.batch_size = batch_size
+        self.poll_timeout = poll_timeout
+        self.crash_after_commit = crash_after_commit
+        """Test hook: the process exits with status 137 right after this many database commits."""
+        self.sql = Statements(schema)
+        self.consumer = clients.group_consumer(kafka, streams, group_id)
+        self._conn: psycopg.Connection | None = None
+        self._tables = {DEAD_LETTER_TABLE, *(table for route in self.routes.values() for table in route.tables)}
+        self._stop = threading.Event()
+        self._rewind_needed = False
+        self._callback_error: BaseException | None = None
+        self._backoff = 0.0
+        self._lag_reported = 0.0
+        self.commits = 0
+        self.records = 0
+        """Database commits and records committed by this process (the log's last line says them too)."""
+        self.recoveries = 0
+
+    # --- running ---------------------------------------------------------------------------------------
+
+    def run(self, *, handle_signals: bool = True) -> None:
+        """Write batches until `stop()` (or SIGTERM/SIGINT); the batch in hand is committed first."""
+        if handle_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: self.stop())
+        try:
+            self._connection()  # fail early on a missing table or an unreachable database
+            self.consumer.subscribe(
+                list(self.routes), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
+            log.info(
+                "sink started", sink=self.name, group_id=self.group_id, schema=self.sql.schema, topics=len(self.routes)
+            )
+            while not self._stop.is_set():
+                self.step()
+        finally:
+            self._close()
+        log.info("sink stopped", sink=self.name, commits=self.commits, records=self.records)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def step(self) -> None:
+        """One batch: consume, turn into rows, write rows and offsets in one transaction."""
+        try:
+            if self._rewind_needed:
+                self._rewind()
+            messages = self.consumer.consume(self.batch_size, self.poll_timeout)
+            self._raise_callback_error()
+            if self._rewind_needed:  # an assignment without readable offsets: read it again from them
+                return
+            batch = self._collect(messages)
+            if batch.positions:
+                self._commit(batch)
+            self._backoff = 0.0
+        except (psycopg.OperationalError, ServiceUnavailableError, KafkaException) as error:
+            self._recover(error)
+        except psycopg.errors.ProgrammingError as error:  # a missing column or right: no retry fixes it
+            raise SinkError(
+                f"sink {self.name}: schema {self.sql.schema} does not take its rows ({error})",
+                hint="apply the sink's migrations, or check the database user's rights",
+            ) from error
+        self._report_lag()
+
+    # --- records to rows -------------------------------------------------------------------------------
+
+    def _collect(self, messages: list[Message]) -> Batch:
+        batch = Batch()
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._consume_error(error)
+                continue
+            topic, partition, offset = where(message)
+            batch.records.append((message, self._rows(message)))
+            batch.positions[(topic, partition)] = offset + 1
+            batch.topics[topic] += 1
+        return batch
+
+    def _rows(self, message: Message) -> list[tuple[SinkTable, Row]]:
+        try:
+            rows = list(self.routes[message.topic() or ""].rows(message))
+        except ServiceUnavailableError:
+            raise
+        except Exception as error:  # the record's own fault: dead-letter it, the partition moves on
+            return [self._dead_letter(message, error)]
+        return rows
+
+    def _dead_letter(self, message: Message, error: BaseException) -> tuple[SinkTable, Row]:
+        row = dead_letter_row(message, error, self.name)
+        log.error(
+            "record dead-lettered",
+            sink=self.name,
+            correlation_id=row[-1],
+            topic=message.topic(),
+            partition=message.partition(),
+            offset=message.offset(),
+            error_class=row[DEAD_LETTER_COLUMNS.index("error_class")],
+            error=str(error)[:500],
+        )
+        DEAD_LETTERED.labels(self.name, message.topic()).inc()
+        return DEAD_LETTER_TABLE, row
+
+    # --- writing --------------------------------------------------------------------------------------------
+
+    def _commit(self, batch: Batch) -> None:
+        started = time.monotonic()
+        try:
+            written = self._write(batch)
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as error:
+            log.warning("batch refused by the database; writing it record by record", sink=self.name, error=str(error))
+            written = self._write_one_by_one(batch)
+        seconds = time.monotonic() - started
+        COMMIT_SECONDS.labels(self.name).observe(seconds)
+        for table, count in written.items():
+            ROWS_WRITTEN.labels(self.name, table).inc(count)
+        for topic, count in batch.topics.items():
+            RECORDS_IN.labels(self.name, topic).inc(count)
+        self.commits += 1
+        self.records += len(batch.records)
+        log.debug(
+            "batch committed", sink=self.name, records=len(batch.records), rows=written, seconds=round(seconds, 4)
+        )
+        if self.crash_after_commit is not None and self.commits >= self.crash_after_commit:
+            log.warning(
+                "crashing on purpose after a commit (test hook)",
+                sink=self.name,
+                commits=self.commits,
+                records=self.records,
+            )
+            os._exit(CRASH_EXIT_STATUS)
+
+    def _write(self, batch: Batch) -> dict[str, int]:
+        """Every table's rows and the offsets in one transaction: COPY to staging, INSERT ... ON CONFLICT."""
+        conn = self._connection()
+        written: dict[str, int] = {}
+        with conn.transaction():
+            for table, rows in batch.by_table().items():
+                with conn.cursor() as cursor:
+                    with cursor.copy(self.sql.copy_stage(table)) as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                    cursor.execute(self.sql.insert_from_stage(table))
+                    written[table.name] = max(cursor.rowcount, 0)
+            self._save_offsets(conn, batch.positions)
+        return written
+
+    def _write_one_by_one(self, batch: Batch) -> dict[str, int]:
+        """The slow path after the database refused a batch: each record in a savepoint; a record whose
+        rows the database refuses becomes a dead letter (with the database's reason) instead."""
+        conn = self._connection()
+        written: Counter[str] = Counter()
+        with conn.transaction():
+            for message, rows in batch.records:
+                try:
+                    with conn.transaction():
+                        written.update(self._insert(conn, rows))
+                except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as error:
+                    written.update(self._insert(conn, [self._dead_letter(message, error)]))
+            self._save_offsets(conn, batch.positions)
+        return dict(written)
+
+    def _insert(self, conn: psycopg.Connection, rows: list[tuple[SinkTable, Row]]) -> Counter[str]:
+        written: Counter[str] = Counter()
+        with conn.cursor() as cursor:
+            for table, row in rows:
+                cursor.execute(self.sql.insert_values(table), row)
+                written[table.name] += max(cursor.rowcount, 0)
+        return written
+
+    def _save_offsets(self, conn: psycopg.Connection, positions: dict[tuple[str, int], int]) -> None:
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                self.sql.save_offset(), [(self.group_id, t, p, o) for (t, p), o in sorted(positions.items())]
+            )
+
+    def stored_offsets(self) -> dict[tuple[str, int], int]:
+        """The next offset of every partition this group has written, from the database."""
+        conn = self._connection()
+        with conn.transaction():
+            rows = conn.execute(self.sql.stored_offsets(), (self.group_id, list(self.routes))).fetchall()
+        return {(topic, int(partition)): int(offset) for topic, partition, offset in rows}
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+        return self._conn
+
+    def _connect(self) -> psycopg.Connection:
+        try:
+            conn = psycopg.connect(self.conninfo, autocommit=False, application_name=f"backbone-{self.name}")
+        except psycopg.OperationalError as error:
+            raise ServiceUnavailableError(
+                f"sink {self.name}: PostgreSQL is not reachable ({error})",
+                hint="start it with `backbone up` or set BACKBONE_POSTGRES_DSN",
+            ) from error
+        try:
+            with conn.transaction():
+                for table in sorted(self._tables, key=lambda t: t.name):
+                    conn.execute(self.sql.create_stage(table))
+                conn.execute(sql.SQL("SELECT 1 FROM {} LIMIT 0").format(self.sql.target(OFFSETS_TABLE)))
+        except psycopg.errors.UndefinedTable as error:
+            conn.close()
+            raise SinkError(
+                f"sink {self.name}: schema {self.sql.schema} lacks a table ({error})",
+                hint="apply the sink's migrations (`backbone up`, or the sink applies them at start)",
+            ) from error
+        return conn
+
+    # --- rebalances and recovery ----------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Start every assigned partition at the offset stored with its rows (the beginning when none)."""
+        try:
+            stored = self.stored_offsets()
+        except Exception as error:  # the database is down: read from anywhere, but rewind before writing
+            log.warning("stored offsets unreadable; rewinding before the first write", sink=self.name, error=str(error))
+            stored = {}
+            self._rewind_needed = True
+        for tp in partitions:
+            tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+        consumer.assign(partitions)
+        log.info(
+            "partitions assigned",
+            sink=self.name,
+            offsets={f"{tp.topic}[{tp.partition}]": tp.offset for tp in partitions if tp.offset >= 0},
+            from_beginning=sum(1 for tp in partitions if tp.offset < 0),
+        )
+
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        # Nothing is ever open between batches: every batch is committed before the next consume().
+        log.info("partitions revoked", sink=self.name, partitions=len(partitions))
+
+    def _on_lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        log.warning("partitions lost", sink=self.name, partitions=len(partitions))
+
+    def _rewind(self) -> None:
+        """Seek every assigned partition back to the offset stored with its rows."""
+        assignment = self.consumer.assignment()
+        stored = self.stored_offsets()
+        for tp in assignment:
+            self.consumer.seek(
+                TopicPartition(tp.topic, tp.partition, stored.get((tp.topic, tp.partition), OFFSET_BEGINNING))
+            )
+        self._rewind_needed = False
+        log.info("rewound to the stored offsets", sink=self.name, partitions=len(assignment))
+
+    def _recover(self, error: BaseException) -> None:
+        if isinstance(error, KafkaException) and remedy_for(error) is Remedy.FATAL:
+            log.critical("fatal Kafka error; the sink stops", sink=self.name, error=str(error))
+            raise FatalStreamError(f"sink {self.name} stopped: {error}") from error
+        reason = type(error).__name__
+        log.warning(
+            "batch rolled back; reading again from the stored offsets", sink=self.name, reason=reason, error=str(error)
+        )
+        RECOVERIES.labels(self.name, reason).inc()
+        self.recoveries += 1
+        if isinstance(error, psycopg.Error | ServiceUnavailableError) and self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+        self._rewind_needed = True
+        self._backoff = min(MAX_BACKOFF, max(0.05, self._backoff * 2))
+        self._stop.wait(self._backoff)
+
+    def _consume_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        if error.fatal():
+            raise KafkaException(error)
+        log.warning("consumer error", sink=self.name, error=str(error))
+
+    def _raise_callback_error(self) -> None:
+        error, self._callback_error = self._callback_error, None
+        if error is not None:
+            raise error
+
+    def _report_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_reported < LAG_REPORT_INTERVAL:
+            return
+        self._lag_reported = now
+        try:
+            for tp in self.consumer.position(self.consumer.assignment()):
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset >= 0 and high >= 0:
+                    LAG.labels(self.name, tp.topic, str(tp.partition)).set(high - tp.offset)
+        except KafkaException as error:
+            log.debug("consumer lag not reported", error=str(error))
+
+    def _close(self) -> None:
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self.consumer.close()
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None

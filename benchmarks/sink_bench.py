@@ -1,0 +1,174 @@
+"""PostgreSQL sink throughput next to a plain COPY of the same rows, against the configured services.
+
+    backbone up   # or BACKBONE_KAFKA_BOOTSTRAP_SERVERS=... BACKBONE_SCHEMA_REGISTRY_URL=... BACKBONE_POSTGRES_DSN=...
+    python benchmarks/sink_bench.py --records 20000 [--batch-size 5000]
+
+Publishes N invoice candidates to a throwaway prefixed copy of `billing.invoice-candidates.v1`, runs
+the sink (`consumers.postgres.sink.PostgresSink`, in this process) into a throwaway schema and times it
+from its first committed batch to its last (decode, COPY into staging, INSERT ... ON CONFLICT, offsets,
+commit); the start-up (migrations, joining the group) is reported apart. The baseline is a plain COPY
+of the same rows into a table of the same definition (same key and indexes), no Kafka, no conflict
+handling: the physical floor of this database on this machine. Prints one JSON object of figures; the
+target is 20,000 rows/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from confluent_kafka import Message, Producer
+from confluent_kafka.admin import AdminClient
+from psycopg import sql
+
+from backbone.domain.models import InvoiceCandidate
+from backbone.kafka.admin import apply_topics
+from backbone.kafka.serde import SerdeCache, registry_client
+from backbone.settings import load_settings
+from consumers.postgres.sink import INVOICE_CANDIDATES, PostgresSink, SinkSettings, SinkTopics, candidate_rows
+
+AT = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+
+
+def candidate(index: int) -> InvoiceCandidate:
+    return InvoiceCandidate(
+        event_id=f"ev-{index}",
+        occurred_at=AT,
+        source_system="bench",
+        correlation_id=f"TE-{index}",
+        candidate_id=f"cand-{index}",
+        kind="TIME",
+        time_entry_id=f"TE-{index}",
+        revision=1,
+        project_id=f"P-{index % 200}",
+        client_id=f"C-{index % 40}",
+        worker_id=f"W-{index % 250}",
+        role="consultant",
+        work_date=date(2026, 11, 1 + index % 28),
+        contract_id=f"K-{index % 200}",
+        contract_version=1,
+        billable_minutes=15 + index % 480,
+        hourly_rate=Decimal("150.00"),
+        discount_percent=Decimal("0"),
+        amount=Decimal(15 + index % 480) * Decimal("2.50"),
+        currency="EUR",
+        tax_code="VAT20",
+        billing_entity="ACME-FR",
+    )
+
+
+def publish(settings: Any, topics: SinkTopics, events: list[InvoiceCandidate]) -> float:
+    serde = SerdeCache(registry_client(settings.registry.client_config())).for_topic(topics.invoice_candidates)
+    producer = Producer(
+        settings.kafka.client_config() | {"enable.idempotence": True, "linger.ms": 5, "partitioner": "murmur2_random"}
+    )
+    started = time.monotonic()
+    for event in events:
+        value = serde.encode_value(event)
+        while True:
+            try:
+                producer.produce(topics.invoice_candidates.name, key=event.key.encode(), value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    return time.monotonic() - started
+
+
+def run_sink(settings: Any, prefix: str, schema: str, records: int, batch_size: int) -> dict[str, Any]:
+    sink = PostgresSink(
+        settings,
+        SinkSettings(db_schema=schema, group_id=f"{prefix}sink", topic_prefix=prefix, batch_size=batch_size),
+    )
+    thread = threading.Thread(target=sink.run, kwargs={"handle_signals": False}, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    first_at = first_rows = None
+    with psycopg.connect(settings.postgres.conninfo(), autocommit=True) as conn:
+        count = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "invoice_candidates"))
+        rows = 0
+        while rows < records:
+            time.sleep(0.01)  # polling interval of the measurement
+            try:
+                rows = conn.execute(count).fetchone()[0]  # type: ignore[index]
+            except psycopg.errors.UndefinedTable:
+                continue
+            if rows and first_at is None:
+                first_at, first_rows = time.monotonic(), rows
+    done_at = time.monotonic()
+    sink.stop()
+    thread.join(timeout=60)
+    assert first_at is not None and first_rows is not None
+    steady_seconds = max(done_at - first_at, 1e-9)
+    return {
+        "sink_rows": rows,
+        "sink_startup_seconds": round(first_at - started, 3),
+        "sink_seconds": round(steady_seconds, 3),
+        "sink_rows_per_s": round((records - first_rows) / steady_seconds),
+        "sink_rows_per_s_with_startup": round(records / (done_at - started)),
+        "sink_commits": sink.worker.commits,
+    }
+
+
+def copy_baseline(conninfo: str, schema: str, events: list[InvoiceCandidate], topic: str) -> dict[str, Any]:
+    """A plain COPY of the rows the sink writes into a table of the same definition."""
+    fake = Message(topic=topic, partition=0, offset=0, key=None, value=None, headers=[])
+    rows = [candidate_rows(event, fake)[0][1] for event in events]
+    rows = [(*row[:-1], index) for index, row in enumerate(rows)]  # distinct source offsets, like real records
+    target = sql.Identifier(schema, "copy_baseline")
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in INVOICE_CANDIDATES.columns)
+    with psycopg.connect(conninfo) as conn:
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                target, sql.Identifier(schema, "invoice_candidates")
+            )
+        )
+        conn.commit()
+        started = time.monotonic()
+        with conn.cursor() as cursor, cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target, columns)) as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+        seconds = time.monotonic() - started
+    return {"copy_seconds": round(seconds, 3), "copy_rows_per_s": round(len(rows) / seconds)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=5_000)
+    parser.add_argument("--keep", action="store_true", help="keep the throwaway schema and topics")
+    args = parser.parse_args()
+
+    settings = load_settings()
+    prefix = f"bench{uuid.uuid4().hex[:8]}-"
+    schema = f"sink_bench_{prefix[5:13]}"
+    topics = SinkTopics.prefixed(prefix)
+    admin = AdminClient(settings.kafka.client_config())
+    apply_topics(admin, topics.all(), replication_factor=settings.kafka.replication_factor)
+    events = [candidate(i) for i in range(args.records)]
+    figures: dict[str, Any] = {"records": args.records, "batch_size": args.batch_size}
+    figures["publish_seconds"] = round(publish(settings, topics, events), 3)
+    try:
+        figures |= run_sink(settings, prefix, schema, args.records, args.batch_size)
+        figures |= copy_baseline(settings.postgres.conninfo(), schema, events, topics.invoice_candidates.name)
+        figures["sink_share_of_copy"] = round(figures["sink_rows_per_s"] / figures["copy_rows_per_s"], 3)
+        figures["target_rows_per_s"] = 20_000
+    finally:
+        if not args.keep:
+            with psycopg.connect(settings.postgres.conninfo(), autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+            admin.delete_topics([t.name for t in topics.all()])
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""`backbone run sink`: the PostgreSQL read model of what the backbone produces.
+
+It materialises invoice candidates and posting requests (one row per id), posting acknowledgments,
+billing responses and business exceptions (every state as history, and the latest state per id), and
+every record of the event topics' dead-letter topics (`<topic>.dlq`, their `backbone.error.*` headers
+as columns) into the tables of `consumers/postgres/migrations/` in one schema (default `backbone`).
+Rows and consumed offsets commit in one database transaction (`backbone.streams.sink.SinkWorker`), so
+the read model holds every record exactly once through crashes and replays; README.md ("The PostgreSQL
+sink") lists the tables, views and settings.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import structlog
+from confluent_kafka import Message
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from backbone.domain.ids import derive_event_id
+from backbone.domain.models import (
+    BillingResponse,
+    BusinessException,
+    Event,
+    InvoiceCandidate,
+    PostingAck,
+    PostingRequest,
+)
+from backbone.kafka import topics as catalog
+from backbone.kafka.admin import apply_topics
+from backbone.kafka.serde import DecodeError, SerdeCache, registry_client
+from backbone.kafka.topics import Topic
+from backbone.migrations import apply_migrations, check_schema_name
+from backbone.observability import serve_metrics
+from backbone.settings import Settings
+from backbone.streams import clients
+from backbone.streams.loop import where
+from backbone.streams.sink import (
+    DEAD_LETTER_TABLE,
+    SOURCE_COLUMNS,
+    Row,
+    SinkRoute,
+    SinkTable,
+    SinkWorker,
+    dead_letter_row,
+    plain,
+)
+
+log = structlog.get_logger("sink")
+MIGRATIONS = Path(__file__).with_name("migrations")
+ENVELOPE = ("occurred_at", "source_system", "correlation_id")
+
+
+class SinkSettings(BaseSettings):
+    """`BACKBONE_SINK_*`: where the read model lives and how the sink reads (flags of `backbone run sink` win)."""
+
+    model_config = SettingsConfigDict(env_prefix="BACKBONE_SINK_", frozen=True, extra="ignore")
+
+    db_schema: str = Field(default="backbone", description="PostgreSQL schema of the read model.")
+    group_id: str = Field(default="backbone-sink", description="Consumer group; its offsets live in sink_offsets.")
+    topic_prefix: str = Field(default="", description="Prefix of every catalog topic name (isolated test topics).")
+    batch_size: int = Field(default=5_000, ge=1, description="Records one database transaction holds at most.")
+    crash_after_commit: int | None = Field(
+        default=None, ge=1, description="Test hook: exit with status 137 right after the Nth database commit."
+    )
+
+
+# --- tables -------------------------------------------------------------------------------------------------
+
+
+def _table(name: str, fields: tuple[str, ...], key: tuple[str, ...], *, latest: bool = False) -> SinkTable:
+    return SinkTable(name, fields + SOURCE_COLUMNS, key, latest=latest)
+
+
+CANDIDATE_FIELDS = (
+    "candidate_id", "kind", "time_entry_id", "revision", "project_id", "client_id", "worker_id", "role", "task_id",
+    "work_date", "contract_id", "contract_version", "billable_minutes", "hourly_rate", "discount_percent", "amount",
+    "currency", "tax_code", "billing_entity", "replaces_candidate_id", "capped", "event_id", *ENVELOPE,
+)  # fmt: skip
+POSTING_FIELDS = (
+    "posting_id", "posting_type", "time_entry_id", "revision", "project_id", "worker_id", "work_date", "amount",
+    "currency", "erp_target", "reverses_posting_id", "event_id", *ENVELOPE,
+)  # fmt: skip
+ACK_FIELDS = (
+    "posting_id", "ack_id", "erp_target", "status", "erp_document_id", "error_code", "error_message", *ENVELOPE,
+)  # fmt: skip
+RESPONSE_FIELDS = ("candidate_id", "response_id", "status", "invoice_id", "reason_code", "message", *ENVELOPE)
+EXCEPTION_FIELDS = (
+    "exception_id", "event_id", "kind", "status", "subject_type", "subject_id", "project_id", "owner",
+    "amount_at_risk", "currency", "details", "opened_at", "resolved_at", *ENVELOPE,
+)  # fmt: skip
+
+INVOICE_CANDIDATES = _table("invoice_candidates", CANDIDATE_FIELDS, ("candidate_id",))
+POSTING_REQUESTS = _table("posting_requests", POSTING_FIELDS, ("posting_id",))
+POSTING_ACK_HISTORY = _table("posting_ack_history", ACK_FIELDS, ("posting_id", "ack_id"))
+POSTING_ACKS = _table("posting_acks", ACK_FIELDS, ("posting_id",), latest=True)
+BILLING_RESPONSE_HISTORY = _table("billing_response_history", RESPONSE_FIELDS, ("candidate_id", "response_id"))
+BILLING_RESPONSES = _table("billing_responses", RESPONSE_FIELDS, ("candidate_id",), latest=True)
+EXCEPTION_HISTORY = _table("exception_history", EXCEPTION_FIELDS, ("exception_id", "event_id"))
+EXCEPTIONS = _table("exceptions", EXCEPTION_FIELDS, ("exception_id",), latest=True)
+
+
+HISTORY_IDS = {"ack_id": "event_id", "response_id": "event_id"}
+"""History columns named for what they identify, read from the event's `event_id`."""
+
+
+@functools.cache
+def _getter(fields: tuple[str, ...]) -> Callable[[Event], tuple[Any, ...]]:
+    return operator.attrgetter(*(HISTORY_IDS.get(f, f) for f in fields))  # type: ignore[return-value]
+
+
+@functools.cache
+def _enum_positions(model: type[Event], fields: tuple[str, ...]) -> tuple[int, ...]:
+    """Where `fields` of `model` hold enums (written by their value); found once, not per record."""
+    known = model.model_fields
+    return tuple(i for i, f in enumerate(fields) if f in known and _is_enum(known[f].annotation))
+
+
+def _is_enum(annotation: Any) -> bool:
+    options = typing.get_args(annotation) or (annotation,)
+    return any(isinstance(option, type) and issubclass(option, Enum) for option in options)
+
+
+def event_row(event: Event, fields: tuple[str, ...], message: Message, history_id_at: int | None = None) -> Row:
+    """`fields` of `event` in order (the history id at `history_id_at`), then where the record came from."""
+    values = list(_getter(fields)(event))
+    for i in _enum_positions(type(event), fields):
+        values[i] = plain(values[i])
+    if history_id_at is not None:
+        values[history_id_at] = history_id(event)
+    return (*values, *where(message))
+
+
+def history_id(event: Event) -> str:
+    """The id a history row is unique by: the event id, or the one derived from the payload when it has none."""
+    return event.event_id or derive_event_id(event)
+
+
+def candidate_rows(event: InvoiceCandidate, message: Message) -> list[tuple[SinkTable, Row]]:
+    return [(INVOICE_CANDIDATES, event_row(event, CANDIDATE_FIELDS, message))]
+
+
+def posting_rows(event: PostingRequest, message: Message) -> list[tuple[SinkTable, Row]]:
+    return [(POSTING_REQUESTS, event_row(event, POSTING_FIELDS, message))]
+
+
+def ack_rows(event: PostingAck, message: Message) -> list[tuple[SinkTable, Row]]:
+    row = event_row(event, ACK_FIELDS, message, ACK_FIELDS.index("ack_id"))
+    return [(POSTING_ACK_HISTORY, row), (POSTING_ACKS, row)]
+
+
+def response_rows(event: BillingResponse, message: Message) -> list[tuple[SinkTable, Row]]:
+    row = event_row(event, RESPONSE_FIELDS, message, RESPONSE_FIELDS.index("response_id"))
+    return [(BILLING_RESPONSE_HISTORY, row), (BILLING_RESPONSES, row)]
+
+
+def exception_rows(event: BusinessException, message: Message) -> list[tuple[SinkTable, Row]]:
+    row = event_row(event, EXCEPTION_FIELDS, message, EXCEPTION_FIELDS.index("event_id"))
+    return [(EXCEPTION_HISTORY, row), (EXCEPTIONS, row)]
+
+
+def dead_letter_rows(message: Message) -> list[tuple[SinkTable, Row]]:
+    return [(DEAD_LETTER_TABLE, dead_letter_row(message))]
+
+
+# --- topics ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SinkTopics:
+    """The catalog topics the sink reads (tests give them unique names with `prefixed`)."""
+
+    invoice_candidates: Topic = catalog.INVOICE_CANDIDATES
+    posting_requests: Topic = catalog.POSTING_REQUESTS
+    posting_acks: Topic = catalog.POSTING_ACKS
+    billing_responses: Topic = catalog.BILLING_RESPONSES
+    exceptions: Topic = catalog.EXCEPTIONS
+    event_topics: tuple[Topic, ...] = catalog.EVENT_TOPICS
+    """Whose dead-letter topics are materialised (every event topic's)."""
+
+    @classmethod
+    def prefixed(cls, prefix: str) -> SinkTopics:
+        """Every topic (and its DLQ) renamed `<prefix><name>`, like the topology's test topics."""
+        if not prefix:
+            return cls()
+        base = cls()
+        renamed = {t.name: _renamed(t, prefix) for t in base.event_topics}
+        return cls(
+            invoice_candidates=renamed[base.invoice_candidates.name],
+            posting_requests=renamed[base.posting_requests.name],
+            posting_acks=renamed[base.posting_acks.name],
+            billing_responses=renamed[base.billing_responses.name],
+            exceptions=renamed[base.exceptions.name],
+            event_topics=tuple(renamed.values()),
+        )
+
+    @property
+    def dead_letter_topics(self) -> tuple[Topic, ...]:
+        return tuple(t.dlq for t in self.event_topics if t.dlq is not None)
+
+    def all(self) -> tuple[Topic, ...]:
+        return self.event_topics + self.dead_letter_topics
+
+
+def _renamed(topic: Topic, prefix: str) -> Topic:
+    dlq = replace(topic.dlq, name=f"{prefix}{topic.dlq.name}") if topic.dlq else None
+    return replace(topic, name=f"{prefix}{topic.name}", dlq=dlq)
+
+
+def routes(topics: SinkTopics, serdes: SerdeCache) -> list[SinkRoute]:
+    """One route per topic the sink reads: the five output streams and every dead-letter topic."""
+    events: list[tuple[Topic, Callable[[Any, Message], list[tuple[SinkTable, Row]]], tuple[SinkTable, ...]]] = [
+        (topics.invoice_candidates, candidate_rows, (INVOICE_CANDIDATES,)),
+        (topics.posting_requests, posting_rows, (POSTING_REQUESTS,)),
+        (topics.posting_acks, ack_rows, (POSTING_ACK_HISTORY, POSTING_ACKS)),
+        (topics.billing_responses, response_rows, (BILLING_RESPONSE_HISTORY, BILLING_RESPONSES)),
+        (topics.exceptions, exception_rows, (EXCEPTION_HISTORY, EXCEPTIONS)),
+    ]
+    decoded = [SinkRoute(topic.name, _decoding(serdes, topic, to_rows), tables) for topic, to_rows, tables in events]
+    dead = [SinkRoute(t.name, dead_letter_rows, (DEAD_LETTER_TABLE,)) for t in topics.dead_letter_topics]
+    return decoded + dead
+
+
+def _decoding(
+    serdes: SerdeCache, topic: Topic, to_rows: Callable[[Any, Message], list[tuple[SinkTable, Row]]]
+) -> Callable[[Message], Iterable[tuple[SinkTable, Row]]]:
+    serde = serdes.for_topic(topic)
+
+    def rows(message: Message) -> list[tuple[SinkTable, Row]]:
+        event = serde.decode(message)  # DecodeError → the worker dead-letters the record
+        if not isinstance(event, serde.event_cls):
+            raise DecodeError(f"expected {serde.event_cls.__name__}, got {type(event).__name__}", raw=message)
+        return to_rows(event, message)
+
+    return rows
+
+
+# --- running ----------------------------------------------------------------------------------------------------
+
+
+def apply_sink_migrations(conninfo: str, schema: str = "backbone") -> list[int]:
+    """Bring the read model's schema up to date (safe to run concurrently: an advisory lock serialises it)."""
+    return apply_migrations(conninfo, check_schema_name(schema), MIGRATIONS)
+
+
+class PostgresSink:
+    """The read model's sink: its topics, its routes and the exactly-once worker that writes them."""
+
+    def __init__(self, settings: Settings, sink: SinkSettings, *, topics: SinkTopics | None = None) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.topics = topics or SinkTopics.prefixed(sink.topic_prefix)
+        serdes = SerdeCache(registry_client(settings.registry.client_config()), auto_register=False)
+        self.worker = SinkWorker(
+            kafka=settings.kafka,
+            streams=settings.streams,
+            conninfo=settings.postgres.conninfo(),
+            schema=check_schema_name(sink.db_schema),
+            group_id=sink.group_id,
+            routes=routes(self.topics, serdes),
+            batch_size=sink.batch_size,
+            name="postgres-sink",
+            crash_after_commit=sink.crash_after_commit,
+        )
+
+    def run(self, *, handle_signals: bool = True) -> None:
+        """Create missing topics, migrate the schema, then write until `stop()` (or SIGTERM)."""
+        apply_topics(
+            clients.admin(self.settings.kafka),
+            self.topics.all(),
+            replication_factor=self.settings.kafka.replication_factor,
+        )
+        applied = apply_sink_migrations(self.settings.postgres.conninfo(), self.sink.db_schema)
+        log.info("sink schema ready", schema=self.sink.db_schema, migrations_applied=applied)
+        self.worker.run(handle_signals=handle_signals)
+
+    def stop(self) -> None:
+        self.worker.stop()
+
+
+def run_sink(settings: Settings, sink: SinkSettings) -> None:
+    """`backbone run sink`: migrate the schema, serve metrics, write until SIGTERM."""
+    serve_metrics(settings.runtime.metrics_port)
+    PostgresSink(settings, sink).run()

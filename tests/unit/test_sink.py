@@ -1,0 +1,157 @@
+"""The sink's pure parts: rows from events, dead-letter rows, per-key deduplication of a batch, the SQL of
+its upserts and the prefixed topics of tests. The database and broker side is tests/integration/test_sink.py."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+from confluent_kafka import Message
+
+from backbone.domain.ids import derive_event_id
+from backbone.domain.models import BusinessException, InvoiceCandidate
+from backbone.kafka import topics as catalog
+from backbone.migrations import discover
+from backbone.streams.loop import dead_letter_headers
+from backbone.streams.sink import DEAD_LETTER_COLUMNS, Batch, SinkTable, Statements, dead_letter_row
+from consumers.postgres.sink import (
+    CANDIDATE_FIELDS,
+    EXCEPTION_HISTORY,
+    EXCEPTIONS,
+    INVOICE_CANDIDATES,
+    MIGRATIONS,
+    SinkTopics,
+    candidate_rows,
+    exception_rows,
+)
+
+AT = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+
+
+def _candidate() -> InvoiceCandidate:
+    return InvoiceCandidate(
+        occurred_at=AT, source_system="backbone", correlation_id="TE-1", candidate_id="c-1", kind="TIME",
+        time_entry_id="TE-1", revision=1, project_id="P-1", client_id="C-1", worker_id="W-1",
+        work_date=date(2026, 11, 3), contract_id="K-1", contract_version=2, billable_minutes=90,
+        hourly_rate="120.00", discount_percent="10", amount="162.00", currency="EUR",
+    )  # fmt: skip
+
+
+def _exception(status: str) -> BusinessException:
+    return BusinessException(
+        occurred_at=AT, source_system="backbone", exception_id="x-1", kind="NO_RATE", status=status,
+        subject_type="TIME_ENTRY", subject_id="TE-1", owner="FINANCE_OPS", details="no rate", opened_at=AT,
+    )  # fmt: skip
+
+
+def _message(offset: int = 7, partition: int = 2, topic: str = "billing.invoice-candidates.v1") -> Message:
+    return Message(topic=topic, partition=partition, offset=offset, key=b"P-1", value=b"v", headers=[])
+
+
+def test_a_candidate_row_keeps_money_as_decimal_enums_as_text_and_its_source() -> None:
+    [(table, row)] = candidate_rows(_candidate(), _message())
+    values = dict(zip(table.columns, row, strict=True))
+    assert table is INVOICE_CANDIDATES
+    assert values["amount"] == Decimal("162.00") and isinstance(values["amount"], Decimal)
+    assert values["hourly_rate"] == Decimal("120.00")
+    assert values["kind"] == "TIME" and type(values["kind"]) is str
+    assert (values["source_topic"], values["source_partition"], values["source_offset"]) == (
+        "billing.invoice-candidates.v1", 2, 7,
+    )  # fmt: skip
+    assert set(CANDIDATE_FIELDS) <= set(table.columns)
+
+
+def test_an_exception_without_event_id_gets_its_derived_id_in_history_and_latest() -> None:
+    event = _exception("OPEN")
+    rows = exception_rows(event, _message(topic="ops.exceptions.v1"))
+    assert [table for table, _ in rows] == [EXCEPTION_HISTORY, EXCEPTIONS]
+    history = dict(zip(EXCEPTION_HISTORY.columns, rows[0][1], strict=True))
+    assert history["event_id"] == derive_event_id(event)
+
+
+@pytest.mark.parametrize(
+    ("latest", "kept"),
+    [
+        pytest.param(False, "first", id="insert-once-keeps-the-first"),
+        pytest.param(True, "last", id="latest-keeps-the-last"),
+    ],
+)
+def test_a_batch_holds_one_row_per_key(latest: bool, kept: str) -> None:
+    table = SinkTable("t", ("id", "value", "source_topic", "source_partition", "source_offset"), ("id",), latest=latest)
+    batch = Batch()
+    for offset, value in enumerate(["first", "middle", "last"]):
+        batch.records.append((_message(offset), [(table, ("a", value, "t", 0, offset))]))
+    batch.records.append((_message(9), [(table, ("b", "other", "t", 0, 9))]))
+    assert batch.by_table()[table] == [("a", kept, "t", 0, {"first": 0, "last": 2}[kept]), ("b", "other", "t", 0, 9)]
+
+
+def test_a_latest_table_needs_its_source_columns() -> None:
+    with pytest.raises(ValueError, match="source"):
+        SinkTable("t", ("id", "value"), ("id",), latest=True)
+
+
+def test_a_dead_letter_topic_record_becomes_a_row_with_its_error_headers_as_columns() -> None:
+    original = Message(topic="psa.time-entries.v1", partition=4, offset=41, key=b"TE-9", value=b"\x00bad",
+                       headers=[("correlation_id", b"TE-9")])  # fmt: skip
+    headers = dead_letter_headers(original, ValueError("not Avro"), "topology.entries", "DecodeError")
+    letter = Message(topic="psa.time-entries.v1.dlq", partition=0, offset=3, key=b"TE-9", value=b"\x00bad",
+                     headers=headers)  # fmt: skip
+    row = dict(zip(DEAD_LETTER_COLUMNS, dead_letter_row(letter), strict=True))
+    assert (row["source_topic"], row["source_partition"], row["source_offset"]) == ("psa.time-entries.v1.dlq", 0, 3)
+    assert (row["error_topic"], row["error_partition"], row["error_offset"]) == ("psa.time-entries.v1", 4, 41)
+    assert (row["error_class"], row["error_message"], row["error_processor"]) == (
+        "DecodeError", "not Avro", "topology.entries",
+    )  # fmt: skip
+    assert isinstance(row["error_at"], datetime) and row["correlation_id"] == "TE-9"
+    assert row["record_value"] == b"\x00bad"
+
+
+def test_a_record_the_sink_cannot_store_becomes_a_row_naming_the_sink() -> None:
+    row = dict(zip(DEAD_LETTER_COLUMNS, dead_letter_row(_message(), KeyError("boom"), "postgres-sink"), strict=True))
+    assert (row["error_topic"], row["error_offset"], row["error_class"]) == (
+        "billing.invoice-candidates.v1",
+        7,
+        "KeyError",
+    )
+    assert row["error_processor"] == "postgres-sink" and row["correlation_id"] is None
+
+
+def test_nul_characters_in_headers_never_reach_postgresql_text() -> None:
+    letter = Message(topic="x.dlq", partition=0, offset=0, key=b"k\x00", value=b"\x00",
+                     headers=[("note\x00", b"nul\x00byte"), ("correlation_id", b"TE\x001")])  # fmt: skip
+    row = dict(zip(DEAD_LETTER_COLUMNS, dead_letter_row(letter, ValueError("bad\x00value"), "sink"), strict=True))
+    assert "\\u0000" not in row["headers"] and "\x00" not in row["headers"]
+    assert "\x00" not in row["error_message"] and "\x00" not in row["correlation_id"]
+    assert row["record_key"] == b"k\x00" and row["record_value"] == b"\x00"  # bytea keeps the bytes as they are
+
+
+def test_malformed_error_headers_leave_columns_empty_instead_of_failing() -> None:
+    letter = Message(topic="x.dlq", partition=0, offset=0, key=None, value=None,
+                     headers=[("backbone.error.offset", b"many"), ("backbone.error.at", b"yesterday")])  # fmt: skip
+    row = dict(zip(DEAD_LETTER_COLUMNS, dead_letter_row(letter), strict=True))
+    assert row["error_offset"] is None and row["error_at"] is None
+
+
+def test_latest_tables_only_take_rows_from_later_offsets() -> None:
+    text = Statements("backbone").on_conflict(EXCEPTIONS).as_string(None)
+    assert 'ON CONFLICT ("exception_id") DO UPDATE' in text
+    assert '"exceptions".source_offset < EXCLUDED.source_offset' in text
+    assert Statements("backbone").on_conflict(INVOICE_CANDIDATES).as_string(None).endswith("DO NOTHING")
+
+
+def test_offsets_only_move_forward() -> None:
+    assert '"sink_offsets".next_offset < EXCLUDED.next_offset' in Statements("s").save_offset().as_string(None)
+
+
+def test_prefixed_topics_rename_every_topic_and_dead_letter_topic() -> None:
+    topics = SinkTopics.prefixed("t1-")
+    assert topics.invoice_candidates.name == "t1-billing.invoice-candidates.v1"
+    assert topics.exceptions.dlq is not None and topics.exceptions.dlq.name == "t1-ops.exceptions.v1.dlq"
+    assert len(topics.dead_letter_topics) == len(catalog.EVENT_TOPICS)
+    assert all(t.name.startswith("t1-") for t in topics.all())
+    assert SinkTopics.prefixed("") == SinkTopics()
+
+
+def test_the_migrations_are_versioned_files() -> None:
+    assert [m.version for m in discover(MIGRATIONS)][:1] == [1]
