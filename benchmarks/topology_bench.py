@@ -1,329 +1,314 @@
-"""Topology throughput next to a raw confluent-kafka pass-through, measured in one run on one broker.
+"""Topology throughput next to four pass-through baselines, in one run, on one broker, on the same input.
 
-Preloads master data (projects, workers, one contract per project), N time entries and N approvals
-on fresh topics, then measures
-  1. the baseline: one confluent-kafka process consuming both input topics in batches and producing
-     the same bytes to another topic (no decoding, no state) — the physical limit of this machine;
-  2. the framework's ceiling: a faust app with the topology's settings forwarding the same records
-     unchanged (`faust_passthrough.py`; skip it with --no-faust-baseline);
-  3. the topology: `python -m topology` worker processes on the same input, timed from the first to
-     the N-th invoice candidate on the output topic (and from process start, which includes startup).
-Every approved entry yields exactly one TIME candidate, so "N candidates on the topic" means done.
-Usage (against a running `backbone up`, or BACKBONE_KAFKA_BOOTSTRAP_SERVERS/BACKBONE_SCHEMA_REGISTRY_URL):
+Preloads master data (projects, workers, contract versions) and N Avro time entries and N approvals on
+fresh topics, then measures, each on the same 2N input records:
+  a. plain pass-through: confluent-kafka consuming both input topics in batches and producing the
+     same bytes to a sink (no decoding, no state, no transactions): the machine's physical limit;
+  b. transactional pass-through: the same bytes through backbone's own client factory
+     (`backbone.streams.clients`: read_committed group consumer, transactional producer), one
+     transaction with the consumed offsets every commit interval (100 ms): the ceiling of
+     `backbone.streams`, which does this plus decoding, the billing core and state;
+  c. Quix Streams 3.28.1, exactly-once, one State get/set per record (`quix_passthrough.py`, in the
+     separate `.venv-bench-quix`; skip with --no-quix);
+  d. faust-streaming pass-through with the settings the topology had on faust (`faust_passthrough.py`,
+     the `bench` extra; skip with --no-faust);
+  e. the topology, `python -m topology` worker processes, once per entry of --workers-list (fresh app
+     ids over the same input topics), timed from the first to the N-th invoice candidate a
+     read_committed reader sees (every approved entry yields exactly one), and from process start.
+a and b are timed inside this process (first batch consumed → last record delivered / committed;
+the median of --baseline-runs runs, each on a fresh group and sink);
+c, d and e are processes timed by a read_committed reader of their output. A missing
+`.venv-bench-quix` (or faust in .venv) is made by `benchmarks/setup_bench.sh` first.
 
-    .venv/bin/python benchmarks/topology_bench.py --entries 100000 --projects 1000 --workers 1
+    .venv/bin/python benchmarks/topology_bench.py --entries 100000 --projects 1000 --workers-list 1,2
+    .venv/bin/python benchmarks/topology_bench.py --entries 5000 --no-faust   # a quick check
+
+docs/benchmarks.md has every benchmark's command and what its figures mean.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import shlex
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-
-from backbone.domain.models import (
-    ApprovalDecision,
-    Client,
-    ContractVersion,
-    Event,
-    Project,
-    RateCardLine,
-    TimeEntry,
-    Worker,
+from workload import (
+    ROOT,
+    Firm,
+    delete_topics,
+    entry_events,
+    load,
+    produce,
+    publish_firm,
+    reference_events,
+    run_until,
+    stamp,
+    topology_command,
 )
+
+from backbone.domain.models import Event
 from backbone.kafka.admin import apply_topics
-from backbone.kafka.serde import SerdeCache, registry_client
 from backbone.settings import Settings, load_settings
-from producers.emitter import with_envelope_defaults
+from backbone.streams import clients
 from topology.app import TopologyTopics
 
-ROOT = Path(__file__).resolve().parents[1]
-T0 = datetime(2026, 11, 2, tzinfo=UTC)
-STALL_S = 120.0
-"""A run whose output has not grown for this long is reported as stalled, not waited on forever."""
+QUIX_VENV = ROOT / ".venv-bench-quix"
+SETUP = ROOT / "benchmarks" / "setup_bench.sh"
+SINK_PARTITIONS = 6
 
 
 def firm(entries: int, projects: int, workers: int) -> tuple[list[Event], list[Event], list[Event]]:
-    """Master data, time entries and their approvals of a firm whose every entry bills."""
-    env = {"occurred_at": T0, "source_system": "bench"}
-    reference: list[Event] = [
-        Client(**env, client_id="C1", name="Globex", billing_entity="ACME", currency="EUR", active=True)
-    ]
-    reference += [
-        Worker(
-            **env,
-            worker_id=f"W{w}",
-            name=f"W{w}",
-            role=("senior", "consultant")[w % 2],
-            employment_type="EMPLOYEE",
-            cost_rate=Decimal("55.25"),
-            cost_currency="EUR",
-            active=True,
-        )
-        for w in range(workers)
-    ]
-    for p in range(projects):
-        reference.append(
-            Project(
-                **env,
-                project_id=f"P{p}",
-                client_id="C1",
-                name=f"P{p}",
-                status="ACTIVE",
-                billing_type="TIME_AND_MATERIALS",
-                currency="EUR",
-                business_unit="consulting",
-                region=("EU", "US")[p % 2],
-                legal_entity="ACME",
-            )
-        )
-        reference.append(
-            ContractVersion(
-                **env,
-                contract_id=f"K{p}",
-                version=1,
-                project_id=f"P{p}",
-                status="ACTIVE",
-                effective_from=date(2026, 1, 1),
-                currency="EUR",
-                tax_code="VAT20",
-                default_hourly_rate=Decimal("150.00"),
-                rounding_increment_minutes=6,
-                rate_card=(RateCardLine(role="senior", hourly_rate=Decimal("210.00")),),
-            )
-        )
-    time_entries, approvals = [], []
-    for n in range(entries):
-        entry_id = f"E{n}"
-        time_entries.append(
-            TimeEntry(
-                occurred_at=T0 + timedelta(seconds=n),
-                source_system="bench",
-                time_entry_id=entry_id,
-                revision=1,
-                worker_id=f"W{n % workers}",
-                project_id=f"P{n % projects}",
-                work_date=date(2026, 11, 1 + n % 28),
-                duration_seconds=900 + (n * 37) % 28_000,
-                billable=True,
-            )
-        )
-        approvals.append(
-            ApprovalDecision(
-                occurred_at=T0 + timedelta(seconds=n),
-                source_system="bench",
-                time_entry_id=entry_id,
-                revision=1,
-                decision="APPROVED",
-                approver_id="M1",
-                decided_at=T0 + timedelta(seconds=n),
-            )
-        )
-    return reference, time_entries, approvals
+    """Master data, time entries and approvals as lists, without ids (what `core_bench.py` feeds the core)."""
+    shape = Firm(projects=projects, workers=workers)
+    pairs = list(entry_events(shape, 0, entries, with_ids=False))
+    return list(reference_events(shape, with_ids=False)), [e for e, _ in pairs], [a for _, a in pairs]
 
 
-def produce(producer: Producer, topic: str, key: bytes | None, value: bytes | None, headers: Any) -> None:
-    """Queue one record, serving delivery reports while librdkafka's local queue is full."""
-    while True:
-        try:
-            producer.produce(topic, key=key, value=value, headers=headers)
-            return
-        except BufferError:
-            producer.poll(0.05)
+@dataclass
+class Row:
+    what: str
+    entries_per_s: float
+    seconds: float
+    load_after: str
+    notes: list[str] = field(default_factory=list)
 
 
-def publish(settings: Settings, topics: TopologyTopics, events: list[Event]) -> float:
-    serdes = SerdeCache(registry_client(settings.registry.client_config()))
-    by_type = {
-        "client": topics.clients,
-        "project": topics.projects,
-        "worker": topics.workers,
-        "contract": topics.contracts,
-        "time-entry": topics.time_entries,
-        "approval": topics.approvals,
-    }
-    producer = Producer(
-        settings.kafka.client_config()
-        | {"enable.idempotence": True, "linger.ms": 20, "batch.size": 1_000_000, "partitioner": "murmur2_random"}
-    )
-    began = time.perf_counter()
-    for event in map(with_envelope_defaults, events):  # event and correlation ids, as connectors publish
-        topic = by_type[event.event_type]
-        value = serdes.for_topic(topic).encode_value(event)
-        produce(producer, topic.name, event.key.encode(), value, [("event_type", event.event_type.encode())])
-        producer.poll(0)
-    assert producer.flush(120) == 0
-    return time.perf_counter() - began
+def create_sink(settings: Settings, name: str) -> str:
+    admin = AdminClient(settings.kafka.client_config())  # kept alive until the future resolves
+    admin.create_topics([NewTopic(name, SINK_PARTITIONS, settings.kafka.replication_factor)])[name].result()
+    return name
 
 
-def pass_through(settings: Settings, sources: list[str], records: int) -> float:
-    """Seconds for a raw consume-batch → produce-same-bytes loop over `records` input records."""
+def _consume_batches(consumer: Consumer, records: int, handle: Callable[[list], None]) -> float | None:
+    """Consume until `records` records were handed to `handle`; perf_counter of the first batch."""
+    seen, began = 0, None
+    while seen < records:
+        batch = [m for m in consumer.consume(num_messages=2_000, timeout=1.0) if m.error() is None]
+        if batch and began is None:
+            began = time.perf_counter()
+        handle(batch)
+        seen += len(batch)
+    return began
+
+
+def plain_pass_through(settings: Settings, sources: list[str], sink: str, records: int) -> float:
+    """Seconds for a consume-batch → produce-same-bytes loop (offsets committed asynchronously)."""
     config = settings.kafka.client_config()
-    sink = f"{sources[0]}.passthrough"
-    admin = AdminClient(config)  # kept alive until the future resolves
-    admin.create_topics([NewTopic(sink, 6, 1)])[sink].result()
     consumer = Consumer(
         config
         | {
-            "group.id": f"bench-pass-{uuid.uuid4().hex[:8]}",
+            "group.id": f"bench-plain-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "fetch.max.bytes": 50_000_000,
         }
     )
-    producer = Producer(config | {"enable.idempotence": True, "linger.ms": 5, "batch.size": 1_000_000})
+    producer = Producer(
+        config | {"enable.idempotence": True, "linger.ms": 5, "batch.size": 1_000_000, "compression.type": "lz4"}
+    )
     consumer.subscribe(sources)
-    seen, began = 0, None
-    while seen < records:
-        batch = consumer.consume(num_messages=10_000, timeout=1.0)
-        if batch and began is None:
-            began = time.perf_counter()
+
+    def forward(batch: list) -> None:
         for message in batch:
-            if message.error() is not None:
-                continue
             produce(producer, sink, message.key(), message.value(), message.headers())
-            seen += 1
         producer.poll(0)
-        consumer.commit(asynchronous=True)
+        if batch:
+            consumer.commit(asynchronous=True)
+
+    began = _consume_batches(consumer, records, forward)
     assert producer.flush(120) == 0
     elapsed = time.perf_counter() - (began or time.perf_counter())
     consumer.close()
     return elapsed
 
 
+def transactional_pass_through(settings: Settings, sources: list[str], sink: str, records: int) -> float:
+    """Seconds for the runtime's loop without handlers: consume a batch, produce the same bytes in the open
+    transaction, and every commit interval send the consumed offsets and commit."""
+    streams = settings.streams
+    app = f"bench-tx-{uuid.uuid4().hex[:8]}"
+    consumer = clients.group_consumer(settings.kafka, streams, app)
+    producer = clients.transactional_producer(settings.kafka, streams, f"{app}-0")
+    producer.init_transactions(30)
+    consumer.subscribe(sources)
+    positions: dict[tuple[str, int], int] = {}
+    state = {"open": False, "began": 0.0}
+
+    def commit() -> None:
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
+        producer.commit_transaction(30)
+        positions.clear()
+        state["open"] = False
+
+    def forward(batch: list) -> None:
+        for message in batch:
+            if not state["open"]:
+                producer.begin_transaction()
+                state.update(open=True, began=time.monotonic())
+            produce(producer, sink, message.key(), message.value(), message.headers())
+            positions[(message.topic(), message.partition())] = message.offset() + 1
+        if state["open"] and (time.monotonic() - state["began"]) * 1000 >= streams.commit_interval_ms:
+            commit()
+
+    began = _consume_batches(consumer, records, forward)
+    if state["open"]:
+        commit()
+    elapsed = time.perf_counter() - (began or time.perf_counter())
+    consumer.close()
+    return elapsed
+
+
+def ensure_baseline_environments(quix: bool, faust: bool) -> None:
+    """Run `setup_bench.sh` when a baseline's environment is missing."""
+    missing_quix = quix and not (QUIX_VENV / "bin" / "python").exists()
+    missing_faust = faust and subprocess.run([sys.executable, "-c", "import faust"], capture_output=True).returncode
+    if missing_quix or missing_faust:
+        print("setting up the baselines' environments (benchmarks/setup_bench.sh)", file=sys.stderr)
+        subprocess.run(["bash", str(SETUP)], check=True)
+
+
+def quix_pass_through(settings: Settings, prefix: str, sources: list[str], records: int, interval: float) -> float:
+    sink = create_sink(settings, f"{prefix}quix-sink")
+    with tempfile.TemporaryDirectory(prefix="bench-quix-") as state_dir:
+        command = [
+            str(QUIX_VENV / "bin" / "python"),
+            "-W",
+            "ignore",
+            str(ROOT / "benchmarks" / "quix_passthrough.py"),
+            *("--broker", settings.kafka.servers, "--app-id", f"{prefix}quix", "--sink", sink),
+            *("--state-dir", state_dir, "--commit-interval", str(interval)),
+            *sources,
+        ]
+        return run_until(settings, [command], sink, records).steady_s
+
+
 def faust_pass_through(settings: Settings, prefix: str, sources: list[str], records: int) -> float:
-    """Seconds from the first to the last of `records` records a faust pass-through app forwarded."""
-    sink = f"{prefix}faust-passthrough"
-    admin = AdminClient(settings.kafka.client_config())
-    admin.create_topics([NewTopic(sink, 6, 1)])[sink].result()
+    sink = create_sink(settings, f"{prefix}faust-sink")
     command = [sys.executable, str(ROOT / "benchmarks" / "faust_passthrough.py"), "--app-id", f"{prefix}faust"]
-    return time_until(settings, [[*command, "--sink", sink, *sources]], sink, 6, records)[0]
+    return run_until(settings, [[*command, "--sink", sink, *sources]], sink, records).steady_s
 
 
-def peak_rss_mib(pid: int) -> float:
-    """A live process's peak resident memory (VmHWM), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def topology_rows(settings: Settings, prefix: str, topics: TopologyTopics, entries: int, workers: int) -> list[Row]:
+    app_id = f"{prefix}app-w{workers}"
+    run = run_until(settings, [topology_command(app_id, prefix)] * workers, topics.invoice_candidates.name, entries)
+    rss = ", ".join(f"{mib:,.0f}" for mib in run.peak_rss_mib)
+    after = load()
+    return [
+        Row(
+            f"e. topology, {workers} worker(s)",
+            run.rate(entries),
+            run.steady_s,
+            after,
+            [f"peak RSS per worker (MiB): {rss}"],
+        ),
+        Row(f"e. topology, {workers} worker(s), incl. startup", entries / run.total_s, run.total_s, after),
+    ]
 
 
-def time_until(
-    settings: Settings, commands: list[list[str]], topic: str, partitions: int, records: int
-) -> tuple[float, float, list[float]]:
-    """Start `commands`; seconds from the first to the `records`-th record on `topic` and from start to it,
-    and each process's peak RSS in MiB."""
-    env = dict(
-        os.environ,
-        BACKBONE_KAFKA_BOOTSTRAP_SERVERS=settings.kafka.servers,
-        BACKBONE_SCHEMA_REGISTRY_URL=settings.registry.endpoint,
-        BACKBONE_LOG_LEVEL="WARNING",
-    )
-    reader = Consumer(settings.kafka.client_config() | {"group.id": f"bench-read-{uuid.uuid4().hex[:8]}"})
-    started = time.perf_counter()
-    processes = [subprocess.Popen(command, cwd=ROOT, env=env) for command in commands]
-    first, progress = None, (0, started)
-    try:
-        while True:
-            done = records_on(settings, topic, partitions, reader)
-            now = time.perf_counter()
-            if done and first is None:
-                first = now
-            if done >= records:
-                return now - (first or now), now - started, [peak_rss_mib(p.pid) for p in processes]
-            if done != progress[0]:
-                progress = (done, now)
-            elif now - progress[1] > STALL_S:
-                raise SystemExit(f"{topic} stalled at {done:,}/{records:,} for {STALL_S:.0f}s; see the output above")
-            if any(p.poll() is not None for p in processes):
-                raise SystemExit(f"{commands[0][1]} exited; see its output above")
-            print(f"\r  {topic}: {done:,}/{records:,}", end="", file=sys.stderr, flush=True)
-            time.sleep(0.2)  # a progress poll of a benchmark, not a test
-    finally:
-        print(file=sys.stderr)
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=60)
-        reader.close()
+def report(rows: list[Row], entries: int) -> None:
+    tx = next((r.entries_per_s for r in rows if r.what.startswith("b.")), None)
+    plain = next((r.entries_per_s for r in rows if r.what.startswith("a.")), None)
 
+    def ratio(rate: float, base: float | None) -> str:
+        return f"{rate / base:.1%}" if base else "-"
 
-def records_on(settings: Settings, topic: str, partitions: int, reader: Consumer) -> int:
-    """Records on `topic` so far (0 while a topic just created has no leader yet)."""
-    try:
-        return sum(
-            reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
-            for p in range(partitions)
+    header = "entries/s | seconds | vs transactional pass-through | vs plain pass-through | load after"
+    print(f"\n| what ({entries:,} entries + {entries:,} approvals) | {header} |")
+    print("|---|---:|---:|---:|---:|---|")
+    for row in rows:
+        print(
+            f"| {row.what} | {row.entries_per_s:,.0f} | {row.seconds:.1f} | {ratio(row.entries_per_s, tx)} | "
+            f"{ratio(row.entries_per_s, plain)} | {row.load_after} |"
         )
-    except KafkaException as error:
-        if error.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION:
-            raise
-        return 0
-
-
-def run_topology(
-    settings: Settings, prefix: str, topics: TopologyTopics, entries: int, workers: int
-) -> tuple[float, float, list[float]]:
-    """(seconds from first to last candidate, from process start to last candidate, peak RSS MiB each)."""
-    command = [sys.executable, "-m", "topology", "--app-id", f"{prefix}app", "--topic-prefix", prefix]
-    candidates = topics.invoice_candidates
-    return time_until(settings, [command] * workers, candidates.name, candidates.partitions, entries)
+    for row in rows:
+        for note in row.notes:
+            print(f"- {row.what}: {note}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--entries", type=int, default=100_000, help="time entries, each with its approval")
     parser.add_argument("--projects", type=int, default=1000)
     parser.add_argument("--workers-in-firm", type=int, default=200, help="consultants in the simulated firm")
-    parser.add_argument("--workers", type=int, default=1, help="topology worker processes")
-    parser.add_argument("--no-faust-baseline", action="store_true", help="skip the faust pass-through")
+    parser.add_argument("--workers-list", default="1,2", help="topology worker counts to measure, e.g. 1,2")
+    parser.add_argument("--publishers", type=int, default=2, help="processes publishing the input")
+    parser.add_argument(
+        "--compression", default="none", help="of the input, as the connectors publish (faust cannot read lz4)"
+    )
+    parser.add_argument("--no-plain", action="store_true", help="skip the plain pass-through (a)")
+    parser.add_argument("--no-transactional", action="store_true", help="skip the transactional pass-through (b)")
+    parser.add_argument("--no-quix", action="store_true", help="skip the Quix Streams pass-through (c)")
+    parser.add_argument("--no-faust", action="store_true", help="skip the faust pass-through (d)")
+    parser.add_argument(
+        "--baseline-runs", type=int, default=3, help="runs of a and b (seconds each at 100k entries); the median"
+    )
+    parser.add_argument("--quix-commit-interval", type=float, default=0.1, help="seconds (Quix's default: 5)")
+    parser.add_argument("--keep-topics", action="store_true", help="leave this run's topics on the broker")
     args = parser.parse_args()
+    workers_list = [int(w) for w in args.workers_list.split(",") if w.strip()]
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress shows in a log file
+    print(f"$ {shlex.join([sys.executable, *sys.argv])}")
+    print(f"started {stamp()}, load average {load()}")
+    ensure_baseline_environments(not args.no_quix, not args.no_faust)
+
     settings = load_settings()
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
     topics = TopologyTopics.prefixed(prefix)
     apply_topics(AdminClient(settings.kafka.client_config()), topics.all())
-    reference, time_entries, approvals = firm(args.entries, args.projects, args.workers_in_firm)
-    seconds = publish(settings, topics, reference + time_entries + approvals)
-    print(f"preloaded {len(reference):,} reference events, {args.entries:,} entries and approvals in {seconds:.1f}s")
+    shape = Firm(projects=args.projects, workers=args.workers_in_firm)
+    records, seconds = publish_firm(
+        settings, topics, shape, args.entries, processes=args.publishers, compression=args.compression
+    )
+    print(f"preloaded {records:,} records in {seconds:.1f}s ({records / seconds:,.0f} records/s), load {load()}")
 
     sources = [topics.time_entries.name, topics.approvals.name]
-    baseline = pass_through(settings, sources, 2 * args.entries)
-    baseline_rate = args.entries / baseline
-    print(
-        f"pass-through (confluent-kafka, same bytes): {2 * args.entries / baseline:,.0f} records/s "
-        f"= {baseline_rate:,.0f} entries/s (entry + approval per entry)"
-    )
+    inputs = 2 * args.entries
+    rows: list[Row] = []
 
-    faust_rate = None
-    if not args.no_faust_baseline:
-        faust_rate = args.entries / faust_pass_through(settings, prefix, sources, 2 * args.entries)
-        print(
-            f"faust pass-through (same bytes, topology settings): {2 * faust_rate:,.0f} records/s = "
-            f"{faust_rate:,.0f} entries/s"
-        )
+    def measure(what: str, seconds: float, runs: list[float] | None = None) -> None:
+        notes = [f"median of {len(runs)} runs: {', '.join(f'{r:.2f}' for r in runs)} s"] if runs else []
+        rows.append(Row(what, args.entries / seconds, seconds, load(), notes))
+        print(f"{what}: {args.entries / seconds:,.0f} entries/s ({seconds:.1f}s), load {rows[-1].load_after}")
 
-    steady, total, rss = run_topology(settings, prefix, topics, args.entries, args.workers)
-    rate = args.entries / steady if steady else float("inf")
-    print(
-        f"topology ({args.workers} worker(s)): {rate:,.0f} entries/s first→last candidate "
-        f"({steady:.1f}s); {args.entries / total:,.0f} entries/s including startup ({total:.1f}s)"
-    )
-    print(f"peak RSS per worker: {', '.join(f'{mib:,.0f} MiB' for mib in rss)}")
-    print(f"ratio topology / pass-through: {rate / baseline_rate:.1%}")
-    if faust_rate:
-        print(
-            f"ratio topology / faust pass-through: {rate / faust_rate:.1%}; "
-            f"faust pass-through / pass-through: {faust_rate / baseline_rate:.1%}"
-        )
+    if not args.no_plain:
+        runs = [
+            plain_pass_through(settings, sources, create_sink(settings, f"{prefix}plain-sink-{i}"), inputs)
+            for i in range(args.baseline_runs)
+        ]
+        measure("a. plain pass-through (confluent-kafka)", statistics.median(runs), runs)
+    if not args.no_transactional:
+        runs = [
+            transactional_pass_through(settings, sources, create_sink(settings, f"{prefix}tx-sink-{i}"), inputs)
+            for i in range(args.baseline_runs)
+        ]
+        interval = settings.streams.commit_interval_ms
+        measure(f"b. transactional pass-through ({interval} ms commits)", statistics.median(runs), runs)
+    if not args.no_quix:
+        seconds = quix_pass_through(settings, prefix, sources, inputs, args.quix_commit_interval)
+        measure(f"c. Quix Streams 3.28.1 exactly-once stateful ({args.quix_commit_interval:g} s commits)", seconds)
+    if not args.no_faust:
+        seconds = faust_pass_through(settings, prefix, sources, inputs)
+        measure("d. faust pass-through (the topology's old faust settings)", seconds)
+    for workers in workers_list:
+        for row in topology_rows(settings, prefix, topics, args.entries, workers):
+            rows.append(row)
+            print(f"{row.what}: {row.entries_per_s:,.0f} entries/s ({row.seconds:.1f}s) {'; '.join(row.notes)}")
+    report(rows, args.entries)
+    print(f"\nfinished {stamp()}, load average {load()}")
+    if args.keep_topics:
+        print(f"topics kept: {prefix}*")
+    else:
+        print(f"deleted this run's {delete_topics(settings, prefix)} topics ({prefix}*; --keep-topics keeps them)")
 
 
 if __name__ == "__main__":
