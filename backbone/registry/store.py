@@ -57,6 +57,15 @@ BACKBONE_NAMESPACE = "dev.backbone"
 Record = tuple[dict[str, Any], dict[str, Any] | None]
 
 
+NOT_READY_YET = (
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+)
+"""Errors of a partition that is being created or loaded: asked again until the timeout."""
+
+
 class RegistryError(BackboneError):
     """A request the registry refuses, with the HTTP status and Confluent error code to answer with."""
 
@@ -507,7 +516,11 @@ class KafkaLog:
             yield json.loads(message.key() or b"{}"), json.loads(value) if value is not None else None
 
     def _watermarks(self, consumer: Consumer) -> tuple[int, int]:
-        """The topic's offsets; a topic created a moment ago may not be in the metadata yet."""
+        """The topic's offsets, once its partition answers.
+
+        A topic created a moment ago may not be in the metadata yet, and a broker that just started names
+        a leader a moment before it has loaded the partition's log (NOT_LEADER_FOR_PARTITION until then).
+        """
         partition = TopicPartition(self._topic, 0)
         deadline = time.monotonic() + self._timeout
         while True:
@@ -515,7 +528,7 @@ class KafkaLog:
                 low, high = consumer.get_watermark_offsets(partition, timeout=self._timeout)
                 return low, high
             except KafkaException as e:
-                propagating = e.args[0].code() in (KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART)
+                propagating = e.args[0].code() in NOT_READY_YET
                 if not propagating or time.monotonic() > deadline:
                     raise _unreachable(self._kafka, e) from e
                 time.sleep(0.1)
