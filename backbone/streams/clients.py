@@ -9,9 +9,11 @@ read_committed consumers without auto-commit, one idempotent transactional produ
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from backbone.settings import KafkaSettings, StreamsSettings
@@ -84,3 +86,23 @@ def transactional_producer(kafka: KafkaSettings, streams: StreamsSettings, trans
 
 def admin(kafka: KafkaSettings) -> AdminClient:
     return AdminClient(kafka.client_config())
+
+
+def check_consumed(error: KafkaError, **context: Any) -> None:
+    """A consumer's error event: end of partition is news, not an error; fatal ones stop the worker."""
+    if error.code() == KafkaError._PARTITION_EOF:
+        return
+    if error.fatal():
+        raise KafkaException(error)
+    structlog.get_logger(__name__).warning("consumer error", error=str(error), **context)
+
+
+def lag(consumer: Consumer) -> Iterator[tuple[str, int, int]]:
+    """(topic, partition, records behind the end) of each assigned partition that has a position yet."""
+    try:
+        for tp in consumer.position(consumer.assignment()):
+            _, high = consumer.get_watermark_offsets(tp, cached=True)
+            if tp.offset >= 0 and high >= 0:
+                yield tp.topic, tp.partition, high - tp.offset
+    except KafkaException as error:
+        structlog.get_logger(__name__).debug("consumer lag not known", error=str(error))

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPartition
 
 from backbone.errors import ConfigurationError, ServiceUnavailableError
 from backbone.settings import KafkaSettings, StreamsSettings
@@ -293,7 +293,7 @@ class StreamWorker:
         for message in messages:
             consume_error = message.error()
             if consume_error is not None:
-                self._consume_error(consume_error)
+                clients.check_consumed(consume_error, app=self.app)
                 continue
             if not self._in_transaction:
                 self._begin()
@@ -399,13 +399,6 @@ class StreamWorker:
             self._restore(self._tasks(assignment))
         self._rewind_needed = False
 
-    def _consume_error(self, error: KafkaError) -> None:
-        if error.code() == KafkaError._PARTITION_EOF:
-            return
-        if error.fatal():
-            raise KafkaException(error)
-        log.warning("consumer error", error=str(error))
-
     def _raise_callback_error(self) -> None:
         error, self._callback_error = self._callback_error, None
         if error is not None:
@@ -479,13 +472,8 @@ class StreamWorker:
         if now - self._lag_reported < LAG_REPORT_INTERVAL:
             return
         self._lag_reported = now
-        try:
-            for tp in self.consumer.position(self.consumer.assignment()):
-                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
-                if tp.offset >= 0 and high >= 0:
-                    metrics.LAG.labels(self.app, tp.topic, str(tp.partition)).set(high - tp.offset)
-        except KafkaException as error:
-            log.debug("consumer lag not reported", error=str(error))
+        for topic, partition, behind in clients.lag(self.consumer):
+            metrics.LAG.labels(self.app, topic, str(partition)).set(behind)
 
     def _shut_down(self) -> None:
         try:

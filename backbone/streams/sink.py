@@ -39,7 +39,7 @@ from typing import Any
 
 import psycopg
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPartition
 from prometheus_client import Counter as MetricCounter
 from prometheus_client import Gauge, Histogram
 from psycopg import sql
@@ -382,7 +382,7 @@ class SinkWorker:
         for message in messages:
             error = message.error()
             if error is not None:
-                self._consume_error(error)
+                clients.check_consumed(error, sink=self.name)
                 continue
             topic, partition, offset = where(message)
             batch.records.append((message, self._rows(message)))
@@ -576,13 +576,6 @@ class SinkWorker:
         self._backoff = min(MAX_BACKOFF, max(0.05, self._backoff * 2))
         self._stop.wait(self._backoff)
 
-    def _consume_error(self, error: KafkaError) -> None:
-        if error.code() == KafkaError._PARTITION_EOF:
-            return
-        if error.fatal():
-            raise KafkaException(error)
-        log.warning("consumer error", sink=self.name, error=str(error))
-
     def _raise_callback_error(self) -> None:
         error, self._callback_error = self._callback_error, None
         if error is not None:
@@ -593,13 +586,8 @@ class SinkWorker:
         if now - self._lag_reported < LAG_REPORT_INTERVAL:
             return
         self._lag_reported = now
-        try:
-            for tp in self.consumer.position(self.consumer.assignment()):
-                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
-                if tp.offset >= 0 and high >= 0:
-                    LAG.labels(self.name, tp.topic, str(tp.partition)).set(high - tp.offset)
-        except KafkaException as error:
-            log.debug("consumer lag not reported", error=str(error))
+        for topic, partition, behind in clients.lag(self.consumer):
+            LAG.labels(self.name, topic, str(partition)).set(behind)
 
     def _close(self) -> None:
         with contextlib.suppress(KafkaException, RuntimeError):
