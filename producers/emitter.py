@@ -80,8 +80,8 @@ def producer_config(kafka: KafkaSettings, *, delivery_timeout_s: float) -> dict[
         "acks": "all",
         # A little lingering fills batches for bulk emits and costs a single send only milliseconds.
         "linger.ms": 10,
-        # Kafka's Java clients' partitioner (faust's too), so a key lands on the same partition whichever
-        # client wrote it; the topology re-keys entries itself and does not depend on it.
+        # Kafka's Java clients' partitioner (and backbone.streams.partitioner's), so a key lands on the same
+        # partition whichever client wrote it; the topology moves a record found elsewhere to its key's partition.
         "partitioner": "murmur2_random",
         # After this long a record fails instead of waiting forever for an unreachable broker.
         "delivery.timeout.ms": int(delivery_timeout_s * 1000),

@@ -1,7 +1,7 @@
 """The `backbone` command: one click group; each command lives in its own module.
 
 Commands are imported lazily (see `COMMANDS`) so `backbone --help` and `backbone status` stay fast and
-a command's heavy dependencies (faust, FastAPI) load only when that command runs. Every command reads
+a command's heavy dependencies (the Avro stack, FastAPI) load only when that command runs. Every command reads
 settings from `BACKBONE_*` variables once, here, and turns `BackboneError`s into a message that says
 what to do and a non-zero exit code.
 """

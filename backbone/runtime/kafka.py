@@ -97,7 +97,7 @@ def server_properties(home: Path, kafka: KafkaSettings) -> str:
         "share.coordinator.state.topic.min.isr": "1",
         # Tests and local runs start consumer groups constantly; waiting 3 s for each is waste.
         "group.initial.rebalance.delay.ms": "0",
-        # faust and ad-hoc tools create their own topics; the catalog creates backbone's explicitly.
+        # ad-hoc tools create their own topics; the catalog creates backbone's explicitly.
         "auto.create.topics.enable": "true",
         "log.segment.bytes": str(128 * 1024 * 1024),
         "message.max.bytes": str(8 * 1024 * 1024),
