@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
+from backbone.streams.clients import take
+
 log = structlog.get_logger(__name__)
 
 
@@ -56,7 +58,7 @@ class BroadcastTable:
                     log.warning("broadcast table not caught up", partitions=sorted(pending), seconds=timeout)
                     return records
                 raise TimeoutError(f"broadcast topics not read to their end within {timeout}s: {sorted(pending)}")
-            records += self._apply_all(self.reader.consume(5_000, 0.2), pending)
+            records += self._apply_all(take(self.reader, 5_000, 0.2), pending)
             pending = {tp for tp in pending if self._position(tp) < self._ends[tp]}
         return records
 

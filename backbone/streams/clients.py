@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from backbone.settings import KafkaSettings, StreamsSettings
@@ -86,6 +86,18 @@ def transactional_producer(kafka: KafkaSettings, streams: StreamsSettings, trans
 
 def admin(kafka: KafkaSettings) -> AdminClient:
     return AdminClient(kafka.client_config())
+
+
+def take(consumer: Consumer, max_records: int, timeout: float) -> list[Message]:
+    """Up to `max_records` records (and events), returned as soon as one is there.
+
+    `consume(n, timeout)` waits out its whole timeout unless n records arrive; this waits for the first
+    (at most `timeout`) and then takes what is already fetched without waiting.
+    """
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
 
 
 def check_consumed(error: KafkaError, **context: Any) -> None:

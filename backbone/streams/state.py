@@ -19,6 +19,8 @@ from typing import Any, Protocol
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from backbone.streams.clients import take
+
 log = structlog.get_logger(__name__)
 
 
@@ -141,7 +143,7 @@ def _read_to_end(reader: Consumer, stores: dict[tuple[str, int], Store], timeout
         while pending:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"changelog partitions not read to their end within {timeout}s: {sorted(pending)}")
-            for message in reader.consume(10_000, 0.5):
+            for message in take(reader, 10_000, 0.5):
                 error = message.error()
                 if error is not None:
                     if error.code() != KafkaError._PARTITION_EOF:
