@@ -50,20 +50,12 @@ from backbone.registry.compatibility import (
 )
 from backbone.registry.validation import schema_problems
 from backbone.settings import KafkaSettings
+from backbone.streams.clients import NOT_READY_YET
 
 DEFAULT_LEVEL = CompatibilityLevel.BACKWARD
 BACKBONE_NAMESPACE = "dev.backbone"
 """Schemas whose top-level type lives here are backbone's own: decimal-strict unless configured off."""
 Record = tuple[dict[str, Any], dict[str, Any] | None]
-
-
-NOT_READY_YET = (
-    KafkaError._UNKNOWN_PARTITION,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-)
-"""Errors of a partition that is being created or loaded: asked again until the timeout."""
 
 
 class RegistryError(BackboneError):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from backbone.streams.clients import take
+from backbone.streams.clients import take, watermarks
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +65,7 @@ class BroadcastTable:
     def _behind(self) -> set[tuple[str, int]]:
         self._ends: dict[tuple[str, int], int] = {}
         for tp in self._partitions:
-            _, high = self.reader.get_watermark_offsets(tp, timeout=10)
+            _, high = watermarks(self.reader, tp)
             self._ends[(tp.topic, tp.partition)] = high
         return {key for key, high in self._ends.items() if self._position(key) < high}
 

@@ -8,12 +8,13 @@ read_committed consumers without auto-commit, one idempotent transactional produ
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from backbone.settings import KafkaSettings, StreamsSettings
@@ -86,6 +87,29 @@ def transactional_producer(kafka: KafkaSettings, streams: StreamsSettings, trans
 
 def admin(kafka: KafkaSettings) -> AdminClient:
     return AdminClient(kafka.client_config())
+
+
+NOT_READY_YET = (
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+)
+"""Errors of a partition that is being created or loaded: a broker names a leader a moment before it has
+loaded the partition's log, so a topic created a moment ago answers these for a while."""
+
+
+def watermarks(consumer: Consumer, partition: TopicPartition, timeout: float = 30.0) -> tuple[int, int]:
+    """(low, high) offsets of `partition`, asked again while the partition is still being created or loaded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=min(10.0, timeout))
+            return low, high
+        except KafkaException as error:
+            if error.args[0].code() not in NOT_READY_YET or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)  # a partition being loaded: ask again shortly
 
 
 def take(consumer: Consumer, max_records: int, timeout: float) -> list[Message]:
