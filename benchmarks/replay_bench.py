@@ -37,7 +37,7 @@ from workload import (
     Firm,
     Publisher,
     RecordCounter,
-    delete_topics,
+    clean_up,
     entry_events,
     load,
     peak_rss_mib,
@@ -165,10 +165,7 @@ def main() -> None:
         )
     counter.close()
     print(f"finished {stamp()}, load average {load()}, worker logs in {logs}")
-    if args.keep_topics:
-        print(f"topics kept: {prefix}*")
-    else:
-        print(f"deleted this run's {delete_topics(settings, prefix)} topics ({prefix}*; --keep-topics keeps them)")
+    clean_up(settings, prefix, args.keep_topics)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from workload import (
     ROOT,
     Firm,
-    delete_topics,
+    clean_up,
     entry_events,
     load,
     produce,
@@ -305,10 +305,7 @@ def main() -> None:
             print(f"{row.what}: {row.entries_per_s:,.0f} entries/s ({row.seconds:.1f}s) {'; '.join(row.notes)}")
     report(rows, args.entries)
     print(f"\nfinished {stamp()}, load average {load()}")
-    if args.keep_topics:
-        print(f"topics kept: {prefix}*")
-    else:
-        print(f"deleted this run's {delete_topics(settings, prefix)} topics ({prefix}*; --keep-topics keeps them)")
+    clean_up(settings, prefix, args.keep_topics)
 
 
 if __name__ == "__main__":

@@ -32,9 +32,9 @@ from workload import (
     Firm,
     Publisher,
     RecordCounter,
+    clean_up,
     committed_reader,
     current_ends,
-    delete_topics,
     entry_events,
     load,
     peak_rss_mib,
@@ -210,10 +210,7 @@ def main() -> None:
         print(f"approval → candidate latency over {len(latencies):,} entries: {cuts}, max {latencies[-1]:,.0f} ms")
     print(f"peak RSS per worker (MiB): {', '.join(f'{mib:,.0f}' for mib in rss)}")
     print(f"finished {stamp()}, load average {load()}")
-    if args.keep_topics:
-        print(f"topics kept: {prefix}*")
-    else:
-        print(f"deleted this run's {delete_topics(settings, prefix)} topics ({prefix}*; --keep-topics keeps them)")
+    clean_up(settings, prefix, args.keep_topics)
 
 
 if __name__ == "__main__":

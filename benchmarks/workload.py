@@ -445,3 +445,11 @@ def load() -> str:
 
 def stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def clean_up(settings: Settings, prefix: str, keep_topics: bool) -> None:
+    """Delete a run's topics unless asked to keep them, and say which it was."""
+    if keep_topics:
+        print(f"topics kept: {prefix}*")
+    else:
+        print(f"deleted this run's {delete_topics(settings, prefix)} topics ({prefix}*; --keep-topics keeps them)")

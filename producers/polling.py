@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -146,7 +147,7 @@ class Change:
     rejection: str | None = None
 
 
-class IncrementalPoller:
+class IncrementalPoller(ABC):
     """Shared loop of pollers whose API filters by update time."""
 
     source = "?"
@@ -206,9 +207,9 @@ class IncrementalPoller:
             at_latest |= boundary
         return {"since": latest.isoformat(), "boundary": sorted(at_latest)}
 
+    @abstractmethod
     def fetch(self, since: datetime) -> Iterator[Change]:
         """Every change at or after `since`; each tracker's poller says how its API pages them."""
-        raise NotImplementedError(f"{type(self).__name__} is abstract: HarvestPoller, TogglPoller, ClockifyPoller")
 
     def _get(self, path: str, params: Mapping[str, Any]) -> Any:
         try:
