@@ -10,12 +10,19 @@ commit); the start-up (migrations, joining the group) is reported apart. The bas
 of the same rows into a table of the same definition (same key and indexes), no Kafka, no conflict
 handling: the physical floor of this database on this machine. Prints one JSON object of figures; the
 target is 20,000 rows/s.
+
+Wall-clock rates on a shared machine swing with its load, so CPU time is reported too: the Python
+process's (`*_python_cpu_us_per_row`: the sink's consumer, decode, rows and writer thread; for the
+baseline, formatting the rows) and the PostgreSQL backend's of the connection that wrote them
+(`*_postgres_cpu_us_per_row`, from /proc: the database runs on this machine). Those ratios are what
+the load changes least.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 import time
 import uuid
@@ -90,6 +97,7 @@ def run_sink(settings: Any, prefix: str, schema: str, records: int, batch_size: 
     )
     thread = threading.Thread(target=sink.run, kwargs={"handle_signals": False}, daemon=True)
     started = time.monotonic()
+    cpu_started = time.process_time()
     thread.start()
     first_at = first_rows = None
     with psycopg.connect(settings.postgres.conninfo(), autocommit=True) as conn:
@@ -103,7 +111,12 @@ def run_sink(settings: Any, prefix: str, schema: str, records: int, batch_size: 
                 continue
             if rows and first_at is None:
                 first_at, first_rows = time.monotonic(), rows
-    done_at = time.monotonic()
+        done_at = time.monotonic()
+        python_cpu = time.process_time() - cpu_started
+        backend = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (f"backbone-{sink.worker.name}",)
+        ).fetchone()
+        postgres_cpu = backend_cpu_seconds(backend[0]) if backend else float("nan")
     sink.stop()
     thread.join(timeout=60)
     assert first_at is not None and first_rows is not None
@@ -115,7 +128,15 @@ def run_sink(settings: Any, prefix: str, schema: str, records: int, batch_size: 
         "sink_rows_per_s": round((records - first_rows) / steady_seconds),
         "sink_rows_per_s_with_startup": round(records / (done_at - started)),
         "sink_commits": sink.worker.commits,
+        "sink_python_cpu_us_per_row": round(python_cpu / records * 1e6, 1),
+        "sink_postgres_cpu_us_per_row": round(postgres_cpu / records * 1e6, 1),
     }
+
+
+def backend_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a PostgreSQL backend on this machine, from /proc/<pid>/stat."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def copy_baseline(conninfo: str, schema: str, events: list[InvoiceCandidate], topic: str) -> dict[str, Any]:
@@ -132,13 +153,21 @@ def copy_baseline(conninfo: str, schema: str, events: list[InvoiceCandidate], to
             )
         )
         conn.commit()
-        started = time.monotonic()
+        backend = conn.info.backend_pid
+        postgres_started = backend_cpu_seconds(backend)
+        started, cpu_started = time.monotonic(), time.process_time()
         with conn.cursor() as cursor, cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target, columns)) as copy:
             for row in rows:
                 copy.write_row(row)
         conn.commit()
-        seconds = time.monotonic() - started
-    return {"copy_seconds": round(seconds, 3), "copy_rows_per_s": round(len(rows) / seconds)}
+        seconds, python_cpu = time.monotonic() - started, time.process_time() - cpu_started
+        postgres_cpu = backend_cpu_seconds(backend) - postgres_started
+    return {
+        "copy_seconds": round(seconds, 3),
+        "copy_rows_per_s": round(len(rows) / seconds),
+        "copy_python_cpu_us_per_row": round(python_cpu / len(rows) * 1e6, 1),
+        "copy_postgres_cpu_us_per_row": round(postgres_cpu / len(rows) * 1e6, 1),
+    }
 
 
 def main() -> None:
@@ -161,6 +190,7 @@ def main() -> None:
         figures |= run_sink(settings, prefix, schema, args.records, args.batch_size)
         figures |= copy_baseline(settings.postgres.conninfo(), schema, events, topics.invoice_candidates.name)
         figures["sink_share_of_copy"] = round(figures["sink_rows_per_s"] / figures["copy_rows_per_s"], 3)
+        figures["load_average"] = round(os.getloadavg()[0], 2)
         figures["target_rows_per_s"] = 20_000
     finally:
         if not args.keep:

@@ -4,6 +4,9 @@
     loop:       consume(batch) → each record's route turns it into rows (or into a dead-letter row)
                 → ONE database transaction: every table's rows (COPY into a staging table, then
                   INSERT ... ON CONFLICT by the table's key) and the batch's next offsets → commit
+    pipeline:   the transaction of batch N runs on a writer thread while batch N+1 is consumed and
+                decoded; at most one batch is in flight, and it is finished (committed or failed)
+                before the next is handed over, before a rebalance and before the sink stops
     failure:    the database or the registry unreachable → nothing was committed; reconnect, seek
                 every assigned partition back to its stored offset, back off, go on
     a record:   one that cannot be decoded or turned into rows → a row of <schema>.dead_letters with
@@ -26,12 +29,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import operator
 import os
 import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -84,7 +89,7 @@ class SinkError(BackboneError):
 # --- what a sink declares -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: looked up for every row of a batch
 class SinkTable:
     """A target table: its columns (in row order) and the key rows are idempotent by.
 
@@ -103,9 +108,14 @@ class SinkTable:
         missing = [c for c in self.key + (SOURCE_COLUMNS if self.latest else ()) if c not in self.columns]
         if missing:
             raise ValueError(f"table {self.name}: key or source columns {missing} are not among its columns")
+        # Looked up for every row of every batch: positions found once (a tuple even for one column).
+        positions = [self.columns.index(c) for c in self.key]
+        getter = operator.itemgetter(*positions)
+        key_of = getter if len(positions) > 1 else (lambda row: (getter(row),))
+        object.__setattr__(self, "_key_of", key_of)
 
     def key_of(self, row: Row) -> Row:
-        return tuple(row[self.columns.index(c)] for c in self.key)
+        return self._key_of(row)  # type: ignore[attr-defined, no-any-return]
 
 
 @dataclass(frozen=True)
@@ -207,7 +217,9 @@ class Batch:
         tables: dict[SinkTable, dict[Row, Row]] = {}
         for _, rows in self.records:
             for table, row in rows:
-                keyed = tables.setdefault(table, {})
+                keyed = tables.get(table)
+                if keyed is None:
+                    keyed = tables[table] = {}
                 key = table.key_of(row)
                 if table.latest or key not in keyed:
                     keyed[key] = row
@@ -319,6 +331,9 @@ class SinkWorker:
         self.consumer = clients.group_consumer(kafka, streams, group_id)
         self._conn: psycopg.Connection | None = None
         self._tables = {DEAD_LETTER_TABLE, *(table for route in self.routes.values() for table in route.tables)}
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-writer")
+        self._pending: Future[None] | None = None
+        """The batch whose transaction runs on the writer thread (at most one)."""
         self._stop = threading.Event()
         self._rewind_needed = False
         self._callback_error: BaseException | None = None
@@ -346,6 +361,7 @@ class SinkWorker:
             )
             while not self._stop.is_set():
                 self.step()
+            self._drain()
         finally:
             self._close()
         log.info("sink stopped", sink=self.name, commits=self.commits, records=self.records)
@@ -354,7 +370,8 @@ class SinkWorker:
         self._stop.set()
 
     def step(self) -> None:
-        """One batch: consume, turn into rows, write rows and offsets in one transaction."""
+        """One batch: consume and turn into rows while the previous batch commits, then hand it over
+        to the writer thread (rows and offsets in one transaction)."""
         try:
             if self._rewind_needed:
                 self._rewind()
@@ -363,9 +380,9 @@ class SinkWorker:
             if self._rewind_needed:  # an assignment without readable offsets: read it again from them
                 return
             batch = self._collect(messages)
+            self._finish_pending()  # when the previous batch failed, this one is read again too
             if batch.positions:
-                self._commit(batch)
-            self._backoff = 0.0
+                self._pending = self._writer.submit(self._commit, batch)
         except (psycopg.OperationalError, ServiceUnavailableError, KafkaException) as error:
             self._recover(error)
         except psycopg.errors.ProgrammingError as error:  # a missing column or right: no retry fixes it
@@ -416,7 +433,33 @@ class SinkWorker:
 
     # --- writing --------------------------------------------------------------------------------------------
 
+    # --- the batch in flight -------------------------------------------------------------------------------
+
+    def _finish_pending(self) -> None:
+        """Wait for the batch in flight; its failure is raised here (and the caller recovers)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+            self._backoff = 0.0
+
+    def _settle(self) -> None:
+        """Finish the batch in flight where nothing may be raised (rebalance callbacks): a failure is
+        kept for the next step, which recovers from it."""
+        try:
+            self._finish_pending()
+        except Exception as error:
+            self._callback_error = self._callback_error or error
+
+    def _drain(self) -> None:
+        """Finish the batch in flight before the connection is dropped or the sink stops; a failed one
+        needs nothing more (its offsets were not stored, so its records are read again)."""
+        try:
+            self._finish_pending()
+        except Exception as error:
+            log.warning("the batch in flight was not committed; it is read again", sink=self.name, error=str(error))
+
     def _commit(self, batch: Batch) -> None:
+        """On the writer thread: one batch's rows and offsets in one database transaction."""
         started = time.monotonic()
         try:
             written = self._write(batch)
@@ -524,6 +567,7 @@ class SinkWorker:
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Start every assigned partition at the offset stored with its rows (the beginning when none)."""
+        self._settle()
         try:
             stored = self.stored_offsets()
         except Exception as error:  # the database is down: read from anywhere, but rewind before writing
@@ -541,10 +585,12 @@ class SinkWorker:
         )
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
-        # Nothing is ever open between batches: every batch is committed before the next consume().
+        # The batch in flight commits (its offsets stored) before the next owner reads them.
+        self._settle()
         log.info("partitions revoked", sink=self.name, partitions=len(partitions))
 
     def _on_lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._settle()
         log.warning("partitions lost", sink=self.name, partitions=len(partitions))
 
     def _rewind(self) -> None:
@@ -568,6 +614,8 @@ class SinkWorker:
         )
         RECOVERIES.labels(self.name, reason).inc()
         self.recoveries += 1
+        self._drain()
+        self._callback_error = None  # superseded: everything uncommitted is read again
         if isinstance(error, psycopg.Error | ServiceUnavailableError) and self._conn is not None:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
@@ -590,6 +638,8 @@ class SinkWorker:
             LAG.labels(self.name, topic, str(partition)).set(behind)
 
     def _close(self) -> None:
+        self._drain()
+        self._writer.shutdown(wait=True)
         with contextlib.suppress(KafkaException, RuntimeError):
             self.consumer.close()
         if self._conn is not None:

@@ -42,7 +42,6 @@ from backbone.migrations import apply_migrations, check_schema_name
 from backbone.observability import serve_metrics
 from backbone.settings import Settings
 from backbone.streams import clients
-from backbone.streams.loop import where
 from backbone.streams.sink import (
     DEAD_LETTER_TABLE,
     SOURCE_COLUMNS,
@@ -51,7 +50,6 @@ from backbone.streams.sink import (
     SinkTable,
     SinkWorker,
     dead_letter_row,
-    plain,
 )
 
 log = structlog.get_logger("sink")
@@ -113,15 +111,14 @@ HISTORY_IDS = {"ack_id": "event_id", "response_id": "event_id"}
 
 
 @functools.cache
-def _getter(fields: tuple[str, ...]) -> Callable[[Event], tuple[Any, ...]]:
-    return operator.attrgetter(*(HISTORY_IDS.get(f, f) for f in fields))  # type: ignore[return-value]
-
-
-@functools.cache
-def _enum_positions(model: type[Event], fields: tuple[str, ...]) -> tuple[int, ...]:
-    """Where `fields` of `model` hold enums (written by their value); found once, not per record."""
+def _row_shape(
+    model: type[Event], fields: tuple[str, ...]
+) -> tuple[Callable[[Event], tuple[Any, ...]], tuple[int, ...]]:
+    """How `fields` of `model` are read (one attrgetter) and where they hold enums (written by their
+    value): found once per event class, not per record."""
     known = model.model_fields
-    return tuple(i for i, f in enumerate(fields) if f in known and _is_enum(known[f].annotation))
+    enums = tuple(i for i, f in enumerate(fields) if f in known and _is_enum(known[f].annotation))
+    return operator.attrgetter(*(HISTORY_IDS.get(f, f) for f in fields)), enums  # type: ignore[return-value]
 
 
 def _is_enum(annotation: Any) -> bool:
@@ -131,12 +128,16 @@ def _is_enum(annotation: Any) -> bool:
 
 def event_row(event: Event, fields: tuple[str, ...], message: Message, history_id_at: int | None = None) -> Row:
     """`fields` of `event` in order (the history id at `history_id_at`), then where the record came from."""
-    values = list(_getter(fields)(event))
-    for i in _enum_positions(type(event), fields):
-        values[i] = plain(values[i])
+    read, enums = _row_shape(type(event), fields)
+    values = list(read(event))
+    for i in enums:
+        value = values[i]
+        if value is not None:
+            values[i] = value.value
     if history_id_at is not None:
         values[history_id_at] = history_id(event)
-    return (*values, *where(message))
+    values += (message.topic(), message.partition(), message.offset())
+    return tuple(values)
 
 
 def history_id(event: Event) -> str:
