@@ -28,6 +28,7 @@ import time
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -135,7 +136,7 @@ def run_sink(settings: Any, prefix: str, schema: str, records: int, batch_size: 
 
 def backend_cpu_seconds(pid: int) -> float:
     """User + system CPU of a PostgreSQL backend on this machine, from /proc/<pid>/stat."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
