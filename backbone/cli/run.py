@@ -174,3 +174,8 @@ def sink(**flags: Any) -> None:
 
     overrides = {name: value for name, value in flags.items() if value is not None}
     run_sink(_settings_for("sink"), SinkSettings(**overrides))
+
+
+# --- the whole chain as one supervised group (backbone/cli/group.py) ----------------------------------
+
+run.add_command(importlib.import_module("backbone.cli.group").run_all)

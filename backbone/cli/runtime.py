@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from backbone.runtime.local import LocalRuntime
 from backbone.settings import load_settings
+
+if TYPE_CHECKING:
+    from backbone.runtime.supervisor import ChildStatus
 
 
 @click.command()
@@ -47,11 +52,27 @@ def down() -> None:
 @click.command()
 def status() -> None:
     """Show which services run and where. Exits 1 when one is not running."""
-    statuses = LocalRuntime(load_settings()).status()
+    settings = load_settings()
+    statuses = LocalRuntime(settings).status()
     for service in statuses:
         click.echo(service.line())
-    if any(s.state in ("stopped", "unavailable") for s in statuses):
+    children = _group_status(settings.runtime.data_dir)
+    if any(s.state in ("stopped", "unavailable") for s in statuses) or any(c.state != "running" for c in children):
         sys.exit(1)
+
+
+def _group_status(data_dir: Path) -> list[ChildStatus]:
+    """The children of a running `backbone run all` (pid, uptime, restarts); none when it does not run."""
+    from backbone.cli.group import group_home
+    from backbone.runtime.supervisor import group_status
+
+    children = group_status(group_home(data_dir))
+    if children is None:
+        return []
+    click.echo(f"group     running     {len(children)} children (backbone run all)")
+    for child in children:
+        click.echo(child.line())
+    return [c for c in children if c.state != "skipped"]
 
 
 @click.group()
