@@ -68,11 +68,12 @@ def plan_group(options: GroupOptions, available: Collection[str]) -> tuple[list[
     simulators: list[ChildSpec] = []
     urls: dict[str, str] = {}
     if options.simulators:
-        billing_port = options.simulator_port
+        # the simulators' own defaults and README's examples: first ERP 8090, billing 8091, next ERPs 8092…
+        billing_port = options.simulator_port + 1
         simulators.append(_run("billing-sim", ("billing-sim", "--port", str(billing_port)), SIMULATORS_TIER))
         urls["billing"] = f"http://127.0.0.1:{billing_port}"
-        for offset, target in enumerate(targets, start=1):
-            port = options.simulator_port + offset
+        for index, target in enumerate(targets):
+            port = options.simulator_port + (index + 1 if index else 0)
             simulators.append(
                 _run(f"erp-sim:{target}", ("erp-sim", "--name", target, "--port", str(port)), SIMULATORS_TIER)
             )
@@ -146,7 +147,7 @@ def children_from_file(path: Path) -> list[ChildSpec]:
     help="ERP routing rules: the topology's, and which ERP connectors (and simulators) run.",
 )
 @click.option("--simulator-port", type=click.IntRange(1, 65000), default=8090, show_default=True,
-              help="billing-sim listens here, the ERP simulators on the next ports (routing order).")  # fmt: skip
+              help="The first ERP simulator listens here, billing-sim on the next port, the other ERPs after it.")  # fmt: skip
 @click.option("--app-id", default="backbone-topology", show_default=True, help="The topology's app id.")
 @click.option("--without", multiple=True, help="Leave out a child (name or command, e.g. sink); repeatable.")
 @click.option("--children", "children_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),

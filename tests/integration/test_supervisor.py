@@ -236,7 +236,7 @@ def test_run_all_with_simulators_runs_topology_sink_and_simulators(
     connectors = {"billing-connector", "erp-connector:legacy-erp", "erp-connector:cloud-erp"}
     assert {n for n, c in children.items() if c.state == "skipped"} == connectors
     assert "does not exist in this build" in children["billing-connector"].note
-    for port, name in [(36120, "billing-sim"), (36121, "erp-sim:legacy-erp"), (36122, "erp-sim:cloud-erp")]:
+    for port, name in [(36120, "erp-sim:legacy-erp"), (36121, "billing-sim"), (36122, "erp-sim:cloud-erp")]:
         health = wait_until(lambda port=port: _health(port), timeout=60, message=f"{name} answers")
         assert health["simulator"] == name
     logs = group.home

@@ -64,10 +64,11 @@ def test_simulators_start_first_on_their_own_ports_and_connectors_point_at_them(
     named = _by_name(children)
     assert [c.name for c in children[:3]] == ["billing-sim", "erp-sim:legacy-erp", "erp-sim:cloud-erp"]
     assert {c.tier for c in children[:3]} == {0} and {c.tier for c in children[3:]} == {1}
-    assert named["billing-sim"].argv[-3:] == ("billing-sim", "--port", "36110")
+    assert named["erp-sim:legacy-erp"].argv[-5:] == ("erp-sim", "--name", "legacy-erp", "--port", "36110")
+    assert named["billing-sim"].argv[-3:] == ("billing-sim", "--port", "36111")
     assert named["erp-sim:cloud-erp"].argv[-5:] == ("erp-sim", "--name", "cloud-erp", "--port", "36112")
-    assert named["billing-connector"].env == {CONNECTOR_URL_SETTINGS["billing-connector"]: "http://127.0.0.1:36110"}
-    assert named["erp-connector:legacy-erp"].env == {CONNECTOR_URL_SETTINGS["erp-connector"]: "http://127.0.0.1:36111"}
+    assert named["billing-connector"].env == {CONNECTOR_URL_SETTINGS["billing-connector"]: "http://127.0.0.1:36111"}
+    assert named["erp-connector:legacy-erp"].env == {CONNECTOR_URL_SETTINGS["erp-connector"]: "http://127.0.0.1:36110"}
 
 
 def test_a_command_this_build_lacks_is_skipped_with_the_reason(routing: Path) -> None:
