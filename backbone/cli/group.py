@@ -147,7 +147,7 @@ def children_from_file(path: Path) -> list[ChildSpec]:
     help="ERP routing rules: the topology's, and which ERP connectors (and simulators) run.",
 )
 @click.option("--simulator-port", type=click.IntRange(1, 65000), default=8090, show_default=True,
-              help="The first ERP simulator listens here, billing-sim on the next port, the other ERPs after it.")  # fmt: skip
+              help="First ERP simulator here, billing-sim on the next port, other ERPs after.")  # fmt: skip
 @click.option("--app-id", default="backbone-topology", show_default=True, help="The topology's app id.")
 @click.option("--without", multiple=True, help="Leave out a child (name or command, e.g. sink); repeatable.")
 @click.option("--children", "children_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
