@@ -37,6 +37,7 @@ from typing import Any
 import structlog
 from prometheus_client import Counter, Gauge
 
+from backbone.errors import BackboneError
 from backbone.runtime.processes import ServiceProcess
 
 log = structlog.get_logger("supervisor")
@@ -57,6 +58,12 @@ CHILD_EXITS = Counter(
     "backbone_supervisor_child_exits_total", "Child process exits, by status (negative: signal)", ["child", "status"]
 )
 CHILD_UP = Gauge("backbone_supervisor_child_up", "1 while the child runs", ["child"])
+
+
+class GroupAlreadyRunningError(BackboneError):
+    """Another supervisor runs with the same home: two would fight over its children and state file."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again once the other group stopped
 
 
 class ExitStatus:
@@ -164,6 +171,12 @@ class Supervisor:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda signum, _frame: self._on_signal(signum))
         self.home.mkdir(parents=True, exist_ok=True)
+        running = self.process.pid()
+        if running is not None and running != os.getpid():
+            raise GroupAlreadyRunningError(
+                f"a group already runs with {self.home} (supervisor pid {running})",
+                hint="stop it first (Ctrl-C or kill -TERM that pid), or give this one another BACKBONE_DATA_DIR",
+            )
         self.process.pid_file.write_text(f"{os.getpid()}\n")
         for child in self.skipped:
             log.warning("child skipped", child=child.spec.name, reason=child.note)

@@ -40,6 +40,7 @@ class Group:
     """One `backbone run all` process in a data directory of its own."""
 
     data_dir: Path
+    log_name: str = "supervisor.log"
     process: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
 
@@ -49,7 +50,7 @@ class Group:
 
     @property
     def log_path(self) -> Path:
-        return self.data_dir / "supervisor.log"
+        return self.data_dir / self.log_name
 
     def start(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -62,7 +63,7 @@ class Group:
         return self.process
 
     def start_children(self, children: list[dict[str, Any]], *args: str, **env: str) -> subprocess.Popen[bytes]:
-        path = self.data_dir / "children.toml"
+        path = self.data_dir / f"{self.log_name}.children.toml"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(_child_toml(child) for child in children))
         return self.start("--children", str(path), *args, **env)
@@ -158,6 +159,11 @@ def test_sigterm_stops_every_child_and_the_group_exits_0(group: Group) -> None:
     running = wait_until(lambda: len(group.children()) == 2 and group.children(), message="both children run")
     pids = [child.pid for child in running.values()]
     assert all(pids)
+
+    second = Group(group.data_dir, log_name="second.log")
+    refused = second.start_children([{"name": "worker", "argv": SLEEPER}])
+    assert refused.wait(timeout=60) == 75, "a second group in the same data directory is refused"
+    assert "a group already runs" in second.log_path.read_text()
 
     assert group.terminate() == ExitStatus.STOPPED
     assert all(_gone(pid) for pid in pids if pid)
