@@ -431,8 +431,6 @@ class SinkWorker:
         DEAD_LETTERED.labels(self.name, message.topic()).inc()
         return DEAD_LETTER_TABLE, row
 
-    # --- writing --------------------------------------------------------------------------------------------
-
     # --- the batch in flight -------------------------------------------------------------------------------
 
     def _finish_pending(self) -> None:
@@ -457,6 +455,8 @@ class SinkWorker:
             self._finish_pending()
         except Exception as error:
             log.warning("the batch in flight was not committed; it is read again", sink=self.name, error=str(error))
+
+    # --- writing --------------------------------------------------------------------------------------------
 
     def _commit(self, batch: Batch) -> None:
         """On the writer thread: one batch's rows and offsets in one database transaction."""
