@@ -204,9 +204,12 @@ class Emitter:
             self._abort()
             raise
 
-    def produce_bytes(self, topic: str, key: bytes, value: bytes) -> None:
+    def produce_bytes(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
         """Queue one already-encoded record (a checkpoint, not an event); delivered by flush/commit."""
-        self._producer.produce(topic, value, key)
+        if partition is None:
+            self._producer.produce(topic, value, key)
+        else:
+            self._producer.produce(topic, value, key, partition=partition)
         self._producer.poll(0)
 
     def _init_transactions(self) -> None:
