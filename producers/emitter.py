@@ -284,7 +284,10 @@ class _Tally:
         self.failed = 0
         self.first_error: str | None = None
         self.by_topic: dict[str, int] = {}
-        self._lock = threading.Lock()
+        # Reentrant: confluent-kafka may call back with a fatal error (e.g. a fenced transactional producer)
+        # already raised, so the call that took the lock fails before `with` can release it; the next
+        # report on the same thread must not wait for it forever.
+        self._lock = threading.RLock()
 
     def on_delivery(self, error: KafkaError | None, message: Message) -> None:
         with self._lock:

@@ -53,7 +53,7 @@ from confluent_kafka import KafkaException
 
 from backbone.domain.ids import canonical_payload
 from backbone.domain.models import ApprovalDecision, Event, TimeEntry
-from backbone.errors import BackboneError, InvalidInputError
+from backbone.errors import BackboneError, InvalidInputError, ServiceUnavailableError
 from backbone.kafka.topics import IMPORT_LEDGER, Topic
 from backbone.settings import Settings
 from producers.parsing import Outcome, Parsed, Rejection, revision_at
@@ -278,6 +278,11 @@ def read_ledger(
     peek = Consumer({**base, "isolation.level": "read_uncommitted"})
     try:
         _, end = peek.get_watermark_offsets(partition, timeout=timeout, cached=False)
+    except KafkaException as error:
+        raise ServiceUnavailableError(
+            f"cannot read the import ledger {topic}: {error.args[0].str()}",
+            hint="create the catalog topics with `backbone up` (or `backbone topics apply`), and check Kafka",
+        ) from error
     finally:
         peek.close()
     consumer = Consumer({**base, "isolation.level": "read_committed"})
@@ -299,7 +304,7 @@ def _read_scope(consumer: Any, partition: Any, end: int, scope: Scope, deadline:
             )
         for message in consumer.consume(1000, timeout=0.5):
             key = message.key() or b""
-            if message.error() is None and key.startswith(prefix):
+            if message.error() is None and key.startswith(prefix) and key != prefix:  # prefix alone: a claim
                 base_id = key[len(prefix) :].decode()
                 value = message.value()
                 if value is None:
@@ -316,6 +321,7 @@ class PeriodImport:
     scope: Scope
     period: Period
     ledger_topic: Topic = IMPORT_LEDGER
+    topics: Mapping[str, Topic] | None = None  # event type -> topic, when not the catalog's (tests)
 
 
 @dataclass
@@ -357,12 +363,22 @@ class PeriodPublisher:
         except BaseException:
             self.emitter.close()
             raise
+        self._healthy = True
 
     def __enter__(self) -> PeriodPublisher:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.emitter.close()
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.emitter.close(None if self._healthy else 5.0)
+        except (KafkaException, SystemError):
+            # a fenced producer raises its fatal error from every flush (confluent-kafka then reports it as
+            # a SystemError of the delivery callback); its transaction was aborted, there is nothing to lose
+            if self._healthy:
+                raise
 
     def publish(self, events: Iterable[Event], at: datetime) -> PeriodReport:
         """Publish what the file changes, withdraw what it dropped, record both: all or nothing."""
@@ -372,25 +388,39 @@ class PeriodPublisher:
         reconciliation = Reconciliation(self.period, self.ledger, at)
         try:
             with self.emitter.transaction():
+                self._claim(at)
                 report = self.emitter.publish(reconciliation.publishable(events))
                 for base_id, record in reconciliation.updates.items():
                     self._record(base_id, record)
-        except (KafkaException, DeliveryError) as error:
+        except (KafkaException, DeliveryError, SystemError) as error:  # SystemError: see close()
+            self._healthy = False
             raise _failure(self.scope, error) from error
         self.ledger.update(reconciliation.updates)
         return PeriodReport(
             report.published, reconciliation.withdrawn, reconciliation.unchanged, time.monotonic() - started
         )
 
+    def _claim(self, at: datetime) -> None:
+        """Write the scope's own record first and wait for it: a producer another import fenced fails
+        here, before any event is queued, instead of part-way through the file."""
+        claim = {"period": str(self.period), "exported_at": at.isoformat()}
+        self._record_bytes(self.scope.prefix.encode(), json.dumps(claim, sort_keys=True).encode())
+        if self.emitter.flush(TRANSACTION_TIMEOUT_S):
+            raise BackboneError(f"the import ledger of {self.scope} did not take the import's first record in time")
+
     def _record(self, base_id: str, record: LedgerEntry) -> None:
-        key = f"{self.scope.prefix}{base_id}".encode()
+        self._record_bytes(f"{self.scope.prefix}{base_id}".encode(), record.to_json())
+
+    def _record_bytes(self, key: bytes, value: bytes) -> None:
         partition = self.scope.partition(self.ledger_topic.partitions)
-        self.emitter.produce_bytes(self.ledger_topic.name, key, record.to_json(), partition)
+        self.emitter.produce_bytes(self.ledger_topic.name, key, value, partition)
 
 
 def _failure(scope: Scope, error: Exception) -> BackboneError:
-    text = str(error)
-    if any(word in text.lower() for word in ("fenced", "epoch")):
+    cause = error.__cause__ if isinstance(error, SystemError) else error
+    text = str(cause)
+    # a transactional producer's fatal errors are fencing by a newer holder of its transactional id
+    if any(word in text.lower() for word in ("fenced", "epoch", "fatal")):
         return ConcurrentImportError(
             f"another import of {scope} started while this one ran; nothing of this file was published",
             hint="let the other import finish, then run this one again (it reconciles against the other's result)",

@@ -41,6 +41,7 @@ from producers.importing import (
 from producers.parsing import Outcome, ReadOptions, exported_at_of, parse_instant
 
 if TYPE_CHECKING:
+    from backbone.settings import Settings
     from producers.periods import PeriodImport
 
 FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -239,6 +240,7 @@ def run_import(
     skip_invalid: bool = False,
     rejects_path: Path | None = None,
     period: PeriodImport | None = None,
+    settings: Settings | None = None,
 ) -> None:
     """Refuse a file that is wrong, or publish (print) its events: validated whole before the first one."""
     if period is not None:
@@ -253,11 +255,11 @@ def run_import(
         inspection.ensure_unchanged(file)
         events = checked.kept if checked.kept is not None else accepted_events(read(inspection.options))
         if period is not None:
-            _publish_period(events, period, inspection.options.exported_at, dry_run=dry_run)
+            _publish_period(events, period, inspection.options.exported_at, dry_run=dry_run, settings=settings)
         elif dry_run:
             _print_events(events)
         else:
-            _publish(events)
+            _publish(events, settings)
     except RefusedExportError as error:
         _echo(error.problems)
         raise
@@ -272,12 +274,14 @@ def _within(read: Callable[[ReadOptions], Iterator[Outcome]], period: PeriodImpo
     return lambda options: check(read(options))
 
 
-def _publish_period(events: Iterable[Event], period: PeriodImport, exported_at: datetime, *, dry_run: bool) -> None:
+def _publish_period(
+    events: Iterable[Event], period: PeriodImport, exported_at: datetime, *, dry_run: bool, settings: Settings | None
+) -> None:
     """Reconcile against the scope's import ledger; print (dry run) or publish in one transaction."""
     from backbone.settings import load_settings
     from producers.periods import PeriodPublisher, Reconciliation, read_ledger
 
-    settings = load_settings()
+    settings = settings or load_settings()
     if dry_run:
         ledger = read_ledger(
             settings.kafka.client_config(),
@@ -288,7 +292,9 @@ def _publish_period(events: Iterable[Event], period: PeriodImport, exported_at: 
         )
         _print_events(Reconciliation(period.period, ledger, exported_at).publishable(events))
         return
-    with PeriodPublisher(settings, period.scope, period.period) as publisher:
+    with PeriodPublisher(
+        settings, period.scope, period.period, topics=period.topics, ledger_topic=period.ledger_topic
+    ) as publisher:
         report = publisher.publish(events, exported_at)
     click.echo(
         f"period {period.period} of {period.scope}: published {report.events} events, "
@@ -323,11 +329,11 @@ def _print_events(events: Iterable[Event]) -> None:
         sys.stdout.write(f'{{"event_type":"{event.event_type}",{line[1:]}\n')
 
 
-def _publish(events: Iterable[Event]) -> None:
+def _publish(events: Iterable[Event], settings: Settings | None = None) -> None:
     from backbone.settings import load_settings
     from producers.emitter import Emitter
 
-    with Emitter(load_settings()) as emitter:
+    with Emitter(settings or load_settings()) as emitter:
         result = emitter.publish(events, progress=lambda sent, done: click.echo(f"{sent} sent", err=True))
     click.echo(f"published {result.published} events ({result.records_per_second:,.0f}/s)", err=True)
 
