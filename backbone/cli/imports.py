@@ -251,6 +251,12 @@ def run_import(
         if inspection.rows == 0 and period is None:
             click.echo(f"warning: {file} has a header but no records; nothing to import", err=True)
             return
+        if inspection.rows == 0 and period is not None:
+            click.echo(
+                f"warning: {file} has a header but no records: the tracker has nothing dated in {period.period}, "
+                "so what earlier imports published for the period is withdrawn",
+                err=True,
+            )
         checked = _validate(read, inspection.options, skip_invalid, rejects_path or default_rejects_path(file))
         inspection.ensure_unchanged(file)
         events = checked.kept if checked.kept is not None else accepted_events(read(inspection.options))
@@ -264,6 +270,8 @@ def run_import(
         _echo(error.problems)
         raise
     done = "printed" if dry_run else "published"
+    if period is not None:
+        done = "checked (what was published is counted above)" if not dry_run else done
     click.echo(f"{checked.records} records read, {checked.events} events {done}, {checked.rejected} rejected", err=True)
 
 
