@@ -191,21 +191,14 @@ class Reconciliation:
         base = entry.time_entry_id
         self.seen.add(base)
         known = self.updates.get(base) or self.ledger.get(base)
-        print_ = fingerprint(entry, decisions)
-        if known is not None and (
-            known.withdrawn if entry.deleted else known.fingerprint == print_ and not known.withdrawn
-        ):
-            self.unchanged += 1  # the same as published, or deleted in the tracker and withdrawn already
+        said = fingerprint(entry, decisions)
+        if known is not None and _unchanged(known, entry, said):
+            self.unchanged += 1
             return ()
-        if known is None:
-            incarnation, revision = 1, entry.revision
-        elif known.withdrawn and not entry.deleted:  # back after a withdrawal: a deletion is terminal
-            incarnation, revision = known.incarnation + 1, entry.revision
-        else:
-            incarnation, revision = known.incarnation, max(entry.revision, known.entry.revision + 1)
+        incarnation, revision = _place(known, entry)
         update = {"time_entry_id": published_id(base, incarnation), "revision": revision}
         published = entry.model_copy(update=update)
-        self.updates[base] = LedgerEntry(base, published, print_, incarnation, withdrawn=entry.deleted)
+        self.updates[base] = LedgerEntry(base, published, said, incarnation, withdrawn=entry.deleted)
         return (published, *(d.model_copy(update=update) for d in decisions))
 
     def withdrawals(self) -> Iterator[TimeEntry]:
@@ -226,6 +219,22 @@ class Reconciliation:
         for group in records_of(events):
             yield from self.admit(group)
         yield from self.withdrawals()
+
+
+def _unchanged(known: LedgerEntry, entry: TimeEntry, said: str) -> bool:
+    """Nothing to publish: the entry is as published, or the tracker deleted what was withdrawn already."""
+    if entry.deleted:
+        return known.withdrawn
+    return not known.withdrawn and known.fingerprint == said
+
+
+def _place(known: LedgerEntry | None, entry: TimeEntry) -> tuple[int, int]:
+    """The incarnation and revision to publish a new or changed entry as."""
+    if known is None:
+        return 1, entry.revision
+    if known.withdrawn and not entry.deleted:  # back after a withdrawal: a deletion is terminal, so a new id
+        return known.incarnation + 1, entry.revision
+    return known.incarnation, max(entry.revision, known.entry.revision + 1)
 
 
 def _split(events: tuple[Event, ...]) -> tuple[TimeEntry, list[ApprovalDecision]]:
