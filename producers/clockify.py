@@ -9,7 +9,10 @@ ignored because exports have been seen with `0.00` next to a one-hour `Duration 
 API entries carry `timeInterval{start,end,duration}` with an ISO-8601 duration and no update time;
 their revision comes from `updatedAt`/`lastUpdated` when a payload has one, else from when the entry
 was observed (the export or poll time; `ClockifyPoller` only re-publishes entries whose content changed).
-Approval states map to decisions: APPROVED -> APPROVED, REJECTED and WITHDRAWN_APPROVAL -> REJECTED
+`Invoiced` and `Invoice ID` (newer exports) say Clockify already invoiced the entry: it is published
+with `invoiced_at_source` and the invoice id, which the topology reports and never bills; an invoice id
+on a row that says it is not invoiced is a contradiction and rejects the row. Approval states map to
+decisions: APPROVED -> APPROVED, REJECTED and WITHDRAWN_APPROVAL -> REJECTED
 (an approval taken back un-bills the revision); PENDING and WITHDRAWN_SUBMISSION decide nothing.
 """
 
@@ -74,6 +77,7 @@ def clockify_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrenc
     key = (email or user, start.isoformat())
     task = row.get("task", "activity")
     decision, comment = row.optional(_decision, "approval status", "approval", label="Approval Status") or (None, None)
+    invoiced, invoice_id = _invoice(row)
     return SourceEntry(
         source=SOURCE,
         entry_id=stable_id(SOURCE, (*key, occurrences.next(key))),
@@ -89,7 +93,17 @@ def clockify_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrenc
         decision=decision,
         approver=row.get("approved by", "approver"),
         comment=comment,
+        invoiced=invoiced,
+        invoice_id=invoice_id,
     )
+
+
+def _invoice(row: CsvRow) -> tuple[bool | None, str | None]:
+    invoiced = row.optional(parse_bool, "invoiced", label="Invoiced")
+    invoice_id = row.get("invoice id")
+    if invoice_id and invoiced is False:
+        raise FieldError("Invoice ID", f"names invoice {invoice_id!r} but Invoiced says No")
+    return (True if invoice_id else invoiced), invoice_id
 
 
 def _local(row: CsvRow, date_column: str, time_column: str, options: ReadOptions) -> datetime:

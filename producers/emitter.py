@@ -204,9 +204,12 @@ class Emitter:
             self._abort()
             raise
 
-    def produce_bytes(self, topic: str, key: bytes, value: bytes) -> None:
+    def produce_bytes(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
         """Queue one already-encoded record (a checkpoint, not an event); delivered by flush/commit."""
-        self._producer.produce(topic, value, key)
+        if partition is None:
+            self._producer.produce(topic, value, key)
+        else:
+            self._producer.produce(topic, value, key, partition=partition)
         self._producer.poll(0)
 
     def _init_transactions(self) -> None:
@@ -281,7 +284,10 @@ class _Tally:
         self.failed = 0
         self.first_error: str | None = None
         self.by_topic: dict[str, int] = {}
-        self._lock = threading.Lock()
+        # Reentrant: confluent-kafka may call back with a fatal error (e.g. a fenced transactional producer)
+        # already raised, so the call that took the lock fails before `with` can release it; the next
+        # report on the same thread must not wait for it forever.
+        self._lock = threading.RLock()
 
     def on_delivery(self, error: KafkaError | None, message: Message) -> None:
         with self._lock:

@@ -1,14 +1,19 @@
 """Harvest: detailed time-report CSV exports and API v2 time entries to canonical events.
 
-The CSV export has no entry id. A row's id is derived from its External Reference URL when it has one,
-otherwise from the columns that identify a piece of work (date, person, client, project, code, task,
-notes) plus its occurrence number among identical rows; hours are deliberately not part of it, so a
-corrected duration is a new revision of the same entry, not a new entry. Editing the notes in Harvest
-therefore looks like a new entry to a CSV import: use the API (`HarvestPoller`) when that matters.
+The CSV export has no entry id (the External Reference URL links the Asana task or Trello card the
+time was tracked against, which many entries share, so it is part of the identity, not the identity).
+A row's id is derived from the columns that identify a piece of work (date, person, client, project,
+code, task, notes, external reference) plus its occurrence number among identical rows; hours are
+deliberately not part of it, so a corrected duration is a new revision of the same entry. Editing the
+notes in Harvest therefore looks like a new entry to a CSV import: import the export with `--period`
+(the old entry is then withdrawn, `producers.periods`), or use the API (`HarvestPoller`).
 
 Revisions come from `updated_at` (API) or from the export time (CSV: the row is as of that moment).
 `is_closed` (API) and `Approved?` (CSV) mean the entry is approved: an `ApprovalDecision` for that
-revision is emitted too. Harvest does not report deletions to `updated_since`, so neither path emits one.
+revision is emitted too. `Invoiced?` (CSV) and `is_billed` with `invoice{id,number}` (API) say Harvest
+already invoiced the entry: it is published with `invoiced_at_source` (and the invoice number), which
+the topology reports and never bills. Harvest does not report deletions to `updated_since`, so neither
+path emits one; a `--period` import withdraws what a re-export no longer has (`producers.periods`).
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ def harvest_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrence
     )
     task_name = row.get("task")
     approved = row.optional(parse_bool, "approved?", "approved", label="Approved?") or False
+    invoiced = row.optional(parse_bool, "invoiced?", "invoiced", label="Invoiced?")
     return SourceEntry(
         source=SOURCE,
         entry_id=_csv_entry_id(row, work_date.isoformat(), worker, occurrences),
@@ -77,13 +83,11 @@ def harvest_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrence
         billable=row.optional(parse_bool, "billable?", "billable", label="Billable?") or False,
         notes=clean_text(row.fields.get("notes")),
         decision=Decision.APPROVED if approved else None,
+        invoiced=invoiced,
     )
 
 
 def _csv_entry_id(row: CsvRow, work_date: str, worker: SourceRef, occurrences: Occurrences) -> str:
-    reference = row.get("external reference url", "external reference")
-    if reference:
-        return stable_id(SOURCE, ("external-reference", reference))
     identity = (
         work_date,
         worker.id or worker.name,
@@ -92,8 +96,15 @@ def _csv_entry_id(row: CsvRow, work_date: str, worker: SourceRef, occurrences: O
         row.get("project code"),
         row.get("task"),
         row.fields.get("notes", ""),
+        *_reference(row),
     )
     return stable_id(SOURCE, (*identity, occurrences.next(identity)))
+
+
+def _reference(row: CsvRow) -> tuple[str, ...]:
+    # only rows that have one add it, so the ids of rows without one stay what they were
+    reference = row.get("external reference url", "external reference")
+    return ("external-reference", reference) if reference else ()
 
 
 def harvest_api_entry(item: object) -> SourceEntry:
@@ -126,4 +137,6 @@ def harvest_api_entry(item: object) -> SourceEntry:
         billable=bool(item.get("billable", False)),
         notes=clean_text(text_of(item.get("notes"))),
         decision=Decision.APPROVED if item.get("is_closed") else None,
+        invoiced=bool(item["is_billed"]) if "is_billed" in item else None,
+        invoice_id=text_of(get_path(item, "invoice", "number") or get_path(item, "invoice", "id")),
     )

@@ -15,7 +15,10 @@ UNKNOWN_WORKER / UNKNOWN_PROJECT and the exception queue shows what to map. With
 the record is rejected instead, with its line number, and nothing about it is published.
 
 `EntryMapper` turns a tracker-neutral `SourceEntry` into the canonical `TimeEntry` (and the
-`ApprovalDecision` when the source says it was decided); every connector ends there.
+`ApprovalDecision` when the source says it was decided); every connector ends there. An entry the
+source says it invoiced carries `invoiced_at_source` (and the source's invoice id), and counts as
+approved unless the source says otherwise: the invoice settled it, and the topology must see an
+approved revision to report it as already invoiced (it never bills it; billing-rules.md §2).
 """
 
 from __future__ import annotations
@@ -202,6 +205,8 @@ class SourceEntry:
     decision: Decision | None = None
     approver: str | None = None
     comment: str | None = None
+    invoiced: bool | None = None  # None: the source does not say
+    invoice_id: str | None = None
 
     @property
     def revision(self) -> int:
@@ -232,8 +237,10 @@ class EntryMapper:
             billable=entry.billable,
             notes=entry.notes,
             deleted=entry.deleted,
+            invoiced_at_source=entry.invoiced,
+            source_invoice_id=entry.invoice_id,
         )
-        if entry.decision is None or entry.deleted:
+        if entry.deleted or (entry.decision is None and not entry.invoiced):
             return (time_entry,)
         return (time_entry, self._decision(entry))
 
@@ -246,14 +253,18 @@ class EntryMapper:
 
     @staticmethod
     def _decision(entry: SourceEntry) -> ApprovalDecision:
-        assert entry.decision is not None
+        decision, approver, comment = entry.decision, entry.approver, entry.comment
+        if decision is None:  # invoiced at the source and not decided there: the invoice decided it
+            decision, approver = Decision.APPROVED, approver or f"{entry.source}:invoice"
+            invoice = f" ({entry.invoice_id})" if entry.invoice_id else ""
+            comment = comment or f"invoiced in {entry.source}{invoice}"
         return ApprovalDecision(
             occurred_at=entry.updated_at,
             source_system=entry.source,
             time_entry_id=entry.entry_id,
             revision=entry.revision,
-            decision=entry.decision,
-            approver_id=entry.approver or f"{entry.source}:approver-unknown",
+            decision=decision,
+            approver_id=approver or f"{entry.source}:approver-unknown",
             decided_at=entry.updated_at,
-            comment=entry.comment,
+            comment=comment,
         )

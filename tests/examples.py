@@ -85,6 +85,8 @@ RICH: dict[str, dict[str, Any]] = {
         "billable": True,
         "notes": "Workshop — ünïcode",
         "deleted": False,
+        "invoiced_at_source": True,
+        "source_invoice_id": "INV-2026-117",
     },
     "approval": {
         **_ENVELOPE,

@@ -39,8 +39,16 @@ TIME_ENTRY_FIELDS = (
     "billable",
     "notes",
     "deleted",
+    "invoiced_at_source",
+    "source_invoice_id",
 )
-"""A time entry's fields in their changelog order; a test fails when the model gains one not listed."""
+"""A time entry's fields in their changelog order; a test fails when the model gains one not listed.
+
+Fields added to the model later go at the end: a record written before them is a shorter list, and its
+missing trailing fields take the model's defaults (so the layout stays `FORMAT` 1)."""
+
+FORMAT_1_TIME_ENTRY_FIELDS = 14
+"""How many fields the first time entries in changelogs carried (up to `deleted`)."""
 
 SAME_AS_ENTRY = 1
 """A ledger's `last_seen` written as this when it is its `entry` (the usual case), not a second copy."""
@@ -71,7 +79,9 @@ def _time_entry(entry: TimeEntry | None) -> list[Any] | None:
 def _to_time_entry(values: list[Any] | None) -> TimeEntry | None:
     if values is None:
         return None
-    return TimeEntry.model_validate(dict(zip(TIME_ENTRY_FIELDS, values, strict=True)))
+    if not FORMAT_1_TIME_ENTRY_FIELDS <= len(values) <= len(TIME_ENTRY_FIELDS):
+        raise CodecError(f"a time entry in a changelog has {len(values)} fields, not {len(TIME_ENTRY_FIELDS)}")
+    return TimeEntry.model_validate(dict(zip(TIME_ENTRY_FIELDS, values, strict=False)))
 
 
 def _pricing(pricing: Pricing | None) -> list[Any] | None:

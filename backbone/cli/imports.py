@@ -8,14 +8,20 @@ nothing is published (exit 2, each problem printed as `line N: field: reason`), 
 rejects file. The publish pass reads the file again (unless it is small enough for the validation pass to
 keep its events), so memory stays bounded whatever its size.
 `--dry-run` prints the canonical JSON lines instead of publishing.
+
+With `--period FROM..TO` (tracker imports) the file is the tracker's truth for that period, for its
+source and `--workspace`: what earlier imports of the period published and the file no longer has is
+withdrawn, changed entries get a higher revision, unchanged ones are not published again, and the
+events and the import ledger are written in one Kafka transaction (`producers.periods`).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -33,6 +39,10 @@ from producers.importing import (
     validate,
 )
 from producers.parsing import Outcome, ReadOptions, exported_at_of, parse_instant
+
+if TYPE_CHECKING:
+    from backbone.settings import Settings
+    from producers.periods import PeriodImport
 
 FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -102,6 +112,18 @@ def _tracker_command(name: str, reader_path: str) -> click.Command:
     @click.option("--project-code-is-id", is_flag=True, help="The tracker's project code is the ERP project id.")
     @click.option("--worker-email-is-id", is_flag=True, help="The tracker's user email is the worker id.")
     @click.option(
+        "--period",
+        metavar="FROM..TO",
+        help="The file is the tracker's truth for these work dates (e.g. 2024-03-01..2024-03-31): entries an "
+        "earlier import of the period published and the file lacks are withdrawn; rows outside it are rejected.",
+    )
+    @click.option(
+        "--workspace",
+        default="default",
+        show_default=True,
+        help="The tracker workspace (or account) the export comes from; --period reconciles per source and workspace.",
+    )
+    @click.option(
         "--unmapped",
         type=click.Choice(["publish", "report"]),
         default="publish",
@@ -121,9 +143,12 @@ def _tracker_command(name: str, reader_path: str) -> click.Command:
         identity_file: Path | None,
         project_code_is_id: bool,
         worker_email_is_id: bool,
+        period: str | None,
+        workspace: str,
         unmapped: str,
     ) -> None:
         from producers.identity import EntryMapper, IdentityMap, IdentityRules
+        from producers.periods import Period, PeriodImport, Scope
 
         rules = IdentityRules(project_code_is_id=project_code_is_id, worker_email_is_id=worker_email_is_id)
         try:
@@ -142,6 +167,7 @@ def _tracker_command(name: str, reader_path: str) -> click.Command:
             dry_run=dry_run,
             skip_invalid=skip_invalid,
             rejects_path=rejects_path,
+            period=PeriodImport(Scope(name, workspace), Period.parse(period)) if period else None,
         )
 
     return command
@@ -213,26 +239,76 @@ def run_import(
     dry_run: bool = False,
     skip_invalid: bool = False,
     rejects_path: Path | None = None,
+    period: PeriodImport | None = None,
+    settings: Settings | None = None,
 ) -> None:
     """Refuse a file that is wrong, or publish (print) its events: validated whole before the first one."""
+    if period is not None:
+        read = _within(read, period)
     try:
         inspection = inspect_export(file, options, importer, encoding)
         _echo(inspection.notes)
-        if inspection.rows == 0:
+        if inspection.rows == 0 and period is None:
             click.echo(f"warning: {file} has a header but no records; nothing to import", err=True)
             return
+        if inspection.rows == 0 and period is not None:
+            click.echo(
+                f"warning: {file} has a header but no records: the tracker has nothing dated in {period.period}, "
+                "so what earlier imports published for the period is withdrawn",
+                err=True,
+            )
         checked = _validate(read, inspection.options, skip_invalid, rejects_path or default_rejects_path(file))
         inspection.ensure_unchanged(file)
         events = checked.kept if checked.kept is not None else accepted_events(read(inspection.options))
-        if dry_run:
+        if period is not None:
+            _publish_period(events, period, inspection.options.exported_at, dry_run=dry_run, settings=settings)
+        elif dry_run:
             _print_events(events)
         else:
-            _publish(events)
+            _publish(events, settings)
     except RefusedExportError as error:
         _echo(error.problems)
         raise
     done = "printed" if dry_run else "published"
+    if period is not None:
+        done = "checked (what was published is counted above)" if not dry_run else done
     click.echo(f"{checked.records} records read, {checked.events} events {done}, {checked.rejected} rejected", err=True)
+
+
+def _within(read: Callable[[ReadOptions], Iterator[Outcome]], period: PeriodImport) -> Callable[..., Iterator[Outcome]]:
+    from producers.periods import within
+
+    check = within(period.period)
+    return lambda options: check(read(options))
+
+
+def _publish_period(
+    events: Iterable[Event], period: PeriodImport, exported_at: datetime, *, dry_run: bool, settings: Settings | None
+) -> None:
+    """Reconcile against the scope's import ledger; print (dry run) or publish in one transaction."""
+    from backbone.settings import load_settings
+    from producers.periods import PeriodPublisher, Reconciliation, read_ledger
+
+    settings = settings or load_settings()
+    if dry_run:
+        ledger = read_ledger(
+            settings.kafka.client_config(),
+            period.ledger_topic.name,
+            period.ledger_topic.partitions,
+            period.scope,
+            timeout=30.0,
+        )
+        _print_events(Reconciliation(period.period, ledger, exported_at).publishable(events))
+        return
+    with PeriodPublisher(
+        settings, period.scope, period.period, topics=period.topics, ledger_topic=period.ledger_topic
+    ) as publisher:
+        report = publisher.publish(events, exported_at)
+    click.echo(
+        f"period {period.period} of {period.scope}: published {report.events} events, "
+        f"{report.withdrawn} entries withdrawn, {report.unchanged} unchanged ({report.seconds:.1f}s, one transaction)",
+        err=True,
+    )
 
 
 def _validate(
@@ -261,11 +337,11 @@ def _print_events(events: Iterable[Event]) -> None:
         sys.stdout.write(f'{{"event_type":"{event.event_type}",{line[1:]}\n')
 
 
-def _publish(events: Iterable[Event]) -> None:
+def _publish(events: Iterable[Event], settings: Settings | None = None) -> None:
     from backbone.settings import load_settings
     from producers.emitter import Emitter
 
-    with Emitter(load_settings()) as emitter:
+    with Emitter(settings or load_settings()) as emitter:
         result = emitter.publish(events, progress=lambda sent, done: click.echo(f"{sent} sent", err=True))
     click.echo(f"published {result.published} events ({result.records_per_second:,.0f}/s)", err=True)
 

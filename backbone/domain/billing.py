@@ -66,6 +66,7 @@ OWNERS: dict[ExceptionKind, Owner] = {
     ExceptionKind.BILLING_REJECTED: Owner.FINANCE_OPS,
     ExceptionKind.POSTING_REJECTED: Owner.FINANCE_OPS,
     ExceptionKind.POSTING_ACK_TIMEOUT: Owner.FINANCE_OPS,
+    ExceptionKind.INVOICED_AT_SOURCE: Owner.FINANCE_OPS,
 }
 """Who works each kind of exception (canonical-model.md)."""
 
@@ -82,7 +83,11 @@ DETAILS: dict[ExceptionKind, str] = {
     ExceptionKind.MISSING_TAX_CODE: "the contract version covering {work_date} has no tax_code",
     ExceptionKind.NO_RATE: "no rate card line and no default rate price worker {worker_id} on {work_date}",
     ExceptionKind.CAP_EXCEEDED: "the contract's not-to-exceed cap cut this entry",
+    ExceptionKind.INVOICED_AT_SOURCE: "{source_system} invoiced this entry already ({invoice}); it is not billed again",
 }
+
+REPORTED_ONLY = frozenset({ExceptionKind.INVOICED_AT_SOURCE})
+"""Kinds that report a fact nobody has to act on: emitted once, RESOLVED from the start, never at risk."""
 
 
 # --- state -----------------------------------------------------------------------------------------
@@ -228,6 +233,7 @@ class Valuation:
     cost: Decimal | None = None
     cost_currency: str | None = None
     project: Project | None = None
+    invoiced_at_source: bool = False
 
     @property
     def worth(self) -> Decimal:
@@ -254,6 +260,9 @@ def evaluate(entry: TimeEntry | None, reference: ReferenceData) -> Valuation:
     cost = cost_amount(entry.duration_seconds, worker.cost_rate, worker.cost_currency)
     if not (entry.billable and project.billing_type == BillingType.TIME_AND_MATERIALS):
         return Valuation(cost=cost, cost_currency=worker.cost_currency, project=project)
+    if entry.invoiced_at_source:
+        # billable, but the source invoiced it: worth nothing here (no candidate, no REVENUE), cost still posted
+        return Valuation(cost=cost, cost_currency=worker.cost_currency, project=project, invoiced_at_source=True)
     # the covering version and its rate are looked up once and serve both the checks and the price
     version, rate = _terms(entry, worker, reference)
     blocked = _billing_block(version, rate)
@@ -671,6 +680,8 @@ def _wanted_exceptions(
             wanted[valuation.blocked] = (None, None)
     if valuation.pricing is not None and target < valuation.pricing.amount:
         wanted[ExceptionKind.CAP_EXCEEDED] = (valuation.pricing.amount - target, valuation.pricing.currency)
+    if valuation.invoiced_at_source:
+        wanted[ExceptionKind.INVOICED_AT_SOURCE] = (None, None)  # invoiced elsewhere: nothing is at risk
     return wanted
 
 
@@ -686,7 +697,9 @@ def _flag(
     raised = dict(ledger.exceptions)  # a new dict, so the ledger's snapshot sees the change
     context = settling.context
     for kind in sorted(set(raised) - set(wanted)):
-        settling.events.append(_exception(project_id, ledger, kind, raised.pop(kind), context, resolved=True))
+        gone = raised.pop(kind)
+        if kind not in REPORTED_ONLY:  # a report was never open: nothing to resolve
+            settling.events.append(_exception(project_id, ledger, kind, gone, context, resolved=True))
     for kind in sorted(wanted):
         amount, currency = wanted[kind]
         current = raised.get(kind)
@@ -694,7 +707,8 @@ def _flag(
             continue
         opened_at = current.opened_at if current is not None else context.at
         raised[kind] = RaisedException(amount_at_risk=amount, currency=currency, opened_at=opened_at)
-        settling.events.append(_exception(project_id, ledger, kind, raised[kind], context, resolved=False))
+        reported = kind in REPORTED_ONLY
+        settling.events.append(_exception(project_id, ledger, kind, raised[kind], context, resolved=reported))
     if raised != ledger.exceptions:
         ledger.exceptions = raised
 
@@ -724,7 +738,13 @@ def _exception(
         owner=OWNERS[kind],
         amount_at_risk=raised.amount_at_risk,
         currency=raised.currency,
-        details=DETAILS[kind].format(worker_id=entry.worker_id, project_id=entry.project_id, work_date=entry.work_date),
+        details=DETAILS[kind].format(
+            worker_id=entry.worker_id,
+            project_id=entry.project_id,
+            work_date=entry.work_date,
+            source_system=entry.source_system,
+            invoice=f"invoice {entry.source_invoice_id}" if entry.source_invoice_id else "no invoice id given",
+        ),
         opened_at=raised.opened_at,
         resolved_at=context.at if resolved else None,
     )

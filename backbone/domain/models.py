@@ -175,6 +175,7 @@ class ExceptionKind(StrEnum):
     BILLING_REJECTED = "BILLING_REJECTED"
     POSTING_REJECTED = "POSTING_REJECTED"
     POSTING_ACK_TIMEOUT = "POSTING_ACK_TIMEOUT"
+    INVOICED_AT_SOURCE = "INVOICED_AT_SOURCE"
 
 
 class ExceptionStatus(StrEnum):
@@ -318,6 +319,9 @@ class TimeEntry(Event):
     billable: StrictBool
     notes: str | None = None
     deleted: StrictBool = False
+    invoiced_at_source: StrictBool | None = None
+    """True: the source already invoiced this entry, so backbone never bills it (billing-rules.md §2)."""
+    source_invoice_id: str | None = None
 
 
 class ApprovalDecision(Event):

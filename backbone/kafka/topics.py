@@ -99,7 +99,18 @@ EVENT_TOPICS: tuple[Topic, ...] = (
 )
 """Topics that carry canonical events (each has a registered value schema and a DLQ)."""
 
-ALL_TOPICS: tuple[Topic, ...] = EVENT_TOPICS + tuple(t.dlq for t in EVENT_TOPICS if t.dlq)
+IMPORT_LEDGER = Topic(
+    name="psa.import-ledger.v1",
+    event=None,
+    partitions=REFERENCE_PARTITIONS,
+    compacted=True,
+    retention_ms=FOREVER,
+)
+"""What `backbone import --period` published per entry (JSON, key `source|workspace|entry`), written in the
+same Kafka transaction as the events; the next import of a period withdraws what its file no longer has
+(`producers.periods`). Not part of the event contract: no schema, no DLQ (only the importer reads it)."""
+
+ALL_TOPICS: tuple[Topic, ...] = EVENT_TOPICS + tuple(t.dlq for t in EVENT_TOPICS if t.dlq) + (IMPORT_LEDGER,)
 
 STREAMS: dict[str, Topic] = {
     "invoice-candidates": INVOICE_CANDIDATES,

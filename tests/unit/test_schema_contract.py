@@ -13,6 +13,7 @@ import json
 import types
 import typing
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import fastavro
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 
 from backbone.domain import models
 from backbone.kafka import wire
+from backbone.registry import compatibility
 from tests.examples import RICH
 
 EVENTS = sorted(models.ALL_EVENTS.items())
@@ -209,3 +211,46 @@ def test_record_decodes_with_a_plain_fastavro_reader_of_the_schema_file() -> Non
     record = fastavro.schemaless_reader(io.BytesIO(buffer.getvalue()), schema, None)
     assert record["duration_seconds"] == 5400
     assert record["work_date"] == datetime.date(2026, 11, 2)
+
+
+# --- evolution: a changed schema must pass the registry's compatibility check -----------------------
+
+PUBLISHED = Path(__file__).resolve().parents[1] / "fixtures" / "schemas"
+"""Versions of the schemas as they were first published (what topics already hold)."""
+
+
+@pytest.mark.parametrize(
+    ("published", "event_cls"),
+    [
+        pytest.param("time-entry.v1.avsc", models.TimeEntry, id="time-entry-gains-invoiced-at-source"),
+        pytest.param("exception.v1.avsc", models.BusinessException, id="exception-gains-invoiced-at-source-kind"),
+    ],
+)
+def test_the_current_schema_reads_what_the_published_one_wrote(published: str, event_cls: type[models.Event]) -> None:
+    old = compatibility.parse((PUBLISHED / published).read_text())
+    new = compatibility.parse(wire.schema_str(event_cls))
+    assert (
+        compatibility.check_compatibility(compatibility.CompatibilityLevel.BACKWARD, new, [old], decimal_strict=True)
+        == []
+    )
+
+
+def test_a_time_entry_written_before_the_invoice_fields_reads_as_not_said() -> None:
+    # an old producer's record, read with the new schema: the source said nothing about invoicing
+    old_schema = fastavro.parse_schema(json.loads((PUBLISHED / "time-entry.v1.avsc").read_text()))
+    before = {k: v for k, v in RICH["time-entry"].items() if k not in ("invoiced_at_source", "source_invoice_id")}
+    event = models.TimeEntry.model_validate(before)
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, old_schema, wire.to_record(event))
+    record = fastavro.schemaless_reader(io.BytesIO(buffer.getvalue()), old_schema, wire.parsed_schema(models.TimeEntry))
+    back = wire.from_record(models.TimeEntry, record)
+    assert isinstance(back, models.TimeEntry)
+    assert (back.invoiced_at_source, back.source_invoice_id) == (None, None)
+    assert back == event
+
+
+def test_an_old_reader_cannot_read_the_new_kind_so_consumers_upgrade_before_producers() -> None:
+    # the check is not vacuous: the new symbol is BACKWARD compatible only, not FORWARD
+    old = compatibility.parse((PUBLISHED / "exception.v1.avsc").read_text())
+    new = compatibility.parse(wire.schema_str(models.BusinessException))
+    assert compatibility.check_compatibility(compatibility.CompatibilityLevel.FORWARD, new, [old]) != []

@@ -162,7 +162,7 @@ def test_a_ledger_writes_its_priced_revision_once() -> None:
 
 
 def test_time_entry_layout_lists_every_field() -> None:
-    # a new TimeEntry field must be added to the changelog layout (and FORMAT bumped), not dropped silently
+    # a new TimeEntry field must be added (at the end) to the changelog layout, not dropped silently
     assert set(TIME_ENTRY_FIELDS) == set(TimeEntry.model_fields)
 
 
@@ -215,3 +215,22 @@ def _as_dict(ledger: Ledger) -> dict[str, object]:
         value = getattr(ledger, name)
         data[name] = value.model_dump(mode="json") if isinstance(value, TimeEntry) else value
     return data
+
+
+def test_an_entry_state_written_before_the_invoice_fields_restores_them_as_not_said() -> None:
+    state = _pipeline(*SCENARIOS["billed"]).entries["E1"]
+    [values] = orjson.loads(ENTRY_STATE.encode(state))[2]
+    older = orjson.loads(ENTRY_STATE.encode(state))
+    older[2] = [values[:14]]  # the layout before invoiced_at_source and source_invoice_id
+    restored = ENTRY_STATE.decode(orjson.dumps(older))
+    assert restored == state
+    assert restored.revisions[1].invoiced_at_source is None
+
+
+def test_an_invoiced_entry_keeps_its_invoice_through_the_changelog() -> None:
+    pipeline = _pipeline(*master_data(), entry(invoiced_at_source=True, source_invoice_id="INV-7"), approval())
+    [ledger] = pipeline.books["P1"].ledgers.values()
+    decoded = LEDGER.decode(LEDGER.encode(ledger))
+    assert decoded == ledger
+    assert decoded.entry is not None and decoded.entry.source_invoice_id == "INV-7"
+    assert ExceptionKind.INVOICED_AT_SOURCE in decoded.exceptions

@@ -246,7 +246,7 @@ CASES = {
                 True,
             ),
         ],
-        [],
+        ["APPROVED"],  # Invoiced: Yes; the invoice settled it (producers.identity)
         [],
     ),
     "clockify-csv-month-13-rejected": Case(
@@ -408,11 +408,19 @@ def test_api_entries_keep_the_source_id() -> None:
     assert [x.time_entry_id for x in entries] == ["harvest-636709355", "harvest-636709356"]
 
 
-def test_harvest_external_reference_gives_the_id() -> None:
-    entries, _, _ = _run(CASES["harvest-csv-bom-decimal-comma-euro-labels"])
-    from producers.parsing import stable_id
-
-    assert entries[3].time_entry_id == stable_id("harvest", ("external-reference", "https://app.asana.com/0/1/42"))
+def test_harvest_entries_sharing_an_external_reference_stay_two_entries(tmp_path: Path) -> None:
+    # the URL links the Asana task the time was tracked against: a second day on it is a second entry
+    csv = (
+        "Date,Client,Project,Task,Notes,Hours,First Name,Last Name,External Reference URL\n"
+        "2024-03-04,Acme,Web,Dev,,1,Ann,Lee,https://app.asana.com/0/1/42\n"
+        "2024-03-05,Acme,Web,Dev,,2,Ann,Lee,https://app.asana.com/0/1/42\n"
+        "2024-03-05,Acme,Web,Dev,,2,Ann,Lee,https://app.asana.com/0/1/43\n"
+    )
+    path = tmp_path / "harvest.csv"
+    path.write_text(csv, encoding="utf-8")
+    options = ReadOptions(exported_at=EXPORTED, date_order="YMD")
+    events = list(ImportReport().events_of(read_harvest(path, options, EntryMapper())))
+    assert len({event.time_entry_id for event in events}) == 3
 
 
 def test_identical_harvest_rows_are_two_entries() -> None:
