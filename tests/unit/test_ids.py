@@ -145,3 +145,15 @@ def test_decimal_parts_are_at_the_wire_scale(text: str) -> None:
     from backbone.domain.ids import _QUANTUM, _decimal
 
     assert _decimal(Decimal(text)) == format(Decimal(text).quantize(_QUANTUM), "f")
+
+
+def test_fields_added_later_leave_the_ids_of_events_without_them_unchanged() -> None:
+    """A time entry re-emitted after the invoiced-at-source fields were added keeps its earlier id."""
+    from backbone.domain.ids import BACKBONE_NAMESPACE, canonical_payload
+
+    entry = _event("time-entry", invoiced_at_source=None, source_invoice_id=None)
+    before_the_fields = entry.model_dump(mode="python", exclude={"event_id", "invoiced_at_source", "source_invoice_id"})
+    text = f"time-entry\n{canonical_payload(before_the_fields)}"
+    assert derive_event_id(entry) == str(uuid.uuid5(BACKBONE_NAMESPACE, text))
+    invoiced = _event("time-entry", invoiced_at_source=True, source_invoice_id=None)
+    assert derive_event_id(invoiced) != derive_event_id(entry)
