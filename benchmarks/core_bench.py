@@ -2,9 +2,12 @@
 
 Feeds the benchmark firm of `topology_bench.py` (master data, then every time entry and its approval)
 through `BillingPipeline`, the in-memory reference of what the topology distributes, and reports
-approved entries per second. `--profile` prints the functions that take the time.
+approved entries per second (wall clock) and CPU microseconds per entry (`time.process_time`, the
+steadier figure on a shared machine), the median of `--rounds` rounds. By default the events carry no
+event ids, so the core derives them; `--with-ids` feeds them with ids, as connectors and `backbone emit`
+publish them (and as the topology benchmark does). `--profile` prints the functions that take the time.
 
-    .venv/bin/python benchmarks/core_bench.py --entries 20000 --projects 200 [--profile]
+    .venv/bin/python benchmarks/core_bench.py --entries 20000 --projects 200 [--with-ids] [--profile]
 """
 
 from __future__ import annotations
@@ -12,30 +15,44 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import statistics
 import time
 from pathlib import Path
 
 from topology_bench import firm
+from workload import Firm, entry_events, reference_events
 
+from backbone.domain.models import Event
 from backbone.domain.pipeline import BillingPipeline
 from backbone.domain.routing import parse_routing
 
 ROUTING = Path(__file__).resolve().parents[1] / "topology" / "routing.toml"
 
 
-def run(entries: int, projects: int, workers: int) -> float:
-    reference, time_entries, approvals = firm(entries, projects, workers)
+def events(entries: int, projects: int, workers: int, with_ids: bool) -> tuple[list[Event], list[Event]]:
+    """Master data, then the entries and approvals interleaved as the bench feeds them."""
+    if not with_ids:
+        reference, time_entries, approvals = firm(entries, projects, workers)
+        pairs = [e for pair in zip(time_entries, approvals, strict=True) for e in pair]
+        return reference, pairs
+    shape = Firm(projects=projects, workers=workers)
+    pairs = [e for pair in entry_events(shape, 0, entries, with_ids=True) for e in pair]
+    return list(reference_events(shape, with_ids=True)), pairs
+
+
+def run(reference: list[Event], inputs: list[Event]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of feeding `inputs` to a pipeline that has seen `reference`."""
     pipeline = BillingPipeline(parse_routing(ROUTING.read_text()))
     for event in reference:
         pipeline.handle(event)
-    began = time.perf_counter()
+    handle = pipeline.handle
+    began, cpu = time.perf_counter(), time.process_time()
     emitted = 0
-    for entry, approval in zip(time_entries, approvals, strict=True):
-        emitted += len(pipeline.handle(entry))
-        emitted += len(pipeline.handle(approval))
-    elapsed = time.perf_counter() - began
-    assert emitted >= 2 * entries, f"expected a candidate and two postings per entry, got {emitted} events"
-    return entries / elapsed
+    for event in inputs:
+        emitted += len(handle(event))
+    elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
+    assert emitted >= len(inputs), f"expected a candidate and two postings per entry, got {emitted} events"
+    return elapsed, cpu
 
 
 def main() -> None:
@@ -43,15 +60,24 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=20_000)
     parser.add_argument("--projects", type=int, default=200)
     parser.add_argument("--workers-in-firm", type=int, default=200)
+    parser.add_argument("--with-ids", action="store_true", help="events carry event ids, as connectors send them")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
+    reference, inputs = events(args.entries, args.projects, args.workers_in_firm, args.with_ids)
     if args.profile:
         profiler = cProfile.Profile()
-        rate = profiler.runcall(run, args.entries, args.projects, args.workers_in_firm)
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
-    else:
-        rate = run(args.entries, args.projects, args.workers_in_firm)
-    print(f"billing core: {rate:,.0f} entries/s ({args.entries:,} entries, {args.projects:,} projects)")
+        profiler.runcall(run, reference, inputs)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(40)
+        return
+    rounds = [run(reference, inputs) for _ in range(args.rounds)]
+    wall = statistics.median(r[0] for r in rounds)
+    cpu = statistics.median(r[1] for r in rounds)
+    ids = "with event ids" if args.with_ids else "ids derived"
+    print(
+        f"billing core: {args.entries / wall:,.0f} entries/s, {cpu / args.entries * 1e6:,.1f} µs CPU per entry "
+        f"(median of {args.rounds}; {args.entries:,} entries, {args.projects:,} projects, {ids})"
+    )
 
 
 if __name__ == "__main__":

@@ -1,15 +1,31 @@
-"""What the topology's stages tell each other on their internal topics (JSON, not part of the contract).
+"""What the topology's stages tell each other on their internal topics (not part of the contract).
 
 The entry stage hands `EntryChange`s to the project books; reference events travel to the books *with*
 their payload, so a book never re-prices with reference data older than the event that asked it to.
+
+An entry change, one per approved entry and the hot path, travels as a compact orjson array headed by
+a format number (`encode_change`); reference commands, a few per master-data change, as the
+`BookCommand`'s pydantic JSON. `decode_command` reads both (a JSON object is the pydantic form, which
+is also what records written before the compact form hold). The time entry inside a change is rebuilt
+without validation: the entry stage wrote it from an event it had validated, in the same transaction
+scheme, and validating it again cost more than the rest of the hop (docs/topology-performance.md).
 """
 
 from __future__ import annotations
 
+from datetime import date, datetime
+from typing import Any
+
+import orjson
 from pydantic import BaseModel, ConfigDict
 
+from backbone.domain.construction import construct
 from backbone.domain.entries import EntryChange
-from backbone.domain.models import ContractVersion, Project, Worker
+from backbone.domain.models import ContractVersion, Project, TimeEntry, Worker
+from topology.state_codecs import TIME_ENTRY_FIELDS
+
+CHANGE_FORMAT = 1
+"""`[CHANGE_FORMAT, time_entry_id, project_id, time entry values or null, correlation_id, occurred_at]`."""
 
 
 class Position(BaseModel):
@@ -31,3 +47,45 @@ class BookCommand(BaseModel):
     worker: Worker | None = None
     position: Position | None = None
     moved_from: str | None = None
+
+
+def encode_change(change: EntryChange) -> bytes:
+    """The compact book command of one entry change."""
+    entry = change.entry
+    values = None if entry is None else [entry.__dict__[name] for name in TIME_ENTRY_FIELDS]
+    return orjson.dumps(
+        [CHANGE_FORMAT, change.time_entry_id, change.project_id, values, change.correlation_id, change.occurred_at]
+    )
+
+
+def encode_command(command: BookCommand) -> bytes:
+    """A reference command (or any command) in its pydantic JSON form."""
+    return command.model_dump_json().encode()
+
+
+def decode_command(data: bytes) -> BookCommand:
+    """A book command in either form; anything else raises (and is dead-lettered by the runtime)."""
+    if data[:1] != b"[":
+        return BookCommand.model_validate_json(data)
+    values = orjson.loads(data)
+    if len(values) != 6 or values[0] != CHANGE_FORMAT:
+        raise ValueError(f"not a format-{CHANGE_FORMAT} book command: {bytes(data[:60])!r}")
+    _, time_entry_id, project_id, entry, correlation_id, occurred_at = values
+    change = construct(
+        EntryChange,
+        time_entry_id=time_entry_id,
+        project_id=project_id,
+        entry=None if entry is None else _time_entry(entry),
+        correlation_id=correlation_id,
+        occurred_at=datetime.fromisoformat(occurred_at),
+    )
+    return construct(
+        BookCommand, change=change, project=None, contract=None, worker=None, position=None, moved_from=None
+    )
+
+
+def _time_entry(values: list[Any]) -> TimeEntry:
+    fields = dict(zip(TIME_ENTRY_FIELDS, values, strict=True))
+    fields["occurred_at"] = datetime.fromisoformat(fields["occurred_at"])
+    fields["work_date"] = date.fromisoformat(fields["work_date"])
+    return construct(TimeEntry, **fields)

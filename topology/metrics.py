@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_IN = Counter("backbone_topology_events_in_total", "Input events processed, by event type", ["event_type"])
@@ -20,3 +22,23 @@ AWAITING = Gauge("backbone_topology_entries_awaiting_approval", "Entries whose l
 AWAITING_AGE = Gauge(
     "backbone_topology_oldest_awaiting_approval_seconds", "Age of the oldest entry revision waiting for a decision"
 )
+
+
+# Each record counts under a label; `labels()` takes a lock and builds a key every call, which the hot
+# path paid several times per entry. A metric's child per label value is the same for the process's
+# life, so it is looked up once.
+
+
+@functools.cache
+def events_in(event_type: str) -> Counter:
+    return EVENTS_IN.labels(event_type)
+
+
+@functools.cache
+def events_out(event_type: str) -> Counter:
+    return EVENTS_OUT.labels(event_type)
+
+
+@functools.cache
+def latency(stage: str) -> Histogram:
+    return LATENCY.labels(stage)

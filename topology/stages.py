@@ -38,7 +38,7 @@ from backbone.kafka.topics import InternalTopics, Topic
 from backbone.streams.loop import Context, Stage, where
 from backbone.streams.partitioner import murmur2_partition
 from backbone.streams.state import Store, StoreSpec
-from topology import metrics, state_codecs
+from topology import messages, metrics, state_codecs
 from topology.messages import BookCommand
 from topology.reference import ReferenceStore, position_of
 
@@ -149,16 +149,17 @@ class BillingStages:
         incoming = self._decode(message, context, source=_forwarded_from(message))
         if incoming is None:
             return
-        metrics.EVENTS_IN.labels(incoming.event_type).inc()
+        metrics.events_in(incoming.event_type).inc()
         store = context.store("entries", home)
         key = incoming.key
         recorded = entries.record(store.get(key) or entries.new_entry(key), incoming)  # type: ignore[arg-type]
         if recorded.outcome == entries.Outcome.DUPLICATE:
             metrics.DUPLICATES.inc()
             return
-        metrics.IGNORED.inc(recorded.outcome == entries.Outcome.IGNORED_AFTER_DELETION)
+        if recorded.outcome == entries.Outcome.IGNORED_AFTER_DELETION:
+            metrics.IGNORED.inc()
         for change in recorded.changes:
-            self._send_book(BookCommand(change=change), change.project_id, context)
+            self._send_book(messages.encode_change(change), change.project_id, context)
         store.put(key, recorded.state)
         self._track_awaiting(key, recorded.state)
         _observe_latency("entries", message)
@@ -185,19 +186,20 @@ class BillingStages:
         decoded = self._decode(message, context)
         if decoded is None:
             return
-        metrics.EVENTS_IN.labels(decoded.event_type).inc()
+        metrics.events_in(decoded.event_type).inc()
         position = position_of(message)
         if isinstance(decoded, Project):
-            self._send_book(BookCommand(project=decoded, position=position), decoded.project_id, context)
+            command = BookCommand(project=decoded, position=position)
+            self._send_book(messages.encode_command(command), decoded.project_id, context)
         elif isinstance(decoded, ContractVersion):
             old = self.reference.data.contracts.get(decoded.contract_key)
             moved = old.project_id if old is not None and old.project_id != decoded.project_id else None
             command = BookCommand(contract=decoded, position=position, moved_from=moved)
             for project_id in filter(None, (decoded.project_id, moved)):
-                self._send_book(command, project_id, context)
+                self._send_book(messages.encode_command(command), project_id, context)
         elif isinstance(decoded, Worker):
             # the books of a worker's entries can be anywhere: every partition re-prices its own
-            value = BookCommand(worker=decoded, position=position).model_dump_json().encode()
+            value = messages.encode_command(BookCommand(worker=decoded, position=position))
             for partition in range(self.partitions):
                 context.produce(
                     self.internal.book_commands.name, value, key=decoded.worker_id.encode(), partition=partition
@@ -208,7 +210,7 @@ class BillingStages:
 
     def book(self, message: Message, context: Context) -> None:
         """Price an entry change, or re-price books after master data changed."""
-        command = BookCommand.model_validate_json(message.value() or b"")
+        command = messages.decode_command(message.value() or b"")
         reference = command.project or command.contract or command.worker
         if reference is not None and command.position is not None:
             self.reference.apply(reference, command.position)
@@ -265,7 +267,7 @@ class BillingStages:
         decoded = self._decode(message, context)
         if decoded is None:
             return
-        metrics.EVENTS_IN.labels(decoded.event_type).inc()
+        metrics.events_in(decoded.event_type).inc()
         decide = feedback.posting_feedback if decoded.event_type == "posting-ack" else feedback.billing_feedback
         store = context.store("rejections", where(message)[1])
         was_open = store.get(decoded.key)
@@ -279,12 +281,10 @@ class BillingStages:
 
     # --- helpers ------------------------------------------------------------------------------------------
 
-    def _send_book(self, command: BookCommand, project_id: str, context: Context) -> None:
+    def _send_book(self, command: bytes, project_id: str, context: Context) -> None:
+        key = project_id.encode()
         context.produce(
-            self.internal.book_commands.name,
-            command.model_dump_json().encode(),
-            key=project_id.encode(),
-            partition=murmur2_partition(project_id.encode(), self.partitions),
+            self.internal.book_commands.name, command, key=key, partition=murmur2_partition(key, self.partitions)
         )
 
     def _emit(self, events: Iterable[Event], context: Context) -> None:
@@ -292,7 +292,7 @@ class BillingStages:
             topic = self.outputs[type(output)]
             value = self.serdes.for_topic(topic).encode_value(output)
             context.produce(topic.name, value, key=output.key.encode(), headers=event_headers(output))
-            metrics.EVENTS_OUT.labels(output.event_type).inc()
+            metrics.events_out(output.event_type).inc()
             if isinstance(output, BusinessException):
                 metrics.EXCEPTIONS.labels(output.kind, output.status).inc()
 
@@ -318,4 +318,4 @@ def _forwarded_from(message: Message) -> str | None:
 def _observe_latency(stage: str, message: Message) -> None:
     kind, stamp = message.timestamp()
     if kind:
-        metrics.LATENCY.labels(stage).observe(max(0.0, time.time() - stamp / 1000))
+        metrics.latency(stage).observe(max(0.0, time.time() - stamp / 1000))

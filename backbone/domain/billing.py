@@ -203,7 +203,7 @@ class Settled:
     changed: tuple[Ledger, ...] = ()
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # a value, not frozen for its cost (see Pricing): one is built per book command
 class Context:
     """What pricing reads besides the book: master data, ERP routing and the time of the trigger."""
 
@@ -217,7 +217,7 @@ class Context:
         if self.at.tzinfo is None:
             raise ValueError("a billing context needs an aware instant, e.g. an event's occurred_at")
         if self.at.tzinfo is not UTC:  # validated instants already are UTC; converting them costs a copy
-            object.__setattr__(self, "at", self.at.astimezone(UTC))
+            self.at = self.at.astimezone(UTC)
 
 
 # --- valuation (§2–§5) ------------------------------------------------------------------------------
@@ -344,6 +344,14 @@ class _Settling:
     changed: dict[str, Ledger] = field(default_factory=dict)
     undo: dict[str, tuple[Any, ...] | None] = field(default_factory=dict)
     """Each touched ledger's fields before the operation first touched it (None: the operation created it)."""
+    caps: dict[str, Decimal | None] = field(default_factory=dict)
+    """Each contract's cap as looked up once in this operation (master data does not change during one)."""
+
+    def cap(self, project_id: str, contract_id: str) -> Decimal | None:
+        caps = self.caps
+        if contract_id not in caps:
+            caps[contract_id] = contract_cap(self.context.reference.contract_versions(project_id), contract_id)
+        return caps[contract_id]
 
     @classmethod
     def of(cls, book: ProjectBook, context: Context) -> _Settling:
@@ -440,12 +448,16 @@ def _settle_entry(book: ProjectBook, entry_id: str, settling: _Settling) -> None
     """Bring one ledger to what its entry is worth now, emitting the differences; the book's totals
     lose the ledger's old figures first and gain its new ones last."""
     ledger = book.ledgers[entry_id]
-    snapshot = _snapshot(ledger)
-    settling.undo.setdefault(entry_id, snapshot)
+    # the snapshot serves the undo and says whether the ledger changed; an entry the operation already
+    # holds an undo for and already counts as changed (`book_entry`'s own entry) needs neither
+    watched = entry_id not in settling.changed
+    snapshot = _snapshot(ledger) if watched or entry_id not in settling.undo else None
+    if snapshot is not None:
+        settling.undo.setdefault(entry_id, snapshot)
     _uncount(book, ledger)
     context = settling.context
     valuation = evaluate(ledger.entry, context.reference)
-    target = _within_cap(book, valuation.pricing, context)
+    target = _within_cap(book, valuation.pricing, settling)
     wanted = _wanted_exceptions(ledger, valuation, target)  # before billing: it reads what was billed so far
     if valuation.project is not None:
         ledger.erp_target = context.routing.target_for(valuation.project)
@@ -456,11 +468,11 @@ def _settle_entry(book: ProjectBook, entry_id: str, settling: _Settling) -> None
     ledger.contract_id = valuation.pricing.contract_id if valuation.pricing else None
     _flag(book.project_id, ledger, wanted, settling)
     _count(book, ledger)
-    if _snapshot(ledger) != snapshot:
+    if watched and _snapshot(ledger) != snapshot:
         settling.changed[entry_id] = ledger
 
 
-def _within_cap(book: ProjectBook, pricing: Pricing | None, context: Context) -> Decimal:
+def _within_cap(book: ProjectBook, pricing: Pricing | None, settling: _Settling) -> Decimal:
     """The worth cut to what the contract's cap leaves after every other entry's billed amount.
 
     Called while the entry's own figures are out of the totals (`_settle_entry`), so the contract's
@@ -468,7 +480,7 @@ def _within_cap(book: ProjectBook, pricing: Pricing | None, context: Context) ->
     """
     if pricing is None:
         return ZERO
-    cap = contract_cap(context.reference.contract_versions(book.project_id), pricing.contract_id)
+    cap = settling.cap(book.project_id, pricing.contract_id)
     if cap is None:
         return pricing.amount
     others = book.billed_by_contract.get(pricing.contract_id, ZERO)
@@ -757,7 +769,7 @@ def _exception(
 def _rebalance(book: ProjectBook, contract_id: str, settling: _Settling) -> None:
     """Keep the contract's billed total at min(cap, uncapped worth): claw back above a lowered cap, then
     hand freed budget to cut entries in a fixed order, so the totals never depend on arrival order."""
-    cap = contract_cap(settling.context.reference.contract_versions(book.project_id), contract_id)
+    cap = settling.cap(book.project_id, contract_id)
     if cap is not None and book.billed_by_contract.get(contract_id, ZERO) > cap:
         for entry_id in sorted(_billed_under(book, contract_id), reverse=True):
             if book.billed_by_contract.get(contract_id, ZERO) <= cap:

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 M = TypeVar("M", bound=BaseModel)
 
 _set = object.__setattr__  # frozen models refuse setattr; pydantic's model_construct uses this too
+_FIELD_SETS: dict[type[BaseModel], set[str]] = {}
 
 
 def construct(model: type[M], **values: Any) -> M:
@@ -26,10 +27,13 @@ def construct(model: type[M], **values: Any) -> M:
     Equivalent to `model.model_construct(**values)` when `values` names every field of a model without
     extra fields, private attributes or a post-init hook, which is what the canonical events are.
     """
-    assert len(values) == len(model.__pydantic_fields__), f"{model.__name__} needs every field"
+    fields = _FIELD_SETS.get(model)
+    if fields is None:
+        fields = _FIELD_SETS[model] = set(model.__pydantic_fields__)
+    assert len(values) == len(fields), f"{model.__name__} needs every field"
     instance = model.__new__(model)
     _set(instance, "__dict__", values)
-    _set(instance, "__pydantic_fields_set__", set(values))
+    _set(instance, "__pydantic_fields_set__", fields.copy())  # a set's copy reuses its hashes: cheaper than set()
     _set(instance, "__pydantic_extra__", None)
     _set(instance, "__pydantic_private__", None)
     return instance

@@ -133,7 +133,11 @@ def _uuid5_of(digest: str) -> str:
 
 
 # The two ids below are written out as f-strings rather than through `_uuid`: they are derived for every
-# entry, and the text is the same `_uuid` would build (None never occurs in them; `!s` is `_part`'s str).
+# entry, and the text is the same `_uuid` would build (None never occurs in them; `!s` is `_part`'s str and
+# `:.4f` is `_decimal`), hashed from the SHA-1 state after their first line as `_uuid5_text` would.
+
+_CANDIDATE_SHA1 = _PREFIX_SHA1["invoice-candidate"]
+_POSTING_SHA1 = _PREFIX_SHA1["posting-request"]
 
 
 def candidate_id(
@@ -149,11 +153,12 @@ def candidate_id(
     amount: Decimal,
 ) -> str:
     """Id of the `sequence`-th invoice candidate of an entry in a project's book."""
-    return _uuid5_text(
+    sha = _CANDIDATE_SHA1.copy()
+    sha.update(
         f"{time_entry_id!s}\n{project_id!s}\n{sequence!s}\n{kind!s}\n{revision!s}\n{contract_id!s}\n"
-        f"{contract_version!s}\n{_decimal(billed_before)}\n{_decimal(amount)}",
-        prefix="invoice-candidate",
+        f"{contract_version!s}\n{billed_before:.4f}\n{amount:.4f}".encode()
     )
+    return _uuid5_of(sha.hexdigest())
 
 
 def posting_id(
@@ -167,11 +172,12 @@ def posting_id(
     amount: Decimal,
 ) -> str:
     """Id of the `sequence`-th COST or REVENUE posting request of an entry in a project's book."""
-    return _uuid5_text(
+    sha = _POSTING_SHA1.copy()
+    sha.update(
         f"{posting_type!s}\n{time_entry_id!s}\n{project_id!s}\n{sequence!s}\n{revision!s}\n"
-        f"{_decimal(posted_before)}\n{_decimal(amount)}",
-        prefix="posting-request",
+        f"{posted_before:.4f}\n{amount:.4f}".encode()
     )
+    return _uuid5_of(sha.hexdigest())
 
 
 def exception_id(*, kind: str, subject_type: str, subject_id: str) -> str:

@@ -57,7 +57,28 @@ class RoutingRules(BaseModel):
         return self.default
 
     def target_for(self, project: Project) -> str:
-        return self.target(project.business_unit, project.region, str(project.billing_type))
+        """The target of a project's postings (asked for every priced entry, so remembered per rule set)."""
+        key = (project.business_unit, project.region, project.billing_type)
+        held = _TARGETS.get(id(self))
+        if held is None or held[0] is not self:
+            if len(_TARGETS) >= _CACHED_RULE_SETS:
+                _TARGETS.clear()
+            held = _TARGETS[id(self)] = (self, {})
+        targets = held[1]
+        target = targets.get(key)
+        if target is None:
+            if len(targets) >= _CACHED_TARGETS:
+                targets.clear()
+            target = targets[key] = self.target(key[0], key[1], str(key[2]))
+        return target
+
+
+_TARGETS: dict[int, tuple[RoutingRules, dict[tuple[str, str, str], str]]] = {}
+"""Targets already chosen, per rule set (by id, with the rule set itself so that its id is never reused while
+it is held) and (business_unit, region, billing_type). Rules are frozen, so a chosen target stays right; kept
+outside the model because a private attribute would take part in the model's equality."""
+_CACHED_RULE_SETS = 16
+_CACHED_TARGETS = 4096
 
 
 def parse_routing(text: str, *, source: str = "routing rules") -> RoutingRules:
