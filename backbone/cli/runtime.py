@@ -11,15 +11,27 @@ from backbone.settings import load_settings
 
 
 @click.command()
-def up() -> None:
+@click.option(
+    "--registry-replicas",
+    type=click.IntRange(1, 9),
+    default=None,
+    help="Schema registry instances to run (one leads, the others follow and take over). "
+    "Default: BACKBONE_SCHEMA_REGISTRY_REPLICAS, else 1.",
+)
+def up(registry_replicas: int | None) -> None:
     """Start Kafka, the schema registry and PostgreSQL locally (or use the configured ones).
 
     Resolves the Kafka broker jars with Maven on first use (cached outside the work tree),
     formats storage once, waits until every service answers, creates the catalog's topics
     and registers the schemas. Running it twice is harmless. Data lives in BACKBONE_DATA_DIR
-    (default ./.backbone) and survives `backbone down`.
+    (default ./.backbone) and survives `backbone down`. The registry's users are created on
+    the first run; `up` prints where their passwords are.
     """
-    runtime = LocalRuntime(load_settings())
+    settings = load_settings()
+    if registry_replicas is not None:
+        registry = settings.registry.model_copy(update={"replicas": registry_replicas})
+        settings = settings.model_copy(update={"registry": registry})
+    runtime = LocalRuntime(settings)
     runtime.up(say=click.echo)
     _migrate_read_model(runtime.settings.postgres.conninfo())
     click.echo("backbone is up; `backbone status` shows it, `backbone down` stops it")
