@@ -1,7 +1,9 @@
-"""The registry's log as a list in memory, for unit tests of the HTTP app without Kafka.
+"""The registry's log as a list in memory, for unit tests of the HTTP app and leadership without Kafka.
 
-It keeps `KafkaLog`'s contract (backbone/registry/log.py): records are read back in order with their
-offsets, `claim()` fences the previous claimant, and a fenced claimant's `append` fails.
+`MemoryTopic` is the topic (records, and the writer epoch Kafka's transaction coordinator keeps); each
+instance gets a `MemoryLog` on it, with a read position and a claim of its own. It keeps `KafkaLog`'s
+contract (backbone/registry/log.py): records are read back in order with their offsets, `claim()`
+fences the previous claimant, and a fenced claimant's `append` fails.
 """
 
 from __future__ import annotations
@@ -12,43 +14,58 @@ from backbone.registry.replica import FencedError, SchemaStore
 from backbone.registry.store import Record
 
 
-class MemoryLog:
+class MemoryTopic:
     def __init__(self) -> None:
         self.records: list[Record] = []
-        self._changed = threading.Condition()
-        self._epoch = 0
-        self._claimed_epoch: int | None = None
+        self.changed = threading.Condition()
+        self.epoch = 0
+
+
+class MemoryLog:
+    def __init__(self, topic: MemoryTopic | None = None) -> None:
+        self.topic = topic or MemoryTopic()
         self._cursor = 0
+        self._claimed: int | None = None
+
+    @property
+    def records(self) -> list[Record]:
+        return self.topic.records
+
+    def on_same_topic(self) -> MemoryLog:
+        """Another instance's handle on this topic."""
+        return MemoryLog(self.topic)
 
     def ensure_topic(self) -> None:
         pass
 
     def read(self, timeout: float) -> tuple[list[tuple[int, Record]], int | None]:
-        with self._changed:
-            self._changed.wait_for(lambda: len(self.records) > self._cursor, timeout)
-            fresh = [(self._cursor + i, r) for i, r in enumerate(self.records[self._cursor :])]
-            self._cursor = len(self.records)
+        topic = self.topic
+        with topic.changed:
+            topic.changed.wait_for(lambda: len(topic.records) > self._cursor, timeout)
+            fresh = [(self._cursor + i, r) for i, r in enumerate(topic.records[self._cursor :])]
+            self._cursor = len(topic.records)
             return fresh, self._cursor
 
     def end_offset(self) -> int:
-        with self._changed:
-            return len(self.records)
+        with self.topic.changed:
+            return len(self.topic.records)
 
     def claim(self) -> None:
-        with self._changed:
-            self._epoch += 1
-            self._claimed_epoch = self._epoch
+        with self.topic.changed:
+            self.topic.epoch += 1
+            self._claimed = self.topic.epoch
 
     def append(self, records: list[Record]) -> int:
-        with self._changed:
-            if self._claimed_epoch != self._epoch:
-                raise FencedError("fenced")
-            self.records += records
-            self._changed.notify_all()
-            return len(self.records)
+        topic = self.topic
+        with topic.changed:
+            if self._claimed != topic.epoch:
+                raise FencedError("fenced by a newer claim")
+            topic.records += records
+            topic.changed.notify_all()
+            return len(topic.records)
 
     def release(self) -> None:
-        self._claimed_epoch = None
+        self._claimed = None
 
     def close(self) -> None:
         pass

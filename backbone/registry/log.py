@@ -35,6 +35,7 @@ class KafkaLog:
         self._timeout = timeout
         self._partition = TopicPartition(topic, 0)
         self._reader: Consumer | None = None
+        self._offsets: Consumer | None = None
         self._producer: Producer | None = None
 
     @property
@@ -108,11 +109,15 @@ class KafkaLog:
         A topic created a moment ago may not be in the metadata yet, and a broker that just started names
         a leader a moment before it has loaded the partition's log (NOT_LEADER_FOR_PARTITION until then).
         """
-        reader = self._open_reader()
+        # A consumer of its own: asked while the tailing one blocks in consume(), the query never returns.
+        if self._offsets is None:
+            self._offsets = Consumer(
+                {**self._kafka.client_config(), "group.id": f"backbone-registry-offsets-{uuid.uuid4().hex}"}
+            )
         deadline = time.monotonic() + self._timeout
         while True:
             try:
-                _low, high = reader.get_watermark_offsets(self._partition, timeout=self._timeout, cached=False)
+                _low, high = self._offsets.get_watermark_offsets(self._partition, timeout=self._timeout, cached=False)
                 return int(high)
             except KafkaException as e:
                 if e.args[0].code() not in NOT_READY_YET or time.monotonic() > deadline:
@@ -187,9 +192,10 @@ class KafkaLog:
 
     def close(self) -> None:
         self.release()
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        for consumer in (self._reader, self._offsets):
+            if consumer is not None:
+                consumer.close()
+        self._reader = self._offsets = None
 
 
 def _unreachable(kafka: KafkaSettings, error: Exception) -> ServiceUnavailableError:
