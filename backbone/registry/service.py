@@ -11,6 +11,7 @@ instance leaves the group (another is elected at once) and the log is closed.
 
 from __future__ import annotations
 
+import logging
 import signal
 from pathlib import Path
 from types import FrameType
@@ -65,6 +66,7 @@ def audit_file(settings: Settings) -> Path:
 def run(settings: Settings) -> None:
     """Serve the registry on `host:port` until SIGTERM or SIGINT."""
     configure_logging("registry", level=settings.runtime.log_level, fmt=settings.runtime.log_format)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # forwarded writes are logged as registry events
     registry = settings.registry
     authenticator = build_authenticator(settings)
     store = build_store(settings)
