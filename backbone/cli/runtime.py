@@ -62,7 +62,7 @@ def status() -> None:
     statuses = LocalRuntime(load_settings()).status()
     for service in statuses:
         click.echo(service.line())
-    if any(s.state in ("stopped", "unavailable") for s in statuses):
+    if any(s.state in ("stopped", "unavailable", "degraded") for s in statuses):
         sys.exit(1)
 
 

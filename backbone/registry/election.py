@@ -15,6 +15,7 @@ the new leader has claimed. See docs/schema-registry.md for the failure modes.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import uuid
 from collections.abc import Callable
@@ -56,7 +57,11 @@ class LeaderElection:
             }
         )
         self._topic = topic
-        self._thread = threading.Thread(target=self._run, name="registry-election", daemon=True)
+        # Log lines of the election's threads carry the fields bound where it was made (process name).
+        self._context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=self._context.run, args=(self._run,), name="registry-election", daemon=True
+        )
 
     def start(self) -> None:
         self._consumer.subscribe([self._topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
@@ -74,7 +79,8 @@ class LeaderElection:
             self.holds_partition = True
             log.info("registry_elected")
             # Claiming reads the whole log: not on this thread, which must keep polling the group.
-            threading.Thread(target=self._on_elected, name="registry-claim", daemon=True).start()
+            context = self._context.copy()
+            threading.Thread(target=context.run, args=(self._on_elected,), name="registry-claim", daemon=True).start()
 
     def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._drop(partitions, "partition revoked")

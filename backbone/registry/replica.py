@@ -15,6 +15,7 @@ it from the failed commit and answers 503 (retryable); nothing of that write is 
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -68,7 +69,9 @@ class SchemaStore:
         self._written = 0  # the log offset after this instance's last write
         self._stopping = threading.Event()
         self._failure: BaseException | None = None
-        self._tailer = threading.Thread(target=self._tail, name="registry-tail", daemon=True)
+        # In a copy of the caller's context, so its log lines carry the same bound fields (process name).
+        context = contextvars.copy_context()
+        self._tailer = threading.Thread(target=context.run, args=(self._tail,), name="registry-tail", daemon=True)
 
     # -- following the log ------------------------------------------------------------------------
 
