@@ -74,7 +74,11 @@ class KafkaLog:
         reader = self._open_reader()
         records: list[tuple[int, Record]] = []
         position: int | None = None
-        for message in reader.consume(500, timeout):
+        # Wait for one message only: consume(n, timeout) would wait out the timeout for n of them, and
+        # every write waits until the leader has read it back.
+        first = reader.poll(timeout)
+        batch = [] if first is None else [first, *reader.consume(500, 0)]
+        for message in batch:
             error = message.error()
             if error is not None and error.code() == KafkaError._PARTITION_EOF:
                 position = message.offset()
@@ -97,7 +101,7 @@ class KafkaLog:
                     "enable.auto.commit": False,
                     "isolation.level": "read_committed",
                     "enable.partition.eof": True,
-                    "fetch.wait.max.ms": 50,
+                    "fetch.wait.max.ms": 20,  # an idle tail asks 50 times a second; a write is read back sooner
                 }
             )
             self._reader.assign([TopicPartition(self.topic, 0, 0)])
