@@ -8,6 +8,7 @@ appear in logs or `repr`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,28 +76,77 @@ class KafkaSettings(_Section):
 
 
 class RegistrySettings(_Section):
-    """The schema registry. Leave `url` unset to use the one `backbone up` starts."""
+    """The schema registry: how clients reach it, and how `backbone up` / `backbone run registry` run it.
+
+    Leave `url` unset to use the instances `backbone up` starts (`replicas` of them, on `port` and
+    `replica_ports`). `url` may list several instances, comma-separated, as Confluent's clients accept.
+    """
 
     model_config = SettingsConfigDict(env_prefix="BACKBONE_SCHEMA_REGISTRY_", frozen=True, extra="ignore")
 
-    url: str | None = Field(default=None, description="Any Confluent-compatible registry.")
-    port: int = Field(default=8081, description="Port of the local registry started by `backbone up`.")
-    basic_auth_user_info: SecretStr | None = Field(default=None, description="user:password")
+    url: str | None = Field(default=None, description="Any Confluent-compatible registry (comma-separated URLs).")
+    port: int = Field(default=8081, description="Port of the (first) local registry started by `backbone up`.")
+    basic_auth_user_info: SecretStr | None = Field(default=None, description="user:password the clients send")
     topic: str = Field(default="_schemas", description="Compacted topic that stores the schemas.")
+    # Running the registry (the server side).
+    replicas: int = Field(default=1, ge=1, le=9, description="Local registry instances `backbone up` runs.")
+    replica_ports: list[int] = Field(
+        default_factory=list, description="Ports of instances 2..N (default: port+1, port+2, ...)."
+    )
+    host: str = Field(default="127.0.0.1", description="Interface the registry listens on.")
+    advertised_url: str | None = Field(
+        default=None, description="This instance's URL as the other instances reach it (default http://host:port)."
+    )
+    auth: Literal["basic", "none"] = Field(
+        default="basic", description="`none` turns authentication off: anyone who reaches it may do anything."
+    )
+    users_file: Path | None = Field(
+        default=None, description="Users and their scrypt hashes (default <data dir>/registry/users.json)."
+    )
+    anonymous_role: Literal["none", "reader"] = Field(
+        default="none", description="What a request without credentials may do (none: 401)."
+    )
+    audit_file: Path | None = Field(
+        default=None, description="JSON lines, one per write attempt (default <data dir>/registry/audit.log)."
+    )
+    leader_wait_s: float = Field(
+        default=15.0, gt=0, description="How long a write waits for a leader while one is being elected."
+    )
+    session_timeout_ms: int = Field(
+        default=6_000, ge=1_000, description="How long the leadership group waits for a silent leader."
+    )
 
     @property
     def is_external(self) -> bool:
         return self.url is not None
 
     @property
+    def ports(self) -> list[int]:
+        """The ports of the local instances, first one first."""
+        extra = self.replica_ports or [self.port + i for i in range(1, self.replicas)]
+        return [self.port, *extra[: self.replicas - 1]]
+
+    @property
     def endpoint(self) -> str:
-        return self.url or f"http://127.0.0.1:{self.port}"
+        """Every URL clients may use, comma-separated (Confluent's clients try them in order)."""
+        return self.url or ",".join(f"http://127.0.0.1:{port}" for port in self.ports)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [url.strip() for url in self.endpoint.split(",") if url.strip()]
 
     def client_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"url": self.endpoint}
         if self.basic_auth_user_info is not None:
             config["basic.auth.user.info"] = self.basic_auth_user_info.get_secret_value()
         return config
+
+    def client_environment(self) -> dict[str, str]:
+        """What a child process needs to reach this registry as this client does (URL and credentials)."""
+        env = {"BACKBONE_SCHEMA_REGISTRY_URL": self.endpoint}
+        if self.basic_auth_user_info is not None:
+            env["BACKBONE_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO"] = self.basic_auth_user_info.get_secret_value()
+        return env
 
 
 class PostgresSettings(_Section):
@@ -170,14 +220,43 @@ class Settings(_Section):
 
 
 def load_settings() -> Settings:
-    """Read every section from the environment (`BACKBONE_*`)."""
+    """Read every section from the environment (`BACKBONE_*`), then what `backbone up` left for clients."""
+    runtime = RuntimeSettings()
     return Settings(
         kafka=KafkaSettings(),
-        registry=RegistrySettings(),
+        registry=with_local_registry(RegistrySettings(), runtime.data_dir / "registry"),
         postgres=PostgresSettings(),
-        runtime=RuntimeSettings(),
+        runtime=runtime,
         streams=StreamsSettings(),
     )
+
+
+LOCAL_REGISTRY_FILE = "credentials.json"
+"""Written by `backbone up` in <data dir>/registry (mode 0600): the local instances' ports and each role's
+`user:password` (see backbone/registry/users.py)."""
+
+
+def with_local_registry(registry: RegistrySettings, home: Path) -> RegistrySettings:
+    """The local registry's ports and the `writer` credentials from `backbone up`, unless set otherwise.
+
+    Only for the registry `backbone up` runs (no `url`); what the environment sets always wins. So after
+    `backbone up --registry-replicas 2`, every command in the same data directory knows both instances
+    and can register schemas without further set-up.
+    """
+    if registry.is_external:
+        return registry
+    try:
+        recorded = json.loads((home / LOCAL_REGISTRY_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return registry
+    update: dict[str, Any] = {}
+    ports = recorded.get("ports") or []
+    if "replicas" not in registry.model_fields_set and ports and ports[0] == registry.port:
+        update |= {"replicas": len(ports), "replica_ports": ports[1:]}
+    writer = (recorded.get("basic_auth_user_info") or {}).get("writer")
+    if registry.basic_auth_user_info is None and writer:
+        update["basic_auth_user_info"] = SecretStr(writer)
+    return registry.model_copy(update=update) if update else registry
 
 
 def _reveal(secret: SecretStr | None) -> str | None:

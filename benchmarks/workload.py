@@ -356,7 +356,7 @@ def process_env(settings: Settings, log_level: str = "WARNING") -> dict[str, str
     return dict(
         os.environ,
         BACKBONE_KAFKA_BOOTSTRAP_SERVERS=settings.kafka.servers,
-        BACKBONE_SCHEMA_REGISTRY_URL=settings.registry.endpoint,
+        **settings.registry.client_environment(),  # URL and credentials
         BACKBONE_LOG_LEVEL=log_level,
         BACKBONE_LOG_FORMAT="json",
     )

@@ -78,7 +78,12 @@ def bootstrap(kafka_settings: KafkaSettings) -> str:
 
 @pytest.fixture(scope="session")
 def registry_url(test_settings: Settings, kafka_settings: KafkaSettings) -> Iterator[str]:
-    """The schema registry service (`python -m backbone.registry`) against the test broker."""
+    """The schema registry service (`python -m backbone.registry`) against the test broker, with
+    authentication on, as `backbone up` runs it.
+
+    Clients of the tests (and the processes they start, which inherit the environment) use the `writer`
+    credentials `backbone up` created; `registry_credentials` has every role's.
+    """
     if test_settings.registry.is_external:
         yield test_settings.registry.endpoint
         return
@@ -86,9 +91,37 @@ def registry_url(test_settings: Settings, kafka_settings: KafkaSettings) -> Iter
     registry = LocalRegistry(settings)
     started = registry.start()
     os.environ["BACKBONE_SCHEMA_REGISTRY_URL"] = registry.address
+    os.environ.setdefault("BACKBONE_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", _local_credentials(registry)["writer"])
     yield registry.address
     if started:
         registry.stop()
+
+
+def _local_credentials(registry: LocalRegistry) -> dict[str, str]:
+    from backbone.registry.users import local_credentials
+
+    return local_credentials(registry.credentials_file)
+
+
+@pytest.fixture(scope="session")
+def registry_credentials(test_settings: Settings, registry_url: str) -> dict[str, str]:
+    """`{role: "user:password"}` of the test registry: `reader`, `writer`, `admin`.
+
+    Against an external registry, BACKBONE_TEST_REGISTRY_<ROLE> (user:password) name them; a role
+    without one falls back to the configured client credentials.
+    """
+    if not test_settings.registry.is_external:
+        return _local_credentials(LocalRegistry(test_settings))
+    configured = os.environ.get("BACKBONE_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", "")
+    return {role: os.environ.get(f"BACKBONE_TEST_REGISTRY_{role.upper()}", configured) for role in _ROLES}
+
+
+_ROLES = ("reader", "writer", "admin")
+
+
+def registry_client_config(url: str, user_info: str) -> dict[str, str]:
+    """A Confluent `SchemaRegistryClient` config for `url` with one role's credentials."""
+    return {"url": url, "basic.auth.user.info": user_info} if user_info else {"url": url}
 
 
 @pytest.fixture(scope="session")

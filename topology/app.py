@@ -142,7 +142,8 @@ def _spawn_worker(settings: Settings, index: int, options: dict[str, Any]) -> su
     if settings.runtime.metrics_port is not None:
         env["BACKBONE_METRICS_PORT"] = str(settings.runtime.metrics_port + index)
     env.setdefault("BACKBONE_KAFKA_BOOTSTRAP_SERVERS", settings.kafka.servers)
-    env.setdefault("BACKBONE_SCHEMA_REGISTRY_URL", settings.registry.endpoint)
+    for name, value in settings.registry.client_environment().items():  # URL and credentials
+        env.setdefault(name, value)
     args = [sys.executable, "-m", "topology"]
     if options.get("slot_base") is not None:
         args += ["--slot", str(options["slot_base"] + index)]

@@ -16,15 +16,27 @@ if TYPE_CHECKING:
 
 
 @click.command()
-def up() -> None:
+@click.option(
+    "--registry-replicas",
+    type=click.IntRange(1, 9),
+    default=None,
+    help="Schema registry instances to run (one leads, the others follow and take over). "
+    "Default: BACKBONE_SCHEMA_REGISTRY_REPLICAS, else 1.",
+)
+def up(registry_replicas: int | None) -> None:
     """Start Kafka, the schema registry and PostgreSQL locally (or use the configured ones).
 
     Resolves the Kafka broker jars with Maven on first use (cached outside the work tree),
     formats storage once, waits until every service answers, creates the catalog's topics
     and registers the schemas. Running it twice is harmless. Data lives in BACKBONE_DATA_DIR
-    (default ./.backbone) and survives `backbone down`.
+    (default ./.backbone) and survives `backbone down`. The registry's users are created on
+    the first run; `up` prints where their passwords are.
     """
-    runtime = LocalRuntime(load_settings())
+    settings = load_settings()
+    if registry_replicas is not None:
+        registry = settings.registry.model_copy(update={"replicas": registry_replicas})
+        settings = settings.model_copy(update={"registry": registry})
+    runtime = LocalRuntime(settings)
     runtime.up(say=click.echo)
     _migrate_read_model(runtime.settings.postgres.conninfo())
     click.echo("backbone is up; `backbone status` shows it, `backbone down` stops it")
@@ -57,7 +69,8 @@ def status() -> None:
     for service in statuses:
         click.echo(service.line())
     children = _group_status(settings.runtime.data_dir)
-    if any(s.state in ("stopped", "unavailable") for s in statuses) or any(c.state != "running" for c in children):
+    down = any(s.state in ("stopped", "unavailable", "degraded") for s in statuses)
+    if down or any(c.state != "running" for c in children):
         sys.exit(1)
 
 

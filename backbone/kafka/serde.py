@@ -140,8 +140,8 @@ class TopicSerde:
             # Not the record's fault: the caller must not dead-letter it.
             raise ServiceUnavailableError(f"schema registry unreachable: {error}", hint=REGISTRY_HINT) from error
         except SchemaRegistryError as error:
-            if error.http_status_code >= 500:
-                raise ServiceUnavailableError(f"schema registry failed: {error.error_message}") from error
+            if error.http_status_code >= 500 or error.http_status_code in _ACCESS_REFUSED:
+                raise _unavailable(error, "") from error  # the registry's fault or ours, never the record's
             raise DecodeError(f"unknown writer schema: {error.error_message}", raw=message, cause=error) from error
         try:
             # each schema parsed on its own: a writer's and our reader's record share a name
@@ -236,14 +236,30 @@ def _registry_call(call: Callable[[], T], subject: str) -> T:
             f"schema registry unreachable ({subject}): {error}", hint=REGISTRY_HINT
         ) from error
     except SchemaRegistryError as error:
-        if error.http_status_code >= 500:
-            raise ServiceUnavailableError(f"schema registry failed ({subject}): {error.error_message}") from error
+        if error.http_status_code >= 500 or error.http_status_code in _ACCESS_REFUSED:
+            raise _unavailable(error, f" ({subject})") from error
         if error.http_status_code == 409:
             raise BackboneError(
                 f"{subject}: the registry refused the schema as incompatible: {error.error_message}",
                 hint="run `backbone schemas check` to see what changed; only add optional fields",
             ) from error
         raise
+
+
+_ACCESS_REFUSED = (401, 403)
+CREDENTIALS_HINT = (
+    "set BACKBONE_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO=user:password (a writer to register schemas, a reader "
+    "to read); for the local registry `backbone up` writes them to <data dir>/registry/credentials.json"
+)
+
+
+def _unavailable(error: SchemaRegistryError, where: str) -> ServiceUnavailableError:
+    """A registry that failed (5xx) or refused our credentials (401/403): retry later, or fix the settings."""
+    if error.http_status_code in _ACCESS_REFUSED:
+        return ServiceUnavailableError(
+            f"schema registry refused this client{where}: {error.error_message}", hint=CREDENTIALS_HINT
+        )
+    return ServiceUnavailableError(f"schema registry failed{where}: {error.error_message}")
 
 
 def _event_of(topic: Topic) -> type[Event]:

@@ -16,31 +16,39 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
 import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from backbone.registry.audit import AuditLog
+from backbone.registry.auth import Authenticator
 from backbone.registry.compatibility import CompatibilityLevel
+from backbone.registry.gate import Gate
+from backbone.registry.replica import SchemaStore
 from backbone.registry.store import (
     DEFAULT_LEVEL,
     Config,
+    Record,
     RegistryError,
-    SchemaStore,
+    RegistryState,
     SchemaVersion,
     candidate_schema,
 )
 
 MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
 log = structlog.get_logger("backbone.registry")
+T = TypeVar("T")
 
 
 class RegistryResponse(JSONResponse):
@@ -114,12 +122,25 @@ def _escaped_path(raw: str) -> str:
     return "/".join(segment.replace("%", "%25").replace("/", "%2F") for segment in segments)
 
 
-def create_app(store: SchemaStore) -> FastAPI:
-    """The registry app over `store` (already started)."""
+def create_app(
+    store: SchemaStore,
+    *,
+    authenticator: Authenticator | None = None,
+    audit_file: Path | None = None,
+    leader_wait: float = 15.0,
+) -> FastAPI:
+    """The registry app over `store` (already started).
+
+    Without an `authenticator` every request is allowed (BACKBONE_SCHEMA_REGISTRY_AUTH=none).
+    `audit_file` (a path, or None) receives one JSON line per write attempt.
+    """
     app = FastAPI(title="backbone schema registry", default_response_class=RegistryResponse)
+    metrics = CollectorRegistry()
     app.add_middleware(EncodedSlashes)
     _install_errors(app)
-    _install_observability(app)
+    audit = AuditLog(audit_file, store.url, metrics)
+    app.middleware("http")(Gate(store, authenticator, audit, leader_wait, metrics))  # inside the access log
+    _install_observability(app, metrics, store)
     _add_schema_routes(app, store)
     _add_subject_routes(app, store)
     _add_config_routes(app, store)
@@ -150,8 +171,11 @@ def _install_errors(app: FastAPI) -> None:
         return _error(500, 50001, f"Error in the backend data store: {error}")
 
 
-def _install_observability(app: FastAPI) -> None:
-    registry = CollectorRegistry()
+def _install_observability(app: FastAPI, registry: CollectorRegistry, store: SchemaStore) -> None:
+    leading = Gauge("registry_leader", "1 while this instance is the leader.", registry=registry)
+    leading.set_function(lambda: 1.0 if store.is_leader else 0.0)
+    position = Gauge("registry_log_position", "Log offset this instance has applied up to.", registry=registry)
+    position.set_function(lambda: float(store.position))
     requests = Counter("registry_requests", "Registry HTTP requests.", ["method", "route", "status"], registry=registry)
     latency = Histogram("registry_request_seconds", "Registry request latency.", ["route"], registry=registry)
 
@@ -219,12 +243,12 @@ def _add_schema_routes(app: FastAPI, store: SchemaStore) -> None:
 
     @app.get("/schemas/ids/{schema_id}")
     def schema_by_id(schema_id: int) -> dict[str, Any]:
-        version = store.state.schema_by_id(schema_id)
+        version = _fresh(store, lambda: store.state.schema_by_id(schema_id))
         return {"schema": version.schema} | _type_and_references(version)
 
     @app.get("/schemas/ids/{schema_id}/schema")
     def raw_schema_by_id(schema_id: int) -> Response:
-        return Response(store.state.schema_by_id(schema_id).schema, media_type=MEDIA_TYPE)
+        return Response(_fresh(store, lambda: store.state.schema_by_id(schema_id)).schema, media_type=MEDIA_TYPE)
 
     @app.get("/schemas/ids/{schema_id}/versions")
     def versions_of_id(schema_id: int, deleted: bool = False) -> list[dict[str, Any]]:
@@ -239,6 +263,27 @@ def _add_schema_routes(app: FastAPI, store: SchemaStore) -> None:
     def mode() -> dict[str, str]:
         return {"mode": "READWRITE"}
 
+    @app.get("/leader")
+    def leader() -> dict[str, Any]:
+        """backbone's own: which instance leads (writes go there) and how far this one has read the log."""
+        return {
+            "leader": store.leader_url,
+            "instance": store.url,
+            "is_leader": store.is_leader,
+            "position": store.position,
+        }
+
+
+def _fresh(store: SchemaStore, read: Callable[[], T]) -> T:
+    """`read()`, and on a 404 once more after catching up with the log: a follower may not have read a
+    write the leader just answered (a consumer asking for the id a producer was just given)."""
+    try:
+        return read()
+    except RegistryError as e:
+        if e.status != 404 or store.is_leader or not store.sync(timeout=2.0):
+            raise
+    return read()
+
 
 def _add_subject_routes(app: FastAPI, store: SchemaStore) -> None:
     state = lambda: store.state  # noqa: E731 - read at call time
@@ -250,23 +295,26 @@ def _add_subject_routes(app: FastAPI, store: SchemaStore) -> None:
 
     @app.post("/subjects/{subject:encoded}/versions")
     def register(subject: str, body: SchemaRequest, normalize: bool = False) -> dict[str, Any]:
-        candidate = _candidate(store, body, normalize)
-        with store.lock:
-            version, records = state().register(subject, candidate, source=body.schema_text, normalized=normalize)
-            store.commit(records)
-        if records:
-            log.info("schema_registered", subject=subject, version=version.version, id=version.schema_id)
+        def decide(current: RegistryState) -> tuple[SchemaVersion, list[Record]]:
+            candidate = _candidate(store, body, normalize)
+            return current.register(subject, candidate, source=body.schema_text, normalized=normalize)
+
+        version = store.write(decide)
+        log.info("schema_registered", subject=subject, version=version.version, id=version.schema_id)
         return {"id": version.schema_id}
 
     @app.post("/subjects/{subject:encoded}")
     def lookup(subject: str, body: SchemaRequest, normalize: bool = False, deleted: bool = False) -> Any:
-        if not state().versions(subject, deleted=deleted):
-            raise RegistryError(404, 40401, f"Subject '{subject}' not found.")
-        candidate = _candidate(store, body, normalize)
-        found = state().find(subject, candidate, deleted=deleted, normalized=normalize)
-        if found is None:
-            raise RegistryError(404, 40403, "Schema not found")
-        return _registered(found)
+        def find() -> SchemaVersion:
+            if not state().versions(subject, deleted=deleted):
+                raise RegistryError(404, 40401, f"Subject '{subject}' not found.")
+            candidate = _candidate(store, body, normalize)
+            found = state().find(subject, candidate, deleted=deleted, normalized=normalize)
+            if found is None:
+                raise RegistryError(404, 40403, "Schema not found")
+            return found
+
+        return _registered(_fresh(store, find))
 
     @app.get("/subjects/{subject:encoded}/versions")
     def versions(subject: str, deleted: bool = False, deleted_only: bool = False) -> list[int]:
@@ -278,7 +326,7 @@ def _add_subject_routes(app: FastAPI, store: SchemaStore) -> None:
 
     @app.get("/subjects/{subject:encoded}/versions/{version}")
     def version(subject: str, version: str, deleted: bool = False) -> dict[str, Any]:
-        return _registered(state().version(subject, version, deleted=deleted))
+        return _registered(_fresh(store, lambda: state().version(subject, version, deleted=deleted)))
 
     @app.get("/subjects/{subject:encoded}/versions/{version}/schema")
     def version_schema(subject: str, version: str, deleted: bool = False) -> Response:
@@ -298,17 +346,13 @@ def _add_subject_routes(app: FastAPI, store: SchemaStore) -> None:
 
     @app.delete("/subjects/{subject:encoded}")
     def delete_subject(subject: str, permanent: bool = False) -> list[int]:
-        with store.lock:
-            deleted_versions, records = state().delete_subject(subject, permanent=permanent)
-            store.commit(records)
+        deleted_versions = store.write(lambda current: current.delete_subject(subject, permanent=permanent))
         log.info("subject_deleted", subject=subject, versions=deleted_versions, permanent=permanent)
         return deleted_versions
 
     @app.delete("/subjects/{subject:encoded}/versions/{version}")
     def delete_version(subject: str, version: str, permanent: bool = False) -> int:
-        with store.lock:
-            number, records = state().delete_version(subject, version, permanent=permanent)
-            store.commit(records)
+        number = store.write(lambda current: current.delete_version(subject, version, permanent=permanent))
         log.info("version_deleted", subject=subject, version=number, permanent=permanent)
         return number
 
@@ -386,15 +430,12 @@ def _add_config_routes(app: FastAPI, store: SchemaStore) -> None:
     @app.put("/config")
     def set_global_config(body: ConfigRequest) -> dict[str, Any]:
         level, echo = _requested(body)
-        with store.lock:
-            store.commit(store.state.set_config(None, level, body.decimal_strict))
+        store.write(lambda current: (None, current.set_config(None, level, body.decimal_strict)))
         return echo
 
     @app.delete("/config")
     def delete_global_config() -> dict[str, Any]:
-        with store.lock:
-            previous, records = store.state.delete_config(None)
-            store.commit(records)
+        previous = store.write(lambda current: current.delete_config(None))
         return _rendered(previous, Config())
 
     @app.get("/config/{subject:encoded}")
@@ -409,13 +450,10 @@ def _add_config_routes(app: FastAPI, store: SchemaStore) -> None:
     @app.put("/config/{subject:encoded}")
     def set_subject_config(subject: str, body: ConfigRequest) -> dict[str, Any]:
         level, echo = _requested(body)
-        with store.lock:
-            store.commit(store.state.set_config(subject, level, body.decimal_strict))
+        store.write(lambda current: (None, current.set_config(subject, level, body.decimal_strict)))
         return echo
 
     @app.delete("/config/{subject:encoded}")
     def delete_subject_config(subject: str) -> dict[str, Any]:
-        with store.lock:
-            previous, records = store.state.delete_config(subject)
-            store.commit(records)
+        previous = store.write(lambda current: current.delete_config(subject))
         return _rendered(previous, Config(store.state.global_level))

@@ -1,10 +1,9 @@
-"""The registry's state (subjects, versions, schema ids, compatibility config) and its Kafka log.
+"""The registry's state (subjects, versions, schema ids, compatibility config) and its log format.
 
 `RegistryState` is the pure, in-memory state plus the rules of every change; it turns a request into
-log records and applies records, so replay and live writes share one code path. `KafkaLog` persists
-those records in a compacted topic (one partition) and reads them back on start. `SchemaStore` joins
-them: a change is produced with an idempotent, acks=all producer and applied only after its delivery
-report, so a restart always rebuilds exactly what clients were told.
+log records and applies records. Every instance builds its state only by applying the log in order
+(`replica.SchemaStore` tails it, `log.KafkaLog` reads and writes it), the leader's own writes included,
+so every instance's state is a prefix of the same history.
 
 The log format: each key is JSON naming what the record is about, each value is that thing's whole
 current state, so compaction keeps the latest state per key and a tombstone (None) forgets it.
@@ -12,6 +11,10 @@ current state, so compaction keeps the latest state per key and a tombstone (Non
   "schemaType", "references", "deleted"}` (a soft delete rewrites it with `deleted: true`).
 - `{"kind": "CONFIG", "subject": s | null}` → `{"compatibilityLevel": level, "decimalStrict": bool}`
   (null subject = global; either key may be absent, meaning "not configured here").
+- `{"kind": "MAX_ID"}` → `{"id": n}`: the highest schema id ever handed out, written with each new id,
+  so compaction of permanently deleted schemas never lets an id be handed out twice.
+- `{"kind": "LEADER"}` → `{"url", "instance", "since"}`: the instance that claimed the log last; the
+  others forward writes there.
 
 New schemas are checked against the Avro specification (`validation`) before they are stored; schemas
 stored earlier are never re-judged, so re-registering, reading and comparing them keeps working.
@@ -19,26 +22,17 @@ Decimal strictness (`Config.decimal_strict`, README "The schema registry") comes
 config, else the global config, else is on for backbone's own schemas only: those whose top-level type
 lives in the `dev.backbone` namespace, as every schema in `schemas/avro/` (the catalog's contract) does.
 
-Single writer: ids and version numbers are allocated from this process's memory, so only one registry
-process may write to a topic at a time (run one instance; a second would allocate conflicting ids).
-Ids come from the highest id still in the log, so once compaction removes the tombstones of
-permanently deleted schemas, their ids may be handed out again (soft-deleted ones never are).
+Ids and version numbers are decided from this state, so only the leader decides, and only once its
+state holds the whole log (see docs/schema-registry.md).
 """
 
 from __future__ import annotations
 
-import json
-import threading
-import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
-
-from backbone.errors import BackboneError, ServiceUnavailableError
+from backbone.errors import BackboneError
 from backbone.registry.compatibility import (
     CompatibilityLevel,
     InvalidSchemaError,
@@ -49,8 +43,6 @@ from backbone.registry.compatibility import (
     parse,
 )
 from backbone.registry.validation import schema_problems
-from backbone.settings import KafkaSettings
-from backbone.streams.clients import NOT_READY_YET
 
 DEFAULT_LEVEL = CompatibilityLevel.BACKWARD
 BACKBONE_NAMESPACE = "dev.backbone"
@@ -154,8 +146,10 @@ class RegistryState:
     subjects: dict[str, dict[int, SchemaVersion]] = field(default_factory=dict)
     # Keyed by subject; the None key is the global config.
     configs: dict[str | None, Config] = field(default_factory=dict)
-    # Highest id ever seen, so ids are not reused while their records are still in the log.
+    # Highest id ever handed out (from schemas and MAX_ID records), so no id is ever reused.
     max_id: int = 0
+    # The latest LEADER record: which instance leads, and where followers forward writes.
+    leader: dict[str, Any] | None = None
 
     # -- applying records (replay and live writes) ------------------------------------------------
 
@@ -164,6 +158,10 @@ class RegistryState:
             self._apply_schema(key, value)
         elif key.get("kind") == "CONFIG":
             self._apply_config(key, value)
+        elif key.get("kind") == "MAX_ID" and value is not None:
+            self.max_id = max(self.max_id, int(value["id"]))
+        elif key.get("kind") == "LEADER":
+            self.leader = value
 
     def _apply_schema(self, key: dict[str, Any], value: dict[str, Any] | None) -> None:
         versions = self.subjects.setdefault(key["subject"], {})
@@ -304,7 +302,11 @@ class RegistryState:
         all_versions = self.versions(subject, deleted=True)
         number = all_versions[-1].version + 1 if all_versions else 1
         new = replace(candidate, subject=subject, version=number, schema_id=self.id_for(candidate))
-        return new, [(new.key(), new.to_value())]
+        records: list[Record] = [(new.key(), new.to_value())]
+        if new.schema_id > self.max_id:
+            # Kept by compaction after every schema holding the id is permanently deleted: ids never repeat.
+            records.append(({"kind": "MAX_ID"}, {"id": new.schema_id}))
+        return new, records
 
     def validate_new(self, candidate: SchemaVersion, source: str | None = None) -> None:
         """422/42201 naming every place where a schema not yet stored breaks the Avro specification."""
@@ -441,161 +443,3 @@ def candidate_schema(
     except RegistryError as e:
         raise RegistryError(422, 42201, f"Invalid schema reference: {e}") from e
     return SchemaVersion(subject="", version=0, schema_id=0, schema=text, references=refs)
-
-
-class KafkaLog:
-    """The compacted topic holding the registry's records: create, replay, append durably."""
-
-    def __init__(self, kafka: KafkaSettings, topic: str, *, timeout: float = 15.0) -> None:
-        self._kafka = kafka
-        self._topic = topic
-        self._timeout = timeout
-        self._producer: Producer | None = None
-
-    def ensure_topic(self) -> None:
-        """Create the topic (1 partition, compacted) unless it exists; fail clearly without Kafka."""
-        admin = AdminClient(self._kafka.client_config())
-        try:
-            metadata = admin.list_topics(timeout=self._timeout)
-        except KafkaException as e:
-            raise _unreachable(self._kafka, e) from e
-        if self._topic in metadata.topics:
-            return
-        topic = NewTopic(
-            self._topic,
-            num_partitions=1,
-            replication_factor=self._kafka.replication_factor,
-            config={"cleanup.policy": "compact"},
-        )
-        try:
-            admin.create_topics([topic], operation_timeout=self._timeout)[self._topic].result(self._timeout)
-        except KafkaException as e:
-            if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise _unreachable(self._kafka, e) from e
-
-    def replay(self) -> Iterator[Record]:
-        """Every record from the beginning up to the end offset at the time of the call."""
-        consumer = Consumer(
-            {
-                **self._kafka.client_config(),
-                "group.id": f"backbone-registry-replay-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-            }
-        )
-        try:
-            yield from self._read_to_end(consumer)
-        finally:
-            consumer.close()
-
-    def _read_to_end(self, consumer: Consumer) -> Iterator[Record]:
-        low, high = self._watermarks(consumer)
-        if high <= low:
-            return
-        consumer.assign([TopicPartition(self._topic, 0, low)])
-        position = low
-        while position < high:
-            message = consumer.poll(self._timeout)
-            if message is None:
-                raise ServiceUnavailableError(
-                    f"Timed out replaying registry topic '{self._topic}' at offset {position} of {high}",
-                    hint="Check that the Kafka broker is healthy.",
-                )
-            if message.error():
-                raise BackboneError(f"Error reading registry topic '{self._topic}': {message.error()}")
-            position = (message.offset() or 0) + 1
-            value = message.value()
-            yield json.loads(message.key() or b"{}"), json.loads(value) if value is not None else None
-
-    def _watermarks(self, consumer: Consumer) -> tuple[int, int]:
-        """The topic's offsets, once its partition answers.
-
-        A topic created a moment ago may not be in the metadata yet, and a broker that just started names
-        a leader a moment before it has loaded the partition's log (NOT_LEADER_FOR_PARTITION until then).
-        """
-        partition = TopicPartition(self._topic, 0)
-        deadline = time.monotonic() + self._timeout
-        while True:
-            try:
-                low, high = consumer.get_watermark_offsets(partition, timeout=self._timeout)
-                return low, high
-            except KafkaException as e:
-                propagating = e.args[0].code() in NOT_READY_YET
-                if not propagating or time.monotonic() > deadline:
-                    raise _unreachable(self._kafka, e) from e
-                time.sleep(0.1)
-
-    def append(self, records: list[Record]) -> None:
-        """Produce `records` in order and return only once every one is acknowledged by all replicas."""
-        producer = self._get_producer()
-        failures: list[str] = []
-
-        def on_delivery(error: KafkaError | None, _message: Any) -> None:
-            if error is not None:
-                failures.append(str(error))
-
-        for key, value in records:
-            producer.produce(
-                self._topic,
-                key=json.dumps(key, sort_keys=True).encode(),
-                value=None if value is None else json.dumps(value).encode(),
-                partition=0,
-                on_delivery=on_delivery,
-            )
-        remaining = producer.flush(self._timeout)
-        if remaining or failures:
-            raise ServiceUnavailableError(
-                f"Could not persist registry change to '{self._topic}': {failures or 'delivery timed out'}",
-                hint="Check that the Kafka broker is reachable and healthy; the change was not applied.",
-            )
-
-    def _get_producer(self) -> Producer:
-        if self._producer is None:
-            self._producer = Producer(
-                {**self._kafka.client_config(), "enable.idempotence": True, "acks": "all", "linger.ms": 0}
-            )
-        return self._producer
-
-    def close(self) -> None:
-        if self._producer is not None:
-            self._producer.flush(self._timeout)
-
-
-def _unreachable(kafka: KafkaSettings, error: Exception) -> ServiceUnavailableError:
-    return ServiceUnavailableError(
-        f"Kafka at {kafka.servers} is not reachable for the schema registry: {error}",
-        hint="Start it with `backbone up` or set BACKBONE_KAFKA_BOOTSTRAP_SERVERS to a running cluster.",
-    )
-
-
-class SchemaStore:
-    """The registry's state backed by its Kafka log. Reads are in memory; writes go through the log."""
-
-    def __init__(self, log: KafkaLog) -> None:
-        self._log = log
-        self.state = RegistryState()
-        # Writers are serialised: a decision is made on the state the previous write left behind.
-        self._lock = threading.Lock()
-
-    def start(self) -> int:
-        """Create the topic if needed and rebuild the state from it; returns the records replayed."""
-        self._log.ensure_topic()
-        count = 0
-        for key, value in self._log.replay():
-            self.state.apply(key, value)
-            count += 1
-        return count
-
-    def commit(self, records: list[Record]) -> None:
-        """Persist, then apply: state never holds what the log might not."""
-        if records:
-            self._log.append(records)
-        for key, value in records:
-            self.state.apply(key, value)
-
-    @property
-    def lock(self) -> threading.Lock:
-        return self._lock
-
-    def close(self) -> None:
-        self._log.close()

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from confluent_kafka.admin import AdminClient
@@ -20,7 +21,10 @@ from backbone.errors import ServiceUnavailableError
 from backbone.runtime.kafka import LocalKafka, broker_answers
 from backbone.runtime.postgres import LocalPostgres, answers, find_bin_dir
 from backbone.runtime.processes import ServiceProcess, require_free_port
-from backbone.settings import Settings
+from backbone.settings import LOCAL_REGISTRY_FILE as CREDENTIALS_FILE
+from backbone.settings import Settings, with_local_registry
+
+USERS_FILE = "users.json"
 
 Say = Callable[[str], None]
 
@@ -38,41 +42,74 @@ class ServiceStatus:
 
 
 class LocalRegistry:
-    """The schema registry service (`python -m backbone.registry`) as a background process."""
+    """The schema registry (`python -m backbone.registry`) as background processes: one per replica.
+
+    Instance 1 listens on `port`, the others on `replica_ports` (default port+1, ...); they share the
+    store topic and elect a leader among themselves. On first start the users (one per role) are created
+    in the registry's data directory (`backbone.registry.users`); the registry reads their hashes, the
+    local clients the passwords (`backbone.settings.with_local_registry`).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.home = settings.runtime.data_dir.resolve() / "registry"
-        self.process = ServiceProcess("registry", self.home, marker="backbone.registry")
+        self.processes = [
+            ServiceProcess(_instance_name(i), self.home, marker="backbone.registry")
+            for i in range(len(settings.registry.ports))
+        ]
+        self.created_users = False
+
+    @property
+    def process(self) -> ServiceProcess:
+        """The first instance (the one a single-instance setup runs)."""
+        return self.processes[0]
 
     @property
     def address(self) -> str:
         return self.settings.registry.endpoint
 
+    @property
+    def credentials_file(self) -> Path:
+        return self.home / CREDENTIALS_FILE
+
     def start(self) -> bool:
-        if self.process.pid() is not None:
-            self.wait_ready(timeout=30)
-            return False
-        require_free_port(self.settings.registry.port, "the schema registry", "BACKBONE_SCHEMA_REGISTRY_PORT")
-        env = {
-            "BACKBONE_KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka.servers,
-            "BACKBONE_SCHEMA_REGISTRY_PORT": str(self.settings.registry.port),
-            "BACKBONE_SCHEMA_REGISTRY_TOPIC": self.settings.registry.topic,
-        }
-        self.process.start([sys.executable, "-m", "backbone.registry"], env=env)
+        """Start every instance that does not run yet; True when one was started."""
+        from backbone.registry.users import ensure_local_users
+
+        registry = self.settings.registry
+        _path, self.created_users = ensure_local_users(self.home, registry.ports)
+        started = False
+        for process, port in zip(self.processes, registry.ports, strict=True):
+            if process.pid() is None:
+                require_free_port(port, "the schema registry", "BACKBONE_SCHEMA_REGISTRY_PORT / _REPLICA_PORTS")
+                process.start([sys.executable, "-m", "backbone.registry"], env=self._environment(port))
+                started = True
         self.wait_ready(timeout=60)
-        return True
+        return started
+
+    def _environment(self, port: int) -> dict[str, str]:
+        registry = self.settings.registry
+        return {
+            "BACKBONE_KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka.servers,
+            "BACKBONE_SCHEMA_REGISTRY_PORT": str(port),
+            "BACKBONE_SCHEMA_REGISTRY_TOPIC": registry.topic,
+            "BACKBONE_SCHEMA_REGISTRY_USERS_FILE": str(self.home / USERS_FILE),
+            "BACKBONE_SCHEMA_REGISTRY_AUDIT_FILE": str(self.home / "audit.log"),
+            "BACKBONE_SCHEMA_REGISTRY_ADVERTISED_URL": f"http://127.0.0.1:{port}",
+        }
 
     def wait_ready(self, *, timeout: float) -> None:
+        """Until every instance answers and they agree on a leader (so writes work at once)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.pid() is None:
-                raise ServiceUnavailableError(
-                    f"the schema registry exited during start; last lines of {self.process.log_file}:\n"
-                    f"{self.process.log_tail()}",
-                    hint=f"is port {self.settings.registry.port} taken? Set BACKBONE_SCHEMA_REGISTRY_PORT",
-                )
-            if registry_answers(self.address):
+            for process in self.processes:
+                if process.pid() is None:
+                    raise ServiceUnavailableError(
+                        f"the schema registry exited during start; last lines of {process.log_file}:\n"
+                        f"{process.log_tail()}",
+                        hint=f"is port {self.settings.registry.port} taken? Set BACKBONE_SCHEMA_REGISTRY_PORT",
+                    )
+            if all(registry_has_leader(url) for url in self.settings.registry.endpoints):
                 return
             time.sleep(0.1)
         raise ServiceUnavailableError(
@@ -80,14 +117,34 @@ class LocalRegistry:
             hint="run `backbone down` and `backbone up` again",
         )
 
+    def pids(self) -> list[int | None]:
+        return [process.pid() for process in self.processes]
+
     def stop(self) -> bool:
-        return self.process.stop(timeout=20)
+        """Stop every instance this data directory's pid files name (also replicas of an earlier `up`)."""
+        names = {p.name for p in self.processes} | {f.stem for f in self.home.glob("registry*.pid")}
+        stopped = [ServiceProcess(name, self.home, marker="backbone.registry").stop(timeout=20) for name in names]
+        return any(stopped)
+
+
+def _instance_name(index: int) -> str:
+    return "registry" if index == 0 else f"registry-{index + 1}"
 
 
 def registry_answers(url: str) -> bool:
+    """Whether a registry answers at `url` (its open health path: no credentials needed)."""
     try:
-        return httpx.get(f"{url}/subjects", timeout=1.0).status_code == 200
+        return httpx.get(f"{url}/", timeout=1.0).status_code == 200
     except httpx.HTTPError:
+        return False
+
+
+def registry_has_leader(url: str) -> bool:
+    """Whether the backbone registry at `url` answers and knows its leader."""
+    try:
+        answer = httpx.get(f"{url}/leader", timeout=1.0)
+        return answer.status_code == 200 and bool(answer.json().get("leader"))
+    except (httpx.HTTPError, ValueError):
         return False
 
 
@@ -132,11 +189,15 @@ class LocalRuntime:
             return
         started = _timed(self.registry.start)
         say(f"registry  {'started' if started[0] else 'running':<11} {self.registry.address}  ({started[1]:.1f}s)")
+        created = "created" if self.registry.created_users else "kept"
+        say(f"          credentials {created} in {self.registry.credentials_file} (reader, writer, admin; mode 0600)")
 
     def _register_schemas(self, say: Say) -> None:
         from backbone.kafka.serde import register_all, registry_client  # imported late: the Avro stack is heavy
 
-        ids = register_all(registry_client(self.settings.registry.client_config()))
+        # Read again: on the first run the credentials were created after the settings were loaded.
+        registry = with_local_registry(self.settings.registry, self.registry.home)
+        ids = register_all(registry_client(registry.client_config()))
         say(f"schemas   {len(ids)} registered")
 
     def _start_postgres(self, say: Say) -> None:
@@ -175,8 +236,9 @@ class LocalRuntime:
         if registry.is_external:
             state = "external" if registry_answers(registry.endpoint) else "unavailable"
             return ServiceStatus("registry", state, registry.endpoint)
-        pid = self.registry.process.pid()
-        return ServiceStatus("registry", "running" if pid else "stopped", registry.endpoint, pid)
+        pids = self.registry.pids()
+        state = "running" if all(pids) else ("degraded" if any(pids) else "stopped")
+        return ServiceStatus("registry", state, registry.endpoint, next((p for p in pids if p), None))
 
     def _postgres_status(self) -> ServiceStatus:
         postgres = self.settings.postgres

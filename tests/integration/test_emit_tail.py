@@ -220,8 +220,8 @@ def test_publish_reports_counts_per_topic(settings: Settings, make_topic: Any) -
     assert report.published == 50 and report.by_topic == {topic.name: 50}
 
 
-def test_check_lists_a_schema_change_the_registry_would_refuse(registry_url: str) -> None:
-    registry = SchemaRegistryClient({"url": registry_url})
+def test_check_lists_a_schema_change_the_registry_would_refuse(settings: Settings) -> None:
+    registry = SchemaRegistryClient(settings.registry.client_config())
     topic = dataclasses.replace(catalog.TIME_ENTRIES, name=unique_name("compat"))
     from backbone.kafka import wire
 
@@ -233,8 +233,8 @@ def test_check_lists_a_schema_change_the_registry_would_refuse(registry_url: str
     assert topic.value_subject in problem and "added billable without a default" in problem
 
 
-def test_check_passes_for_unregistered_and_equal_schemas(registry_url: str) -> None:
-    registry = SchemaRegistryClient({"url": registry_url})
+def test_check_passes_for_unregistered_and_equal_schemas(settings: Settings) -> None:
+    registry = SchemaRegistryClient(settings.registry.client_config())
     fresh = dataclasses.replace(catalog.CLIENTS, name=unique_name("compat"))
     same = dataclasses.replace(catalog.PROJECTS, name=unique_name("compat"))
     from backbone.kafka.serde import register_all

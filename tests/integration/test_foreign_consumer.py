@@ -22,6 +22,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from tests.conftest import registry_client_config
 from tests.support import unique_name
 
 pytestmark = pytest.mark.integration
@@ -40,7 +41,9 @@ CONTRACT = {
 }
 
 
-def test_plain_confluent_consumer_reads_what_emit_wrote(bootstrap: str, registry_url: str, tmp_path: Path) -> None:
+def test_plain_confluent_consumer_reads_what_emit_wrote(
+    bootstrap: str, registry_url: str, registry_credentials: dict[str, str], tmp_path: Path
+) -> None:
     topic = unique_name("test-foreign-contracts")
     admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the topic exists
     for future in admin.create_topics([NewTopic(topic, 1, 1)]).values():
@@ -64,7 +67,9 @@ def test_plain_confluent_consumer_reads_what_emit_wrote(bootstrap: str, registry
         consumer.close()
     admin.delete_topics([topic])  # the record is in hand; the topic is no longer needed
     assert message is not None and message.error() is None
-    deserializer = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
+    # A consumer needs no more than the reader role.
+    reader = registry_client_config(registry_url, registry_credentials["reader"])
+    deserializer = AvroDeserializer(SchemaRegistryClient(reader))
     record = deserializer(message.value(), SerializationContext(topic, MessageField.VALUE))
 
     assert message.key() == b"K-9:2"

@@ -1,28 +1,26 @@
 """The registry service against confluent-kafka's own client, serializer and deserializer.
 
-A registry process of this module's own (free port, unique `_schemas` topic) runs on the session's
-real broker, so the module can stop and restart it and check that state survives in the topic.
+A registry process of this module's own (free port, unique `_schemas` topic, users of its own) runs
+on the session's real broker, so the module can stop and restart it and check that state survives in
+the topic. Clients use the admin role, since these tests change config and delete permanently.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from tests.support import create_topic, unique_name, wait_until
+from tests.registry_process import RegistryProcess, RegistryUsers
+from tests.support import create_topic, unique_name
 
 pytestmark = pytest.mark.integration
 
@@ -40,56 +38,14 @@ def avro(schema: dict) -> Schema:
     return Schema(json.dumps(schema), "AVRO")
 
 
-class RegistryProcess:
-    """`python -m backbone.registry` as a child process that a test can stop and start again."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "BACKBONE_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "BACKBONE_SCHEMA_REGISTRY_PORT": str(self.port),
-            "BACKBONE_SCHEMA_REGISTRY_TOPIC": self.topic,
-        }
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "backbone.registry"], env=env, stderr=subprocess.DEVNULL
-        )
-        wait_until(self._answers, timeout=60, message=f"registry on {self.url} did not start")
-
-    def stop(self) -> int:
-        assert self._process is not None
-        self._process.terminate()
-        return self._process.wait(timeout=30)
-
-    def client(self) -> SchemaRegistryClient:
-        """A fresh client: no cache from earlier calls hides what the server answers."""
-        return SchemaRegistryClient({"url": self.url})
-
-    def _answers(self) -> bool:
-        assert self._process is not None
-        if self._process.poll() is not None:
-            raise AssertionError(f"registry exited with {self._process.returncode} before answering")
-        try:
-            return httpx.get(f"{self.url}/subjects", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@pytest.fixture(scope="module")
+def users(tmp_path_factory: pytest.TempPathFactory) -> RegistryUsers:
+    return RegistryUsers(tmp_path_factory.mktemp("registry-users"))
 
 
 @pytest.fixture(scope="module")
-def registry(bootstrap: str) -> Iterator[RegistryProcess]:
-    process = RegistryProcess(bootstrap, unique_name("_schemas-test"))
+def registry(bootstrap: str, users: RegistryUsers) -> Iterator[RegistryProcess]:
+    process = RegistryProcess(bootstrap, unique_name("_schemas-test"), users)
     process.start()
     yield process
     process.stop()
@@ -248,7 +204,7 @@ def test_error_bodies_follow_confluent(
 ) -> None:
     subject = unique_name("errors")
     registry.client().register_schema(subject, avro(ENTRY_V1))
-    response = httpx.request(method, registry.url + path.format(subject=subject))
+    response = httpx.request(method, registry.url + path.format(subject=subject), auth=registry.users.auth("admin"))
     assert response.status_code == status
     assert response.json()["error_code"] == error_code
     assert response.json()["message"]
@@ -259,20 +215,19 @@ def test_plain_json_normalize_and_metrics(registry: RegistryProcess) -> None:
     spaced = {"schema": json.dumps(ENTRY_V1, indent=2)}
     reordered = {"schema": json.dumps({**ENTRY_V1, "doc": "docs do not matter"}, sort_keys=True)}
 
-    first = httpx.post(f"{registry.url}/subjects/{subject}/versions?normalize=true", json=spaced)
-    again = httpx.post(f"{registry.url}/subjects/{subject}/versions?normalize=true", json=reordered)
+    http = httpx.Client(base_url=registry.url, auth=registry.users.auth("writer"))
+    first = http.post(f"/subjects/{subject}/versions?normalize=true", json=spaced)
+    again = http.post(f"/subjects/{subject}/versions?normalize=true", json=reordered)
 
     assert first.headers["content-type"].startswith("application/vnd.schemaregistry.v1+json")
     assert again.json() == first.json()
-    assert httpx.get(f"{registry.url}/subjects/{subject}/versions").json() == [1]
-    assert httpx.get(f"{registry.url}/config/{subject}?defaultToGlobal=true").json() == {
-        "compatibilityLevel": "BACKWARD"
-    }
+    assert http.get(f"/subjects/{subject}/versions").json() == [1]
+    assert http.get(f"/config/{subject}?defaultToGlobal=true").json() == {"compatibilityLevel": "BACKWARD"}
     metrics = httpx.get(f"{registry.url}/metrics").text
     assert 'route="/subjects/{subject}/versions",status="200"' in metrics
 
 
-def test_schemas_stored_before_strict_validation_keep_working(bootstrap: str) -> None:
+def test_schemas_stored_before_strict_validation_keep_working(bootstrap: str, users: RegistryUsers) -> None:
     """A schema fastavro accepted but the Avro specification refuses, already in the log, still serves."""
     legacy = {**ENTRY_V1, "namespace": "legacy-ns", "fields": [{"name": "id", "type": ["null", "string", "string"]}]}
     subject, topic = unique_name("legacy"), unique_name("_schemas-legacy")
@@ -282,7 +237,7 @@ def test_schemas_stored_before_strict_validation_keep_working(bootstrap: str) ->
     producer = Producer({"bootstrap.servers": bootstrap})
     producer.produce(topic, key=json.dumps(key, sort_keys=True), value=json.dumps(value), partition=0)
     assert producer.flush(30) == 0
-    process = RegistryProcess(bootstrap, topic)
+    process = RegistryProcess(bootstrap, topic, users)
     process.start()
     try:
         client = process.client()

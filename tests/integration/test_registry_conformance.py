@@ -10,7 +10,9 @@ before a permanent delete, 40408 subject has no compatibility config, 409 incomp
 
 Runs against the session registry (`registry_url`, tests/conftest.py) over plain HTTP, so what is
 checked is the wire answer, not a client's interpretation (one test drives confluent-kafka's client
-with a `/` in the subject); every test uses subjects of its own.
+with a `/` in the subject); every test uses subjects of its own. Requests carry the `admin` role's
+credentials, since the API covers config and permanent deletes (who may do what is
+tests/unit/test_registry_auth.py's subject).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import httpx
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
+from tests.conftest import registry_client_config
 from tests.support import unique_name
 
 pytestmark = pytest.mark.integration
@@ -40,12 +43,15 @@ ENTRY_BREAKING = {**ENTRY_V1, "fields": [*ENTRY_V1["fields"], {"name": "rate", "
 class Registry:
     """Plain HTTP against the registry; subjects are URL-encoded as Confluent's clients send them."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, user_info: str) -> None:
         self.url = url
+        self.user_info = user_info
+        user, _, password = user_info.partition(":")
+        self._auth = (user, password)
 
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> httpx.Response:
         query = {k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()}
-        return httpx.request(method, self.url + path, json=body, params=query, timeout=30)
+        return httpx.request(method, self.url + path, json=body, params=query, timeout=30, auth=self._auth)
 
     def register(self, subject: str, schema: Any, **params: Any) -> httpx.Response:
         return self.call("POST", f"/subjects/{_enc(subject)}/versions", _body(schema), **params)
@@ -72,8 +78,8 @@ def assert_error(response: httpx.Response, status: int, error_code: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def registry(registry_url: str) -> Registry:
-    return Registry(registry_url)
+def registry(registry_url: str, registry_credentials: dict[str, str]) -> Registry:
+    return Registry(registry_url, registry_credentials["admin"])
 
 
 # -- POST /subjects/{subject}/versions ----------------------------------------------------------------
@@ -354,7 +360,7 @@ def test_subject_and_config_endpoints_route_encoded_slashes(registry: Registry, 
 
 
 def test_subject_endpoints_with_slashed_subject_via_confluent_client(registry: Registry) -> None:
-    client = SchemaRegistryClient({"url": registry.url})
+    client = SchemaRegistryClient(registry_client_config(registry.url, registry.user_info))
     subject = f"team/{unique_name('client')}-value"
     schema_id = client.register_schema(subject, Schema(json.dumps(ENTRY_V1), "AVRO"))
     assert client.get_latest_version(subject).schema_id == schema_id

@@ -7,7 +7,6 @@ that are pure routing (subjects holding `/` or `%`, metric labels) so they fail 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -15,35 +14,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backbone.registry.app import create_app
-from backbone.registry.store import Record, SchemaStore
+from tests.registry_memory import leading_store
 
 SCHEMA = json.dumps({"type": "record", "name": "A", "fields": [{"name": "x", "type": "int"}]})
 
 
-class ListLog:
-    """The `KafkaLog` interface over a list: appended records are replayed on the next start."""
-
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-
-    def ensure_topic(self) -> None:
-        pass
-
-    def replay(self) -> Iterator[Record]:
-        return iter(list(self.records))
-
-    def append(self, records: list[Record]) -> None:
-        self.records += records
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture
 def client() -> TestClient:
-    store = SchemaStore(ListLog())  # type: ignore[arg-type]
-    store.start()
-    return TestClient(create_app(store))
+    return TestClient(create_app(leading_store()))
 
 
 @pytest.mark.parametrize(
