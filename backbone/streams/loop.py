@@ -246,15 +246,28 @@ class StreamWorker:
 
     def _check_co_partitioning(self) -> None:
         """A stage's inputs and changelogs must have one partition count, or its state would be split."""
-        metadata = self.consumer.list_topics(timeout=KAFKA_CALL_TIMEOUT).topics
         for stage in self.stages:
             topics = [*stage.inputs, *(spec.changelog for spec in stage.stores)]
-            counts = {t: len(metadata[t].partitions) if t in metadata else 0 for t in topics}
+            counts = self._partition_counts(topics)
             if 0 in counts.values() or len(set(counts.values())) > 1:
                 raise ConfigurationError(
                     f"stage {stage.name}: its topics must exist with one partition count, found {counts}",
                     hint="create them with `backbone topics apply`, or give them equal partitions",
                 )
+
+    def _partition_counts(self, topics: list[str]) -> dict[str, int]:
+        """Each topic's partition count (0: missing), asked again for a while when one is missing: a topic
+        created a moment ago (the topology creates its internal ones at start) reaches this client's
+        metadata a little later than the admin client that created it."""
+        deadline = time.monotonic() + KAFKA_CALL_TIMEOUT
+        while True:
+            metadata = self.consumer.list_topics(timeout=KAFKA_CALL_TIMEOUT).topics
+            counts = {
+                t: len(metadata[t].partitions) if t in metadata and metadata[t].error is None else 0 for t in topics
+            }
+            if 0 not in counts.values() or time.monotonic() > deadline:
+                return counts
+            time.sleep(0.2)
 
     def step(self) -> None:
         """One batch: consume, process, and commit when the transaction is due."""
