@@ -1,0 +1,187 @@
+"""Delivery throughput: one billing connector against the billing simulator, next to the simulator alone.
+
+    backbone up   # or BACKBONE_KAFKA_BOOTSTRAP_SERVERS=... BACKBONE_SCHEMA_REGISTRY_URL=... BACKBONE_POSTGRES_DSN=...
+    python benchmarks/delivery_bench.py --candidates 10000 --latency-ms 5 --concurrency 64 [--port 31150]
+
+Starts `backbone run billing-sim` with `--latency-ms` of simulated latency in a throwaway schema, then:
+1. **baseline**: the simulator alone: the same invoice-item requests (JSON, a unique Idempotency-Key
+   each) sent straight to it by an httpx async client with `--concurrency` requests in flight;
+2. **connector**: N invoice candidates published to a throwaway prefixed copy of
+   `billing.invoice-candidates.v1`, then one `backbone run billing-connector` process
+   (`--max-in-flight` = the same concurrency) delivering them; timed from the first response visible to a
+   read_committed reader to the N-th (the start-up, joining the group, is reported apart).
+Prints one JSON object with both rates and their ratio; the target is 2,000 candidates/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+from sink_bench import candidate  # the same synthetic candidates the sink benchmark publishes
+
+from backbone.kafka.admin import apply_topics
+from backbone.kafka.serde import SerdeCache, registry_client
+from backbone.kafka.topics import BILLING_RESPONSES, INVOICE_CANDIDATES
+from backbone.settings import Settings, load_settings
+from consumers.delivery.app import prefixed
+from consumers.delivery.systems import BillingEngine
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKBONE = str(Path(sys.executable).parent / "backbone")
+
+
+def start_simulator(settings: Settings, port: int, schema: str, latency_ms: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ) | {"BACKBONE_BILLING_SIM_POOL_SIZE": "40", "BACKBONE_LOG_LEVEL": "WARNING"}
+    args = [BACKBONE, "run", "billing-sim", "--port", str(port), "--schema", schema, "--latency-ms", str(latency_ms)]
+    process = subprocess.Popen(args, env=env, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            raise SystemExit(f"the billing simulator exited with {process.returncode}")
+        time.sleep(0.1)  # polling a starting process
+    raise SystemExit("the billing simulator did not answer /healthz within 60 s")
+
+
+async def direct_load(url: str, count: int, concurrency: int) -> float:
+    """The simulator alone: `count` invoice items at `concurrency` in flight; requests/s."""
+    engine = BillingEngine()
+    calls = [
+        engine.call(candidate(10_000_000 + i).model_copy(update={"candidate_id": f"direct-{uuid.uuid4()}"}))
+        for i in range(count)
+    ]
+    slots = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+
+        async def send(call: Any) -> None:
+            async with slots:
+                for _ in range(5):  # a connection the server dropped is tried again, as the connector does
+                    try:
+                        response = await client.post(call.path, json=call.body, headers=call.headers)
+                    except httpx.TransportError:
+                        continue
+                    response.raise_for_status()
+                    return
+                raise SystemExit("the simulator dropped one request's connection five times")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(send(call) for call in calls))
+        return count / (time.perf_counter() - started)
+
+
+def publish(settings: Settings, prefix: str, count: int) -> None:
+    topic = prefixed(INVOICE_CANDIDATES, prefix)
+    apply_topics(AdminClient(settings.kafka.client_config()), (topic, prefixed(BILLING_RESPONSES, prefix)))
+    serde = SerdeCache(registry_client(settings.registry.client_config())).for_topic(topic)
+    producer = Producer(settings.kafka.client_config() | {"linger.ms": 5, "partitioner": "murmur2_random"})
+    for index in range(count):
+        event = candidate(index)
+        while True:
+            try:
+                producer.produce(topic.name, key=event.key.encode(), value=serde.encode_value(event))
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(60) == 0
+
+
+def time_connector(settings: Settings, prefix: str, url: str, count: int, concurrency: int) -> dict[str, float]:
+    responses = prefixed(BILLING_RESPONSES, prefix).name
+    reader = Consumer(
+        settings.kafka.client_config()
+        | {"group.id": f"{prefix}count", "auto.offset.reset": "earliest", "isolation.level": "read_committed"}
+    )
+    reader.subscribe([responses])
+    env = dict(os.environ) | {"BACKBONE_LOG_LEVEL": "WARNING", "BACKBONE_BILLING_CONNECTOR_URL": url}
+    args = [
+        BACKBONE,
+        "run",
+        "billing-connector",
+        "--topic-prefix",
+        prefix,
+        "--app-id",
+        f"{prefix}connector",
+        "--max-in-flight",
+        str(concurrency),
+    ]
+    launched = time.perf_counter()
+    connector = subprocess.Popen(args, env=env, cwd=ROOT)
+    seen, first = 0, 0.0
+    try:
+        deadline = time.monotonic() + 600
+        while seen < count and time.monotonic() < deadline:
+            batch = [m for m in reader.consume(10_000, 0.5) if m.error() is None]
+            if batch and not first:
+                first = time.perf_counter()
+            seen += len(batch)
+            if connector.poll() is not None:
+                raise SystemExit(f"the connector exited with {connector.returncode}")
+        done = time.perf_counter()
+    finally:
+        connector.terminate()
+        connector.wait(30)
+        reader.close()
+    if seen < count:
+        raise SystemExit(f"only {seen} of {count} responses within 600 s")
+    return {"start_up_s": round(first - launched, 2), "seconds": round(done - first, 2), "rate": count / (done - first)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--candidates", type=int, default=10_000)
+    parser.add_argument("--latency-ms", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--port", type=int, default=31150)
+    options = parser.parse_args()
+    settings = load_settings()
+    schema = f"bench_billing_{uuid.uuid4().hex[:8]}"
+    prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    url = f"http://127.0.0.1:{options.port}"
+    simulator = start_simulator(settings, options.port, schema, options.latency_ms)
+    try:
+        baseline = asyncio.run(direct_load(url, options.candidates, options.concurrency))
+        publish(settings, prefix, options.candidates)
+        connector = time_connector(settings, prefix, url, options.candidates, options.concurrency)
+    finally:
+        simulator.terminate()
+        simulator.wait(30)
+        with psycopg.connect(settings.postgres.conninfo(), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    print(
+        json.dumps(
+            {
+                "candidates": options.candidates,
+                "latency_ms": options.latency_ms,
+                "concurrency": options.concurrency,
+                "simulator_alone_per_s": round(baseline),
+                "connector_per_s": round(connector["rate"]),
+                "ratio": round(connector["rate"] / baseline, 3),
+                "connector_start_up_s": connector["start_up_s"],
+                "connector_seconds": connector["seconds"],
+                "load_average": os.getloadavg()[0],
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
