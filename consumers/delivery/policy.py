@@ -9,10 +9,11 @@ Pure code (no HTTP client, no Kafka), so the rules are unit-tested on their own:
 - `RetryAfterOrBackoff` is the tenacity wait: `Retry-After` when the system asked for a pause
   (capped), else exponential backoff with jitter.
 - `CircuitBreaker` is one per system: it opens after `failure_threshold` transient failures in a row
-  of at least two different records (one poisoned record retrying alone is that record's problem, not
-  the system's: it goes to the retry topic and the DLQ, and must not stop everything else), refuses
-  calls while open, lets a single probe through after `reset_timeout` (half-open) and closes again
-  when the probe succeeds; callers that arrive during the probe wait for its outcome.
+  that say the *system* is unwell (no connection, no answer in time, 502/503/504, 429), or that hit at
+  least two different records. A 500 that only one record ever gets is that record's problem (a
+  poisoned record): it goes through the retry topic to the DLQ and must not stop everything else. The
+  breaker refuses calls while open, lets a single probe through after `reset_timeout` (half-open) and
+  closes again when the probe succeeds; callers that arrive during the probe wait for its outcome.
 docs/delivery.md explains how the worker uses them.
 """
 
@@ -31,6 +32,8 @@ from tenacity.wait import wait_base
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 TRANSIENT_CODES = frozenset({"idempotency_key_in_use", "lock_timeout", "rate_limit"})
+SYSTEMIC_STATUSES = frozenset({429, 502, 503, 504})
+"""Answers about the system as a whole (down, overloaded, behind a failing gateway), whatever the record."""
 
 
 class Verdict(Enum):
@@ -52,9 +55,10 @@ class Judgement:
 class TransientFailure(Exception):
     """One attempt failed for a reason that may pass (tenacity retries exactly these)."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None, *, systemic: bool = True) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+        self.systemic = systemic
 
 
 class BreakerOpen(Exception):
@@ -128,6 +132,7 @@ class CircuitBreaker:
         self.state = BreakerState.CLOSED
         self.failures = 0
         self._failing: set[str] = set()
+        self._systemic = False
         self.opened_at = 0.0
         self._probe: asyncio.Future[bool] | None = None
 
@@ -161,15 +166,18 @@ class CircuitBreaker:
     def succeeded(self) -> None:
         self.failures = 0
         self._failing.clear()
+        self._systemic = False
         if self.state is not BreakerState.CLOSED:
             self._move(BreakerState.CLOSED)
         self._settle_probe(True)
 
-    def failed(self, subject: str = "") -> None:
-        """A transient failure of a call about `subject` (a record id)."""
+    def failed(self, subject: str = "", *, systemic: bool = True) -> None:
+        """A transient failure of a call about `subject` (a record id); `systemic` when it says the system is unwell."""
         self.failures += 1
         self._failing.add(subject)
-        repeated = self.failures >= self.failure_threshold and len(self._failing) >= min(2, self.failure_threshold)
+        self._systemic = self._systemic or systemic
+        widespread = self._systemic or len(self._failing) >= min(2, self.failure_threshold)
+        repeated = self.failures >= self.failure_threshold and widespread
         if self.state is BreakerState.HALF_OPEN or (self.state is BreakerState.CLOSED and repeated):
             self.opened_at = self.clock()
             self._move(BreakerState.OPEN)

@@ -50,6 +50,7 @@ from backbone.streams.partitioner import murmur2_partition
 from backbone.streams.state import StoreSpec
 from consumers.delivery import metrics
 from consumers.delivery.policy import (
+    SYSTEMIC_STATUSES,
     BreakerOpen,
     BreakerState,
     CircuitBreaker,
@@ -350,7 +351,9 @@ class DeliveryWorker(StreamWorker):
                 metrics.REQUESTS.labels(*labels, "connection").inc()
                 raise TransientFailure(f"cannot reach {self.url}: {type(error).__name__}: {error}") from error
             except BaseException:
-                self.breaker.failed(subject)  # cancelled or unexpected: never leave a half-open probe unanswered
+                self.breaker.failed(
+                    subject, systemic=False
+                )  # cancelled or unexpected: never leave a half-open probe unanswered
                 raise
             finally:
                 metrics.IN_FLIGHT.labels(*labels).dec()
@@ -360,9 +363,12 @@ class DeliveryWorker(StreamWorker):
         judgement = classify(response.status_code, code, message, response.headers.get("retry-after"))
         metrics.REQUESTS.labels(*labels, judgement.verdict.value).inc()
         if judgement.verdict is Verdict.TRANSIENT:
-            self.breaker.failed(subject)
+            systemic = response.status_code in SYSTEMIC_STATUSES
+            self.breaker.failed(subject, systemic=systemic)
             raise TransientFailure(
-                f"HTTP {response.status_code} {code or ''} {message or ''}".strip(), judgement.retry_after
+                f"HTTP {response.status_code} {code or ''} {message or ''}".strip(),
+                judgement.retry_after,
+                systemic=systemic,
             )
         self.breaker.succeeded()
         return judgement, body
