@@ -10,7 +10,10 @@ Starts `backbone run billing-sim` with `--latency-ms` of simulated latency in a 
    `billing.invoice-candidates.v1`, then one `backbone run billing-connector` process
    (`--max-in-flight` = the same concurrency) delivering them; timed from the first response visible to a
    read_committed reader to the N-th (the start-up, joining the group, is reported apart).
-Prints one JSON object with both rates and their ratio; the target is 2,000 candidates/s.
+3. the same two runs against a **stub** engine (`--serve-stub`: a bare asyncio HTTP server in its own
+   process that answers every item after the same latency, no database), which shows what the
+   connector itself can carry when the system on the other end is not the bottleneck.
+Prints one JSON object with the rates and the ratios; the target is 2,000 candidates/s.
 """
 
 from __future__ import annotations
@@ -43,15 +46,50 @@ ROOT = Path(__file__).resolve().parents[1]
 BACKBONE = str(Path(sys.executable).parent / "backbone")
 
 
+STUB_ANSWER = b'{"id": "ii_stub", "object": "invoiceitem", "invoice": "in_stub"}'
+STUB_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+    + str(len(STUB_ANSWER)).encode()
+    + b"\r\n\r\n"
+    + STUB_ANSWER
+)
+
+
+async def serve_stub(port: int, latency_ms: int) -> None:
+    """A billing engine that stores nothing: every request is answered 200 after `latency_ms`."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (int(line[15:]) for line in head.split(b"\r\n") if line[:15].lower() == b"content-length:"), 0
+                )
+                if length:
+                    await reader.readexactly(length)
+                await asyncio.sleep(latency_ms / 1000)
+                writer.write(STUB_RESPONSE)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
 def start_simulator(settings: Settings, port: int, schema: str, latency_ms: int) -> subprocess.Popen[bytes]:
     env = dict(os.environ) | {"BACKBONE_BILLING_SIM_POOL_SIZE": "40", "BACKBONE_LOG_LEVEL": "WARNING"}
     args = [BACKBONE, "run", "billing-sim", "--port", str(port), "--schema", schema, "--latency-ms", str(latency_ms)]
+    if schema == "stub":
+        args = [sys.executable, __file__, "--serve-stub", "--port", str(port), "--latency-ms", str(latency_ms)]
     process = subprocess.Popen(args, env=env, cwd=ROOT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).raise_for_status()
+            return process
         except httpx.HTTPError:
             pass
         if process.poll() is not None:
@@ -144,43 +182,58 @@ def time_connector(settings: Settings, prefix: str, url: str, count: int, concur
     return {"start_up_s": round(first - launched, 2), "seconds": round(done - first, 2), "rate": count / (done - first)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--candidates", type=int, default=10_000)
-    parser.add_argument("--latency-ms", type=int, default=5)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--port", type=int, default=31150)
-    options = parser.parse_args()
-    settings = load_settings()
-    schema = f"bench_billing_{uuid.uuid4().hex[:8]}"
+def measure(settings: Settings, options: argparse.Namespace, port: int, schema: str) -> dict[str, Any]:
+    """The engine alone, then one connector against it (fresh topics), at the same concurrency."""
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
-    url = f"http://127.0.0.1:{options.port}"
-    simulator = start_simulator(settings, options.port, schema, options.latency_ms)
+    url = f"http://127.0.0.1:{port}"
+    engine = start_simulator(settings, port, schema, options.latency_ms)
     try:
-        baseline = asyncio.run(direct_load(url, options.candidates, options.concurrency))
+        alone = asyncio.run(direct_load(url, options.candidates, options.concurrency))
         publish(settings, prefix, options.candidates)
         connector = time_connector(settings, prefix, url, options.candidates, options.concurrency)
     finally:
-        simulator.terminate()
-        simulator.wait(30)
+        engine.terminate()
+        engine.wait(30)
+    return {
+        "alone_per_s": round(alone),
+        "connector_per_s": round(connector["rate"]),
+        "ratio": round(connector["rate"] / alone, 3),
+        "connector_start_up_s": connector["start_up_s"],
+        "connector_seconds": connector["seconds"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--candidates", type=int, default=10_000)
+    parser.add_argument("--simulator-candidates", type=int, default=None, help="fewer for the (slow) simulator")
+    parser.add_argument("--latency-ms", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--port", type=int, default=31150)
+    parser.add_argument("--serve-stub", action="store_true", help="(internal) run the stub engine")
+    options = parser.parse_args()
+    if options.serve_stub:
+        asyncio.run(serve_stub(options.port, options.latency_ms))
+        return
+    settings = load_settings()
+    schema = f"bench_billing_{uuid.uuid4().hex[:8]}"
+    report: dict[str, Any] = {
+        "latency_ms": options.latency_ms,
+        "concurrency": options.concurrency,
+        "load_average_before": os.getloadavg()[0],
+    }
+    try:
+        simulator_options = argparse.Namespace(**vars(options))
+        simulator_options.candidates = options.simulator_candidates or options.candidates
+        report["simulator"] = {"candidates": simulator_options.candidates} | measure(
+            settings, simulator_options, options.port, schema
+        )
+    finally:
         with psycopg.connect(settings.postgres.conninfo(), autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    print(
-        json.dumps(
-            {
-                "candidates": options.candidates,
-                "latency_ms": options.latency_ms,
-                "concurrency": options.concurrency,
-                "simulator_alone_per_s": round(baseline),
-                "connector_per_s": round(connector["rate"]),
-                "ratio": round(connector["rate"] / baseline, 3),
-                "connector_start_up_s": connector["start_up_s"],
-                "connector_seconds": connector["seconds"],
-                "load_average": os.getloadavg()[0],
-            },
-            indent=2,
-        )
-    )
+    report["stub"] = {"candidates": options.candidates} | measure(settings, options, options.port + 1, "stub")
+    report["load_average_after"] = os.getloadavg()[0]
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
