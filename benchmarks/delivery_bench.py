@@ -98,8 +98,14 @@ def start_simulator(settings: Settings, port: int, schema: str, latency_ms: int)
     raise SystemExit("the billing simulator did not answer /healthz within 60 s")
 
 
-async def direct_load(url: str, count: int, concurrency: int) -> float:
-    """The simulator alone: `count` invoice items at `concurrency` in flight; requests/s."""
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process so far (this one when None), from /proc."""
+    fields = Path(f"/proc/{pid or 'self'}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def direct_load(url: str, count: int, concurrency: int) -> tuple[float, float]:
+    """The engine alone: `count` invoice items at `concurrency` in flight; (requests/s, client CPU s per request)."""
     engine = BillingEngine()
     calls = [
         engine.call(candidate(10_000_000 + i).model_copy(update={"candidate_id": f"direct-{uuid.uuid4()}"}))
@@ -120,9 +126,9 @@ async def direct_load(url: str, count: int, concurrency: int) -> float:
                     return
                 raise SystemExit("the simulator dropped one request's connection five times")
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         await asyncio.gather(*(send(call) for call in calls))
-        return count / (time.perf_counter() - started)
+        return count / (time.perf_counter() - started), (cpu_seconds() - cpu) / count
 
 
 def publish(settings: Settings, prefix: str, count: int) -> None:
@@ -173,13 +179,19 @@ def time_connector(settings: Settings, prefix: str, url: str, count: int, concur
             if connector.poll() is not None:
                 raise SystemExit(f"the connector exited with {connector.returncode}")
         done = time.perf_counter()
+        cpu = cpu_seconds(connector.pid)
     finally:
         connector.terminate()
         connector.wait(30)
         reader.close()
     if seen < count:
         raise SystemExit(f"only {seen} of {count} responses within 600 s")
-    return {"start_up_s": round(first - launched, 2), "seconds": round(done - first, 2), "rate": count / (done - first)}
+    return {
+        "start_up_s": round(first - launched, 2),
+        "seconds": round(done - first, 2),
+        "rate": count / (done - first),
+        "cpu_ms_per_record": 1000 * cpu / count,
+    }
 
 
 def measure(settings: Settings, options: argparse.Namespace, port: int, schema: str) -> dict[str, Any]:
@@ -188,7 +200,7 @@ def measure(settings: Settings, options: argparse.Namespace, port: int, schema: 
     url = f"http://127.0.0.1:{port}"
     engine = start_simulator(settings, port, schema, options.latency_ms)
     try:
-        alone = asyncio.run(direct_load(url, options.candidates, options.concurrency))
+        alone, client_cpu = asyncio.run(direct_load(url, options.candidates, options.concurrency))
         publish(settings, prefix, options.candidates)
         connector = time_connector(settings, prefix, url, options.candidates, options.concurrency)
     finally:
@@ -198,6 +210,8 @@ def measure(settings: Settings, options: argparse.Namespace, port: int, schema: 
         "alone_per_s": round(alone),
         "connector_per_s": round(connector["rate"]),
         "ratio": round(connector["rate"] / alone, 3),
+        "client_cpu_ms_per_request": round(1000 * client_cpu, 3),
+        "connector_cpu_ms_per_record": round(connector["cpu_ms_per_record"], 3),
         "connector_start_up_s": connector["start_up_s"],
         "connector_seconds": connector["seconds"],
     }
