@@ -40,6 +40,7 @@ from backbone.kafka.serde import SerdeCache, registry_client
 from backbone.kafka.topics import BILLING_RESPONSES, INVOICE_CANDIDATES
 from backbone.settings import Settings, load_settings
 from consumers.delivery.app import prefixed
+from consumers.delivery.http import ClientPool
 from consumers.delivery.systems import BillingEngine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,24 +112,25 @@ async def direct_load(url: str, count: int, concurrency: int) -> tuple[float, fl
         engine.call(candidate(10_000_000 + i).model_copy(update={"candidate_id": f"direct-{uuid.uuid4()}"}))
         for i in range(count)
     ]
-    slots = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+    pool = ClientPool(url, concurrency, timeout=30)  # the connector's own way of holding connections
 
-        async def send(call: Any) -> None:
-            async with slots:
-                for _ in range(5):  # a connection the server dropped is tried again, as the connector does
-                    try:
-                        response = await client.post(call.path, json=call.body, headers=call.headers)
-                    except httpx.TransportError:
-                        continue
-                    response.raise_for_status()
-                    return
-                raise SystemExit("the simulator dropped one request's connection five times")
+    async def send(call: Any) -> None:
+        for _ in range(5):  # a connection the server dropped is tried again, as the connector does
+            try:
+                async with pool.client() as client:
+                    response = await client.post(call.path, json=call.body, headers=call.headers)
+            except httpx.TransportError:
+                continue
+            response.raise_for_status()
+            return
+        raise SystemExit("the engine dropped one request's connection five times")
 
+    try:
         started, cpu = time.perf_counter(), cpu_seconds()
         await asyncio.gather(*(send(call) for call in calls))
         return count / (time.perf_counter() - started), (cpu_seconds() - cpu) / count
+    finally:
+        await pool.aclose()
 
 
 def publish(settings: Settings, prefix: str, count: int) -> None:

@@ -49,6 +49,7 @@ from backbone.streams.loop import Stage, StreamWorker, WorkerSlot, where
 from backbone.streams.partitioner import murmur2_partition
 from backbone.streams.state import StoreSpec
 from consumers.delivery import metrics
+from consumers.delivery.http import ClientPool
 from consumers.delivery.policy import (
     SYSTEMIC_STATUSES,
     BreakerOpen,
@@ -192,8 +193,7 @@ class DeliveryWorker(StreamWorker):
         stage = Stage("deliver", (topics.input.name, topics.retry.name), _never_called, stores)
         super().__init__(kafka=kafka, streams=streams, slot=slot, stages=[stage])
         self._loop = asyncio.new_event_loop()
-        self._client: httpx.AsyncClient | None = None
-        self._slots: asyncio.Semaphore | None = None
+        self._clients: ClientPool | None = None
         self.breaker = CircuitBreaker(
             system.name,
             failure_threshold=settings.breaker_failures,
@@ -251,8 +251,8 @@ class DeliveryWorker(StreamWorker):
         return works
 
     async def _deliver_all(self, works: list[Work]) -> None:
-        if self._client is None:
-            self._open_client()
+        if self._clients is None:
+            self._open_clients()
         sequences: dict[str, list[Work]] = {}
         for work in works:
             sequences.setdefault(sequence_key(work.event), []).append(work)  # type: ignore[arg-type]
@@ -330,16 +330,16 @@ class DeliveryWorker(StreamWorker):
 
     async def _attempt(self, event: Event) -> tuple[Judgement, Any]:
         """One HTTP call behind the breaker; TransientFailure when worth another try."""
-        assert self._client is not None and self._slots is not None
+        assert self._clients is not None
         call = self.system.call(event)
         subject = record_id(event)
         labels = (self.connector, self.system.name)
-        async with self._slots:
+        async with self._clients.client() as client:
             await self.breaker.enter()
             metrics.IN_FLIGHT.labels(*labels).inc()
             started = time.perf_counter()
             try:
-                response = await self._client.post(call.path, json=call.body, headers=call.headers)
+                response = await client.post(call.path, json=call.body, headers=call.headers)
             except httpx.TimeoutException as error:
                 self.breaker.failed(subject)
                 metrics.REQUESTS.labels(*labels, "timeout").inc()
@@ -612,18 +612,12 @@ class DeliveryWorker(StreamWorker):
             partition=murmur2_partition(key, topic.partitions),
         )
 
-    def _open_client(self) -> None:
+    def _open_clients(self) -> None:
         c = self.config
         headers = {"User-Agent": f"backbone-{self.connector}"}
         if c.api_key is not None:
             headers["Authorization"] = f"Bearer {c.api_key.get_secret_value()}"
-        self._client = httpx.AsyncClient(
-            base_url=self.url,
-            timeout=c.request_timeout_s,
-            headers=headers,
-            limits=httpx.Limits(max_connections=c.max_in_flight, max_keepalive_connections=c.max_in_flight),
-        )
-        self._slots = asyncio.Semaphore(c.max_in_flight)
+        self._clients = ClientPool(self.url, c.max_in_flight, timeout=c.request_timeout_s, headers=headers)
 
     def _abort(self) -> None:
         super()._abort()
@@ -631,8 +625,8 @@ class DeliveryWorker(StreamWorker):
 
     def _close(self) -> None:
         super()._close()
-        if self._client is not None:
-            self._loop.run_until_complete(self._client.aclose())
+        if self._clients is not None:
+            self._loop.run_until_complete(self._clients.aclose())
         self._loop.close()
 
 

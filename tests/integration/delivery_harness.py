@@ -132,6 +132,7 @@ class Processes:
         self.conninfo = conninfo
         self.simulators: list[Simulator] = []
         self.connectors: list[Connector] = []
+        self.sink_schemas: list[str] = []
         self.log_dir = settings.runtime.data_dir.resolve()
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -193,12 +194,18 @@ class Processes:
 
     def _connector(self, args: list[str], section: str, name: str, settings: dict[str, str]) -> Connector:
         port = free_port()
-        values = FAST | {key.upper(): value for key, value in settings.items()}
+        values = (FAST if section != "SINK" else {}) | {key.upper(): value for key, value in settings.items()}
         env = self._env({f"BACKBONE_{section}_{key}": value for key, value in values.items()})
         env["BACKBONE_METRICS_PORT"] = str(port)
         connector = Connector(args, env, self.log_dir / f"{name}.log", port).start()
         self.connectors.append(connector)
         return connector
+
+    def sink(self, prefix: str, schema: str) -> Connector:
+        """`backbone run sink` on the test's topics into its own schema (dropped by `close`)."""
+        self.sink_schemas.append(schema)
+        args = [BACKBONE, "run", "sink", "--topic-prefix", prefix, "--schema", schema, "--group-id", f"{prefix}sink"]
+        return self._connector(args, "SINK", f"{prefix}sink", {})
 
     def check_alive(self) -> None:
         dead = [
@@ -215,8 +222,8 @@ class Processes:
                 simulator.process.terminate()
                 simulator.process.wait(timeout=30)
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            for simulator in self.simulators:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{simulator.schema}" CASCADE')
+            for schema in [s.schema for s in self.simulators] + self.sink_schemas:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def minor(amount: Decimal, places: int = 2) -> int:

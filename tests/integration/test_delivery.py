@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
 from delivery_harness import Processes, minor
 from topology_harness import Harness, expected_worth, net_per_entry, net_postings, scenario
@@ -104,7 +105,9 @@ def one_each(ids: list[str]) -> list[str]:
 # --- end to end ---------------------------------------------------------------------------------------
 
 
-def test_every_approved_entry_reaches_the_billing_engine_and_its_erp_once_and_the_sums_agree(harness, processes):
+def test_every_approved_entry_reaches_the_billing_engine_and_its_erp_once_and_the_sums_agree(
+    harness, processes, postgres_conninfo
+):
     first, later, _ = scenario(seed=11, count=50)
     events = first + later
     billing = processes.billing_sim()
@@ -115,6 +118,8 @@ def test_every_approved_entry_reaches_the_billing_engine_and_its_erp_once_and_th
     processes.billing_connector(prefix, billing.url)
     processes.erp_connector(prefix, "legacy-erp", legacy.url)
     processes.erp_connector(prefix, "cloud-erp", cloud.url)
+    read_model = unique_name("sink").replace("-", "_")
+    processes.sink(prefix, read_model)
 
     worth, _ = expected_worth(events)
     capped = {e.time_entry_id for e in events if e.event_type == "time-entry" and e.project_id == "P-CAP"}
@@ -154,6 +159,21 @@ def test_every_approved_entry_reaches_the_billing_engine_and_its_erp_once_and_th
     assert not one_each([r.candidate_id for r in answers]) and not one_each([a.posting_id for a in posted])
     assert {r.status for r in answers} == {BillingStatus.ACCEPTED}
     assert {a.status for a in posted} == {PostingStatus.POSTED}
+    # the read model holds the same: one row per candidate and answer, and the same money
+    billed = sum(minor(c.amount) for c in candidates)
+
+    def read_model_caught_up() -> tuple[Any, ...] | None:
+        with psycopg.connect(postgres_conninfo, autocommit=True) as conn:
+            row = conn.execute(
+                f"SELECT (SELECT count(*) FROM {read_model}.invoice_candidates),"
+                f" (SELECT coalesce(sum(amount), 0) FROM {read_model}.invoice_candidates),"
+                f" (SELECT count(*) FROM {read_model}.billing_responses WHERE status = 'ACCEPTED'),"
+                f" (SELECT count(*) FROM {read_model}.posting_acks WHERE status = 'POSTED')"
+            ).fetchone()
+        wanted_row = (len(candidates), Decimal(billed) / 100, len(candidates), len(postings))
+        return row if row is not None and tuple(row) == wanted_row else None
+
+    wait_until(read_model_caught_up, timeout=120, interval=1.0, message="the sink holds every candidate and answer")
 
 
 # --- failures -------------------------------------------------------------------------------------------
