@@ -29,12 +29,6 @@ SIMULATORS_TIER = 0
 """Started first and stopped last: the connectors talk to them."""
 PROCESSES_TIER = 1
 
-CONNECTOR_URL_SETTINGS = {
-    "billing-connector": "BACKBONE_BILLING_CONNECTOR_URL",
-    "erp-connector": "BACKBONE_ERP_CONNECTOR_URL",
-}
-"""The setting each connector reads its system's base URL from (set when `--simulators` runs them)."""
-
 
 @dataclass(frozen=True)
 class GroupOptions:
@@ -81,7 +75,7 @@ def plan_group(options: GroupOptions, available: Collection[str]) -> tuple[list[
     processes = [
         _run("topology", ("topology", "--routing", str(options.routing_path), "--app-id", options.app_id)),
         _run("sink", ("sink",)),
-        _run("billing-connector", ("billing-connector",), env=_url_env("billing-connector", urls.get("billing"))),
+        _run("billing-connector", ("billing-connector", *_url_option(urls.get("billing")))),
         *(_erp_connector(target, urls.get(target)) for target in targets),
     ]
     children, skipped = [], {}
@@ -103,11 +97,12 @@ def _run(
 
 
 def _erp_connector(target: str, url: str | None) -> ChildSpec:
-    return _run(f"erp-connector:{target}", ("erp-connector", "--target", target), env=_url_env("erp-connector", url))
+    return _run(f"erp-connector:{target}", ("erp-connector", "--target", target, *_url_option(url)))
 
 
-def _url_env(connector: str, url: str | None) -> dict[str, str]:
-    return {CONNECTOR_URL_SETTINGS[connector]: url} if url else {}
+def _url_option(url: str | None) -> tuple[str, ...]:
+    """`--url` of a connector whose system is a simulator of the group; else the connector's settings decide."""
+    return ("--url", url) if url else ()
 
 
 def _with_metrics_ports(children: list[ChildSpec], base: int | None) -> list[ChildSpec]:

@@ -176,6 +176,68 @@ def sink(**flags: Any) -> None:
     run_sink(_settings_for("sink"), SinkSettings(**overrides))
 
 
+# --- delivery connectors (consumers/delivery) ------------------------------------------------------
+
+
+def _connector_options(command: Any) -> Any:
+    """Options both delivery connectors take; each overrides its BACKBONE_*_CONNECTOR_* setting."""
+    for option in reversed(
+        [
+            click.option("--max-in-flight", type=click.IntRange(1, 1024), help="HTTP requests in flight at most."),
+            click.option("--app-id", default=None, help="Consumer group and transactional id prefix."),
+            click.option("--topic-prefix", default=None, help="Prefix of every catalog topic name (isolated tests)."),
+            click.option("--slot", type=click.IntRange(0, 63), default=None, help="Worker slot on this host."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _overrides(flags: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in flags.items() if value is not None and name != "slot"}
+
+
+@run.command(name="billing-connector")
+@click.option("--url", default=None, help="Base URL of the billing engine (BACKBONE_BILLING_CONNECTOR_URL).")
+@_connector_options
+def billing_connector(**flags: Any) -> None:
+    """Deliver invoice candidates to the billing engine; publish its answers to billing.responses.v1.
+
+    Idempotency-Key = candidate id, so a repeated call makes one invoice item; the responses and the
+    consumed offsets commit in one Kafka transaction. Transient failures retry with backoff, then go
+    to the retry topic and the DLQ; a circuit breaker protects the engine. See docs/delivery.md.
+    """
+    from consumers.delivery.app import run_billing_connector
+    from consumers.delivery.settings import BillingConnectorSettings
+
+    settings = _settings_for("billing-connector")
+    run_billing_connector(settings, BillingConnectorSettings(**_overrides(flags)), flags["slot"])
+
+
+@run.command(name="erp-connector")
+@click.option("--target", required=True, help="The routing target to deliver (e.g. legacy-erp, cloud-erp).")
+@click.option("--url", default=None, help="Base URL of that ERP (default: BACKBONE_ERP_CONNECTOR_URLS[target]).")
+@click.option(
+    "--ack-timeout-s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Raise POSTING_ACK_TIMEOUT for a posting not acknowledged after this long (default 300).",
+)
+@_connector_options
+def erp_connector(target: str, url: str | None, **flags: Any) -> None:
+    """Deliver one ERP target's posting requests as journal lines; publish erp.posting-acks.v1.
+
+    externalId = posting id, so a repeated call never makes a second document; acks and consumed
+    offsets commit in one Kafka transaction. A posting without an ack after --ack-timeout-s raises
+    POSTING_ACK_TIMEOUT on ops.exceptions.v1, resolved when the ack comes. See docs/delivery.md.
+    """
+    from consumers.delivery.app import run_erp_connector
+    from consumers.delivery.settings import ErpConnectorSettings
+
+    settings = _settings_for(f"erp-connector:{target}")
+    run_erp_connector(settings, ErpConnectorSettings(**_overrides(flags)), target, url, flags["slot"])
+
+
 # --- the whole chain as one supervised group (backbone/cli/group.py) ----------------------------------
 
 run.add_command(importlib.import_module("backbone.cli.group").run_all)

@@ -1,4 +1,5 @@
-"""Business exceptions from what the ERP and the billing engine answer (POSTING_REJECTED, BILLING_REJECTED).
+"""Business exceptions from what the ERP and the billing engine answer (POSTING_REJECTED, BILLING_REJECTED),
+or fail to answer in time (POSTING_ACK_TIMEOUT).
 
 A rejection opens an exception about the posting or candidate; a later acceptance of the same id (after
 someone fixed the cause and the request was re-driven) resolves it. The only state is when the
@@ -7,7 +8,9 @@ exception was opened, kept by the caller per posting or candidate id.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from backbone.domain import ids
 from backbone.domain.models import (
@@ -85,3 +88,52 @@ def _feedback(
     )
     exception = exception.model_copy(update={"event_id": ids.derive_event_id(exception)})
     return (opened_at if rejected else None), [exception]
+
+
+def ack_timeout(posting: PendingPosting, *, at: datetime, resolved: bool) -> BusinessException:
+    """POSTING_ACK_TIMEOUT about a posting: OPEN when no acknowledgment came in time, RESOLVED when one came.
+
+    The amount at risk is the posting's amount: money the ERP may not hold. Raised by the ERP connector,
+    which holds every posting it has not acknowledged yet (docs/delivery.md says why there).
+    """
+    waited = f"{posting.timeout_s:g} s"
+    details = (
+        f"{posting.erp_target} acknowledged posting {posting.posting_id} late (after more than {waited})"
+        if resolved
+        else f"no acknowledgment from {posting.erp_target} for posting {posting.posting_id} after {waited}"
+    )
+    exception = BusinessException(
+        occurred_at=at,
+        source_system="backbone",
+        correlation_id=posting.correlation_id,
+        exception_id=ids.exception_id(
+            kind=ExceptionKind.POSTING_ACK_TIMEOUT, subject_type=SubjectType.POSTING, subject_id=posting.posting_id
+        ),
+        kind=ExceptionKind.POSTING_ACK_TIMEOUT,
+        status=ExceptionStatus.RESOLVED if resolved else ExceptionStatus.OPEN,
+        subject_type=SubjectType.POSTING,
+        subject_id=posting.posting_id,
+        project_id=posting.project_id,
+        owner=Owner.FINANCE_OPS,
+        amount_at_risk=posting.amount,
+        currency=posting.currency,
+        details=details,
+        opened_at=posting.raised_at or at,
+        resolved_at=at if resolved else None,
+    )
+    return exception.model_copy(update={"event_id": ids.derive_event_id(exception)})
+
+
+@dataclass(frozen=True)
+class PendingPosting:
+    """A posting request a connector has seen and not acknowledged yet, and whether its timeout was raised."""
+
+    posting_id: str
+    erp_target: str
+    project_id: str
+    amount: Decimal
+    currency: str
+    correlation_id: str | None
+    requested_at: datetime
+    timeout_s: float
+    raised_at: datetime | None = None

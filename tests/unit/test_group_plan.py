@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from backbone.cli.group import (
-    CONNECTOR_URL_SETTINGS,
     GroupOptions,
     children_from_file,
     plan_group,
@@ -67,8 +66,8 @@ def test_simulators_start_first_on_their_own_ports_and_connectors_point_at_them(
     assert named["erp-sim:legacy-erp"].argv[-5:] == ("erp-sim", "--name", "legacy-erp", "--port", "36110")
     assert named["billing-sim"].argv[-3:] == ("billing-sim", "--port", "36111")
     assert named["erp-sim:cloud-erp"].argv[-5:] == ("erp-sim", "--name", "cloud-erp", "--port", "36112")
-    assert named["billing-connector"].env == {CONNECTOR_URL_SETTINGS["billing-connector"]: "http://127.0.0.1:36111"}
-    assert named["erp-connector:legacy-erp"].env == {CONNECTOR_URL_SETTINGS["erp-connector"]: "http://127.0.0.1:36110"}
+    assert named["billing-connector"].argv[-2:] == ("--url", "http://127.0.0.1:36111")
+    assert named["erp-connector:legacy-erp"].argv[-4:] == ("--target", "legacy-erp", "--url", "http://127.0.0.1:36110")
 
 
 def test_a_command_this_build_lacks_is_skipped_with_the_reason(routing: Path) -> None:
