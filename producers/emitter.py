@@ -8,7 +8,9 @@ contract promises: a time entry's or approval's `correlation_id` defaults to its
 missing `event_id` is derived from the payload, so emitting the same input twice changes nothing.
 
 `send` returns a future the delivery report resolves (the HTTP gateway answers 202 only after it);
-`publish` sends many and returns only when the broker has all of them, raising otherwise.
+`publish` sends many and returns only when the broker has all of them, raising otherwise. To publish
+a batch all or nothing, `prepare` encodes every event first (an invalid one raises `InvalidInputError`
+before anything was produced) and `send_prepared` then produces them.
 With a `transactional_id`, `transaction()` makes everything published inside it (and any
 `produce_bytes` record, e.g. a poller's cursor) visible to read-committed consumers all or nothing.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,8 +30,8 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from backbone.domain.ids import event_id_from_payload
 from backbone.domain.models import ApprovalDecision, Event, TimeEntry
-from backbone.errors import BackboneError, ServiceUnavailableError
-from backbone.kafka.serde import SerdeCache, registry_client
+from backbone.errors import BackboneError, InvalidInputError, ServiceUnavailableError
+from backbone.kafka.serde import SerdeCache, TopicSerde, registry_client
 from backbone.kafka.topics import BY_EVENT_TYPE, Topic
 from backbone.settings import KafkaSettings, Settings, load_settings
 
@@ -57,6 +59,17 @@ class Delivery:
     offset: int
     key: str
     event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One event encoded for the wire (its Avro body, key and headers), not produced yet."""
+
+    event: Event
+    serde: TopicSerde
+    key: bytes
+    body: bytes
+    headers: list[tuple[str, str | bytes | None]]
 
 
 @dataclass
@@ -167,18 +180,40 @@ class Emitter:
 
         Encoding problems (and an unreachable registry) raise here, before anything is sent.
         """
-        self._start_poller()
-        future: Future[Delivery] = Future()
+        return self.send_prepared([self.prepare(event, headers)])[0]
+
+    def prepare(self, event: Event, headers: Headers | None = None) -> Prepared:
+        """The event with its envelope defaults, encoded; `InvalidInputError` when it cannot be.
+
+        Needs neither the broker nor the registry, so a caller can encode a whole batch, and refuse it,
+        before producing any of it.
+        """
         event = with_envelope_defaults(event)
+        serde = self._serdes.for_topic(self._topics[event.event_type])
+        try:
+            key = serde.encode_key(event)
+        except UnicodeEncodeError as error:
+            raise InvalidInputError(f"{event.event_type} key {event.key!r:.80} is not valid text: {error}") from None
+        return Prepared(event, serde, key, serde.encode_body(event), _headers(event, headers))
 
-        def on_delivery(error: KafkaError | None, message: Message) -> None:
-            if error is not None:
-                future.set_exception(DeliveryError(f"{event.event_type} {event.key} not delivered: {error.str()}"))
-            else:
-                future.set_result(_delivery(message, event))
+    def frames_known(self, records: Sequence[Prepared]) -> bool:
+        """Whether `send_prepared` needs no registry call for these (their schema ids are known)."""
+        return all(record.serde.header_known for record in records)
 
-        self._produce(event, headers, on_delivery)
-        return future
+    def send_prepared(self, records: Sequence[Prepared]) -> list[Future[Delivery]]:
+        """Produce encoded events; each future resolves with its `Delivery` once the broker has it.
+
+        The schema ids are looked up first, so an unreachable registry raises before any is produced.
+        """
+        values = [record.serde.frame(record.body) for record in records]
+        self._start_poller()
+        futures: list[Future[Delivery]] = []
+        for record, value in zip(records, values, strict=True):
+            future: Future[Delivery] = Future()
+            self._produce_bytes(record.serde.topic.name, record.key, value, record.headers, _resolver(future, record))
+            futures.append(future)
+        self._producer.poll(0)
+        return futures
 
     def publish(self, events: Iterable[Event], progress: Progress | None = None) -> EmitReport:
         """Send every event and wait until the broker has them all; `DeliveryError` if any failed."""
@@ -239,15 +274,24 @@ class Emitter:
         topic = self._topics[event.event_type]
         serde = self._serdes.for_topic(topic)
         key, value = serde.encode_key(event), serde.encode_value(event)
-        record_headers = _headers(event, headers)
+        self._produce_bytes(topic.name, key, value, _headers(event, headers), on_delivery)
+        self._producer.poll(0)
+
+    def _produce_bytes(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, str | bytes | None]],
+        on_delivery: Callable[..., None],
+    ) -> None:
         while True:
             try:
-                self._producer.produce(topic.name, value, key, headers=record_headers, on_delivery=on_delivery)
-                break
+                self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                return
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room again.
                 self._producer.poll(0.05)
-        self._producer.poll(0)
 
     def _wait_for(self, sent: int, tally: _Tally) -> None:
         remaining = self._producer.flush(self._delivery_timeout_s + 5)
@@ -300,6 +344,17 @@ def _headers(event: Event, extra: Headers | None) -> list[tuple[str, str | bytes
         headers["correlation_id"] = event.correlation_id
     merged: dict[str, str | bytes] = {**headers, **(extra or {})}
     return [(name, value if isinstance(value, bytes) else value.encode("utf-8")) for name, value in merged.items()]
+
+
+def _resolver(future: Future[Delivery], record: Prepared) -> Callable[[KafkaError | None, Message], None]:
+    def on_delivery(error: KafkaError | None, message: Message) -> None:
+        event = record.event
+        if error is not None:
+            future.set_exception(DeliveryError(f"{event.event_type} {event.key} not delivered: {error.str()}"))
+        else:
+            future.set_result(_delivery(message, event))
+
+    return on_delivery
 
 
 def _delivery(message: Message, event: Event) -> Delivery:

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from backbone.domain.models import INPUT_EVENTS, Event
+from backbone.domain.models import ID_MAX_LENGTH, ID_PATTERN, INPUT_EVENTS, Event
 
 WHOLE_RECORD = "(record)"
 NOT_JSON = "(json)"
@@ -119,10 +119,27 @@ def _reason(kind: str, detail: ErrorDetails) -> str:
         return "unknown field (not part of the canonical model)"
     if kind == "enum":
         expected = detail.get("ctx", {}).get("expected", "")
-        return f"unknown value {detail['input']!r}; expected {expected}"
-    if kind == "string_pattern_mismatch" and detail.get("ctx", {}).get("pattern") == CURRENCY_PATTERN:
-        return f'{detail["input"]!r} is not an ISO 4217 currency code like "EUR"'
+        return f"unknown value {_shown(detail['input'])}; expected {expected}"
+    pattern = detail.get("ctx", {}).get("pattern") if kind == "string_pattern_mismatch" else None
+    if pattern == CURRENCY_PATTERN:
+        return f'{_shown(detail["input"])} is not an ISO 4217 currency code like "EUR"'
+    if pattern == ID_PATTERN:
+        return f"{_shown(detail['input'])} is blank or holds a control character, NUL or bidirectional override"
+    if kind == "string_too_long":
+        return f"longer than {detail.get('ctx', {}).get('max_length', ID_MAX_LENGTH)} characters"
     if kind == "value_error":
         # Our own validators' messages are already written for people; drop pydantic's prefix.
         return detail["msg"].removeprefix("Value error, ")
     return str(detail["msg"])
+
+
+def describe(detail: ErrorDetails) -> tuple[str, str]:
+    """(field, reason) of one pydantic error, worded for people (shared with the HTTP gateway)."""
+    problem = _problem(detail)
+    return problem.field, problem.reason
+
+
+def _shown(value: object) -> str:
+    """A refused value as it may be printed: escaped (no control character reaches a terminal), cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
