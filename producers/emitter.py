@@ -42,6 +42,8 @@ Progress = Callable[[int, int], None]
 """progress(sent, delivered), called every `PROGRESS_EVERY` records while publishing."""
 
 PROGRESS_EVERY = 10_000
+POLL_EVERY = 100
+"""`publish_encoded` serves delivery reports every this many records (each poll costs a system call)."""
 KAFKA_HINT = "start it with `backbone up`, or set BACKBONE_KAFKA_BOOTSTRAP_SERVERS to a running cluster"
 _CORRELATED_BY_ENTRY = (TimeEntry, ApprovalDecision)
 
@@ -70,6 +72,22 @@ class Prepared:
     key: bytes
     body: bytes
     headers: list[tuple[str, str | bytes | None]]
+
+
+Encoded = tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]
+"""(key, Avro body without framing, headers): an event ready for `publish_encoded`."""
+
+
+def encode_for_spool(event: Event, serde: TopicSerde) -> Encoded:
+    """An event as `publish_encoded` takes it, envelope defaults applied; needs no broker or registry.
+
+    `InvalidInputError` when it cannot be encoded (so callers refuse it before publishing anything)."""
+    event = with_envelope_defaults(event)
+    try:
+        key = serde.encode_key(event)
+    except UnicodeEncodeError as error:
+        raise InvalidInputError(f"{event.event_type} key {event.key!r:.80} is not valid text: {error}") from None
+    return key, serde.encode_body(event), _headers(event, None)
 
 
 @dataclass
@@ -190,11 +208,8 @@ class Emitter:
         """
         event = with_envelope_defaults(event)
         serde = self._serdes.for_topic(self._topics[event.event_type])
-        try:
-            key = serde.encode_key(event)
-        except UnicodeEncodeError as error:
-            raise InvalidInputError(f"{event.event_type} key {event.key!r:.80} is not valid text: {error}") from None
-        return Prepared(event, serde, key, serde.encode_body(event), _headers(event, headers))
+        key, body, _ = encode_for_spool(event, serde)
+        return Prepared(event, serde, key, body, _headers(event, headers))
 
     def frames_known(self, records: Sequence[Prepared]) -> bool:
         """Whether `send_prepared` needs no registry call for these (their schema ids are known)."""
@@ -225,6 +240,26 @@ class Emitter:
             self._produce(published, None, tally.on_delivery)
             if progress is not None and sent % PROGRESS_EVERY == 0:
                 progress(sent, tally.delivered)
+        self._wait_for(sent, tally)
+        return EmitReport(published=tally.delivered, seconds=time.monotonic() - started, by_topic=tally.by_topic)
+
+    def publish_encoded(self, topic: Topic, records: Iterable[Encoded], progress: Progress | None = None) -> EmitReport:
+        """Produce records encoded earlier (`encode_for_spool`): framed with the topic's schema id, not
+        re-encoded; returns once the broker has them all, `DeliveryError` if any failed."""
+        started = time.monotonic()
+        header = self._serdes.for_topic(topic).header()
+        tally = _Tally()
+        produce, poll = self._producer.produce, self._producer.poll
+        sent = 0
+        for sent, (key, body, headers) in enumerate(records, start=1):
+            try:
+                produce(topic.name, header + body, key, headers=headers, on_delivery=tally.on_delivery)
+            except BufferError:
+                self._produce_bytes(topic.name, key, header + body, headers, tally.on_delivery)
+            if sent % POLL_EVERY == 0:
+                poll(0)
+                if progress is not None and sent % PROGRESS_EVERY == 0:
+                    progress(sent, tally.delivered)
         self._wait_for(sent, tally)
         return EmitReport(published=tally.delivered, seconds=time.monotonic() - started, by_topic=tally.by_topic)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
@@ -19,6 +19,11 @@ from backbone.domain.models import ID_MAX_LENGTH, ID_PATTERN, INPUT_EVENTS, Even
 
 WHOLE_RECORD = "(record)"
 NOT_JSON = "(json)"
+WHOLE_LINE = "(line)"
+MAX_LINE_BYTES = 1_048_576
+"""A longer line is rejected unread (no event comes near it), so one huge line cannot exhaust memory."""
+SHOWN_TEXT = 200
+"""Characters of a rejected line kept for the rejects file when the line is not valid text or too long."""
 CURRENCY_PATTERN = "^[A-Z]{3}$"
 
 
@@ -91,6 +96,48 @@ def iter_jsonl(lines: Iterable[str], event_type: str) -> Iterator[ParsedEvent | 
     for number, text in enumerate(lines, start=1):
         if text.strip():
             yield parse_line(text, number, event_cls)
+
+
+def iter_jsonl_bytes(
+    handle: IO[bytes], event_type: str, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[ParsedEvent | Rejection]:
+    """`iter_jsonl` over a binary stream, holding at most `max_line_bytes` of it: a longer line and a
+    line that is not UTF-8 are rejections (with the line number) like any other invalid line."""
+    event_cls = event_class(event_type)
+    number = 0
+    while True:
+        raw = handle.readline(max_line_bytes + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+            skipped = _skip_rest_of_line(handle, max_line_bytes)
+            reason = f"line is longer than {max_line_bytes:,} bytes ({len(raw) + skipped:,} or more); not read"
+            yield Rejection(number, _escaped(raw[:SHOWN_TEXT]), (Problem(WHOLE_LINE, reason),))
+            continue
+        if number == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            reason = f"not UTF-8 text: byte 0x{raw[error.start]:02x} at column {error.start + 1}"
+            yield Rejection(number, _escaped(raw[:SHOWN_TEXT]), (Problem(WHOLE_LINE, reason),))
+            continue
+        if text.strip():
+            yield parse_line(text, number, event_cls)
+
+
+def _skip_rest_of_line(handle: IO[bytes], chunk: int) -> int:
+    skipped = 0
+    while True:
+        rest = handle.readline(chunk)
+        skipped += len(rest)
+        if not rest or rest.endswith(b"\n"):
+            return skipped
+
+
+def _escaped(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
 
 
 def parse_line(text: str, line: int, event_cls: type[Event]) -> ParsedEvent | Rejection:

@@ -51,7 +51,7 @@ def _decimal_from_text(value: Any) -> Any:
         return Decimal(value)
     if isinstance(value, str):
         if not _DECIMAL_TEXT.fullmatch(value):
-            raise ValueError(f"{value[:40]!r} is not a decimal number in ASCII digits like \"150.00\"")
+            raise ValueError(f'{value[:40]!r} is not a decimal number in ASCII digits like "150.00"')
         try:
             return Decimal(value)
         except InvalidOperation:
@@ -64,7 +64,9 @@ def _fits_scale(value: Decimal) -> Decimal:
     if isinstance(exponent, int) and exponent < -DECIMAL_SCALE:
         raise ValueError(f"{value} has more than {DECIMAL_SCALE} decimal places")
     if abs(value) >= DECIMAL_LIMIT:
-        raise ValueError(f"{value} is out of range: at most {DECIMAL_PRECISION - DECIMAL_SCALE} digits before the point")
+        raise ValueError(
+            f"{value} is out of range: at most {DECIMAL_PRECISION - DECIMAL_SCALE} digits before the point"
+        )
     return value
 
 

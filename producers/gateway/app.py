@@ -25,6 +25,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
+from decimal import DecimalException
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -261,7 +262,9 @@ class Gateway:
         except NotAnEntry as reason:
             raise _Reject(200, f"nothing to publish: {reason}") from None
         except ValidationError as error:
-            problems = [dict(zip(("field", "reason"), describe(e), strict=True)) for e in error.errors(include_url=False)]
+            problems = [
+                dict(zip(("field", "reason"), describe(e), strict=True)) for e in error.errors(include_url=False)
+            ]
             raise _Reject(422, f"not a valid {source} time entry; nothing was published", problems) from None
         except PARSE_ERRORS as error:
             raise _Reject(422, f"not a {source} time entry: {_short(error)}") from None
@@ -422,6 +425,8 @@ def _client_of(request: Request) -> str:
 
 
 def _short(error: BaseException) -> str:
+    if isinstance(error, DecimalException):  # its text is a list of signal classes
+        return "a number is out of range"
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     return text if len(text) <= 200 else f"{text[:197]}..."
 
@@ -626,7 +631,7 @@ async def _send_500(send: Send) -> None:
     try:
         await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": b'{"error":"internal error","problems":[]}'})
-    except Exception:  # noqa: S110 - the response had started, or the client left: nothing more to say
+    except Exception:  # the response had started, or the client left: nothing more to say
         pass
 
 

@@ -26,6 +26,7 @@ class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a deadline on each request head (`header_timeout_s`, set on the class)."""
 
     header_timeout_s = 10.0
+    _head_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -50,7 +51,7 @@ class GuardedH11Protocol(H11Protocol):
         self._head_deadline = self.loop.call_later(self.header_timeout_s, self._head_too_slow)
 
     def _disarm_head_deadline(self) -> None:
-        deadline = getattr(self, "_head_deadline", None)
+        deadline = self._head_deadline
         if deadline is not None:
             deadline.cancel()
             self._head_deadline = None

@@ -32,7 +32,8 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, description="Larger requests get 413 before being read.")
     max_batch_events: int = Field(default=1000, description="Events per request at most (API and webhooks).")
     rate_per_s: float = Field(
-        default=50.0, description="Sustained requests per second per API key, and per webhook source and client address."
+        default=50.0,
+        description="Sustained requests per second per API key, and per webhook source and client address.",
     )
     rate_burst: int = Field(default=100, description="Requests a caller may make at once before the rate applies.")
     refused_rate_per_s: float = Field(
