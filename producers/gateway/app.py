@@ -32,7 +32,7 @@ import orjson
 import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -137,6 +137,24 @@ class Metrics:
         self.refused = Counter(
             "gateway_refused", "Requests refused before publishing", ["reason"], registry=self.registry
         )
+        self.in_flight_gauge = Gauge("gateway_requests_in_flight", "Requests being handled", registry=self.registry)
+        self._in_flight = 0
+
+    def started(self) -> None:
+        self._in_flight += 1
+        self.in_flight_gauge.inc()
+
+    def ended(self) -> None:
+        self._in_flight -= 1
+        self.in_flight_gauge.dec()
+
+    def in_flight(self) -> int:
+        """Requests being handled now (the gauge's value)."""
+        return self._in_flight
+
+    def text(self) -> str:
+        """The Prometheus exposition of every series."""
+        return generate_latest(self.registry).decode()
 
 
 class Gateway:
@@ -590,6 +608,7 @@ class AccessLog:
             return
         started = time.perf_counter()
         status = CLIENT_CLOSED
+        self.gateway.metrics.started()
 
         async def send_and_note(message: Message) -> None:
             nonlocal status
@@ -607,6 +626,7 @@ class AccessLog:
             log.error("request failed", error=_short(error), error_class=type(error).__name__, exc_info=True)
             await _send_500(send)
         finally:
+            self.gateway.metrics.ended()
             self._record(scope, status, time.perf_counter() - started)
 
     def _record(self, scope: Scope, status: int, elapsed: float) -> None:
