@@ -29,7 +29,7 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from backbone.domain.ids import event_id_from_payload
-from backbone.domain.models import ApprovalDecision, Event, TimeEntry
+from backbone.domain.models import ApprovalDecision, ContractVersion, Event, TimeEntry
 from backbone.errors import BackboneError, InvalidInputError, ServiceUnavailableError
 from backbone.kafka.serde import SerdeCache, TopicSerde, registry_client
 from backbone.kafka.topics import BY_EVENT_TYPE, Topic
@@ -82,12 +82,21 @@ def encode_for_spool(event: Event, serde: TopicSerde) -> Encoded:
     """An event as `publish_encoded` takes it, envelope defaults applied; needs no broker or registry.
 
     `InvalidInputError` when it cannot be encoded (so callers refuse it before publishing anything)."""
-    event = with_envelope_defaults(event)
+    updates = envelope_updates(event)
     try:
         key = serde.encode_key(event)
     except UnicodeEncodeError as error:
         raise InvalidInputError(f"{event.event_type} key {event.key!r:.80} is not valid text: {error}") from None
-    return key, serde.encode_body(event), _headers(event, None)
+    # The record gets the defaults directly: no copy of the model just to encode it.
+    body = serde.encode_body(event, updates)
+    correlation = updates.get("correlation_id", event.correlation_id)
+    headers: list[tuple[str, str | bytes | None]] = [
+        ("event_type", event.event_type.encode()),
+        ("source_system", event.source_system.encode("utf-8")),
+    ]
+    if correlation is not None:
+        headers.append(("correlation_id", correlation.encode("utf-8")))
+    return key, body, headers
 
 
 @dataclass
@@ -121,14 +130,31 @@ def producer_config(kafka: KafkaSettings, *, delivery_timeout_s: float) -> dict[
 
 def with_envelope_defaults(event: Event) -> Event:
     """The event as published: correlation id defaulted, then the event id derived when absent."""
+    updates = envelope_updates(event)
+    return event.model_copy(update=updates) if updates else event
+
+
+def envelope_updates(event: Event) -> dict[str, str]:
+    """The envelope fields `with_envelope_defaults` fills in (none when the event has them all)."""
     updates: dict[str, str] = {}
     if event.correlation_id is None and isinstance(event, _CORRELATED_BY_ENTRY):
         updates["correlation_id"] = event.time_entry_id
     if event.event_id is None:
         # The id covers the defaulted correlation id too: it is derived from the event as published.
-        payload = {**event.model_dump(exclude={"event_id"}), **updates}
+        payload = _payload(event)
+        payload.update(updates)
         updates["event_id"] = event_id_from_payload(event.event_type, payload)
-    return event.model_copy(update=updates) if updates else event
+    return updates
+
+
+def _payload(event: Event) -> dict[str, Any]:
+    """The python-mode dump without `event_id`: for a flat event that is its field dict (serializers only
+    act in JSON mode; backbone.domain.ids relies on the same), copied at C speed instead of dumped."""
+    if isinstance(event, ContractVersion):  # holds models (the rate card): those must become dicts
+        return event.model_dump(exclude={"event_id"})
+    payload = dict(event.__dict__)
+    del payload["event_id"]
+    return payload
 
 
 class Emitter:

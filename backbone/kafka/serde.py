@@ -91,16 +91,20 @@ class TopicSerde:
         """Confluent-framed Avro; registers the schema on first use when `auto_register` is on."""
         return self.frame(self.encode_body(event))
 
-    def encode_body(self, event: Event) -> bytes:
+    def encode_body(self, event: Event, updates: dict[str, Any] | None = None) -> bytes:
         """The Avro body alone (no framing): needs no registry, so a whole input can be encoded, and
-        refused, before the first record is produced."""
+        refused, before the first record is produced. `updates` replace fields of the record (the
+        emitter's envelope defaults, already valid), sparing a copy of the model."""
         if not isinstance(event, self.event_cls):
             raise InvalidInputError(
                 f"topic {self.topic.name} carries {self.event_cls.__name__}, not {type(event).__name__}"
             )
+        record = wire.to_record(event)
+        if updates:
+            record.update(updates)
         out = io.BytesIO()
         try:
-            fastavro.schemaless_writer(out, self._parsed, wire.to_record(event))
+            fastavro.schemaless_writer(out, self._parsed, record)
         except (ValueError, TypeError, OverflowError) as error:
             raise InvalidInputError(f"cannot encode {event.event_type} {event.key!r:.80}: {error}") from error
         return out.getvalue()
