@@ -31,7 +31,8 @@ from typing import Any, Literal, Protocol
 import orjson
 import structlog
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.responses import JSONResponse as StarletteJSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
@@ -110,6 +111,13 @@ class _Reject(Exception):
     ) -> None:
         super().__init__(error)
         self.status, self.error, self.problems, self.headers = status, error, problems or [], headers or {}
+
+
+class JSONResponse(StarletteJSONResponse):
+    """JSON answers rendered by orjson (several times faster than the standard library's encoder)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def _problem(
@@ -601,6 +609,17 @@ class AccessLog:
 
     def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
         self.app, self.gateway = app, gateway
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def _series(self, route: str, status: int) -> tuple[Any, Any]:
+        """The labelled counter and histogram of a route and status (`labels()` is a lookup worth saving)."""
+        found = self._children.get((route, status))
+        if found is None:
+            metrics = self.gateway.metrics
+            found = (metrics.requests.labels(route, str(status)), metrics.latency.labels(route))
+            if len(self._children) < 1000:  # routes x statuses is small; never let odd statuses grow it
+                self._children[(route, status)] = found
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -631,9 +650,9 @@ class AccessLog:
 
     def _record(self, scope: Scope, status: int, elapsed: float) -> None:
         route = getattr(scope.get("route"), "path", "unmatched")
-        metrics = self.gateway.metrics
-        metrics.requests.labels(route, str(status)).inc()
-        metrics.latency.labels(route).observe(elapsed)
+        requests, latency = self._series(route, status)
+        requests.inc()
+        latency.observe(elapsed)
         state = scope.get("state") or {}
         client = scope.get("client")
         log.info(
