@@ -12,8 +12,6 @@ import dataclasses
 import json
 import os
 import subprocess
-import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,11 +20,10 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from backbone.kafka import topics as catalog
-from tests.support import create_topic, unique_name
+from tests.support import MeasuredRun, create_topic, run_backbone_measured, unique_name
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
 RSS_BOUND_MIB = 300
 
@@ -47,40 +44,13 @@ def entry_line(index: int) -> bytes:
     return json.dumps(entry).encode() + b"\n"
 
 
-@dataclasses.dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-    peak_rss_mib: float
+Run = MeasuredRun
 
 
 def run_emit(
     settings_env: dict[str, str], cwd: Path, *args: str, stdin: Any = subprocess.DEVNULL, timeout: float = 600
 ) -> Run:
-    """`backbone emit ...` in a child process that reports its own peak RSS (VmHWM) as it exits.
-
-    Not `wait4`'s ru_maxrss: on Linux that includes the forked copy of this (large) test process."""
-    with tempfile.TemporaryDirectory() as scratch:
-        status_file = Path(scratch) / "status"
-        code = (
-            "import atexit, sys\n"
-            f"atexit.register(lambda: open({str(status_file)!r}, 'w').write(open('/proc/self/status').read()))\n"
-            "from backbone.cli.main import cli\n"
-            "cli(['emit', *sys.argv[1:]], prog_name='backbone')\n"
-        )
-        done = subprocess.run(
-            [sys.executable, "-c", code, *args],
-            stdin=stdin,
-            capture_output=True,
-            cwd=cwd,
-            env={**os.environ, **settings_env, "PYTHONPATH": str(ROOT)},
-            timeout=timeout,
-            check=False,
-        )
-        status = status_file.read_text()
-    peak_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
-    return Run(done.returncode, done.stdout.decode(), done.stderr.decode(), peak_kib / 1024)
+    return run_backbone_measured(["emit", *args], env=settings_env, cwd=cwd, stdin=stdin, timeout=timeout)
 
 
 @pytest.fixture
