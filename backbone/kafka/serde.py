@@ -79,6 +79,7 @@ class TopicSerde:
         self._auto_register = auto_register
         self._schema = Schema(wire.schema_str(self.event_cls), "AVRO")
         self._parsed = wire.parsed_schema(self.event_cls)
+        self._temporal = wire.temporal_fields(self.event_cls)
         self._header: bytes | None = None
         """Magic byte and schema id of what this process writes (known after the first encode)."""
         self._readers: dict[int, tuple[Any, Any]] = {}
@@ -102,6 +103,10 @@ class TopicSerde:
         record = wire.to_record(event)
         if updates:
             record.update(updates)
+        for name, to_integer in self._temporal:
+            value = record[name]
+            if value is not None:
+                record[name] = to_integer(value)
         out = io.BytesIO()
         try:
             fastavro.schemaless_writer(out, self._parsed, record)
