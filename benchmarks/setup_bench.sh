@@ -4,6 +4,8 @@
 #   .venv             gets the `bench` extra (faust-streaming) for benchmarks/faust_passthrough.py
 #   .venv-bench-quix  a separate venv with quixstreams 3.28.1 for benchmarks/quix_passthrough.py:
 #                     quixstreams pins its own confluent-kafka, which cannot share .venv with backbone's
+#   wrk               Debian's HTTP load generator (apt), the client of benchmarks/gateway_bench.py: a
+#                     C event loop, so the load generator is not the bottleneck (its CPU is measured)
 #
 # Idempotent: each step is skipped when its package is already importable. Run from anywhere:
 #   bash benchmarks/setup_bench.sh
@@ -13,6 +15,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 QUIX_VERSION="3.28.1"
 QUIX_VENV="$ROOT/.venv-bench-quix"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
+
+if ! command -v wrk >/dev/null; then
+    echo "installing wrk (apt)"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq wrk
+fi
 
 if ! "$ROOT/.venv/bin/python" -c "import faust" 2>/dev/null; then
     echo "installing the bench extra (faust-streaming) into .venv"
@@ -31,3 +41,4 @@ fi
 
 "$QUIX_VENV/bin/python" -W ignore -c "from importlib.metadata import version as v; print('quixstreams', v('quixstreams'), 'with confluent-kafka', v('confluent-kafka'))"
 "$ROOT/.venv/bin/python" -c "import faust; print('faust-streaming', faust.__version__)"
+wrk --version 2>&1 | head -1 || true

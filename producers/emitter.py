@@ -8,7 +8,9 @@ contract promises: a time entry's or approval's `correlation_id` defaults to its
 missing `event_id` is derived from the payload, so emitting the same input twice changes nothing.
 
 `send` returns a future the delivery report resolves (the HTTP gateway answers 202 only after it);
-`publish` sends many and returns only when the broker has all of them, raising otherwise.
+`publish` sends many and returns only when the broker has all of them, raising otherwise. To publish
+a batch all or nothing, `prepare` encodes every event first (an invalid one raises `InvalidInputError`
+before anything was produced) and `send_prepared` then produces them.
 With a `transactional_id`, `transaction()` makes everything published inside it (and any
 `produce_bytes` record, e.g. a poller's cursor) visible to read-committed consumers all or nothing.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,9 +29,9 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from backbone.domain.ids import event_id_from_payload
-from backbone.domain.models import ApprovalDecision, Event, TimeEntry
-from backbone.errors import BackboneError, ServiceUnavailableError
-from backbone.kafka.serde import SerdeCache, registry_client
+from backbone.domain.models import ApprovalDecision, ContractVersion, Event, TimeEntry
+from backbone.errors import BackboneError, InvalidInputError, ServiceUnavailableError
+from backbone.kafka.serde import SerdeCache, TopicSerde, registry_client
 from backbone.kafka.topics import BY_EVENT_TYPE, Topic
 from backbone.settings import KafkaSettings, Settings, load_settings
 
@@ -40,6 +42,8 @@ Progress = Callable[[int, int], None]
 """progress(sent, delivered), called every `PROGRESS_EVERY` records while publishing."""
 
 PROGRESS_EVERY = 10_000
+POLL_EVERY = 100
+"""`publish_encoded` serves delivery reports every this many records (each poll costs a system call)."""
 KAFKA_HINT = "start it with `backbone up`, or set BACKBONE_KAFKA_BOOTSTRAP_SERVERS to a running cluster"
 _CORRELATED_BY_ENTRY = (TimeEntry, ApprovalDecision)
 
@@ -57,6 +61,42 @@ class Delivery:
     offset: int
     key: str
     event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One event encoded for the wire (its Avro body, key and headers), not produced yet."""
+
+    event: Event
+    serde: TopicSerde
+    key: bytes
+    body: bytes
+    headers: list[tuple[str, str | bytes | None]]
+
+
+Encoded = tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]
+"""(key, Avro body without framing, headers): an event ready for `publish_encoded`."""
+
+
+def encode_for_spool(event: Event, serde: TopicSerde) -> Encoded:
+    """An event as `publish_encoded` takes it, envelope defaults applied; needs no broker or registry.
+
+    `InvalidInputError` when it cannot be encoded (so callers refuse it before publishing anything)."""
+    updates = envelope_updates(event)
+    try:
+        key = serde.encode_key(event)
+    except UnicodeEncodeError as error:
+        raise InvalidInputError(f"{event.event_type} key {event.key!r:.80} is not valid text: {error}") from None
+    # The record gets the defaults directly: no copy of the model just to encode it.
+    body = serde.encode_body(event, updates)
+    correlation = updates.get("correlation_id", event.correlation_id)
+    headers: list[tuple[str, str | bytes | None]] = [
+        ("event_type", event.event_type.encode()),
+        ("source_system", event.source_system.encode("utf-8")),
+    ]
+    if correlation is not None:
+        headers.append(("correlation_id", correlation.encode("utf-8")))
+    return key, body, headers
 
 
 @dataclass
@@ -90,14 +130,31 @@ def producer_config(kafka: KafkaSettings, *, delivery_timeout_s: float) -> dict[
 
 def with_envelope_defaults(event: Event) -> Event:
     """The event as published: correlation id defaulted, then the event id derived when absent."""
+    updates = envelope_updates(event)
+    return event.model_copy(update=updates) if updates else event
+
+
+def envelope_updates(event: Event) -> dict[str, str]:
+    """The envelope fields `with_envelope_defaults` fills in (none when the event has them all)."""
     updates: dict[str, str] = {}
     if event.correlation_id is None and isinstance(event, _CORRELATED_BY_ENTRY):
         updates["correlation_id"] = event.time_entry_id
     if event.event_id is None:
         # The id covers the defaulted correlation id too: it is derived from the event as published.
-        payload = {**event.model_dump(exclude={"event_id"}), **updates}
+        payload = _payload(event)
+        payload.update(updates)
         updates["event_id"] = event_id_from_payload(event.event_type, payload)
-    return event.model_copy(update=updates) if updates else event
+    return updates
+
+
+def _payload(event: Event) -> dict[str, Any]:
+    """The python-mode dump without `event_id`: for a flat event that is its field dict (serializers only
+    act in JSON mode; backbone.domain.ids relies on the same), copied at C speed instead of dumped."""
+    if isinstance(event, ContractVersion):  # holds models (the rate card): those must become dicts
+        return event.model_dump(exclude={"event_id"})
+    payload = dict(event.__dict__)
+    del payload["event_id"]
+    return payload
 
 
 class Emitter:
@@ -167,18 +224,37 @@ class Emitter:
 
         Encoding problems (and an unreachable registry) raise here, before anything is sent.
         """
-        self._start_poller()
-        future: Future[Delivery] = Future()
+        return self.send_prepared([self.prepare(event, headers)])[0]
+
+    def prepare(self, event: Event, headers: Headers | None = None) -> Prepared:
+        """The event with its envelope defaults, encoded; `InvalidInputError` when it cannot be.
+
+        Needs neither the broker nor the registry, so a caller can encode a whole batch, and refuse it,
+        before producing any of it.
+        """
         event = with_envelope_defaults(event)
+        serde = self._serdes.for_topic(self._topics[event.event_type])
+        key, body, _ = encode_for_spool(event, serde)
+        return Prepared(event, serde, key, body, _headers(event, headers))
 
-        def on_delivery(error: KafkaError | None, message: Message) -> None:
-            if error is not None:
-                future.set_exception(DeliveryError(f"{event.event_type} {event.key} not delivered: {error.str()}"))
-            else:
-                future.set_result(_delivery(message, event))
+    def frames_known(self, records: Sequence[Prepared]) -> bool:
+        """Whether `send_prepared` needs no registry call for these (their schema ids are known)."""
+        return all(record.serde.header_known for record in records)
 
-        self._produce(event, headers, on_delivery)
-        return future
+    def send_prepared(self, records: Sequence[Prepared]) -> list[Future[Delivery]]:
+        """Produce encoded events; each future resolves with its `Delivery` once the broker has it.
+
+        The schema ids are looked up first, so an unreachable registry raises before any is produced.
+        """
+        values = [record.serde.frame(record.body) for record in records]
+        self._start_poller()
+        futures: list[Future[Delivery]] = []
+        for record, value in zip(records, values, strict=True):
+            future: Future[Delivery] = Future()
+            self._produce_bytes(record.serde.topic.name, record.key, value, record.headers, _resolver(future, record))
+            futures.append(future)
+        self._producer.poll(0)
+        return futures
 
     def publish(self, events: Iterable[Event], progress: Progress | None = None) -> EmitReport:
         """Send every event and wait until the broker has them all; `DeliveryError` if any failed."""
@@ -190,6 +266,26 @@ class Emitter:
             self._produce(published, None, tally.on_delivery)
             if progress is not None and sent % PROGRESS_EVERY == 0:
                 progress(sent, tally.delivered)
+        self._wait_for(sent, tally)
+        return EmitReport(published=tally.delivered, seconds=time.monotonic() - started, by_topic=tally.by_topic)
+
+    def publish_encoded(self, topic: Topic, records: Iterable[Encoded], progress: Progress | None = None) -> EmitReport:
+        """Produce records encoded earlier (`encode_for_spool`): framed with the topic's schema id, not
+        re-encoded; returns once the broker has them all, `DeliveryError` if any failed."""
+        started = time.monotonic()
+        header = self._serdes.for_topic(topic).header()
+        tally = _Tally()
+        produce, poll = self._producer.produce, self._producer.poll
+        sent = 0
+        for sent, (key, body, headers) in enumerate(records, start=1):
+            try:
+                produce(topic.name, header + body, key, headers=headers, on_delivery=tally.on_delivery)
+            except BufferError:
+                self._produce_bytes(topic.name, key, header + body, headers, tally.on_delivery)
+            if sent % POLL_EVERY == 0:
+                poll(0)
+                if progress is not None and sent % PROGRESS_EVERY == 0:
+                    progress(sent, tally.delivered)
         self._wait_for(sent, tally)
         return EmitReport(published=tally.delivered, seconds=time.monotonic() - started, by_topic=tally.by_topic)
 
@@ -242,15 +338,24 @@ class Emitter:
         topic = self._topics[event.event_type]
         serde = self._serdes.for_topic(topic)
         key, value = serde.encode_key(event), serde.encode_value(event)
-        record_headers = _headers(event, headers)
+        self._produce_bytes(topic.name, key, value, _headers(event, headers), on_delivery)
+        self._producer.poll(0)
+
+    def _produce_bytes(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, str | bytes | None]],
+        on_delivery: Callable[..., None],
+    ) -> None:
         while True:
             try:
-                self._producer.produce(topic.name, value, key, headers=record_headers, on_delivery=on_delivery)
-                break
+                self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                return
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room again.
                 self._producer.poll(0.05)
-        self._producer.poll(0)
 
     def _wait_for(self, sent: int, tally: _Tally) -> None:
         remaining = self._producer.flush(self._delivery_timeout_s + 5)
@@ -306,6 +411,17 @@ def _headers(event: Event, extra: Headers | None) -> list[tuple[str, str | bytes
         headers["correlation_id"] = event.correlation_id
     merged: dict[str, str | bytes] = {**headers, **(extra or {})}
     return [(name, value if isinstance(value, bytes) else value.encode("utf-8")) for name, value in merged.items()]
+
+
+def _resolver(future: Future[Delivery], record: Prepared) -> Callable[[KafkaError | None, Message], None]:
+    def on_delivery(error: KafkaError | None, message: Message) -> None:
+        event = record.event
+        if error is not None:
+            future.set_exception(DeliveryError(f"{event.event_type} {event.key} not delivered: {error.str()}"))
+        else:
+            future.set_result(_delivery(message, event))
+
+    return on_delivery
 
 
 def _delivery(message: Message, event: Event) -> Delivery:

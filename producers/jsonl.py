@@ -10,15 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from backbone.domain.models import INPUT_EVENTS, Event
+from backbone.domain.models import ID_MAX_LENGTH, ID_PATTERN, INPUT_EVENTS, Event
 
 WHOLE_RECORD = "(record)"
 NOT_JSON = "(json)"
+WHOLE_LINE = "(line)"
+MAX_LINE_BYTES = 1_048_576
+"""A longer line is rejected unread (no event comes near it), so one huge line cannot exhaust memory."""
+SHOWN_TEXT = 200
+"""Characters of a rejected line kept for the rejects file when the line is not valid text or too long."""
 CURRENCY_PATTERN = "^[A-Z]{3}$"
 
 
@@ -93,6 +98,48 @@ def iter_jsonl(lines: Iterable[str], event_type: str) -> Iterator[ParsedEvent | 
             yield parse_line(text, number, event_cls)
 
 
+def iter_jsonl_bytes(
+    handle: IO[bytes], event_type: str, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[ParsedEvent | Rejection]:
+    """`iter_jsonl` over a binary stream, holding at most `max_line_bytes` of it: a longer line and a
+    line that is not UTF-8 are rejections (with the line number) like any other invalid line."""
+    event_cls = event_class(event_type)
+    number = 0
+    while True:
+        raw = handle.readline(max_line_bytes + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+            skipped = _skip_rest_of_line(handle, max_line_bytes)
+            reason = f"line is longer than {max_line_bytes:,} bytes ({len(raw) + skipped:,} or more); not read"
+            yield Rejection(number, _escaped(raw[:SHOWN_TEXT]), (Problem(WHOLE_LINE, reason),))
+            continue
+        if number == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            reason = f"not UTF-8 text: byte 0x{raw[error.start]:02x} at column {error.start + 1}"
+            yield Rejection(number, _escaped(raw[:SHOWN_TEXT]), (Problem(WHOLE_LINE, reason),))
+            continue
+        if text.strip():
+            yield parse_line(text, number, event_cls)
+
+
+def _skip_rest_of_line(handle: IO[bytes], chunk: int) -> int:
+    skipped = 0
+    while True:
+        rest = handle.readline(chunk)
+        skipped += len(rest)
+        if not rest or rest.endswith(b"\n"):
+            return skipped
+
+
+def _escaped(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
+
+
 def parse_line(text: str, line: int, event_cls: type[Event]) -> ParsedEvent | Rejection:
     """One line as an event of `event_cls`, or why it is not one."""
     try:
@@ -119,10 +166,27 @@ def _reason(kind: str, detail: ErrorDetails) -> str:
         return "unknown field (not part of the canonical model)"
     if kind == "enum":
         expected = detail.get("ctx", {}).get("expected", "")
-        return f"unknown value {detail['input']!r}; expected {expected}"
-    if kind == "string_pattern_mismatch" and detail.get("ctx", {}).get("pattern") == CURRENCY_PATTERN:
-        return f'{detail["input"]!r} is not an ISO 4217 currency code like "EUR"'
+        return f"unknown value {_shown(detail['input'])}; expected {expected}"
+    pattern = detail.get("ctx", {}).get("pattern") if kind == "string_pattern_mismatch" else None
+    if pattern == CURRENCY_PATTERN:
+        return f'{_shown(detail["input"])} is not an ISO 4217 currency code like "EUR"'
+    if pattern == ID_PATTERN:
+        return f"{_shown(detail['input'])} is blank or holds a control character, NUL or bidirectional override"
+    if kind == "string_too_long":
+        return f"longer than {detail.get('ctx', {}).get('max_length', ID_MAX_LENGTH)} characters"
     if kind == "value_error":
         # Our own validators' messages are already written for people; drop pydantic's prefix.
         return detail["msg"].removeprefix("Value error, ")
     return str(detail["msg"])
+
+
+def describe(detail: ErrorDetails) -> tuple[str, str]:
+    """(field, reason) of one pydantic error, worded for people (shared with the HTTP gateway)."""
+    problem = _problem(detail)
+    return problem.field, problem.reason
+
+
+def _shown(value: object) -> str:
+    """A refused value as it may be printed: escaped (no control character reaches a terminal), cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."

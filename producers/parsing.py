@@ -261,6 +261,11 @@ _CURRENCY_NAMES = {
 }
 
 
+_EXPONENT = re.compile(r"\d\s*[eE]\s*[+-]?\d")
+MAX_HOURS = Decimal(1_000_000)
+"""More hours than this in one entry is not a duration but damage (1e300 from a hostile payload)."""
+
+
 def parse_decimal(text: str) -> Decimal:
     """A decimal from `"1,234.56"`, `"2.001,0"`, `"20,01"`, `"€ 111.11"` or `"-5"`.
 
@@ -268,6 +273,9 @@ def parse_decimal(text: str) -> Decimal:
     (exports that group thousands with commas always print a decimal point too); several commas alone
     are thousands separators.
     """
+    if _EXPONENT.search(text):
+        # Stripping the letter would read "1e300" as 1300: refuse what no tracker writes.
+        raise ValueError(f"{text[:40]!r} is not a plain decimal number (no exponents)")
     cleaned = re.sub(r"[^\d,.\-+]", "", text.strip())
     if not re.search(r"\d", cleaned):
         raise ValueError(f"{text!r} is not a number")
@@ -364,6 +372,8 @@ def hours_to_seconds(hours: Decimal) -> int:
     """Decimal hours to whole seconds, half up (3 decimal places of an hour are 3.6 s apart)."""
     if hours < 0:
         raise ValueError(f"{hours} hours is negative")
+    if hours >= MAX_HOURS:
+        raise ValueError(f"{hours} hours is out of range (at most {MAX_HOURS - 1} hours an entry)")
     return int((hours * 3600).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -71,3 +77,42 @@ def wait_for_partitions(bootstrap: str, name: str, partitions: int, timeout: flo
         wait_until(answers, timeout=timeout, message=f"every partition of {name} answers offset requests")
     finally:
         consumer.close()
+
+
+@dataclass
+class MeasuredRun:
+    """A finished `backbone` command: exit code, output and its own peak RSS."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    peak_rss_mib: float
+
+
+def run_backbone_measured(
+    args: list[str], *, env: dict[str, str], cwd: Path, stdin: Any = subprocess.DEVNULL, timeout: float = 600
+) -> MeasuredRun:
+    """`backbone ARGS...` in a child process that reports its own peak RSS (VmHWM) as it exits.
+
+    Not `wait4`'s ru_maxrss: on Linux that includes the forked copy of the (large) test process."""
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as scratch:
+        status_file = Path(scratch) / "status"
+        code = (
+            "import atexit, sys\n"
+            f"atexit.register(lambda: open({str(status_file)!r}, 'w').write(open('/proc/self/status').read()))\n"
+            "from backbone.cli.main import cli\n"
+            "cli(sys.argv[1:], prog_name='backbone')\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            stdin=stdin,
+            capture_output=True,
+            cwd=cwd,
+            env={**os.environ, **env, "PYTHONPATH": str(root)},
+            timeout=timeout,
+            check=False,
+        )
+        status = status_file.read_text()
+    peak_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    return MeasuredRun(done.returncode, done.stdout.decode(), done.stderr.decode(), peak_kib / 1024)

@@ -1,34 +1,51 @@
 """`backbone emit <event-type> <file|->`: publish canonical JSON lines to the event type's topic.
 
-Every line is validated before anything is sent. By default one invalid line means nothing is
-published (exit 2, each problem printed as `line N: field: reason`); `--skip-invalid` publishes the
-valid lines and writes the rejected ones, with their reasons, to a rejects file. Inputs up to
-`KEEP_IN_MEMORY` lines are parsed once; larger ones are validated in a first pass and parsed again
-while publishing, so memory stays bounded (standard input is spooled to a temporary file for that).
+All or nothing, in constant memory. The first pass reads the input line by line, validates each line
+and Avro-encodes the valid events into a spool file (a temporary file of length-prefixed records);
+only when the whole input is valid (or `--skip-invalid` is given) does the second pass produce the
+spooled records, so nothing is parsed or encoded twice and nothing is published from an input that
+is refused. By default one invalid line means nothing is published (exit 2, each problem printed as
+`line N: field: reason`); `--skip-invalid` publishes the valid lines and writes the rejected ones, with
+their reasons, to `--rejects FILE` (for a file the default is `FILE.rejects.jsonl`; for standard input
+and pipes there is no default: the rejects are only counted and shown unless `--rejects` is given).
+
+Hostile input is a clear error, never a traceback: a binary file is refused up front, a line longer
+than `--max-line-bytes` or not UTF-8 is an invalid line (read in bounded pieces), and standard input,
+a FIFO or a character device is spooled to a temporary file first.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
+import os
+import stat
+import struct
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import click
 import orjson
 
-from backbone.domain.models import INPUT_EVENTS, Event
+from backbone.domain.models import INPUT_EVENTS
 from backbone.errors import InvalidInputError
 from backbone.settings import load_settings
-from producers.jsonl import ParsedEvent, Rejection, iter_jsonl
+from producers.jsonl import MAX_LINE_BYTES, ParsedEvent, Rejection, iter_jsonl_bytes
 
-KEEP_IN_MEMORY = 200_000
+if TYPE_CHECKING:
+    from backbone.kafka.topics import Topic
+
+Spooled = tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]
+
 SHOWN_PROBLEMS = 50
-PROGRESS_EVERY = 10_000
+PROGRESS_EVERY = 100_000
+SNIFF_BYTES = 8192
+COPY_CHUNK = 1 << 20
+_LENGTHS = struct.Struct("<IIHH")
+"""A spooled record: lengths of key, Avro body, source_system and correlation_id (0: none)."""
 
 
 @click.command()
@@ -39,10 +56,17 @@ PROGRESS_EVERY = 10_000
     "--rejects",
     "rejects_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Where --skip-invalid writes rejected lines with reasons [default: FILE.rejects.jsonl, "
-    "or EVENT_TYPE.rejects.jsonl for standard input].",
+    help="Where rejected lines go, with reasons [default with --skip-invalid: FILE.rejects.jsonl; "
+    "none for standard input or a pipe].",
 )
 @click.option("--topic", help="Publish to this topic instead of the catalog topic of EVENT_TYPE.")
+@click.option(
+    "--max-line-bytes",
+    type=click.IntRange(min=1024),
+    default=MAX_LINE_BYTES,
+    show_default=True,
+    help="A longer line is rejected without being read into memory.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on standard error.")
 def emit(
     event_type: str,
@@ -50,6 +74,7 @@ def emit(
     skip_invalid: bool,
     rejects_path: Path | None,
     topic: str | None,
+    max_line_bytes: int,
     quiet: bool,
 ) -> None:
     """Publish canonical JSON lines (one EVENT_TYPE event per line) from FILE, or standard input.
@@ -58,110 +83,225 @@ def emit(
     twice publishes duplicates that every consumer ignores.
     """
     started = time.monotonic()
-    with _replayable(source) as handle:
-        valid, rejections, kept = _validate(handle, event_type, quiet)
-        if rejections:
-            _report_rejections(rejections, valid, skip_invalid)
-            if skip_invalid:
-                _write_rejects(rejections, rejects_path or _default_rejects(source, event_type))
-        events = kept if kept is not None else _events(handle, event_type)
-        published = _publish(event_type, topic, events, valid, quiet)
+    from backbone.kafka.topics import topic_for
+
+    target = topic_for(event_type)
+    if topic:
+        target = dataclasses.replace(target, name=topic)
+    rejects = _Rejects(rejects_path or (_default_rejects(source) if skip_invalid else None))
+    with _readable(source) as handle, tempfile.TemporaryFile() as spool:
+        try:
+            valid = _validate(handle, event_type, target, spool, rejects, max_line_bytes, quiet)
+        finally:
+            rejects.close()
+        if rejects.count:
+            _report_rejections(rejects, valid, skip_invalid)
+        spool.seek(0)
+        published = _publish(target, _spooled(spool, event_type), valid, quiet)
     seconds = time.monotonic() - started
     rate = published / seconds if seconds > 0 else 0.0
-    click.echo(f"published {published}, rejected {len(rejections)}, {seconds:.2f} s, {rate:,.0f} records/s")
+    click.echo(f"published {published}, rejected {rejects.count}, {seconds:.2f} s, {rate:,.0f} records/s")
 
 
-def _validate(handle: IO[str], event_type: str, quiet: bool) -> tuple[int, list[Rejection], list[Event] | None]:
-    """(valid count, rejections, the valid events when few enough to keep) after one pass."""
-    kept: list[Event] | None = []
-    rejections: list[Rejection] = []
+def _validate(
+    handle: IO[bytes],
+    event_type: str,
+    topic: Topic,
+    spool: IO[bytes],
+    rejects: _Rejects,
+    max_line_bytes: int,
+    quiet: bool,
+) -> int:
+    """Validate and encode every line; spool the valid ones, hand the rest to `rejects`. Returns the count spooled."""
+    from backbone.kafka.serde import TopicSerde
+    from producers.emitter import encode_for_spool
+
+    serde = TopicSerde(topic, registry=None)  # type: ignore[arg-type]  # Avro bodies only: no registry needed
     valid = 0
-    for item in iter_jsonl(handle, event_type):
+    write = spool.write
+    for item in iter_jsonl_bytes(handle, event_type, max_line_bytes):
         if isinstance(item, Rejection):
-            rejections.append(item)
+            rejects.add(item)
             continue
+        try:
+            key, body, headers = encode_for_spool(item.event, serde)
+        except InvalidInputError as error:
+            rejects.add(_unencodable(item, error))
+            continue
+        write(_spool_record(key, body, headers))
         valid += 1
-        if kept is not None:
-            kept.append(item.event)
-            if len(kept) > KEEP_IN_MEMORY:
-                kept = None  # too many to hold: parse again while publishing
-        if not quiet and valid % (PROGRESS_EVERY * 10) == 0:
+        if not quiet and valid % PROGRESS_EVERY == 0:
             click.echo(f"validated {valid} lines", err=True)
-    return valid, rejections, kept
+    return valid
 
 
-def _events(handle: IO[str], event_type: str) -> Iterator[Event]:
-    handle.seek(0)
-    for item in iter_jsonl(handle, event_type):
-        if isinstance(item, ParsedEvent):
-            yield item.event
+def _unencodable(item: ParsedEvent, error: InvalidInputError) -> Rejection:
+    from producers.jsonl import WHOLE_RECORD, Problem
+
+    return Rejection(item.line, "", (Problem(WHOLE_RECORD, str(error)),))
 
 
-def _report_rejections(rejections: list[Rejection], valid: int, skip_invalid: bool) -> None:
-    messages = [message for rejection in rejections for message in rejection.messages()]
-    for message in messages[:SHOWN_PROBLEMS]:
+def _spool_record(key: bytes, body: bytes, headers: list[tuple[str, str | bytes | None]]) -> bytes:
+    values = dict(headers)
+    source_system = _as_bytes(values.get("source_system"))
+    correlation = _as_bytes(values.get("correlation_id"))
+    return (
+        _LENGTHS.pack(len(key), len(body), len(source_system), len(correlation))
+        + key
+        + body
+        + source_system
+        + correlation
+    )
+
+
+def _as_bytes(value: str | bytes | None) -> bytes:
+    if value is None:
+        return b""
+    return value if isinstance(value, bytes) else value.encode("utf-8")
+
+
+def _spooled(spool: IO[bytes], event_type: str) -> Iterator[Spooled]:
+    """The spooled records back, with the headers the emitter writes (`event_type`, `source_system`,
+    `correlation_id`)."""
+    read, size = spool.read, _LENGTHS.size
+    type_header = ("event_type", event_type.encode())
+    while True:
+        lengths = read(size)
+        if len(lengths) < size:
+            return
+        key_len, body_len, source_len, correlation_len = _LENGTHS.unpack(lengths)
+        payload = read(key_len + body_len + source_len + correlation_len)
+        body_end = key_len + body_len
+        headers: list[tuple[str, str | bytes | None]] = [
+            type_header,
+            ("source_system", payload[body_end : body_end + source_len]),
+        ]
+        if correlation_len:
+            headers.append(("correlation_id", payload[body_end + source_len :]))
+        yield payload[:key_len], payload[key_len:body_end], headers
+
+
+class _Rejects:
+    """Rejected lines: counted, the first few kept to show, every one streamed to the rejects file if any."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path, self.count = path, 0
+        self.shown: list[str] = []
+        self.problems = 0
+        self._out: IO[bytes] | None = None
+
+    def add(self, rejection: Rejection) -> None:
+        self.count += 1
+        messages = rejection.messages()
+        self.problems += len(messages)
+        room = SHOWN_PROBLEMS - len(self.shown)
+        if room > 0:
+            self.shown += messages[:room]
+        if self.path is not None:
+            if self._out is None:
+                self._out = self._open(self.path)
+            self._out.write(orjson.dumps(rejection.to_json()) + b"\n")
+
+    @staticmethod
+    def _open(path: Path) -> IO[bytes]:
+        try:
+            return path.open("wb")
+        except OSError as error:
+            raise InvalidInputError(f"cannot write the rejects file {path}: {error.strerror}") from None
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+
+
+def _report_rejections(rejects: _Rejects, valid: int, skip_invalid: bool) -> None:
+    for message in rejects.shown:
         click.echo(message, err=True)
-    if len(messages) > SHOWN_PROBLEMS:
-        click.echo(f"... and {len(messages) - SHOWN_PROBLEMS} more problems", err=True)
+    if rejects.problems > len(rejects.shown):
+        click.echo(f"... and {rejects.problems - len(rejects.shown)} more problems", err=True)
+    if rejects.path is not None:
+        click.echo(f"wrote {rejects.count} rejected lines with reasons to {rejects.path}", err=True)
+    elif skip_invalid:
+        click.echo(f"{rejects.count} rejected lines were not kept (use --rejects FILE to keep them)", err=True)
     if not skip_invalid:
         raise InvalidInputError(
-            f"{len(rejections)} of {len(rejections) + valid} lines are invalid; nothing was published",
+            f"{rejects.count} of {rejects.count + valid} lines are invalid; nothing was published",
             hint="fix them, or use --skip-invalid to publish the valid lines and write the rejected ones to a file",
         )
 
 
-def _write_rejects(rejections: list[Rejection], path: Path) -> None:
-    with path.open("wb") as out:
-        for rejection in rejections:
-            out.write(orjson.dumps(rejection.to_json()) + b"\n")
-    click.echo(f"wrote {len(rejections)} rejected lines with reasons to {path}", err=True)
+def _default_rejects(source: str) -> Path | None:
+    """`FILE.rejects.jsonl` next to a regular file; nothing for standard input or a pipe (no stray files)."""
+    if source == "-":
+        return None
+    try:
+        regular = stat.S_ISREG(os.stat(source).st_mode)
+    except OSError:
+        return None
+    return Path(f"{source}.rejects.jsonl") if regular else None
 
 
-def _default_rejects(source: str, event_type: str) -> Path:
-    return Path(f"{event_type}.rejects.jsonl") if source == "-" else Path(f"{source}.rejects.jsonl")
-
-
-def _publish(
-    event_type: str, topic_name: str | None, events: Iterator[Event] | list[Event], total: int, quiet: bool
-) -> int:
+def _publish(topic: Topic, records: Iterator[Spooled], total: int, quiet: bool) -> int:
     # Imported here so that validation errors never wait for confluent-kafka to load.
-    from backbone.kafka.topics import topic_for
     from producers.emitter import Emitter
 
-    topic = topic_for(event_type)
-    if topic_name:
-        topic = dataclasses.replace(topic, name=topic_name)
     show = (
         (lambda sent, delivered: click.echo(f"sent {sent}/{total}, delivered {delivered}", err=True))
         if not quiet
         else None
     )
-    with Emitter(load_settings(), topics={event_type: topic}) as emitter:
+    with Emitter(load_settings()) as emitter:
         if total == 0:
             return 0
         emitter.ensure_topic(topic)
-        return emitter.publish(events, progress=show).published
+        return emitter.publish_encoded(topic, records, progress=show).published
 
 
-class _replayable:
-    """The input as a seekable text file: the file itself, or standard input spooled to a temp file."""
+class _readable:
+    """The input as a seekable binary file: a regular file itself; standard input, a FIFO or a device
+    spooled to a temporary file. A file that looks binary (a NUL byte in its first 8 KiB) is refused."""
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._handle: IO[str] | None = None
+        self._handle: IO[bytes] | None = None
 
-    def __enter__(self) -> IO[str]:
-        if self.source != "-":
-            try:
-                self._handle = open(self.source, encoding="utf-8-sig")
-            except OSError as error:
-                raise InvalidInputError(f"cannot read {self.source}: {error.strerror}") from error
-        else:
-            self._handle = tempfile.TemporaryFile("w+", encoding="utf-8")
-            shutil.copyfileobj(sys.stdin, self._handle)
-            self._handle.seek(0)
+    def __enter__(self) -> IO[bytes]:
+        self._handle = self._open()
+        head = self._handle.read(SNIFF_BYTES)
+        self._handle.seek(0)
+        if b"\x00" in head.removeprefix(b"\xef\xbb\xbf"):
+            name = "standard input" if self.source == "-" else self.source
+            offset = head.index(b"\x00")
+            hint = "emit reads JSON Lines (UTF-8 text); a UTF-16 file can be converted with iconv -f UTF-16 -t UTF-8"
+            self._handle.close()
+            raise InvalidInputError(
+                f"{name} is a binary file, not JSON Lines (a NUL byte at offset {offset})", hint=hint
+            )
         return self._handle
+
+    def _open(self) -> IO[bytes]:
+        if self.source == "-":
+            return _spool_stream(sys.stdin.buffer)
+        try:
+            mode = os.stat(self.source).st_mode
+            if stat.S_ISDIR(mode):
+                raise InvalidInputError(f"{self.source} is a directory, not a file")
+            handle = open(self.source, "rb")  # noqa: SIM115 - closed in __exit__
+        except OSError as error:
+            raise InvalidInputError(f"cannot read {self.source}: {error.strerror}") from error
+        if stat.S_ISREG(mode):
+            return handle
+        with handle:  # a FIFO or a device: it can be read once only
+            return _spool_stream(handle)
 
     def __exit__(self, *exc_info: object) -> None:
         if self._handle is not None:
             self._handle.close()
+
+
+def _spool_stream(stream: IO[bytes]) -> IO[bytes]:
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned open
+    while chunk := stream.read(COPY_CHUNK):
+        spool.write(chunk)
+    spool.seek(0)
+    return spool

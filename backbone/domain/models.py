@@ -9,11 +9,13 @@ percentages and hours are decimal *strings* (a JSON float is rejected, never rou
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from decimal import MAX_PREC, Context, Decimal, InvalidOperation, Rounded
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
+from annotated_types import Le
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -27,6 +29,15 @@ from pydantic import (
 
 DECIMAL_SCALE = 4
 """Every decimal travels with scale 4 (enough for every ISO 4217 currency)."""
+DECIMAL_PRECISION = 18
+"""Digits the Avro schemas give every decimal: 14 before the point, 4 after."""
+DECIMAL_LIMIT = Decimal(10) ** (DECIMAL_PRECISION - DECIMAL_SCALE)
+INT32_MAX, INT64_MAX = 2**31 - 1, 2**63 - 1
+"""Ranges of Avro's `int` and `long`: a model refuses what its schema could not carry."""
+ID_MAX_LENGTH = 512
+
+# ASCII digits only: Python's Decimal also reads Arabic-Indic digits, underscores and surrounding spaces.
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def _decimal_from_text(value: Any) -> Any:
@@ -41,13 +52,12 @@ def _decimal_from_text(value: Any) -> Any:
     if isinstance(value, int):
         return Decimal(value)
     if isinstance(value, str):
+        if not _DECIMAL_TEXT.fullmatch(value):
+            raise ValueError(f'{value[:40]!r} is not a decimal number in ASCII digits like "150.00"')
         try:
-            parsed = Decimal(value.strip())
+            return Decimal(value)
         except InvalidOperation:
-            raise ValueError(f"{value!r} is not a decimal number") from None
-        if not parsed.is_finite():
-            raise ValueError(f"{value!r} is not a finite decimal number")
-        return parsed
+            raise ValueError(f"{value[:40]!r} is not a decimal number") from None
     return value
 
 
@@ -65,6 +75,10 @@ def _fits_scale(value: Decimal) -> Decimal:
     if not value and value.is_finite() and value.adjusted() < -DECIMAL_SCALE:
         # a zero rounds nothing away; its adjusted exponent is its exponent (0E-10, 0.00000)
         raise ValueError(f"{value} has more than {DECIMAL_SCALE} decimal places")
+    if abs(value) >= DECIMAL_LIMIT:
+        raise ValueError(
+            f"{value} is out of range: at most {DECIMAL_PRECISION - DECIMAL_SCALE} digits before the point"
+        )
     return value
 
 
@@ -90,7 +104,10 @@ def _utc(value: datetime) -> datetime:
         return value
     if value.tzinfo is None:
         raise ValueError("instants need a time zone, e.g. 2026-11-02T09:30:00Z")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value.isoformat()} is out of range in UTC (years 1 to 9999)") from None
 
 
 def _rfc3339(value: datetime) -> str:
@@ -107,7 +124,16 @@ Instant = Annotated[
 """An RFC 3339 instant, normalised to UTC; printed with a trailing Z."""
 
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
-NonEmpty = Annotated[str, Field(min_length=1)]
+_NOT_IN_IDS = "\\x00-\\x1f\\x7f-\\x9f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069"
+ID_PATTERN = f"^[^{_NOT_IN_IDS}]*[^\\s{_NOT_IN_IDS}][^{_NOT_IN_IDS}]*$"
+"""Not blank; no control character (NUL included), line separator or bidirectional override, which would
+let an id look like another in a log, a terminal or an invoice."""
+Id = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
+NonEmpty = Id
+"""An identifier or name that must be present (kept as an alias of `Id`)."""
+# Upper bounds only: each field states its own lower bound (`Field(ge=1)`), which an inner one would override.
+Int32 = Annotated[StrictInt, Le(INT32_MAX)]
+Int64 = Annotated[StrictInt, Le(INT64_MAX)]
 
 
 class ProjectStatus(StrEnum):
@@ -213,7 +239,7 @@ class Event(Canonical):
     )
     occurred_at: Instant = Field(description="Business time of the change in the source system.")
     source_system: NonEmpty = Field(description="e.g. harvest, toggl, clockify, netsuite, erp-sim, backbone")
-    correlation_id: str | None = Field(
+    correlation_id: Id | None = Field(
         default=None, description="Follows one time entry end to end; defaults to its time_entry_id."
     )
 
@@ -272,7 +298,7 @@ class RateCardLine(Canonical):
 
     worker_id: str | None = None
     role: str | None = None
-    task_id: str | None = None
+    task_id: Id | None = None
     hourly_rate: Dec
 
 
@@ -281,7 +307,7 @@ class ContractVersion(Event):
     key_field: ClassVar[str] = "contract_key"
 
     contract_id: NonEmpty
-    version: StrictInt = Field(ge=1, description="Amendment number; a higher version wins on the dates it covers.")
+    version: Int32 = Field(ge=1, description="Amendment number; a higher version wins on the dates it covers.")
     project_id: NonEmpty
     status: ContractStatus
     effective_from: date
@@ -292,7 +318,7 @@ class ContractVersion(Event):
     tax_code: str | None = None
     discount_percent: Dec = Decimal("0")
     not_to_exceed: Dec | None = None
-    rounding_increment_minutes: StrictInt = Field(default=1, ge=1)
+    rounding_increment_minutes: Int32 = Field(default=1, ge=1)
     rounding_mode: RoundingMode = RoundingMode.NEAREST
     default_hourly_rate: Dec | None = None
     rate_card: tuple[RateCardLine, ...] = ()
@@ -310,12 +336,12 @@ class TimeEntry(Event):
     key_field: ClassVar[str] = "time_entry_id"
 
     time_entry_id: NonEmpty
-    revision: StrictInt = Field(ge=1)
+    revision: Int32 = Field(ge=1)
     worker_id: NonEmpty
     project_id: NonEmpty
-    task_id: str | None = None
+    task_id: Id | None = None
     work_date: date
-    duration_seconds: StrictInt = Field(ge=0)
+    duration_seconds: Int64 = Field(ge=0)
     billable: StrictBool
     notes: str | None = None
     deleted: StrictBool = False
@@ -329,7 +355,7 @@ class ApprovalDecision(Event):
     key_field: ClassVar[str] = "time_entry_id"
 
     time_entry_id: NonEmpty
-    revision: StrictInt = Field(ge=1)
+    revision: Int32 = Field(ge=1)
     decision: Decision
     approver_id: NonEmpty
     decided_at: Instant
@@ -346,16 +372,16 @@ class InvoiceCandidate(Event):
     candidate_id: NonEmpty
     kind: CandidateKind
     time_entry_id: NonEmpty
-    revision: StrictInt = Field(ge=1)
+    revision: Int32 = Field(ge=1)
     project_id: NonEmpty
     client_id: NonEmpty
     worker_id: NonEmpty
     role: str | None = None
-    task_id: str | None = None
+    task_id: Id | None = None
     work_date: date
     contract_id: NonEmpty
-    contract_version: StrictInt = Field(ge=1)
-    billable_minutes: StrictInt
+    contract_version: Int32 = Field(ge=1)
+    billable_minutes: Int64
     hourly_rate: Dec
     discount_percent: Dec
     amount: Dec
@@ -373,7 +399,7 @@ class PostingRequest(Event):
     posting_id: NonEmpty
     posting_type: PostingType
     time_entry_id: NonEmpty
-    revision: StrictInt = Field(ge=1)
+    revision: Int32 = Field(ge=1)
     project_id: NonEmpty
     worker_id: NonEmpty
     work_date: date

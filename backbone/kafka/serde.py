@@ -79,6 +79,7 @@ class TopicSerde:
         self._auto_register = auto_register
         self._schema = Schema(wire.schema_str(self.event_cls), "AVRO")
         self._parsed = wire.parsed_schema(self.event_cls)
+        self._temporal = wire.temporal_fields(self.event_cls)
         self._header: bytes | None = None
         """Magic byte and schema id of what this process writes (known after the first encode)."""
         self._readers: dict[int, tuple[Any, Any]] = {}
@@ -89,20 +90,45 @@ class TopicSerde:
 
     def encode_value(self, event: Event) -> bytes:
         """Confluent-framed Avro; registers the schema on first use when `auto_register` is on."""
+        return self.frame(self.encode_body(event))
+
+    def encode_body(self, event: Event, updates: dict[str, Any] | None = None) -> bytes:
+        """The Avro body alone (no framing): needs no registry, so a whole input can be encoded, and
+        refused, before the first record is produced. `updates` replace fields of the record (the
+        emitter's envelope defaults, already valid), sparing a copy of the model."""
         if not isinstance(event, self.event_cls):
             raise InvalidInputError(
                 f"topic {self.topic.name} carries {self.event_cls.__name__}, not {type(event).__name__}"
             )
+        record = wire.to_record(event)
+        if updates:
+            record.update(updates)
+        for name, to_integer in self._temporal:
+            value = record[name]
+            if value is not None:
+                record[name] = to_integer(value)
+        out = io.BytesIO()
+        try:
+            fastavro.schemaless_writer(out, self._parsed, record)
+        except (ValueError, TypeError, OverflowError) as error:
+            raise InvalidInputError(f"cannot encode {event.event_type} {event.key!r:.80}: {error}") from error
+        return out.getvalue()
+
+    def frame(self, body: bytes) -> bytes:
+        """Magic byte and schema id before an Avro body; registers the schema on first use."""
+        return self.header() + body
+
+    @property
+    def header_known(self) -> bool:
+        """Whether `header` answers without asking the registry."""
+        return self._header is not None
+
+    def header(self) -> bytes:
+        """Magic byte and the schema id this process writes with (looked up, or registered, once)."""
         if self._header is None:
             schema_id = _registry_call(self._schema_id, self.topic.value_subject)
             self._header = bytes([MAGIC_BYTE]) + schema_id.to_bytes(4, "big")
-        out = io.BytesIO()
-        out.write(self._header)
-        try:
-            fastavro.schemaless_writer(out, self._parsed, wire.to_record(event))
-        except (ValueError, TypeError) as error:
-            raise InvalidInputError(f"cannot encode {event.event_type} {event.key}: {error}") from error
-        return out.getvalue()
+        return self._header
 
     def _schema_id(self) -> int:
         subject = self.topic.value_subject

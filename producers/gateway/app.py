@@ -2,12 +2,20 @@
 
 `POST /v1/events/{event_type}` takes one canonical event or a list, authenticated by API key;
 `POST /v1/webhooks/{source}` takes a tracker's signed delivery. Both answer 202 only after Kafka's
-delivery report for every event of the request (503 when it does not come in time, so the caller
-retries: event ids are deterministic, a retry after a late success is a harmless duplicate). Before
-anything is published: bodies are bounded (413), callers rate-limited per key or source (429 with
-Retry-After), signatures checked in constant time (401), and `Idempotency-Key` / delivery ids replay
-the first response instead of publishing again (a reused key with another body is 422).
-Access logs are structured and carry the key's *name*, never a key, secret or signature.
+delivery report for every event of the request. A request is published all or nothing: every event is
+validated and Avro-encoded before the first is produced, so a refused request (422) published nothing.
+When the delivery report does not come in time the answer is 503, and the request stays in flight: a
+retry of the same content waits for the first attempt's deliveries instead of producing them again.
+
+Before anything is published: callers are rate-limited per API key, per webhook source *and client
+address* (a leaked webhook secret used from elsewhere does not starve the real sender), and failed
+authentications per client address (429 with Retry-After); bodies are bounded in size (413) and read
+time (408); signatures are checked in constant time (401). Signed webhooks are deduplicated on their
+signed content, never on an unsigned header (a captured Toggl delivery re-sent with a new
+`Idempotency-Key` is answered from memory, not published again); API requests on their
+`Idempotency-Key`, or their body when they send none. Hostile input is a 4xx with a reason, never a
+500. Access logs are structured, one line per request (a client that hangs up is one line, status
+499), and carry the key's *name*, never a key, secret or signature. See docs/gateway.md.
 """
 
 from __future__ import annotations
@@ -17,17 +25,22 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
+from decimal import DecimalException
 from typing import Any, Literal, Protocol
 
 import orjson
 import structlog
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.responses import JSONResponse as StarletteJSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backbone.domain.models import INPUT_EVENTS, Event
 from backbone.errors import InvalidInputError
+from producers.gateway.docs import docs_page
 from producers.gateway.limits import (
     ABANDONED,
     IdempotencyConflict,
@@ -40,18 +53,30 @@ from producers.gateway.security import SignatureError, authenticate, presented_k
 from producers.gateway.settings import GatewaySettings
 from producers.gateway.webhooks import CLOCKIFY_EVENT_HEADER, SOURCES, NotAnEntry, events_of, is_toggl_ping
 from producers.identity import EntryMapper, IdentityMap, IdentityRules
+from producers.jsonl import describe
 from producers.parsing import ReadOptions
 
 log = structlog.get_logger("gateway")
 
 Source = Literal["toggl", "clockify", "harvest", "canonical"]
-DELIVERY_ID_HEADERS = ("idempotency-key", "x-webhook-delivery-id", "x-delivery-id", "x-toggl-event-id")
+CLIENT_CLOSED = 499
+"""Status logged (never sent) for a request whose client hung up before it was answered (nginx's code)."""
+INLINE_EVENTS = 16
+"""Batches up to this size are encoded on the event loop (tens of microseconds an event); larger ones
+in a worker thread, so one big batch does not hold up every other request."""
+PARSE_ERRORS = (ValueError, TypeError, LookupError, AttributeError, ArithmeticError)
+"""What a tracker's parser raises for a payload it cannot read (int("x"), a list where a dict was due,
+timedelta(seconds=1e20), Decimal("1e300") overflowing): the payload's fault, answered 422."""
 
 
 class Publisher(Protocol):
-    """What the gateway needs from the emitter: a send whose future the delivery report resolves."""
+    """What the gateway needs from the emitter: encode a batch, then send it; futures resolve on delivery."""
 
-    def send(self, event: Event, headers: Mapping[str, str] | None = None) -> Future[Any]: ...
+    def prepare(self, event: Event, headers: Mapping[str, str] | None = None) -> Any: ...
+
+    def frames_known(self, records: Sequence[Any]) -> bool: ...
+
+    def send_prepared(self, records: Sequence[Any]) -> list[Future[Any]]: ...
 
 
 class Accepted(BaseModel):
@@ -88,6 +113,13 @@ class _Reject(Exception):
         self.status, self.error, self.problems, self.headers = status, error, problems or [], headers or {}
 
 
+class JSONResponse(StarletteJSONResponse):
+    """JSON answers rendered by orjson (several times faster than the standard library's encoder)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 def _problem(
     status: int, error: str, problems: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -113,6 +145,24 @@ class Metrics:
         self.refused = Counter(
             "gateway_refused", "Requests refused before publishing", ["reason"], registry=self.registry
         )
+        self.in_flight_gauge = Gauge("gateway_requests_in_flight", "Requests being handled", registry=self.registry)
+        self._in_flight = 0
+
+    def started(self) -> None:
+        self._in_flight += 1
+        self.in_flight_gauge.inc()
+
+    def ended(self) -> None:
+        self._in_flight -= 1
+        self.in_flight_gauge.dec()
+
+    def in_flight(self) -> int:
+        """Requests being handled now (the gauge's value)."""
+        return self._in_flight
+
+    def text(self) -> str:
+        """The Prometheus exposition of every series."""
+        return generate_latest(self.registry).decode()
 
 
 class Gateway:
@@ -131,7 +181,12 @@ class Gateway:
         self.keys = {name: key.get_secret_value() for name, key in settings.api_keys.items()}
         self.secrets = {source: s.get_secret_value() for source, s in settings.webhook_secrets.items()}
         self.limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
-        self.idempotency = IdempotencyStore(ttl_s=settings.idempotency_ttl_s, max_keys=settings.idempotency_max_keys)
+        self.refusals = RateLimiter(settings.refused_rate_per_s, settings.refused_burst)
+        self.idempotency = IdempotencyStore(
+            ttl_s=settings.idempotency_ttl_s,
+            max_keys=settings.idempotency_max_keys,
+            max_bytes=settings.idempotency_max_bytes,
+        )
         self.metrics = Metrics()
         rules = IdentityRules(
             project_code_is_id=settings.project_code_is_id, worker_email_is_id=settings.worker_email_is_id
@@ -141,20 +196,31 @@ class Gateway:
         )
         self.mapper = EntryMapper(identity)
         self.timezone = settings.timezone
+        self._settling: set[asyncio.Task[None]] = set()
 
     # --- canonical events -------------------------------------------------------------------------
 
     async def post_events(self, event_type: str, request: Request) -> Response:
+        client = _client_of(request)
+        self._check_refusals(client)
         principal = authenticate(presented_key(request.headers), self.keys)
         if principal is None:
-            self.metrics.refused.labels("unauthenticated").inc()
+            self._refuse(client, "unauthenticated")
             return _problem(401, "missing or unknown API key (send Authorization: Bearer <key> or X-API-Key)")
         request.state.principal = principal.name
         self._limit(f"key:{principal.name}")
+        key = self._idempotency_key(request.headers.get("idempotency-key"))
         body = await self._body(request)
-        key = request.headers.get("idempotency-key")
-        scope = f"key:{principal.name}:{key}" if key else None
+        # Without a key the content is the key: a retry of a 503 waits for the first attempt's deliveries.
+        scope = f"key:{principal.name}:" + (f"id:{key}" if key else f"body:{hashlib.sha256(body).hexdigest()}")
         return await self._idempotent(scope, body, lambda: self._publish(self._parse_events(event_type, body)))
+
+    def _idempotency_key(self, key: str | None) -> str | None:
+        limit = self.settings.idempotency_key_max_length
+        if key is not None and (len(key) > limit or not key.isascii() or not key.isprintable() or not key.strip()):
+            self.metrics.refused.labels("idempotency_key").inc()
+            raise _Reject(422, f"Idempotency-Key must be 1 to {limit} printable ASCII characters")
+        return key
 
     def _parse_events(self, event_type: str, body: bytes) -> list[Event]:
         document = _json(body)
@@ -168,8 +234,8 @@ class Gateway:
                 events.append(model.model_validate(item))
             except ValidationError as error:
                 problems += [
-                    {"index": index, "field": ".".join(str(p) for p in e["loc"]) or "(record)", "reason": e["msg"]}
-                    for e in error.errors()
+                    dict(zip(("field", "reason"), describe(e), strict=True), index=index)
+                    for e in error.errors(include_url=False)
                 ]
         if problems:
             raise _Reject(422, "invalid events; nothing was published", problems)
@@ -178,8 +244,11 @@ class Gateway:
     # --- webhooks ---------------------------------------------------------------------------------
 
     async def post_webhook(self, source: str, request: Request) -> Response:
+        client = _client_of(request)
+        self._check_refusals(client)
         secret = self.secrets.get(source)
         if secret is None:
+            self._refuse(client, "unknown_source")
             return _problem(404, f"no webhook is configured for {source}")
         body = await self._body(request)
         try:
@@ -192,17 +261,18 @@ class Gateway:
                 tolerance_s=self.settings.signature_tolerance_s,
             )
         except SignatureError as error:
-            self.metrics.refused.labels("signature").inc()
-            log.warning("webhook signature refused", source=source, reason=str(error))
+            self._refuse(client, "signature")
+            log.warning("webhook signature refused", source=source, reason=str(error), client=client)
             return _problem(401, "invalid or missing webhook signature")
         request.state.principal = f"webhook:{source}"
-        self._limit(f"webhook:{source}")
+        self._limit(f"webhook:{source}:{client}")
         document = _json(body)
         code = is_toggl_ping(document) if source == "toggl" else None
         if code is not None:
             return JSONResponse({"validation_code": code, "accepted": 0, "event_ids": []}, status_code=200)
-        delivery = next((request.headers[h] for h in DELIVERY_ID_HEADERS if h in request.headers), None)
-        scope = f"webhook:{source}:{delivery or _content_key(body, request.headers)}"
+        # The signed content is the delivery's identity: an unsigned delivery-id header could be changed
+        # by whoever captured the request, and Toggl's signature covers no timestamp.
+        scope = f"webhook:{source}:{_content_key(body, request.headers)}"
         return await self._idempotent(
             scope, body, lambda: self._publish(self._webhook_events(source, document, request))
         )
@@ -210,11 +280,21 @@ class Gateway:
     def _webhook_events(self, source: str, document: object, request: Request) -> list[Event]:
         options = ReadOptions(exported_at=_now(self.clock), timezone=self.timezone)
         try:
-            return list(events_of(source, document, request.headers, self.mapper, options))
+            events = list(
+                events_of(
+                    source, document, request.headers, self.mapper, options, max_events=self.settings.max_batch_events
+                )
+            )
         except NotAnEntry as reason:
             raise _Reject(200, f"nothing to publish: {reason}") from None
-        except (ValueError, TypeError, KeyError) as error:
-            raise _Reject(422, f"not a {source} time entry: {error}") from None
+        except ValidationError as error:
+            problems = [
+                dict(zip(("field", "reason"), describe(e), strict=True)) for e in error.errors(include_url=False)
+            ]
+            raise _Reject(422, f"not a valid {source} time entry; nothing was published", problems) from None
+        except PARSE_ERRORS as error:
+            raise _Reject(422, f"not a {source} time entry: {_short(error)}") from None
+        return events
 
     # --- shared steps -----------------------------------------------------------------------------
 
@@ -226,27 +306,49 @@ class Gateway:
                 429, "rate limit exceeded; retry after the given seconds", headers={"Retry-After": retry_after(wait)}
             )
 
+    def _check_refusals(self, client: str) -> None:
+        """429 for a client address that failed to authenticate too often (checked before any work)."""
+        wait = self.refusals.wait(f"client:{client}")
+        if wait > 0:
+            self.metrics.refused.labels("refusals_limited").inc()
+            raise _Reject(
+                429,
+                "too many unauthenticated or badly signed requests; retry after the given seconds",
+                headers={"Retry-After": retry_after(wait)},
+            )
+
+    def _refuse(self, client: str, reason: str) -> None:
+        self.metrics.refused.labels(reason).inc()
+        self.refusals.acquire(f"client:{client}")
+
     async def _body(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             self.metrics.refused.labels("too_large").inc()
             raise _Reject(413, f"request body over {limit} bytes")
-        chunks, size = [], 0
+        chunks: list[bytes] = []
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                await self._read_into(request, chunks, limit)
+        except TimeoutError:
+            self.metrics.refused.labels("slow_body").inc()
+            raise _Reject(408, f"request body not received within {self.settings.body_timeout_s:g} s") from None
+        except ClientDisconnect:
+            raise _Reject(CLIENT_CLOSED, "client closed the connection while sending the body") from None
+        return b"".join(chunks)
+
+    async def _read_into(self, request: Request, chunks: list[bytes], limit: int) -> None:
+        size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
                 self.metrics.refused.labels("too_large").inc()
                 raise _Reject(413, f"request body over {limit} bytes")
             chunks.append(chunk)
-        return b"".join(chunks)
 
-    async def _idempotent(
-        self, scope: str | None, body: bytes, run: Callable[[], Awaitable[StoredResponse]]
-    ) -> Response:
-        if scope is None:
-            return _respond(await self._guarded(run))
-        body_hash = hashlib.sha256(body).hexdigest()
+    async def _idempotent(self, scope: str, body: bytes, run: Callable[[], Awaitable[StoredResponse]]) -> Response:
+        body_hash = hashlib.sha256(body).digest()
         while True:
             try:
                 first = self.idempotency.begin(scope, body_hash)
@@ -255,19 +357,46 @@ class Gateway:
             if first is None:
                 break
             try:
-                return _respond(await asyncio.shield(first), replayed=True)
+                earlier = first.result() if first.done() else await self._wait_for_first(first)
+            except TimeoutError:
+                return _respond(StoredResponse(503, {"error": "the first attempt is still in flight", "problems": []}))
             except ABANDONED:
-                continue  # the first attempt failed transiently: run this one
+                continue  # the first attempt failed: run this one
+            return _respond(earlier, replayed=True)
         try:
             stored = await self._guarded(run)
         except BaseException:
             self.idempotency.abandon(scope)
             raise
-        if stored.status >= 500:
+        if stored.pending:
+            self._settle_later(scope, stored)
+        elif stored.status >= 500:
             self.idempotency.abandon(scope)
         else:
             self.idempotency.finish(scope, stored)
         return _respond(stored)
+
+    async def _wait_for_first(self, first: asyncio.Future[StoredResponse]) -> StoredResponse:
+        return await asyncio.wait_for(asyncio.shield(first), self.settings.delivery_timeout_s)
+
+    def _settle_later(self, scope: str, stored: StoredResponse) -> None:
+        """Keep a request whose deliveries are late in flight until they settle (librdkafka's delivery
+        timeout bounds that): retries wait for it, and are answered 202 once the records are on the broker."""
+
+        async def settle() -> None:
+            try:
+                await asyncio.gather(*(asyncio.wrap_future(f) for f in stored.pending))
+            except Exception as error:
+                log.warning("late deliveries failed; a retry publishes again", error=str(error))
+                self.idempotency.abandon(scope)
+                return
+            accepted = stored.accepted or {}
+            self.idempotency.finish(scope, StoredResponse(202, accepted))
+            log.info("late deliveries confirmed", events=len(stored.pending))
+
+        task = asyncio.ensure_future(settle())
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
     async def _guarded(self, run: Callable[[], Awaitable[StoredResponse]]) -> StoredResponse:
         try:
@@ -278,27 +407,54 @@ class Gateway:
             return StoredResponse(reject.status, {"error": reject.error, "problems": reject.problems})
 
     async def _publish(self, events: Sequence[Event]) -> StoredResponse:
-        from producers.emitter import with_envelope_defaults
-
-        prepared = [with_envelope_defaults(event) for event in events]
+        inline = len(events) <= INLINE_EVENTS
         try:
-            # Encoding may call the schema registry: keep that off the event loop.
-            futures = await asyncio.to_thread(lambda: [self.publisher.send(e) for e in prepared])
+            prepared = self._prepare(events) if inline else await asyncio.to_thread(self._prepare, events)
         except InvalidInputError as error:
-            raise _Reject(422, str(error)) from None
+            self.metrics.refused.labels("unencodable").inc()
+            raise _Reject(422, f"{error}; nothing was published") from None
+        try:
+            if inline and self.publisher.frames_known(prepared):
+                futures = self.publisher.send_prepared(prepared)
+            else:  # the schema id is looked up once per topic: keep that HTTP call off the event loop
+                futures = await asyncio.to_thread(self.publisher.send_prepared, prepared)
         except Exception as error:
             log.error("publish failed before sending", error=str(error))
             return StoredResponse(503, {"error": "could not publish; retry later", "problems": []})
+        accepted = {"accepted": len(prepared), "event_ids": [_event_of(p).event_id for p in prepared]}
         try:
             await asyncio.wait_for(
-                asyncio.gather(*(asyncio.wrap_future(f) for f in futures)), self.settings.delivery_timeout_s
+                asyncio.gather(*(asyncio.shield(asyncio.wrap_future(f)) for f in futures)),
+                self.settings.delivery_timeout_s,
             )
+        except TimeoutError:
+            log.error("delivery not confirmed in time", events=len(prepared))
+            problem = {"error": "Kafka did not confirm delivery in time; retry later", "problems": []}
+            return StoredResponse(503, problem, pending=tuple(futures), accepted=accepted)
         except Exception as error:
-            log.error("delivery not confirmed", error=str(error), events=len(prepared))
-            return StoredResponse(503, {"error": "Kafka did not confirm delivery; retry later", "problems": []})
-        for event in prepared:
-            self.metrics.published.labels(event.event_type).inc()
-        return StoredResponse(202, {"accepted": len(prepared), "event_ids": [e.event_id for e in prepared]})
+            log.error("delivery failed", error=str(error), events=len(prepared))
+            return StoredResponse(503, {"error": "Kafka did not take the events; retry later", "problems": []})
+        for record in prepared:
+            self.metrics.published.labels(_event_of(record).event_type).inc()
+        return StoredResponse(202, accepted)
+
+    def _prepare(self, events: Sequence[Event]) -> list[Any]:
+        return [self.publisher.prepare(event) for event in events]
+
+
+def _event_of(prepared: Any) -> Event:
+    return prepared.event if hasattr(prepared, "event") else prepared  # type: ignore[no-any-return]
+
+
+def _client_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _short(error: BaseException) -> str:
+    if isinstance(error, DecimalException):  # its text is a list of signal classes
+        return "a number is out of range"
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text if len(text) <= 200 else f"{text[:197]}..."
 
 
 def _respond(stored: StoredResponse, *, replayed: bool = False) -> JSONResponse:
@@ -312,10 +468,10 @@ def _respond(stored: StoredResponse, *, replayed: bool = False) -> JSONResponse:
 
 
 def _content_key(body: bytes, headers: Mapping[str, str]) -> str:
-    """A delivery's identity when it names none: the body, and the event type for sources that send the
-    same body for different events (Clockify's TIME_ENTRY_DELETED repeats the entry as last updated)."""
-    event_type = headers.get(CLOCKIFY_EVENT_HEADER, "")
-    return hashlib.sha256(event_type.encode() + b"\n" + body).hexdigest()
+    """A delivery's identity: its body, and the event type for sources that send the same body for
+    different events (Clockify's TIME_ENTRY_DELETED repeats the entry as last updated)."""
+    event_type = headers.get(CLOCKIFY_EVENT_HEADER, "")[:64]
+    return hashlib.sha256(event_type.encode("utf-8", "replace") + b"\n" + body).hexdigest()
 
 
 def _json(body: bytes) -> Any:
@@ -335,10 +491,11 @@ def _now(clock: Callable[[], float]) -> Any:
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing/unknown API key or invalid webhook signature; nothing published."},
+    408: {"model": Problem, "description": "The body was not received in time; nothing published."},
     404: {"model": Problem, "description": "No webhook configured for this source."},
     413: {"model": Problem, "description": "Body larger than the configured limit."},
     422: {"model": Problem, "description": "Invalid body, or an Idempotency-Key reused with another body."},
-    429: {"model": Problem, "description": "Rate limit exceeded; see Retry-After."},
+    429: {"model": Problem, "description": "Rate limit (or failed-authentication limit) exceeded; see Retry-After."},
     503: {"model": Problem, "description": "Kafka did not confirm delivery; retry (ids are deterministic)."},
 }
 _BODY = {
@@ -371,30 +528,12 @@ def create_app(
         title="backbone gateway",
         version="1",
         description="Publish canonical events and tracker webhooks to backbone's Kafka topics.",
+        docs_url=None,  # FastAPI's pages load scripts from a CDN; /docs is served from here instead
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.gateway = gateway
-
-    @app.middleware("http")
-    async def access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except _Reject as reject:
-            response = _problem(reject.status, reject.error, reject.problems, reject.headers)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        elapsed = time.perf_counter() - started
-        gateway.metrics.requests.labels(route, str(response.status_code)).inc()
-        gateway.metrics.latency.labels(route).observe(elapsed)
-        log.info(
-            "request",
-            method=request.method,
-            route=route,
-            status=response.status_code,
-            ms=round(elapsed * 1000, 2),
-            principal=getattr(request.state, "principal", None),
-            client=request.client.host if request.client else None,
-        )
-        return response
+    app.add_middleware(AccessLog, gateway=gateway)  # type: ignore[arg-type]
 
     for event_type, model in INPUT_EVENTS.items():
         app.add_api_route(
@@ -430,13 +569,109 @@ def create_app(
             return JSONResponse({"status": "ready"})
         return _problem(503, "Kafka is not reachable")
 
-    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
+    _operator_routes(app, gateway)
     _security_schemes(app)
     assert set(SOURCES) == set(Source.__args__)  # type: ignore[attr-defined]
     return app
+
+
+def _operator_routes(app: FastAPI, gateway: Gateway) -> None:
+    """/metrics, /docs and /openapi.json: each on, off (404) or behind the operator key (settings)."""
+    settings = gateway.settings
+    operator_key = settings.operator_key.get_secret_value() if settings.operator_key else None
+
+    def allowed(mode: str, request: Request) -> Response | None:
+        if mode == "key" and authenticate(presented_key(request.headers), {"operator": operator_key or ""}) is None:
+            return _problem(401, "send the operator key (Authorization: Bearer <key>)")
+        return None
+
+    if settings.metrics != "off":
+
+        @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics", include_in_schema=False)
+        async def metrics(request: Request) -> Response:
+            refused = allowed(settings.metrics, request)
+            return refused or Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if settings.docs != "off":
+
+        @app.get("/openapi.json", include_in_schema=False)
+        async def openapi(request: Request) -> Response:
+            return allowed(settings.docs, request) or JSONResponse(app.openapi())
+
+        @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+        async def docs(request: Request) -> Response:
+            return allowed(settings.docs, request) or HTMLResponse(docs_page(app.openapi()))
+
+
+class AccessLog:
+    """One structured log line and one metrics sample per request, whatever happened to it (pure ASGI:
+    no per-request task, and a client that hangs up is a line with status 499, not a traceback)."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app, self.gateway = app, gateway
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def _series(self, route: str, status: int) -> tuple[Any, Any]:
+        """The labelled counter and histogram of a route and status (`labels()` is a lookup worth saving)."""
+        found = self._children.get((route, status))
+        if found is None:
+            metrics = self.gateway.metrics
+            found = (metrics.requests.labels(route, str(status)), metrics.latency.labels(route))
+            if len(self._children) < 1000:  # routes x statuses is small; never let odd statuses grow it
+                self._children[(route, status)] = found
+        return found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = CLIENT_CLOSED
+        self.gateway.metrics.started()
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except OSError as error:  # the transport went away while answering
+            log.info("client disconnected", error=type(error).__name__)
+            status = CLIENT_CLOSED
+        except Exception as error:
+            status = 500
+            log.error("request failed", error=_short(error), error_class=type(error).__name__, exc_info=True)
+            await _send_500(send)
+        finally:
+            self.gateway.metrics.ended()
+            self._record(scope, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, status: int, elapsed: float) -> None:
+        route = getattr(scope.get("route"), "path", "unmatched")
+        requests, latency = self._series(route, status)
+        requests.inc()
+        latency.observe(elapsed)
+        state = scope.get("state") or {}
+        client = scope.get("client")
+        log.info(
+            "request",
+            method=scope.get("method"),
+            route=route,
+            status=status,
+            ms=round(elapsed * 1000, 2),
+            principal=state.get("principal"),
+            client=client[0] if client else None,
+        )
+
+
+async def _send_500(send: Send) -> None:
+    try:
+        await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"error":"internal error","problems":[]}'})
+    except Exception:  # the response had started, or the client left: nothing more to say
+        pass
 
 
 def _events_endpoint(gateway: Gateway, event_type: str) -> Callable[[Request], Awaitable[Response]]:

@@ -5,16 +5,19 @@ request is refused, which becomes `Retry-After`. It forgets idle keys so a flood
 grow it without bound. `IdempotencyStore` keeps the first response per (caller, idempotency key) with
 the body's hash, like Stripe: the same key and body get the same response again, a different body is
 an error, and a request arriving while the first is still in flight waits for its result. It holds at
-most `max_keys` records (least recently used go first) for at most `ttl_s`.
+most `max_keys` records and `max_bytes` of stored responses (least recently used go first) for at most
+`ttl_s`; keys are kept as SHA-256 digests, so a long key costs no more memory than a short one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +49,14 @@ class RateLimiter:
             return 0.0
         return (1 - bucket.tokens) / self.rate
 
+    def wait(self, key: str) -> float:
+        """What `acquire` would answer, without taking a token (0 for a key never seen)."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0.0
+        tokens = min(self.burst, bucket.tokens + (self._clock() - bucket.updated) * self.rate)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
 
 def retry_after(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
@@ -55,12 +66,21 @@ def retry_after(seconds: float) -> str:
 class StoredResponse:
     status: int
     body: dict[str, Any]
+    pending: tuple[Future[Any], ...] = ()
+    """Deliveries not confirmed when the response was given (a 503): the request stays in flight."""
+    accepted: dict[str, Any] | None = None
+    """The answer to give once `pending` is delivered."""
+
+
+RECORD_OVERHEAD = 400
+"""Bytes a record costs besides its response's ids (digests, future, dict slots), roughly."""
 
 
 @dataclass
 class _Record:
-    body_hash: str
+    body_hash: bytes
     created: float
+    size: int = RECORD_OVERHEAD
     done: asyncio.Future[StoredResponse] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -69,38 +89,59 @@ class IdempotencyConflict(Exception):
 
 
 class IdempotencyStore:
-    def __init__(self, *, ttl_s: float, max_keys: int, clock: Clock = time.monotonic) -> None:
-        self._ttl, self._max, self._clock = ttl_s, max_keys, clock
-        self._records: OrderedDict[str, _Record] = OrderedDict()
+    def __init__(
+        self, *, ttl_s: float, max_keys: int, max_bytes: int = 64 * 1024 * 1024, clock: Clock = time.monotonic
+    ) -> None:
+        self._ttl, self._max, self._max_bytes, self._clock = ttl_s, max_keys, max_bytes, clock
+        self._records: OrderedDict[bytes, _Record] = OrderedDict()
+        self._bytes = 0
 
-    def begin(self, key: str, body_hash: str) -> asyncio.Future[StoredResponse] | None:
+    def begin(self, key: str, body_hash: bytes) -> asyncio.Future[StoredResponse] | None:
         """None when this request is the first (it must `finish` or `abandon`); else the first's future."""
         self._expire()
-        record = self._records.get(key)
+        digest = _digest(key)
+        record = self._records.get(digest)
         if record is None:
-            self._records[key] = _Record(body_hash, self._clock())
-            while len(self._records) > self._max:
-                self._records.popitem(last=False)
+            self._records[digest] = _Record(body_hash, self._clock())
+            self._bytes += RECORD_OVERHEAD
+            self._evict()
             return None
         if record.body_hash != body_hash:
             raise IdempotencyConflict(key)
-        self._records.move_to_end(key)
+        self._records.move_to_end(digest)
         return record.done
 
     def finish(self, key: str, response: StoredResponse) -> None:
-        record = self._records.get(key)
+        record = self._records.get(_digest(key))
         if record is not None and not record.done.done():
             record.done.set_result(response)
+            added = sum(len(i) for i in response.body.get("event_ids", ())) + len(str(response.body.get("error", "")))
+            record.size += added
+            self._bytes += added
+            self._evict()
 
     def abandon(self, key: str) -> None:
         """Forget a request that failed transiently (503) so a retry with the same key runs again."""
-        record = self._records.pop(key, None)
-        if record is not None and not record.done.done():
+        record = self._records.pop(_digest(key), None)
+        if record is None:
+            return
+        self._bytes -= record.size
+        if not record.done.done():
             record.done.set_exception(_Abandoned())
             record.done.exception()  # mark retrieved: waiters re-run, nobody else needs it
 
     def __len__(self) -> int:
         return len(self._records)
+
+    @property
+    def bytes(self) -> int:
+        """Approximate memory held by the records."""
+        return self._bytes
+
+    def _evict(self) -> None:
+        while len(self._records) > self._max or (self._bytes > self._max_bytes and len(self._records) > 1):
+            _, record = self._records.popitem(last=False)
+            self._bytes -= record.size
 
     def _expire(self) -> None:
         cutoff = self._clock() - self._ttl
@@ -109,6 +150,11 @@ class IdempotencyStore:
             if record.created >= cutoff or not record.done.done():
                 break
             del self._records[key]
+            self._bytes -= record.size
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
 
 
 class _Abandoned(Exception):

@@ -24,6 +24,8 @@ Scheme = Literal["toggl", "timestamped", "clockify"]
 TOGGL_HEADER = "x-webhook-signature-256"
 CLOCKIFY_HEADER = "clockify-signature"
 TIMESTAMPED_HEADER = "backbone-signature"
+MAX_TIMESTAMP_DIGITS = 12
+"""Unix seconds have 10 digits until the year 2286; a longer `t=` is refused, not turned into a float."""
 
 
 class SignatureError(Exception):
@@ -79,7 +81,7 @@ def _parse_timestamped(header: str) -> tuple[int, list[str]]:
     candidates: list[str] = []
     for part in header.split(","):
         name, _, value = part.strip().partition("=")
-        if name == "t" and value.isdigit():
+        if name == "t" and value.isascii() and value.isdigit() and len(value) <= MAX_TIMESTAMP_DIGITS:
             timestamp = int(value)
         elif name == "v1" and value:
             candidates.append(value)

@@ -1,14 +1,84 @@
-"""Serving the gateway: the real `Emitter` behind the app, uvicorn in front, a clean stop on SIGTERM."""
+"""Serving the gateway: the real `Emitter` behind the app, uvicorn in front, a clean stop on SIGTERM.
+
+uvicorn times out idle keep-alive connections but not a request head that trickles in byte by byte
+(slowloris): `GuardedH11Protocol` closes a connection whose request line and headers have not all
+arrived within `header_timeout_s` of the connection opening or the previous response. Slow bodies are
+the app's business (408 after `body_timeout_s`).
+"""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import h11
 import structlog
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from backbone.errors import BackboneError
 from backbone.settings import Settings
 from producers.gateway.settings import GatewaySettings
 
 log = structlog.get_logger("gateway")
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on each request head (`header_timeout_s`, set on the class)."""
+
+    header_timeout_s = 10.0
+    _head_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._disarm_head_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            self._arm_head_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_deadline()
+        super().connection_lost(exc)
+
+    def _arm_head_deadline(self) -> None:
+        self._disarm_head_deadline()
+        self._head_deadline = self.loop.call_later(self.header_timeout_s, self._head_too_slow)
+
+    def _disarm_head_deadline(self) -> None:
+        deadline = self._head_deadline
+        if deadline is not None:
+            deadline.cancel()
+            self._head_deadline = None
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            client = self.client[0] if self.client else None
+            log.info("request head not received in time; connection closed", client=client)
+            self.transport.close()
+
+
+def server_config(app: Any, settings: GatewaySettings, *, port: int | None = None) -> Any:
+    """uvicorn's configuration for the gateway (also used by the tests, so they serve it the same way)."""
+    import uvicorn
+
+    protocol = type("GatewayH11Protocol", (GuardedH11Protocol,), {"header_timeout_s": settings.header_timeout_s})
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port if port is None else port,
+        http=protocol,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_keep_alive=5,
+    )
 
 
 def run_gateway(settings: Settings, gateway_settings: GatewaySettings | None = None) -> None:
@@ -42,4 +112,4 @@ def run_gateway(settings: Settings, gateway_settings: GatewaySettings | None = N
             api_keys=sorted(config.api_keys),
             webhook_sources=sorted(config.webhook_secrets),
         )
-        uvicorn.run(app, host=config.host, port=config.port, log_config=None, access_log=False)
+        uvicorn.Server(server_config(app, config)).run()

@@ -44,11 +44,17 @@ def is_toggl_ping(body: object) -> str | None:
 
 
 def events_of(
-    source: str, body: object, headers: Mapping[str, str], mapper: EntryMapper, options: ReadOptions
+    source: str,
+    body: object,
+    headers: Mapping[str, str],
+    mapper: EntryMapper,
+    options: ReadOptions,
+    *,
+    max_events: int = 1000,
 ) -> Sequence[Event]:
     """The canonical events a delivery means; `ValueError` when it is malformed."""
     if source == "canonical":
-        return _canonical(body)
+        return _canonical(body, max_events)
     if source == "toggl":
         return mapper.events(_or_running(lambda: toggl_api_entry(body, options)))
     if source == "clockify":
@@ -90,8 +96,10 @@ def _stopped(body: object) -> object:
     return {**body, "timeInterval": interval}
 
 
-def _canonical(body: object) -> list[Event]:
+def _canonical(body: object, max_events: int) -> list[Event]:
     items = body if isinstance(body, list) else [body]
+    if not items or len(items) > max_events:
+        raise ValueError(f"send 1 to {max_events} events per delivery (as the events API takes)")
     events: list[Event] = []
     for index, item in enumerate(items):
         if not isinstance(item, Mapping) or item.get("event_type") not in INPUT_EVENTS:

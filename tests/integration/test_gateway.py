@@ -124,6 +124,7 @@ def _gateway_settings(**overrides: Any) -> GatewaySettings:
             "webhook_secrets": {"toggl": SECRET},
             "rate_burst": 10_000,
             "rate_per_s": 10_000.0,
+            "refused_burst": 10_000,  # schemathesis sends bad credentials on purpose, many times
             **overrides,
         }
     )

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from confluent_kafka.schema_registry._sync.mock_schema_registry_client import MockSchemaRegistryClient
 
-from backbone.domain.models import ALL_EVENTS
+from backbone.domain.models import ALL_EVENTS, INPUT_EVENTS
 from backbone.errors import BackboneError, InvalidInputError
 from backbone.kafka import topics as catalog
 from backbone.kafka.serde import DecodeError, SerdeCache, TopicSerde, describe_differences, register_all
@@ -130,3 +130,35 @@ def test_register_all_registers_every_event_topic_subject(registry: Any) -> None
 )
 def test_differences_are_described_for_people(old: list[Any], new: list[Any], expected: str) -> None:
     assert expected in describe_differences({"fields": old}, {"fields": new})
+
+
+@pytest.mark.parametrize("event_type", sorted(INPUT_EVENTS))
+def test_spooled_encoding_equals_encoding_the_defaulted_event(event_type: str) -> None:
+    # `backbone emit` writes envelope defaults straight into the Avro record; the bytes must be the
+    # same as encoding the event `with_envelope_defaults` returns (same event id, same correlation id).
+    from producers.emitter import encode_for_spool, with_envelope_defaults
+
+    event = INPUT_EVENTS[event_type].model_validate(
+        {k: v for k, v in RICH[event_type].items() if k not in ("event_id", "correlation_id")}
+    )
+    serde = TopicSerde(catalog.topic_for(event_type), registry=None)  # type: ignore[arg-type]
+    key, body, headers = encode_for_spool(event, serde)
+    defaulted = with_envelope_defaults(event)
+    assert body == serde.encode_body(defaulted)
+    assert key == defaulted.key.encode()
+    assert dict(headers)["source_system"] == defaulted.source_system.encode()
+
+
+@pytest.mark.parametrize("event_type", sorted(ALL_EVENTS))
+def test_encoding_instants_and_dates_ahead_of_fastavro_gives_its_bytes(event_type: str) -> None:
+    import io
+
+    import fastavro
+
+    from backbone.kafka import wire
+
+    event = ALL_EVENTS[event_type].model_validate(RICH[event_type])
+    serde = TopicSerde(catalog.topic_for(event_type), registry=None)  # type: ignore[arg-type]
+    by_fastavro = io.BytesIO()
+    fastavro.schemaless_writer(by_fastavro, wire.parsed_schema(type(event)), wire.to_record(event))
+    assert serde.encode_body(event) == by_fastavro.getvalue()

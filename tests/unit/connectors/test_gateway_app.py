@@ -15,6 +15,7 @@ import structlog
 from fastapi.testclient import TestClient
 
 from backbone.domain.models import Event
+from producers.emitter import with_envelope_defaults
 from producers.gateway import GatewaySettings, create_app
 from producers.gateway.security import timestamped_signature, toggl_signature
 
@@ -61,7 +62,16 @@ class FakePublisher:
         self.pending: list[Future[Any]] = []
         self.lock = threading.Lock()
 
-    def send(self, event: Event, headers: Any = None) -> Future[Any]:
+    def prepare(self, event: Event, headers: Any = None) -> Event:
+        return with_envelope_defaults(event)
+
+    def frames_known(self, records: Any) -> bool:
+        return True
+
+    def send_prepared(self, events: list[Event]) -> list[Future[Any]]:
+        return [self._send(event) for event in events]
+
+    def _send(self, event: Event) -> Future[Any]:
         future: Future[Any] = Future()
         with self.lock:
             self.sent.append(event)
@@ -192,21 +202,21 @@ def test_concurrent_duplicate_deliveries_publish_once() -> None:
         all_arrived, first_sent = asyncio.Event(), asyncio.Event()
         arrivals = []
 
-        def counting_begin(key: str, body_hash: str) -> Any:
+        def counting_begin(key: str, body_hash: bytes) -> Any:
             arrivals.append(key)
             if len(arrivals) == 5:
                 all_arrived.set()
             return original_begin(key, body_hash)
 
         store.begin = counting_begin
-        original_send = publisher.send
+        original_send = publisher.send_prepared
 
-        def signalling_send(event: Event, headers: Any = None) -> Future[Any]:
-            future = original_send(event, headers)
+        def signalling_send(events: list[Event]) -> list[Future[Any]]:
+            futures = original_send(events)
             loop.call_soon_threadsafe(first_sent.set)
-            return future
+            return futures
 
-        publisher.send = signalling_send  # type: ignore[method-assign]
+        publisher.send_prepared = signalling_send  # type: ignore[method-assign]
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
             tasks = [

@@ -1,0 +1,63 @@
+-- wrk script for benchmarks/gateway_bench.py: distinct pre-signed Toggl webhook deliveries.
+--
+-- wrk -s signed_webhooks.lua URL -- REQUESTS_FILE THREADS [DELAY_MS]
+-- REQUESTS_FILE has one delivery a line: "<X-Webhook-Signature-256 value>\t<JSON body>". Thread k sends
+-- lines k, k+THREADS, ... once each, so no delivery is sent twice (a repeat would be answered from the
+-- gateway's memory, not published); DELAY_MS > 0 paces each connection (an offered rate). The last
+-- line printed is "RESULT key=value ...", read by the benchmark.
+
+local threads = {}
+
+function setup(thread)
+  thread:set("tid", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  local path, count = args[1], tonumber(args[2])
+  pause = tonumber(args[3] or "0")
+  requests, sent, accepted, refused, exhausted = {}, 0, 0, 0, 0
+  local index = 0
+  for line in io.lines(path) do
+    if index % count == tid then
+      local signature, body = line:match("^([^\t]+)\t(.*)$")
+      local headers = { ["Content-Type"] = "application/json", ["X-Webhook-Signature-256"] = signature }
+      requests[#requests + 1] = wrk.format("POST", "/v1/webhooks/toggl", headers, body)
+    end
+    index = index + 1
+  end
+end
+
+function request()
+  sent = sent + 1
+  if sent > #requests then
+    exhausted = exhausted + 1
+    sent = 1
+  end
+  return requests[sent]
+end
+
+function delay()
+  return pause
+end
+
+function response(status, headers, body)
+  if status == 202 then
+    accepted = accepted + 1
+  else
+    refused = refused + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local ok, other, wrapped = 0, 0, 0
+  for _, thread in ipairs(threads) do
+    ok = ok + thread:get("accepted")
+    other = other + thread:get("refused")
+    wrapped = wrapped + thread:get("exhausted")
+  end
+  io.write(string.format(
+    "RESULT accepted=%d other=%d wrapped=%d requests=%d duration_us=%d p50_us=%d p99_us=%d max_us=%d errors=%d\n",
+    ok, other, wrapped, summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    latency.max, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
