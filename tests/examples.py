@@ -151,6 +151,9 @@ RICH: dict[str, dict[str, Any]] = {
         "erp_document_id": "DOC-9",
         "error_code": "E42",
         "error_message": "Period closed",
+        "project_id": "P-1",
+        "amount": "187.5000",
+        "currency": "EUR",
     },
     "billing-response": {
         **_ENVELOPE,
@@ -161,6 +164,9 @@ RICH: dict[str, dict[str, Any]] = {
         "invoice_id": "INV-7",
         "reason_code": "OK",
         "message": "Added to draft invoice",
+        "project_id": "P-1",
+        "amount": "-62.5000",
+        "currency": "EUR",
     },
     "exception": {
         **_ENVELOPE,

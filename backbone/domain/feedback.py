@@ -81,7 +81,10 @@ def _feedback(
         status=ExceptionStatus.OPEN if rejected else ExceptionStatus.RESOLVED,
         subject_type=subject_type,
         subject_id=subject_id,
+        project_id=answer.project_id,
         owner=Owner.FINANCE_OPS,
+        amount_at_risk=answer.amount,  # what the system refused to hold; None from connectors that do not say
+        currency=answer.currency,
         details=details,
         opened_at=opened_at,
         resolved_at=None if rejected else answer.occurred_at,

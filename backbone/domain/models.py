@@ -419,6 +419,9 @@ class PostingAck(Event):
     erp_document_id: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    project_id: str | None = None
+    amount: Dec | None = None
+    currency: Currency | None = None
 
 
 class BillingResponse(Event):
@@ -430,6 +433,9 @@ class BillingResponse(Event):
     invoice_id: str | None = None
     reason_code: str | None = None
     message: str | None = None
+    project_id: str | None = None
+    amount: Dec | None = None
+    currency: Currency | None = None
 
 
 class BusinessException(Event):

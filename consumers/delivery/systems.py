@@ -132,6 +132,9 @@ class BillingEngine:
                 invoice_id=invoice,
                 reason_code=None if accepted else judgement.code,
                 message=None if accepted else (judgement.message or "")[:1000],
+                project_id=event.project_id,
+                amount=event.amount,
+                currency=event.currency,
             )
         )
 
@@ -185,5 +188,8 @@ class Erp:
                 erp_document_id=None if document is None else str(document),
                 error_code=None if posted else judgement.code,
                 error_message=None if posted else (judgement.message or "")[:1000],
+                project_id=event.project_id,
+                amount=event.amount,
+                currency=event.currency,
             )
         )

@@ -285,6 +285,11 @@ def test_a_line_without_a_tax_code_is_refused_by_the_billing_engine_and_opens_bi
     opened = wait_until(rejection, timeout=90, message="BILLING_REJECTED is raised")
     assert opened.status == ExceptionStatus.OPEN
     assert "tax_code_missing" in opened.details
+    assert (opened.amount_at_risk, opened.currency, opened.project_id) == (
+        untaxed.amount,
+        untaxed.currency,
+        untaxed.project_id,
+    )
     answer = next(r for r in responses(harness) if r.candidate_id == untaxed.candidate_id)
     assert (answer.status, answer.reason_code) == (BillingStatus.REJECTED, "tax_code_missing")
     assert [i["metadata"]["candidate_id"] for i in billing.invoice_items()] == ["taxed-2"]

@@ -224,6 +224,8 @@ PUBLISHED = Path(__file__).resolve().parents[1] / "fixtures" / "schemas"
     [
         pytest.param("time-entry.v1.avsc", models.TimeEntry, id="time-entry-gains-invoiced-at-source"),
         pytest.param("exception.v1.avsc", models.BusinessException, id="exception-gains-invoiced-at-source-kind"),
+        pytest.param("billing-response.v1.avsc", models.BillingResponse, id="billing-response-gains-amount"),
+        pytest.param("posting-ack.v1.avsc", models.PostingAck, id="posting-ack-gains-amount"),
     ],
 )
 def test_the_current_schema_reads_what_the_published_one_wrote(published: str, event_cls: type[models.Event]) -> None:

@@ -1,6 +1,7 @@
 """POSTING_REJECTED and BILLING_REJECTED: open on a rejection, resolve on a later acceptance."""
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
@@ -68,3 +69,27 @@ def test_rejection_exception_names_its_subject_and_owner() -> None:
         SubjectType.CANDIDATE,
         "CA1",
     )
+
+
+def test_a_rejection_puts_the_refused_amount_at_risk_and_names_the_project() -> None:
+    refused = BillingResponse(
+        occurred_at=T,
+        source_system="billing-sim",
+        candidate_id="CA1",
+        status="REJECTED",
+        project_id="P1",
+        amount=Decimal("123.4500"),
+        currency="EUR",
+    )
+    _, [opened] = billing_feedback(None, refused)
+    assert (opened.amount_at_risk, opened.currency, opened.project_id) == (Decimal("123.4500"), "EUR", "P1")
+    rejected_posting = ack("REJECTED").model_copy(
+        update={"project_id": "P2", "amount": Decimal("-80"), "currency": "JPY"}
+    )
+    _, [posting] = posting_feedback(None, rejected_posting)
+    assert (posting.amount_at_risk, posting.currency, posting.project_id) == (Decimal("-80"), "JPY", "P2")
+
+
+def test_an_answer_from_a_connector_that_does_not_say_the_amount_leaves_it_unknown() -> None:
+    _, [opened] = billing_feedback(None, response("REJECTED"))
+    assert (opened.amount_at_risk, opened.currency, opened.project_id) == (None, None, None)
