@@ -107,6 +107,9 @@ def _fault_options(command: Any) -> Any:
             click.option("--retry-after-s", type=click.IntRange(0), help="Retry-After of the 429 answers."),
             click.option("--slow-first-byte-ms", type=click.IntRange(0), help="Delay of each answer after handling."),
             click.option("--seed", type=int, help="Seed of the random faults, so a run repeats exactly."),
+            click.option(
+                "--poison", help="API requests whose Idempotency-Key or correlation id contains this fail (500)."
+            ),
         ]
     ):
         command = option(command)

@@ -4,7 +4,7 @@ A `FaultPlan` says what to inject (random 500s, added latency, a burst of the ne
 an outage window, 429s with Retry-After, a slow first byte); a `FaultSchedule` turns it into one
 `FaultDecision` per arriving request. Time and randomness are injected, and with a seed every run
 draws the same sequence: two random numbers per request, whatever the outcome, so the n-th request
-of a run always meets the same fate. Order of precedence: outage, burst, counted 429s, random 429s,
+of a run always meets the same fate. Order of precedence: outage, poison, burst, counted 429s, random 429s,
 random errors. Latency delays a request *before* it is handled; a slow first byte delays the answer
 *after* the request was handled and committed, the case that makes clients time out and retry
 something that already happened. The schedule is what `/admin/faults` replaces at run time.
@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FaultKind = Literal["none", "outage", "burst", "throttle", "error"]
+FaultKind = Literal["none", "outage", "burst", "throttle", "error", "poison"]
 
 
 class FaultPlan(BaseModel):
@@ -39,6 +39,12 @@ class FaultPlan(BaseModel):
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After of 429 answers.")
     slow_first_byte_ms: int = Field(default=0, ge=0, description="Delay of the answer after handling.")
     seed: int | None = Field(default=None, description="Makes the random faults repeat exactly.")
+    poison: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Requests whose Idempotency-Key or X-Correlation-Id contains this text are always answered "
+        "500: one record the system chokes on, while the others go through.",
+    )
 
 
 @dataclass(frozen=True)
@@ -77,13 +83,15 @@ class FaultSchedule:
         self.outage_until = self.clock() + plan.outage_s if plan.outage_s > 0 else 0.0
         self.rng = random.Random(plan.seed)
 
-    def decide(self) -> FaultDecision:
-        """The fate of the request arriving now (consumes counters and two random draws)."""
+    def decide(self, about: tuple[str, ...] = ()) -> FaultDecision:
+        """The fate of the request arriving now, `about` its keys (consumes counters and two random draws)."""
         plan, now = self.plan, self.clock()
         throttle_draw, error_draw = self.rng.random(), self.rng.random()
         delays = {"delay_s": plan.latency_ms / 1000, "first_byte_delay_s": plan.slow_first_byte_ms / 1000}
         if now < self.outage_until:
             return FaultDecision("outage", 503, math.ceil(self.outage_until - now), **delays)
+        if plan.poison is not None and any(plan.poison in key for key in about):
+            return FaultDecision("poison", 500, None, **delays)
         if self.burst_left > 0:
             self.burst_left -= 1
             return FaultDecision("burst", plan.burst_status, None, **delays)

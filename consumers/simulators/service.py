@@ -106,7 +106,8 @@ def install_common(
         correlation_id = request.headers.get(CORRELATION_HEADER)
         context = {"simulator": name} | ({"correlation_id": correlation_id} if correlation_id else {})
         with structlog.contextvars.bound_contextvars(**context):
-            decision = schedule.decide() if request.url.path.startswith(API_PREFIX) else FaultDecision()
+            keys = (request.headers.get("Idempotency-Key", ""), correlation_id or "")
+            decision = schedule.decide(keys) if request.url.path.startswith(API_PREFIX) else FaultDecision()
             response, outcome = await _answer(request, call_next, decision, problem, metrics, log)
             if correlation_id:
                 response.headers[CORRELATION_HEADER] = correlation_id
@@ -175,6 +176,7 @@ _FAULT_MESSAGES = {
     "burst": ("server_error", "the service failed (injected burst)"),
     "throttle": ("rate_limit", "too many requests; retry after the given seconds (injected)"),
     "error": ("server_error", "the service failed (injected random error)"),
+    "poison": ("server_error", "the service fails on this record every time (injected poison)"),
 }
 
 

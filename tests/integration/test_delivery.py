@@ -246,10 +246,10 @@ def test_a_connector_killed_with_sigkill_mid_batch_leaves_one_document_and_one_a
 
 
 def test_a_record_that_keeps_failing_goes_through_the_retry_topic_to_the_dlq_while_the_rest_moves(harness, processes):
-    billing = processes.billing_sim()
+    billing = processes.billing_sim("--poison", "poison-0")
     processes.billing_connector(harness.prefix, billing.url, retry_rounds="2")
-    # the engine fails (500) on every request about this one candidate: PostgreSQL cannot store its customer
-    poisoned = candidate(0, prefix="poison", client_id="C-\x00-poison")
+    # the engine fails (500) on every request about this one candidate, and only on those
+    poisoned = candidate(0, prefix="poison")
     others = [candidate(i, prefix="fine", project=poisoned.project_id) for i in range(1, 40)]
     publish(harness, harness.topics.invoice_candidates, [poisoned, *others])
 

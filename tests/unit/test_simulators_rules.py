@@ -131,6 +131,15 @@ def test_throttled_requests_carry_retry_after() -> None:
     assert [(d.status, d.retry_after_s) for d in decisions] == [(429, 7), (429, 7), (200, None)]
 
 
+def test_a_poisoned_record_fails_every_time_and_the_others_go_through() -> None:
+    schedule = FaultSchedule(FaultPlan(poison="cand-7"), clock=FakeClock())
+    about_it = [schedule.decide(("cand-7", "TE-7")) for _ in range(5)]
+    assert {(d.kind, d.status) for d in about_it} == {("poison", 500)}
+    assert schedule.decide(("", "about-cand-7")).kind == "poison"  # matched in the correlation id too
+    assert schedule.decide(("cand-9", "TE-9")).kind == "none"
+    assert schedule.decide(()).kind == "none"
+
+
 def test_random_faults_repeat_exactly_with_a_seed() -> None:
     plan = FaultPlan(error_rate=0.3, throttle_rate=0.2, seed=42)
     first, second = (FaultSchedule(plan, clock=FakeClock()) for _ in range(2))
