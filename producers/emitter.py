@@ -261,8 +261,13 @@ class Emitter:
         started = time.monotonic()
         tally = _Tally()
         sent = 0
+        present: set[str] = set()
         for sent, event in enumerate(events, start=1):
             published = with_envelope_defaults(event)
+            topic = self._topics[published.event_type]
+            if topic.name not in present:  # else the broker may auto-create it with its default partitions
+                self.ensure_topic(topic)
+                present.add(topic.name)
             self._produce(published, None, tally.on_delivery)
             if progress is not None and sent % PROGRESS_EVERY == 0:
                 progress(sent, tally.delivered)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
+from backbone.kafka.admin import apply_topics
 from tests.support import run_backbone_measured
 
 pytestmark = pytest.mark.integration
@@ -45,6 +47,7 @@ def _import_within_memory_bound(env: dict[str, str], tmp_path: Path, size_mib: i
 
 @pytest.fixture
 def env(bootstrap: str, registry_url: str) -> dict[str, str]:
+    apply_topics(AdminClient({"bootstrap.servers": bootstrap}))  # the catalog's topics, as `backbone up` makes them
     return {"BACKBONE_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "BACKBONE_SCHEMA_REGISTRY_URL": registry_url}
 
 
