@@ -24,11 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient, NewPartitions
 
 from backbone.cli.run import run
+from backbone.kafka import topics as catalog
+from backbone.kafka.admin import apply_topics
 from backbone.runtime.supervisor import ChildStatus, ExitStatus, group_status
 from backbone.settings import Settings
-from tests.support import wait_until
+from tests.support import wait_for_partitions, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -221,9 +224,25 @@ def test_children_do_not_outlive_a_killed_supervisor(group: Group) -> None:
 # --- the real group ---------------------------------------------------------------------------------------
 
 
+def _catalog_entry_topics_as_up_makes_them(servers: str) -> None:
+    """The shared catalog topics as `backbone up` makes them. An earlier test's metadata request can have
+    made the broker auto-create `psa.time-entries.v1` with one partition (seen in CI), and the topology
+    then rightly refuses to co-partition it with the six of `psa.approvals.v1`."""
+    admin = AdminClient({"bootstrap.servers": servers})
+    apply_topics(admin)
+    metadata = admin.list_topics(timeout=30).topics
+    short = [t for t in (catalog.TIME_ENTRIES, catalog.APPROVALS) if len(metadata[t.name].partitions) < t.partitions]
+    if short:
+        for future in admin.create_partitions([NewPartitions(t.name, t.partitions) for t in short]).values():
+            future.result(timeout=30)
+    for topic in (catalog.TIME_ENTRIES, catalog.APPROVALS):
+        wait_for_partitions(servers, topic.name, topic.partitions)
+
+
 def test_run_all_with_simulators_runs_topology_sink_and_simulators(
     group: Group, settings: Settings, postgres_conninfo: str
 ) -> None:
+    _catalog_entry_topics_as_up_makes_them(settings.kafka.servers)
     tag = uuid.uuid4().hex[:10]
     # The delivery connectors are another part of the chain with tests of their own: where this build
     # has them they are left out here, where it lacks them run all must skip them (and say why).
