@@ -97,8 +97,10 @@ def server_properties(home: Path, kafka: KafkaSettings) -> str:
         "share.coordinator.state.topic.min.isr": "1",
         # Tests and local runs start consumer groups constantly; waiting 3 s for each is waste.
         "group.initial.rebalance.delay.ms": "0",
-        # ad-hoc tools create their own topics; the catalog creates backbone's explicitly.
-        "auto.create.topics.enable": "true",
+        # Every topic is created on purpose (the catalog by `backbone up`, tools and tests by the admin
+        # client). An auto-created topic gets `num.partitions` (1): a stray metadata request for a catalog
+        # topic would then break its six-partition co-partitioning for good (seen in CI).
+        "auto.create.topics.enable": "false",
         "log.segment.bytes": str(128 * 1024 * 1024),
         "message.max.bytes": str(8 * 1024 * 1024),
     }

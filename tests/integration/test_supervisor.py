@@ -37,6 +37,10 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
+# Fixed ports below Linux's ephemeral range (32768-60999): there, a client connection of an earlier test
+# can hold the port as its local end, and a simulator then fails to bind it (seen in CI).
+SIMULATOR_PORT = 26120
+METRICS_PORT = 26150
 
 
 @dataclass
@@ -88,6 +92,17 @@ class Group:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=30)
+        self.print_logs()
+
+    def print_logs(self, lines: int = 40) -> None:
+        """The tail of the supervisor's and every child's log: pytest shows it when the test failed."""
+        for path in [self.log_path, *sorted(self.home.glob("*.log"))]:
+            if path.exists():
+                print(
+                    f"--- {path.name} (last {lines} lines)",
+                    *path.read_text(errors="replace").splitlines()[-lines:],
+                    sep="\n",
+                )
 
 
 def _child_toml(child: dict[str, Any]) -> str:
@@ -129,7 +144,7 @@ def test_a_child_that_exits_is_restarted_with_growing_backoff_and_reported(group
     group.start_children(
         [{"name": "crasher", "argv": crasher}, {"name": "steady", "argv": SLEEPER}],
         "--initial-backoff", "0.3", "--max-backoff", "10",
-        BACKBONE_METRICS_PORT="36150",
+        BACKBONE_METRICS_PORT=str(METRICS_PORT),
     )  # fmt: skip
 
     wait_until(lambda: starts.exists() and len(starts.read_text().split()) >= 4, timeout=30, message="4 starts")
@@ -140,7 +155,7 @@ def test_a_child_that_exits_is_restarted_with_growing_backoff_and_reported(group
     exits = group.events("child exited; restarting after backoff")
     assert [e["backoff_seconds"] for e in exits[:3]] == [0.3, 0.6, 1.2]
     assert {(e["child"], e["status"]) for e in exits} == {("crasher", 3)}
-    metrics = urllib.request.urlopen("http://127.0.0.1:36150/metrics", timeout=5).read().decode()
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5).read().decode()
     restarts = next(
         line for line in metrics.splitlines() if line.startswith("backbone_supervisor_child_restarts_total{")
     )
@@ -249,7 +264,8 @@ def test_run_all_with_simulators_runs_topology_sink_and_simulators(
     built = {"billing-connector", "erp-connector"} & set(run.commands)
     without = [arg for command in sorted(built) for arg in ("--without", command)]
     group.start(
-        "--simulators", "--simulator-port", "36120", "--app-id", f"t{tag}-topology", "--grace-seconds", "30",
+        "--simulators", "--simulator-port", str(SIMULATOR_PORT), "--app-id", f"t{tag}-topology",
+        "--grace-seconds", "30",
         *without,
         BACKBONE_KAFKA_BOOTSTRAP_SERVERS=settings.kafka.servers,
         BACKBONE_SCHEMA_REGISTRY_URL=settings.registry.endpoint,
@@ -270,7 +286,12 @@ def test_run_all_with_simulators_runs_topology_sink_and_simulators(
         command = name.split(":")[0]
         reason = "excluded by --without" if command in built else "does not exist in this build"
         assert reason in children[name].note
-    for port, name in [(36120, "erp-sim:legacy-erp"), (36121, "billing-sim"), (36122, "erp-sim:cloud-erp")]:
+    ports = {
+        "erp-sim:legacy-erp": SIMULATOR_PORT,
+        "billing-sim": SIMULATOR_PORT + 1,
+        "erp-sim:cloud-erp": SIMULATOR_PORT + 2,
+    }
+    for name, port in ports.items():
         health = wait_until(lambda port=port: _health(port), timeout=60, message=f"{name} answers")
         assert health["simulator"] == name
     logs = group.home
