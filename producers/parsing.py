@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import io
 import re
+import unicodedata
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, tzinfo
@@ -267,30 +268,52 @@ MAX_HOURS = Decimal(1_000_000)
 
 
 def parse_decimal(text: str) -> Decimal:
-    """A decimal from `"1,234.56"`, `"2.001,0"`, `"20,01"`, `"€ 111.11"` or `"-5"`.
+    """A decimal from `"1,234.56"`, `"2.001,0"`, `"20,01"`, `"€ 111.11"`, `"1 234,50 EUR"`, `"1'234.50"` or `"-5"`.
 
     When both separators occur, the last one is the decimal mark. A lone comma is a decimal comma
     (exports that group thousands with commas always print a decimal point too); several commas alone
-    are thousands separators.
+    are thousands separators. A currency symbol or ISO code may stand before or after the number;
+    anything else is refused rather than dropped: reading `"12abc3"` as 123 or `"1O0"` as 10 would put a
+    wrong amount on an invoice. Digits are ASCII only.
     """
     if _EXPONENT.search(text):
         # Stripping the letter would read "1e300" as 1300: refuse what no tracker writes.
         raise ValueError(f"{text[:40]!r} is not a plain decimal number (no exponents)")
-    cleaned = re.sub(r"[^\d,.\-+]", "", text.strip())
-    if not re.search(r"\d", cleaned):
-        raise ValueError(f"{text!r} is not a number")
-    if "," in cleaned and "." in cleaned:
-        decimal_mark = "," if cleaned.rfind(",") > cleaned.rfind(".") else "."
+    match = _DECIMAL_TEXT.match(_without_currency(text.strip()))
+    if match is None:
+        raise ValueError(f"{text[:40]!r} is not a number")
+    sign, body = match.group("sign") or "", _GROUPING.sub("", match.group("body"))
+    if "," in body and "." in body:
+        decimal_mark = "," if body.rfind(",") > body.rfind(".") else "."
         thousands = "." if decimal_mark == "," else ","
-        cleaned = cleaned.replace(thousands, "").replace(decimal_mark, ".")
-    elif cleaned.count(",") == 1:
-        cleaned = cleaned.replace(",", ".")
-    elif cleaned.count(",") > 1:
-        cleaned = cleaned.replace(",", "")
+        body = body.replace(thousands, "").replace(decimal_mark, ".")
+    elif body.count(",") == 1:
+        body = body.replace(",", ".")
+    elif body.count(",") > 1:
+        body = body.replace(",", "")
     try:
-        return Decimal(cleaned)
+        return Decimal(sign + body)
     except InvalidOperation:
-        raise ValueError(f"{text!r} is not a number") from None
+        raise ValueError(f"{text[:40]!r} is not a number") from None
+
+
+# A sign, then ASCII digits separated by single marks: "," and "." (decimal or grouping), or spaces and
+# apostrophes grouping thousands; ".5" too.
+_DECIMAL_TEXT = re.compile(r"^(?P<sign>[-+])?\s*(?P<body>[0-9]+(?:[,.'\s\u00a0\u202f][0-9]+)*|[.,][0-9]+)$", re.ASCII)
+_GROUPING = re.compile(r"['\s\u00a0\u202f]")
+_CURRENCY_CODE = re.compile(r"^(?P<lead>[-+]?)\s*[A-Z]{3}\s+|\s+[A-Z]{3}$")
+
+
+def _without_currency(text: str) -> str:
+    """`text` without one currency symbol or ISO code at its start or end (a sign before it is kept)."""
+    text = _CURRENCY_CODE.sub(lambda m: m.group("lead") or "", text, count=1)
+    lead = text[:1] if text[:1] in "-+" else ""
+    rest = text[len(lead) :].strip()
+    if rest[:1] and unicodedata.category(rest[0]) == "Sc":
+        rest = rest[1:].lstrip()
+    elif rest[-1:] and unicodedata.category(rest[-1]) == "Sc":
+        rest = rest[:-1].rstrip()
+    return lead + rest
 
 
 def parse_currency(text: str) -> str:

@@ -36,6 +36,12 @@ from producers.parsing import (
         ("€ 1.250,50", "1250.50"),
         ("-5", "-5"),
         ("  0,25 ", "0.25"),
+        ("1 234,50 EUR", "1234.50"),
+        ("EUR 1.250,50", "1250.50"),
+        ("1'234.50", "1234.50"),
+        ("-€5", "-5"),
+        ("1\u00a0234,5", "1234.5"),
+        (".5", "0.5"),
     ],
     ids=[
         "dot",
@@ -46,6 +52,12 @@ from producers.parsing import (
         "symbol",
         "negative",
         "blank-padded",
+        "code-after-space-grouped",
+        "code-before",
+        "swiss-apostrophe",
+        "sign-before-symbol",
+        "nbsp-grouped",
+        "leading-mark",
     ],
 )
 def test_decimals_in_every_locale(text: str, expected: str) -> None:
@@ -54,6 +66,18 @@ def test_decimals_in_every_locale(text: str, expected: str) -> None:
 
 @pytest.mark.parametrize("text", ["", "eins", "--"], ids=["empty", "word", "signs-only"])
 def test_non_numbers_are_errors(text: str) -> None:
+    with pytest.raises(ValueError, match="not a number"):
+        parse_decimal(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["12abc3", "1O0", "\u0663", "1,,2", "5 h", "1..2", "+-3", "1.", "1  234", "12.3.4", "(5)"],
+    ids=["letters-inside", "letter-o-for-zero", "arabic-digit", "double-comma", "unit-suffix", "double-dot",
+         "two-signs", "trailing-mark", "double-space", "two-decimal-points", "parentheses"],
+)  # fmt: skip
+def test_text_around_digits_is_refused_not_dropped(text: str) -> None:
+    """Dropping what is not a digit would read "12abc3" as 123: a wrong amount rather than an error."""
     with pytest.raises(ValueError, match="not a number"):
         parse_decimal(text)
 
