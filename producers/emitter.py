@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,6 +206,10 @@ class Emitter:
 
     def ensure_topic(self, topic: Topic, timeout: float = 10.0) -> None:
         """Fail fast, with a hint, when the broker is unreachable or `topic` does not exist."""
+        self.ensure_topics([topic], timeout)
+
+    def ensure_topics(self, topics: Iterable[Topic], timeout: float = 10.0) -> None:
+        """Fail fast, with a hint, when the broker is unreachable or any of `topics` does not exist."""
         try:
             # Asking for all topics: a metadata request naming one makes brokers auto-create it.
             metadata = self._producer.list_topics(timeout=timeout)
@@ -212,10 +217,13 @@ class Emitter:
             raise ServiceUnavailableError(
                 f"Kafka at {self._servers} is not reachable: {error}", hint=KAFKA_HINT
             ) from error
-        found = metadata.topics.get(topic.name)
-        if found is None or found.error is not None:
+        missing = sorted(
+            {t.name for t in topics if (found := metadata.topics.get(t.name)) is None or found.error is not None}
+        )
+        if missing:
             raise BackboneError(
-                f"topic {topic.name} does not exist",
+                f"topic{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                f"do{'' if len(missing) > 1 else 'es'} not exist",
                 hint="create the catalog topics with `backbone up` (or `backbone topics apply`)",
             )
 
@@ -333,11 +341,22 @@ class Emitter:
         return int(self._producer.flush(self._delivery_timeout_s if timeout is None else timeout))
 
     def close(self, timeout: float | None = None) -> None:
-        """Deliver what is outstanding and stop the background poller."""
+        """Deliver what is outstanding, stop the background poller and release the client.
+
+        Releasing it at once matters to long-lived processes (the gateway, a test session): a producer
+        left to the garbage collector keeps its threads and broker connections until then.
+        """
+        if self._closed.is_set():
+            return
         self._closed.set()
         if self._poller is not None:
             self._poller.join()
         self.flush(timeout)
+        with suppress(KafkaException, RuntimeError), warnings.catch_warnings():
+            # a fenced transactional producer cannot abort on close (its successor or the broker's timeout
+            # does); the caller has already been told why it failed, so no second warning here
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self._producer.close()
 
     def _produce(self, event: Event, headers: Headers | None, on_delivery: Callable[..., None]) -> None:
         topic = self._topics[event.event_type]

@@ -18,7 +18,7 @@ events and the import ledger are written in one Kafka transaction (`producers.pe
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +45,9 @@ if TYPE_CHECKING:
     from producers.periods import PeriodImport
 
 FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+# What each import can publish: a tracker's time entries and approval decisions; one ERP master-data kind.
+TRACKER_EVENT_TYPES = ("time-entry", "approval")
+ERP_EVENT_TYPES = {"clients": "client", "projects": "project", "workers": "worker", "contracts": "contract"}
 
 
 def _read_options(path: Path, exported_at: str | None, date_order: str | None, timezone: str) -> ReadOptions:
@@ -219,6 +222,7 @@ def erp(
         dry_run=dry_run,
         skip_invalid=skip_invalid,
         rejects_path=rejects_path,
+        publishes=(ERP_EVENT_TYPES[kind],),
     )
 
 
@@ -241,11 +245,18 @@ def run_import(
     rejects_path: Path | None = None,
     period: PeriodImport | None = None,
     settings: Settings | None = None,
+    publishes: Sequence[str] = TRACKER_EVENT_TYPES,
 ) -> None:
-    """Refuse a file that is wrong, or publish (print) its events: validated whole before the first one."""
+    """Refuse a file that is wrong, or publish (print) its events: validated whole before the first one.
+
+    `publishes` names the event types the file can hold; their topics are checked before the file is read,
+    so a missing topic or an unreachable broker is said at once, not after minutes of validation.
+    """
     if period is not None:
         read = _within(read, period)
     try:
+        if not dry_run:
+            _preflight(publishes, period, settings)
         inspection = inspect_export(file, options, importer, encoding)
         _echo(inspection.notes)
         if inspection.rows == 0 and period is None:
@@ -273,6 +284,20 @@ def run_import(
     if period is not None:
         done = "checked (what was published is counted above)" if not dry_run else done
     click.echo(f"{checked.records} records read, {checked.events} events {done}, {checked.rejected} rejected", err=True)
+
+
+def _preflight(event_types: Sequence[str], period: PeriodImport | None, settings: Settings | None) -> None:
+    """Kafka reachable and the topics this import publishes to there, before a long validation pass."""
+    from backbone.kafka.topics import BY_EVENT_TYPE
+    from backbone.settings import load_settings
+    from producers.emitter import Emitter
+
+    topics = {**BY_EVENT_TYPE, **((period.topics or {}) if period is not None else {})}
+    required = [topics[event_type] for event_type in event_types]
+    if period is not None:
+        required.append(period.ledger_topic)
+    with Emitter(settings or load_settings()) as emitter:
+        emitter.ensure_topics(required)
 
 
 def _within(read: Callable[[ReadOptions], Iterator[Outcome]], period: PeriodImport) -> Callable[..., Iterator[Outcome]]:

@@ -18,6 +18,8 @@ from click.testing import CliRunner, Result
 
 from backbone.cli.main import cli
 from backbone.domain.models import Event
+from backbone.errors import BackboneError
+from backbone.kafka.topics import Topic
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "connectors"
 EXPORTED = ["--exported-at", "2024-11-01T00:00:00Z"]
@@ -148,9 +150,18 @@ class FakeEmitter:
 
     built: ClassVar[int] = 0
     published: ClassVar[list[Event]] = []
+    publishes: ClassVar[int] = 0
+    checked: ClassVar[set[str]] = set()
+    missing: ClassVar[set[str]] = set()  # topics the fake broker lacks
 
     def __init__(self, settings: object, **_: object) -> None:
         FakeEmitter.built += 1
+
+    def ensure_topics(self, topics: Iterable[Topic], timeout: float = 10.0) -> None:
+        names = {topic.name for topic in topics}
+        FakeEmitter.checked |= names
+        if names & FakeEmitter.missing:
+            raise BackboneError(f"topics {', '.join(sorted(names & FakeEmitter.missing))} do not exist")
 
     def __enter__(self) -> FakeEmitter:
         return self
@@ -160,6 +171,7 @@ class FakeEmitter:
 
     def publish(self, events: Iterable[Event], progress: object = None) -> SimpleNamespace:
         FakeEmitter.published.extend(events)
+        FakeEmitter.publishes += 1
         return SimpleNamespace(published=len(FakeEmitter.published), records_per_second=0.0)
 
 
@@ -168,7 +180,8 @@ def emitter(monkeypatch: pytest.MonkeyPatch) -> type[FakeEmitter]:
     import backbone.settings
     import producers.emitter
 
-    FakeEmitter.built, FakeEmitter.published = 0, []
+    FakeEmitter.built, FakeEmitter.published, FakeEmitter.publishes = 0, [], 0
+    FakeEmitter.checked, FakeEmitter.missing = set(), set()
     monkeypatch.setattr(producers.emitter, "Emitter", FakeEmitter)
     monkeypatch.setattr(backbone.settings, "load_settings", lambda: object())
     return FakeEmitter
@@ -187,14 +200,25 @@ def emitter(monkeypatch: pytest.MonkeyPatch) -> type[FakeEmitter]:
 def test_a_refused_file_never_reaches_the_emitter(args: list[str], emitter: type[FakeEmitter]) -> None:
     result = _invoke(*args)
     assert result.exit_code == 2, result.stderr
-    assert (emitter.built, emitter.published) == (0, [])
+    assert (emitter.publishes, emitter.published) == (0, [])
 
 
 def test_a_valid_file_is_published_once_whole(emitter: type[FakeEmitter]) -> None:
     result = _invoke("toggl", str(FIXTURES / "toggl_detailed_12h.csv"))
     assert result.exit_code == 0, result.stderr
-    assert emitter.built == 1
+    assert emitter.publishes == 1
     assert len(emitter.published) == 10
+    assert emitter.checked == {"psa.time-entries.v1", "psa.approvals.v1"}
+
+
+def test_a_missing_topic_is_said_before_the_file_is_read(emitter: type[FakeEmitter]) -> None:
+    """A large export takes minutes to validate; an absent topic must not wait for that to be reported."""
+    emitter.missing = {"psa.approvals.v1"}
+    result = _invoke("harvest", str(FIXTURES / "harvest_detailed_eu.csv"))  # a file with refused rows
+    assert result.exit_code != 0
+    assert "psa.approvals.v1" in result.stderr
+    assert "line " not in result.stderr, "the file was validated before the topics were checked"
+    assert emitter.published == []
 
 
 def test_skip_invalid_publishes_only_the_valid_records(emitter: type[FakeEmitter], tmp_path: Path) -> None:

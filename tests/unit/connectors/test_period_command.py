@@ -24,6 +24,8 @@ def no_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("a refused file must not reach the publisher")
 
     monkeypatch.setattr("producers.periods.PeriodPublisher.__init__", refuse)
+    # the topics check before reading (tested with the import command) finds them all here
+    monkeypatch.setattr("backbone.cli.imports._preflight", lambda *args: None)
 
 
 def _invoke(*args: str) -> Result:
