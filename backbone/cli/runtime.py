@@ -57,8 +57,14 @@ def _migrate_read_model(conninfo: str) -> None:
 
 @click.command()
 def down() -> None:
-    """Stop the services `backbone up` started (data is kept)."""
-    LocalRuntime(load_settings()).down(say=click.echo)
+    """Stop a running `backbone run all` group, then the services `backbone up` started (data is kept)."""
+    from backbone.cli.group import group_home
+    from backbone.runtime.supervisor import stop_group
+
+    settings = load_settings()
+    if stop_group(group_home(settings.runtime.data_dir)):
+        click.echo("group     stopped (backbone run all and its children)")
+    LocalRuntime(settings).down(say=click.echo)
 
 
 @click.command()

@@ -331,6 +331,15 @@ class ChildStatus:
         return f"  {self.name:<24} {self.state:<10} {pid:<10} up {uptime:<9} restarts {self.restarts}{note}"
 
 
+def stop_group(home: Path, timeout: float = 120.0) -> bool:
+    """SIGTERM the group's supervisor and wait for it; True when one was running.
+
+    The supervisor stops its children itself (SIGTERM, then SIGKILL after its grace period), so `timeout`
+    only bounds a supervisor that no longer answers; it then gets SIGKILL and its children follow it.
+    """
+    return ServiceProcess("supervisor", home, marker=SUPERVISOR_MARKER).stop(timeout=timeout)
+
+
 def group_status(home: Path, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> list[ChildStatus] | None:
     """The children of the group whose supervisor runs with `home`, or None when none runs there."""
     if ServiceProcess("supervisor", home, marker=SUPERVISOR_MARKER).pid() is None:

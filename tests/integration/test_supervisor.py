@@ -236,6 +236,22 @@ def test_children_do_not_outlive_a_killed_supervisor(group: Group) -> None:
     wait_until(lambda: _gone(pid), timeout=10, message="the child got SIGTERM when its supervisor died")
 
 
+def test_backbone_down_stops_a_running_group_and_its_children(group: Group) -> None:
+    group.start_children([{"name": "sleeper", "argv": SLEEPER}, {"name": "other", "argv": SLEEPER}])
+    children = wait_until(
+        lambda: (c := group.children()) and all(x.state == "running" for x in c.values()) and c,
+        message="both children run",
+    )
+    down = subprocess.run(
+        [PYTHON, "-m", "backbone.cli", "down"], cwd=ROOT, env=group.env, capture_output=True, text=True, timeout=180
+    )
+    assert down.returncode == 0, down.stderr
+    assert "group     stopped" in down.stdout
+    assert group.process is not None and group.process.wait(timeout=30) == ExitStatus.STOPPED
+    assert all(_gone(c.pid) for c in children.values() if c.pid)
+    assert group.children() == {}, "status no longer lists a group"
+
+
 # --- the real group ---------------------------------------------------------------------------------------
 
 
