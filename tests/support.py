@@ -15,6 +15,19 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+# A valid canonical time entry as a client posts it to the gateway (tests vary one field at a time).
+GATEWAY_TIME_ENTRY = {
+    "occurred_at": "2024-03-05T08:00:00Z",
+    "source_system": "harvest",
+    "time_entry_id": "H-1",
+    "revision": 1,
+    "worker_id": "W-1",
+    "project_id": "P-1",
+    "work_date": "2024-03-04",
+    "duration_seconds": 3600,
+    "billable": True,
+}
+
 
 def unique_name(prefix: str = "test") -> str:
     """A topic/group/subject name no other test uses."""

@@ -27,23 +27,13 @@ from backbone.settings import Settings
 from producers.emitter import Emitter
 from producers.gateway import GatewaySettings, create_app
 from producers.gateway.security import toggl_signature
+from tests.support import GATEWAY_TIME_ENTRY as ENTRY
 from tests.support import unique_name, wait_until
 
 pytestmark = pytest.mark.integration
 
 KEY = "k_integration_key"
 SECRET = "toggl-integration-secret"
-ENTRY = {
-    "occurred_at": "2024-03-05T08:00:00Z",
-    "source_system": "harvest",
-    "time_entry_id": "H-1",
-    "revision": 1,
-    "worker_id": "W-1",
-    "project_id": "P-1",
-    "work_date": "2024-03-04",
-    "duration_seconds": 3600,
-    "billable": True,
-}
 
 
 @pytest.fixture

@@ -18,22 +18,12 @@ from backbone.domain.models import Event
 from producers.emitter import with_envelope_defaults
 from producers.gateway import GatewaySettings, create_app
 from producers.gateway.security import timestamped_signature, toggl_signature
+from tests.support import GATEWAY_TIME_ENTRY as ENTRY
 
 NOW = 1_730_000_000.0
 KEY = "k_test_0123456789"
 TOGGL_SECRET = "toggl-secret"
 HARVEST_SECRET = "harvest-secret"
-ENTRY = {
-    "occurred_at": "2024-03-05T08:00:00Z",
-    "source_system": "harvest",
-    "time_entry_id": "H-1",
-    "revision": 1,
-    "worker_id": "W-1",
-    "project_id": "P-1",
-    "work_date": "2024-03-04",
-    "duration_seconds": 3600,
-    "billable": True,
-}
 TOGGL_BODY = json.dumps(
     {
         "event_id": 991,
