@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient
 from backbone.kafka import topics as catalog
 from backbone.kafka.admin import apply_topics
 from backbone.settings import KafkaSettings
-from tests.support import unique_name
+from tests.support import create_topic, unique_name
 
 pytestmark = pytest.mark.integration
 
@@ -49,10 +49,17 @@ def own_runtime_env(tmp_path: Path) -> dict[str, str]:
 
 def _produce(bootstrap: str, topic: str, count: int) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20})
+    failed: list[str] = []
+
+    def on_delivery(error: object, _message: object) -> None:
+        if error is not None:
+            failed.append(str(error))
+
     for i in range(count):
-        producer.produce(topic, key=str(i).encode(), value=f"record-{i}".encode())
+        producer.produce(topic, key=str(i).encode(), value=f"record-{i}".encode(), on_delivery=on_delivery)
         producer.poll(0)
     assert producer.flush(60) == 0
+    assert not failed, f"{len(failed)} records not delivered, e.g. {failed[0]}"
 
 
 def _consume_all(bootstrap: str, topic: str, expected: int) -> set[bytes]:
@@ -86,7 +93,7 @@ def test_up_keeps_records_across_down_and_up(own_runtime_env: dict[str, str]) ->
     assert _backbone(["status"], own_runtime_env).returncode == 0
 
     bootstrap = "127.0.0.1:39092"
-    topic = unique_name("persist")
+    topic = create_topic(bootstrap, unique_name("persist"), partitions=3)  # the broker creates none by itself
     _produce(bootstrap, topic, RECORDS)
     assert len(_consume_all(bootstrap, topic, RECORDS)) == RECORDS
 

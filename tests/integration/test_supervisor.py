@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewPartitions
+from confluent_kafka.admin import AdminClient
 
 from backbone.cli.run import run
 from backbone.kafka import topics as catalog
@@ -256,16 +256,8 @@ def test_backbone_down_stops_a_running_group_and_its_children(group: Group) -> N
 
 
 def _catalog_entry_topics_as_up_makes_them(servers: str) -> None:
-    """The shared catalog topics as `backbone up` makes them. An earlier test's metadata request can have
-    made the broker auto-create `psa.time-entries.v1` with one partition (seen in CI), and the topology
-    then rightly refuses to co-partition it with the six of `psa.approvals.v1`."""
-    admin = AdminClient({"bootstrap.servers": servers})
-    apply_topics(admin)
-    metadata = admin.list_topics(timeout=30).topics
-    short = [t for t in (catalog.TIME_ENTRIES, catalog.APPROVALS) if len(metadata[t.name].partitions) < t.partitions]
-    if short:
-        for future in admin.create_partitions([NewPartitions(t.name, t.partitions) for t in short]).values():
-            future.result(timeout=30)
+    """The shared catalog topics as `backbone up` makes them (the topology refuses to start without them)."""
+    apply_topics(AdminClient({"bootstrap.servers": servers}))
     for topic in (catalog.TIME_ENTRIES, catalog.APPROVALS):
         wait_for_partitions(servers, topic.name, topic.partitions)
 
