@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from backbone.domain.billing import Ledger, Pricing, RaisedException
+from backbone.domain.billing import Ledger, Line, Pricing, RaisedException
 from backbone.domain.entries import EntryState
 from backbone.domain.models import Decision, ExceptionKind, TimeEntry
 
@@ -52,6 +52,14 @@ FORMAT_1_TIME_ENTRY_FIELDS = 14
 
 SAME_AS_ENTRY = 1
 """A ledger's `last_seen` written as this when it is its `entry` (the usual case), not a second copy."""
+
+SAME_AS_BILLED = 1
+"""A line's pricing written as this when it is the ledger's `billed_pricing` (the usual case: the entry's
+latest line), not a second copy."""
+
+LEDGER_FIELDS_BEFORE_LINES = 19
+"""How many values a ledger record held before lines were kept; such a ledger has no lines (a refusal of
+one of its candidates then finds nothing to take back, and BILLING_REJECTED waits for an operator)."""
 
 
 class CodecError(ValueError):
@@ -134,6 +142,32 @@ def _to_exceptions(values: list[list[Any]]) -> dict[ExceptionKind, RaisedExcepti
     }
 
 
+def _lines(ledger: Ledger) -> list[list[Any]]:
+    billed = ledger.billed_pricing
+    return [
+        [
+            line.candidate_id,
+            str(line.amount),
+            line.minutes,
+            SAME_AS_BILLED if line.pricing is billed else _pricing(line.pricing),
+            None if line.refused_at is None else line.refused_at.isoformat(),
+            line.resolved,
+        ]
+        for line in ledger.lines
+    ]
+
+
+def _to_lines(values: list[list[Any]], billed: Pricing | None) -> tuple[Line, ...]:
+    lines = []
+    for candidate_id, amount, minutes, pricing, refused_at, resolved in values:
+        priced = billed if pricing == SAME_AS_BILLED else _to_pricing(pricing)
+        if priced is None:
+            raise CodecError(f"line {candidate_id} refers to the billed pricing of a ledger that has none")
+        refused = None if refused_at is None else datetime.fromisoformat(refused_at)
+        lines.append(Line(candidate_id, Decimal(amount), minutes, priced, refused, resolved))
+    return tuple(lines)
+
+
 def _unpack(data: bytes, what: str) -> list[Any]:
     values = orjson.loads(data)
     if not isinstance(values, list) or not values or values[0] != FORMAT:
@@ -178,7 +212,8 @@ class EntryStateCodec:
 
 class LedgerCodec:
     """`Ledger` ↔ `[FORMAT, …its fields in declaration order…]`, decimals as text, `last_seen` as
-    `SAME_AS_ENTRY` when it is the entry itself."""
+    `SAME_AS_ENTRY` when it is the entry itself, each line's pricing as `SAME_AS_BILLED` when it is the
+    billed pricing. `lines` came last and later: a record without them is a ledger with none."""
 
     def encode(self, ledger: Ledger) -> bytes:
         same = ledger.last_seen is not None and ledger.last_seen is ledger.entry
@@ -204,10 +239,15 @@ class LedgerCodec:
                 ledger.cost_postings,
                 ledger.erp_target,
                 _exceptions(ledger.exceptions),
+                _lines(ledger),
             ]
         )
 
     def decode(self, data: bytes) -> Ledger:
+        values = _unpack(data, "ledger")
+        if len(values) not in (LEDGER_FIELDS_BEFORE_LINES, LEDGER_FIELDS_BEFORE_LINES + 1):
+            raise CodecError(f"a ledger record has {len(values)} values, not {LEDGER_FIELDS_BEFORE_LINES + 1}")
+        lines = values[LEDGER_FIELDS_BEFORE_LINES] if len(values) > LEDGER_FIELDS_BEFORE_LINES else []
         (
             time_entry_id,
             correlation_id,
@@ -228,8 +268,9 @@ class LedgerCodec:
             cost_postings,
             erp_target,
             exceptions,
-        ) = _unpack(data, "ledger")
+        ) = values[:LEDGER_FIELDS_BEFORE_LINES]
         priced = _to_time_entry(entry)
+        billed_pricing_ = _to_pricing(billed_pricing)
         return Ledger(
             time_entry_id=time_entry_id,
             correlation_id=correlation_id,
@@ -237,7 +278,7 @@ class LedgerCodec:
             last_seen=priced if last_seen == SAME_AS_ENTRY else _to_time_entry(last_seen),
             billed=Decimal(billed),
             billed_minutes=billed_minutes,
-            billed_pricing=_to_pricing(billed_pricing),
+            billed_pricing=billed_pricing_,
             contract_id=contract_id,
             time_candidate_id=time_candidate_id,
             time_revenue_posting_id=time_revenue_posting_id,
@@ -250,6 +291,7 @@ class LedgerCodec:
             cost_postings=cost_postings,
             erp_target=erp_target,
             exceptions=_to_exceptions(exceptions),
+            lines=_to_lines(lines, billed_pricing_),
         )
 
 
