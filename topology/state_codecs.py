@@ -57,6 +57,10 @@ SAME_AS_BILLED = 1
 """A line's pricing written as this when it is the ledger's `billed_pricing` (the usual case: the entry's
 latest line), not a second copy."""
 
+SAME_AS_TIME_CANDIDATE = 1
+"""A line's candidate id written as this when it is the ledger's `time_candidate_id` (the usual case: the
+entry's one TIME line), not a second copy."""
+
 LEDGER_FIELDS_BEFORE_LINES = 19
 """How many values a ledger record held before lines were kept; such a ledger has no lines (a refusal of
 one of its candidates then finds nothing to take back, and BILLING_REJECTED waits for an operator)."""
@@ -143,10 +147,10 @@ def _to_exceptions(values: list[list[Any]]) -> dict[ExceptionKind, RaisedExcepti
 
 
 def _lines(ledger: Ledger) -> list[list[Any]]:
-    billed = ledger.billed_pricing
+    billed, time_candidate = ledger.billed_pricing, ledger.time_candidate_id
     return [
         [
-            line.candidate_id,
+            SAME_AS_TIME_CANDIDATE if line.candidate_id == time_candidate else line.candidate_id,
             str(line.amount),
             line.minutes,
             SAME_AS_BILLED if line.pricing is billed else _pricing(line.pricing),
@@ -157,12 +161,13 @@ def _lines(ledger: Ledger) -> list[list[Any]]:
     ]
 
 
-def _to_lines(values: list[list[Any]], billed: Pricing | None) -> tuple[Line, ...]:
+def _to_lines(values: list[list[Any]], billed: Pricing | None, time_candidate: str | None) -> tuple[Line, ...]:
     lines = []
-    for candidate_id, amount, minutes, pricing, refused_at, resolved in values:
+    for written_id, amount, minutes, pricing, refused_at, resolved in values:
+        candidate_id = time_candidate if written_id == SAME_AS_TIME_CANDIDATE else written_id
         priced = billed if pricing == SAME_AS_BILLED else _to_pricing(pricing)
-        if priced is None:
-            raise CodecError(f"line {candidate_id} refers to the billed pricing of a ledger that has none")
+        if candidate_id is None or priced is None:
+            raise CodecError(f"a line of {written_id!r} refers to a TIME candidate or billed pricing the ledger lacks")
         refused = None if refused_at is None else datetime.fromisoformat(refused_at)
         lines.append(Line(candidate_id, Decimal(amount), minutes, priced, refused, resolved))
     return tuple(lines)
@@ -212,8 +217,9 @@ class EntryStateCodec:
 
 class LedgerCodec:
     """`Ledger` ↔ `[FORMAT, …its fields in declaration order…]`, decimals as text, `last_seen` as
-    `SAME_AS_ENTRY` when it is the entry itself, each line's pricing as `SAME_AS_BILLED` when it is the
-    billed pricing. `lines` came last and later: a record without them is a ledger with none."""
+    `SAME_AS_ENTRY` when it is the entry itself, each line's id and pricing as `SAME_AS_TIME_CANDIDATE` and
+    `SAME_AS_BILLED` when they are the ledger's own. `lines` came last and later: a record without them is
+    a ledger with none."""
 
     def encode(self, ledger: Ledger) -> bytes:
         same = ledger.last_seen is not None and ledger.last_seen is ledger.entry
@@ -291,7 +297,7 @@ class LedgerCodec:
             cost_postings=cost_postings,
             erp_target=erp_target,
             exceptions=_to_exceptions(exceptions),
-            lines=_to_lines(lines, billed_pricing_),
+            lines=_to_lines(lines, billed_pricing_, time_candidate_id),
         )
 
 

@@ -79,6 +79,8 @@ class Run:
         new: list[Event] = []
         for event in events:
             new += self.pipeline.handle(event)
+        for output in new:  # the core builds outputs without validation: each must still be valid
+            assert type(output).model_validate(output.model_dump()) == output
         self.out += new
         return new
 
