@@ -167,6 +167,7 @@ RICH: dict[str, dict[str, Any]] = {
         "project_id": "P-1",
         "amount": "-62.5000",
         "currency": "EUR",
+        "time_entry_id": "TE-1",
     },
     "exception": {
         **_ENVELOPE,

@@ -1,7 +1,8 @@
 """What the topology's stages tell each other on their internal topics (not part of the contract).
 
 The entry stage hands `EntryChange`s to the project books; reference events travel to the books *with*
-their payload, so a book never re-prices with reference data older than the event that asked it to.
+their payload, so a book never re-prices with reference data older than the event that asked it to; the
+feedback stage hands them the `Refusal`s of the billing engine.
 
 An entry change, one per approved entry and the hot path, travels as a compact orjson array headed by
 a format number (`encode_change`); reference commands, a few per master-data change, as the
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from backbone.domain.construction import construct
 from backbone.domain.entries import EntryChange
+from backbone.domain.feedback import Refusal
 from backbone.domain.models import ContractVersion, Project, TimeEntry, Worker
 from topology.state_codecs import TIME_ENTRY_FIELDS
 
@@ -39,9 +41,11 @@ class Position(BaseModel):
 
 
 class BookCommand(BaseModel):
-    """One thing a project's book must do: price an entry change, or re-price after reference data."""
+    """One thing a project's book must do: price an entry change, re-price after reference data, or take
+    back a line the billing engine refused (`refusal`, from the feedback stage)."""
 
     change: EntryChange | None = None
+    refusal: Refusal | None = None
     project: Project | None = None
     contract: ContractVersion | None = None
     worker: Worker | None = None
@@ -80,7 +84,14 @@ def decode_command(data: bytes) -> BookCommand:
         occurred_at=datetime.fromisoformat(occurred_at),
     )
     return construct(
-        BookCommand, change=change, project=None, contract=None, worker=None, position=None, moved_from=None
+        BookCommand,
+        change=change,
+        refusal=None,
+        project=None,
+        contract=None,
+        worker=None,
+        position=None,
+        moved_from=None,
     )
 
 

@@ -6,7 +6,8 @@
     ref.projects/contracts/workers.v1 ──references──► <app>-book-commands (workers: every partition)
     <app>-book-commands ──books (store: one Ledger per entry)──► billing.invoice-candidates.v1,
                                                    erp.posting-requests.v1, ops.exceptions.v1
-    erp.posting-acks.v1, billing.responses.v1 ──feedback (store: open rejections)──► ops.exceptions.v1
+    erp.posting-acks.v1, billing.responses.v1 ──feedback (store: open rejections)──► ops.exceptions.v1,
+                                                   <app>-book-commands (a refused candidate, to its book)
 
 Everything a handler produces, the state it changes and the offset it consumed commit in one
 transaction (`backbone.streams.loop`); the rules themselves are `backbone.domain`'s pure functions.
@@ -25,6 +26,7 @@ from confluent_kafka import Message
 
 from backbone.domain import billing, entries, feedback
 from backbone.domain.models import (
+    BillingResponse,
     BusinessException,
     ContractVersion,
     Event,
@@ -214,14 +216,17 @@ class BillingStages:
         reference = command.project or command.contract or command.worker
         if reference is not None and command.position is not None:
             self.reference.apply(reference, command.position)
-        at = command.change.occurred_at if command.change else reference.occurred_at  # type: ignore[union-attr]
-        context_ = billing.Context(reference=self.reference.data, routing=self.routing(), at=at)
+        context_ = billing.Context(reference=self.reference.data, routing=self.routing(), at=_time_of(command))
         store = context.store("ledgers", where(message)[1])
         books = self._books_of(store)
         settle = functools.partial(self._settle, books=books, store=store, context=context)
         if command.change is not None:
             change = command.change
             settle(change.project_id, lambda b: billing.book_entry(b, change, context_))
+        elif command.refusal is not None:
+            refusal = command.refusal
+            if refusal.project_id in books:  # else no book of ours emitted the line
+                settle(refusal.project_id, lambda b: billing.refuse(b, refusal, context_))
         elif command.worker is not None:
             worker_id = command.worker.worker_id
             for project_id in sorted(p for p, b in books.items() if worker_id in b.workers()):
@@ -263,7 +268,8 @@ class BillingStages:
     # --- feedback -----------------------------------------------------------------------------------------
 
     def answer(self, message: Message, context: Context) -> None:
-        """An ERP acknowledgment or billing response opens or resolves a rejection exception."""
+        """An ERP acknowledgment or billing response opens or resolves a rejection exception; a refused
+        candidate also goes to its book as a `Refusal`, in the same transaction."""
         decoded = self._decode(message, context)
         if decoded is None:
             return
@@ -273,6 +279,9 @@ class BillingStages:
         was_open = store.get(decoded.key)
         opened, out = decide(was_open, decoded)  # type: ignore[arg-type]
         self._emit(out, context)
+        refusal = feedback.refusal_of(was_open, decoded) if isinstance(decoded, BillingResponse) else None
+        if refusal is not None:  # the line's book must learn that the engine does not hold it
+            self._send_book(messages.encode_command(BookCommand(refusal=refusal)), refusal.project_id, context)
         if opened != was_open:
             if opened is None:
                 store.delete(decoded.key)
@@ -305,6 +314,17 @@ class BillingStages:
             context.dead_letter(message, error, "decode", error_class=error.error_class)
             metrics.DEAD_LETTERS.labels(message.topic()).inc()
             return None
+
+
+def _time_of(command: BookCommand) -> datetime:
+    """The instant a book command's outputs carry: of the entry change, the refusal or the reference event."""
+    if command.change is not None:
+        return command.change.occurred_at
+    if command.refusal is not None:
+        return command.refusal.refused_at
+    reference = command.project or command.contract or command.worker
+    assert reference is not None  # a command carries one of the four
+    return reference.occurred_at
 
 
 def _forwarded_from(message: Message) -> str | None:

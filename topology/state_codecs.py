@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from backbone.domain.billing import Ledger, Pricing, RaisedException
+from backbone.domain.billing import Ledger, Line, Pricing, RaisedException
 from backbone.domain.entries import EntryState
 from backbone.domain.models import Decision, ExceptionKind, TimeEntry
 
@@ -52,6 +52,18 @@ FORMAT_1_TIME_ENTRY_FIELDS = 14
 
 SAME_AS_ENTRY = 1
 """A ledger's `last_seen` written as this when it is its `entry` (the usual case), not a second copy."""
+
+SAME_AS_BILLED = 1
+"""A line's pricing written as this when it is the ledger's `billed_pricing` (the usual case: the entry's
+latest line), not a second copy."""
+
+SAME_AS_TIME_CANDIDATE = 1
+"""A line's candidate id written as this when it is the ledger's `time_candidate_id` (the usual case: the
+entry's one TIME line), not a second copy."""
+
+LEDGER_FIELDS_BEFORE_LINES = 19
+"""How many values a ledger record held before lines were kept; such a ledger has no lines (a refusal of
+one of its candidates then finds nothing to take back, and BILLING_REJECTED waits for an operator)."""
 
 
 class CodecError(ValueError):
@@ -134,6 +146,33 @@ def _to_exceptions(values: list[list[Any]]) -> dict[ExceptionKind, RaisedExcepti
     }
 
 
+def _lines(ledger: Ledger) -> list[list[Any]]:
+    billed, time_candidate = ledger.billed_pricing, ledger.time_candidate_id
+    return [
+        [
+            SAME_AS_TIME_CANDIDATE if line.candidate_id == time_candidate else line.candidate_id,
+            str(line.amount),
+            line.minutes,
+            SAME_AS_BILLED if line.pricing is billed else _pricing(line.pricing),
+            None if line.refused_at is None else line.refused_at.isoformat(),
+            line.resolved,
+        ]
+        for line in ledger.lines
+    ]
+
+
+def _to_lines(values: list[list[Any]], billed: Pricing | None, time_candidate: str | None) -> tuple[Line, ...]:
+    lines = []
+    for written_id, amount, minutes, pricing, refused_at, resolved in values:
+        candidate_id = time_candidate if written_id == SAME_AS_TIME_CANDIDATE else written_id
+        priced = billed if pricing == SAME_AS_BILLED else _to_pricing(pricing)
+        if candidate_id is None or priced is None:
+            raise CodecError(f"a line of {written_id!r} refers to a TIME candidate or billed pricing the ledger lacks")
+        refused = None if refused_at is None else datetime.fromisoformat(refused_at)
+        lines.append(Line(candidate_id, Decimal(amount), minutes, priced, refused, resolved))
+    return tuple(lines)
+
+
 def _unpack(data: bytes, what: str) -> list[Any]:
     values = orjson.loads(data)
     if not isinstance(values, list) or not values or values[0] != FORMAT:
@@ -178,7 +217,9 @@ class EntryStateCodec:
 
 class LedgerCodec:
     """`Ledger` ↔ `[FORMAT, …its fields in declaration order…]`, decimals as text, `last_seen` as
-    `SAME_AS_ENTRY` when it is the entry itself."""
+    `SAME_AS_ENTRY` when it is the entry itself, each line's id and pricing as `SAME_AS_TIME_CANDIDATE` and
+    `SAME_AS_BILLED` when they are the ledger's own. `lines` came last and later: a record without them is
+    a ledger with none."""
 
     def encode(self, ledger: Ledger) -> bytes:
         same = ledger.last_seen is not None and ledger.last_seen is ledger.entry
@@ -204,10 +245,15 @@ class LedgerCodec:
                 ledger.cost_postings,
                 ledger.erp_target,
                 _exceptions(ledger.exceptions),
+                _lines(ledger),
             ]
         )
 
     def decode(self, data: bytes) -> Ledger:
+        values = _unpack(data, "ledger")
+        if len(values) not in (LEDGER_FIELDS_BEFORE_LINES, LEDGER_FIELDS_BEFORE_LINES + 1):
+            raise CodecError(f"a ledger record has {len(values)} values, not {LEDGER_FIELDS_BEFORE_LINES + 1}")
+        lines = values[LEDGER_FIELDS_BEFORE_LINES] if len(values) > LEDGER_FIELDS_BEFORE_LINES else []
         (
             time_entry_id,
             correlation_id,
@@ -228,8 +274,9 @@ class LedgerCodec:
             cost_postings,
             erp_target,
             exceptions,
-        ) = _unpack(data, "ledger")
+        ) = values[:LEDGER_FIELDS_BEFORE_LINES]
         priced = _to_time_entry(entry)
+        billed_pricing_ = _to_pricing(billed_pricing)
         return Ledger(
             time_entry_id=time_entry_id,
             correlation_id=correlation_id,
@@ -237,7 +284,7 @@ class LedgerCodec:
             last_seen=priced if last_seen == SAME_AS_ENTRY else _to_time_entry(last_seen),
             billed=Decimal(billed),
             billed_minutes=billed_minutes,
-            billed_pricing=_to_pricing(billed_pricing),
+            billed_pricing=billed_pricing_,
             contract_id=contract_id,
             time_candidate_id=time_candidate_id,
             time_revenue_posting_id=time_revenue_posting_id,
@@ -250,6 +297,7 @@ class LedgerCodec:
             cost_postings=cost_postings,
             erp_target=erp_target,
             exceptions=_to_exceptions(exceptions),
+            lines=_to_lines(lines, billed_pricing_, time_candidate_id),
         )
 
 

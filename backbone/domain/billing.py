@@ -8,6 +8,11 @@ posting requests that follow the same deltas, and business exceptions that OPEN 
 outputs are deltas against the book, the net amount per entry depends only on the final inputs, not
 on their order; ids are derived from the transition, so a replay of one history repeats its ids.
 
+A candidate the billing engine refuses is taken back (`refuse`): the engine does not hold it, so the
+book does not count it as billed, reverses its REVENUE posting, never sends the engine a reversal of it,
+and bills the entry again once its terms change, resolving BILLING_REJECTED (docs/delivery.md). For that
+each ledger keeps the lines it emitted (`Line`).
+
 The book is per project on purpose: contract versions, caps and master-data fixes all re-price "the
 entries of a project", and the topology keys the book's table by `project_id`.
 
@@ -20,7 +25,7 @@ puts the book back as it was, so a dead-lettered record leaves no half-settled b
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from operator import attrgetter
@@ -29,6 +34,7 @@ from typing import Any
 from backbone.domain import ids
 from backbone.domain.construction import construct
 from backbone.domain.entries import EntryChange
+from backbone.domain.feedback import Refusal
 from backbone.domain.models import (
     BillingType,
     BusinessException,
@@ -126,6 +132,29 @@ class RaisedException:
 
 
 @dataclass(slots=True)
+class Line:
+    """An invoice candidate the book emitted for an entry, kept so that the billing engine's refusal of it
+    can be taken back exactly (amount, minutes and the terms it carried).
+
+    A value: replaced, never changed, so a ledger's snapshot still holds the line as it was.
+    """
+
+    candidate_id: str
+    amount: Decimal
+    minutes: int
+    pricing: Pricing
+    refused_at: datetime | None = None
+    """When the engine's refusal opened BILLING_REJECTED; None while the engine is taken to hold the line."""
+    resolved: bool = False
+    """A refused line whose BILLING_REJECTED the book resolved (the entry was billed again, or owes nothing)."""
+
+    @property
+    def pending(self) -> bool:
+        """Refused, and not billed again yet."""
+        return self.refused_at is not None and not self.resolved
+
+
+@dataclass(slots=True)
 class Ledger:
     """One entry in the book: what it is, and what was billed, posted and flagged for it so far.
 
@@ -155,6 +184,8 @@ class Ledger:
     cost_postings: int = 0
     erp_target: str | None = None
     exceptions: dict[ExceptionKind, RaisedException] = field(default_factory=dict)
+    lines: tuple[Line, ...] = ()
+    """Every candidate emitted for the entry, in order (replaced as a whole, never mutated)."""
 
 
 _LEDGER_FIELDS = tuple(f.name for f in fields(Ledger))
@@ -461,7 +492,10 @@ def _settle_entry(book: ProjectBook, entry_id: str, settling: _Settling) -> None
     wanted = _wanted_exceptions(ledger, valuation, target)  # before billing: it reads what was billed so far
     if valuation.project is not None:
         ledger.erp_target = context.routing.target_for(valuation.project)
-    _bill(book.project_id, ledger, target, valuation.pricing, settling)
+    if ledger.lines and _refused_pending(ledger):
+        _bill_after_refusal(book.project_id, ledger, target, valuation.pricing, settling)
+    else:
+        _bill(book.project_id, ledger, target, valuation.pricing, settling)
     _post_cost(book.project_id, ledger, valuation, settling)
     ledger.worth = valuation.worth
     ledger.at_risk = valuation.worth - target
@@ -589,6 +623,7 @@ def _emit_candidate(project_id: str, ledger: Ledger, line: _Line, settling: _Set
     ledger.billed_minutes += line.minutes
     ledger.billed_pricing = pricing if ledger.billed != 0 else None
     ledger.candidates += 1
+    ledger.lines = (*ledger.lines, Line(candidate_id, line.amount, line.minutes, pricing))
     if first:
         ledger.time_candidate_id = candidate_id
         ledger.time_revenue_posting_id = revenue.posting_id
@@ -671,6 +706,140 @@ def _subject(ledger: Ledger) -> TimeEntry:
     entry = ledger.entry or ledger.last_seen
     assert entry is not None  # a ledger exists only for an entry the entry stage handed off
     return entry
+
+
+# --- lines the billing engine refused ---------------------------------------------------------------------
+# The engine's refusal of a candidate means it does not hold that line, and will not hold a reversal of it
+# either. So the book takes the line back (it is not billed: its REVENUE posting is reversed, which the ERP
+# holds; nothing goes to the engine), and bills the entry again once its terms change — a contract
+# correction or new version, a new revision, a changed worker or project — because sending the engine
+# the very line it refused would only be refused again. The new line gets a new id (the entry's candidate
+# sequence moved on), derived like every other, so replaying the same history repeats it. The feedback
+# stage opened BILLING_REJECTED about the refused candidate; the book resolves it when it bills the entry
+# again, naming the candidates that replace it (their own answers open their own exceptions if the
+# engine refuses again). docs/delivery.md has the reasoning.
+
+
+def refuse(book: ProjectBook, refusal: Refusal, context: Context) -> Settled:
+    """The billing engine refused one of the book's candidates: take it back, and bill the entry again at
+    once if its terms already changed since (a correction that overtook the refusal)."""
+    settling = _Settling.of(book, context)
+
+    def operation() -> None:
+        ledger = book.ledgers.get(refusal.time_entry_id)
+        index = _line_index(ledger, refusal.candidate_id) if ledger is not None else None
+        if ledger is None or index is None or not _can_take_back(ledger, ledger.lines[index]):
+            return
+        settling.undo.setdefault(ledger.time_entry_id, _snapshot(ledger))
+        settling.changed[ledger.time_entry_id] = ledger
+        _uncount(book, ledger)
+        _take_back(book.project_id, ledger, index, refusal.refused_at, settling)
+        _count(book, ledger)
+        _settle(book, [ledger.time_entry_id], settling)
+
+    return _atomically(book, settling, operation)
+
+
+def _line_index(ledger: Ledger, candidate_id: str) -> int | None:
+    """Where the candidate is in the entry's lines; None when it is not one of them (a candidate someone
+    else published, or a ledger written before lines were kept)."""
+    for index, line in enumerate(ledger.lines):
+        if line.candidate_id == candidate_id:
+            return index
+    return None
+
+
+def _can_take_back(ledger: Ledger, line: Line) -> bool:
+    """False when the line was taken back already (a repeated answer), or when what would stay billed
+    mixes two currencies (a refused reversal before a change of currency: an operator's case)."""
+    if line.refused_at is not None:
+        return False
+    stays = ledger.billed - line.amount
+    held = ledger.billed_pricing
+    return stays == 0 or held is None or held.currency == line.pricing.currency
+
+
+def _take_back(project_id: str, ledger: Ledger, index: int, refused_at: datetime, settling: _Settling) -> None:
+    """Un-bill one line: its REVENUE goes back out of the ERP, and the book no longer counts its amount."""
+    line = ledger.lines[index]
+    revenue = _posting(
+        project_id,
+        ledger,
+        PostingType.REVENUE,
+        ledger.candidates,  # the taken-back line's posting uses a sequence number, so later ids move on
+        ledger.billed,
+        -line.amount,
+        line.pricing.currency,
+        ledger.time_revenue_posting_id,
+        settling.context,
+    )
+    settling.events.append(revenue)
+    ledger.candidates += 1
+    ledger.billed -= line.amount
+    ledger.billed_minutes -= line.minutes
+    if ledger.billed == 0:
+        ledger.billed_pricing = None
+    elif ledger.billed_pricing is None:
+        ledger.billed_pricing = line.pricing  # a refused reversal: the engine still holds what it reversed
+    lines = list(ledger.lines)
+    lines[index] = replace(line, refused_at=refused_at)
+    ledger.lines = tuple(lines)
+
+
+def _refused_pending(ledger: Ledger) -> bool:
+    return any(line.pending for line in ledger.lines)
+
+
+def _bill_after_refusal(
+    project_id: str, ledger: Ledger, target: Decimal, pricing: Pricing | None, settling: _Settling
+) -> None:
+    """Bill an entry the engine refused lines of: hold back while it would get the same line again; else
+    bill as usual and resolve the refusals, naming the candidates that replace the refused ones."""
+    refused = [line for line in ledger.lines if line.pending]
+    if target != ledger.billed and any(line.pricing == pricing for line in refused):
+        return  # the terms the engine refused, unchanged: wait for a correction
+    emitted_before = len(ledger.lines)
+    _bill(project_id, ledger, target, pricing, settling)
+    replacements = [line.candidate_id for line in ledger.lines[emitted_before:]]
+    details = (
+        f"billed again as candidate {', '.join(replacements)}"
+        if replacements
+        else "nothing is left to bill again: the engine holds what the entry is worth now"
+    )
+    resolved = {line.candidate_id for line in refused}
+    for line in refused:
+        settling.events.append(_billing_rejected_resolved(project_id, ledger, line, details, settling.context))
+    ledger.lines = tuple(
+        replace(line, resolved=True) if line.candidate_id in resolved else line for line in ledger.lines
+    )
+
+
+def _billing_rejected_resolved(
+    project_id: str, ledger: Ledger, line: Line, details: str, context: Context
+) -> BusinessException:
+    """BILLING_REJECTED about a refused line, RESOLVED, with the feedback stage's `opened_at` and amount."""
+    exception = construct(
+        BusinessException,
+        event_id=None,
+        occurred_at=context.at,
+        source_system=SOURCE_SYSTEM,
+        correlation_id=ledger.correlation_id,
+        exception_id=ids.exception_id(
+            kind=ExceptionKind.BILLING_REJECTED, subject_type=SubjectType.CANDIDATE, subject_id=line.candidate_id
+        ),
+        kind=ExceptionKind.BILLING_REJECTED,
+        status=ExceptionStatus.RESOLVED,
+        subject_type=SubjectType.CANDIDATE,
+        subject_id=line.candidate_id,
+        project_id=project_id,
+        owner=OWNERS[ExceptionKind.BILLING_REJECTED],
+        amount_at_risk=line.amount,
+        currency=line.pricing.currency,
+        details=f"the billing engine refused candidate {line.candidate_id}; {details}",
+        opened_at=line.refused_at,
+        resolved_at=context.at,
+    )
+    return exception.model_copy(update={"event_id": ids.derive_event_id(exception)})
 
 
 # --- exceptions (§2, §8) -------------------------------------------------------------------------------

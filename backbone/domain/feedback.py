@@ -1,9 +1,13 @@
 """Business exceptions from what the ERP and the billing engine answer (POSTING_REJECTED, BILLING_REJECTED),
-or fail to answer in time (POSTING_ACK_TIMEOUT).
+or fail to answer in time (POSTING_ACK_TIMEOUT), and the refusals the project books must learn.
 
 A rejection opens an exception about the posting or candidate; a later acceptance of the same id (after
 someone fixed the cause and the request was re-driven) resolves it. The only state is when the
 exception was opened, kept by the caller per posting or candidate id.
+
+A candidate the billing engine refuses is also a `Refusal` for the book that emitted it: the engine does
+not hold the line, so the book must not count it as billed (`billing.refuse`), and it resolves the
+BILLING_REJECTED itself when it bills the entry again under changed terms (docs/delivery.md).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict
 
 from backbone.domain import ids
 from backbone.domain.models import (
@@ -57,6 +63,39 @@ def billing_feedback(opened: Opened, response: BillingResponse) -> tuple[Opened,
         SubjectType.CANDIDATE,
         response.candidate_id,
         detail.strip(),
+    )
+
+
+class Refusal(BaseModel):
+    """The billing engine refused a line of a time entry: what the entry's project book must learn.
+
+    A pydantic model, not state: it travels from the feedback stage to the books as JSON (`BookCommand`).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    candidate_id: str
+    time_entry_id: str
+    project_id: str
+    refused_at: datetime
+    """When BILLING_REJECTED opened; the book resolves the exception with the same `opened_at`."""
+
+
+def refusal_of(was_open: Opened, response: BillingResponse) -> Refusal | None:
+    """The refusal to hand to the books when this answer opens BILLING_REJECTED (once per candidate).
+
+    None for an acceptance, for a rejection already open, and for answers from connectors that did not
+    say which entry and project the line was for (the books could not find it; an operator re-drives).
+    """
+    if response.status != BillingStatus.REJECTED or was_open is not None:
+        return None
+    if response.time_entry_id is None or response.project_id is None:
+        return None
+    return Refusal(
+        candidate_id=response.candidate_id,
+        time_entry_id=response.time_entry_id,
+        project_id=response.project_id,
+        refused_at=response.occurred_at,
     )
 
 

@@ -436,6 +436,7 @@ class BillingResponse(Event):
     project_id: str | None = None
     amount: Dec | None = None
     currency: Currency | None = None
+    time_entry_id: str | None = None
 
 
 class BusinessException(Event):

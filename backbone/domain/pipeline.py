@@ -3,8 +3,10 @@
 `BillingPipeline.handle` takes any input event and returns the events to emit, exactly as the
 topology does across partitions and workers: entries and approvals go through the entry state
 machine to their project's book; a project or contract event re-prices that project's book; a worker
-event re-prices that worker's entries in every book. Tests use it as the reference for what the
-distributed topology must produce, and it documents the dispatch the topology distributes.
+event re-prices that worker's entries in every book; a billing response the engine refused opens
+BILLING_REJECTED and tells the line's book, which takes the line back (`billing.refuse`). Tests use it
+as the reference for what the distributed topology must produce, and it documents the dispatch the
+topology distributes.
 """
 
 from __future__ import annotations
@@ -80,11 +82,16 @@ class BillingPipeline:
         return []  # a client's billing entity reaches the next candidate; it changes no amount
 
     def _answer(self, key: str, decide, answer: PostingAck | BillingResponse) -> list[Event]:  # type: ignore[no-untyped-def]
-        opened, out = decide(self.opened.get(key), answer)
+        was_open = self.opened.get(key)
+        opened, out = decide(was_open, answer)
         if opened is None:
             self.opened.pop(key, None)
         else:
             self.opened[key] = opened
+        refusal = feedback.refusal_of(was_open, answer) if isinstance(answer, BillingResponse) else None
+        if refusal is not None and refusal.project_id in self.books:
+            context = self._context(refusal.refused_at)
+            out = [*out, *self._settle(refusal.project_id, lambda b: billing.refuse(b, refusal, context))]
         return list(out)
 
     def _settle(self, project_id: str, step) -> list[Event]:  # type: ignore[no-untyped-def]

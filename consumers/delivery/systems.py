@@ -135,6 +135,7 @@ class BillingEngine:
                 project_id=event.project_id,
                 amount=event.amount,
                 currency=event.currency,
+                time_entry_id=event.time_entry_id,
             )
         )
 

@@ -3,8 +3,9 @@
 End to end (entries → topology → connectors → simulators → acknowledgments) with sums that agree to the
 cent; the billing engine down for a window; the same candidate twice; a connector killed with SIGKILL
 mid-batch; a poisoned record that goes through the retry topic to the DLQ while the rest moves; a line
-the billing engine refuses (no tax code) as an OPEN BILLING_REJECTED exception; POSTING_ACK_TIMEOUT
-raised while an ERP is down and resolved when its ack comes.
+the billing engine refuses (no tax code) as an OPEN BILLING_REJECTED exception, billed again and
+resolved once the contract is corrected; POSTING_ACK_TIMEOUT raised while an ERP is down and resolved
+when its ack comes.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from backbone.domain.models import (
 )
 from backbone.kafka.topics import Topic
 from tests.support import unique_name, wait_until
+from tests.unit.domain import domain_builders as build
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 AT = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
@@ -269,30 +271,87 @@ def test_a_record_that_keeps_failing_goes_through_the_retry_topic_to_the_dlq_whi
     assert poisoned.candidate_id not in {r.candidate_id for r in responses(harness)}
 
 
-def test_a_line_without_a_tax_code_is_refused_by_the_billing_engine_and_opens_billing_rejected(harness, processes):
+def test_a_line_without_a_tax_code_is_refused_then_billed_again_once_the_contract_is_corrected(harness, processes):
     billing = processes.billing_sim()
     processes.billing_connector(harness.prefix, billing.url)
     harness.start_worker()
-    untaxed = candidate(1, prefix="notax", tax_code=None)
-    publish(harness, harness.topics.invoice_candidates, [untaxed, candidate(2, prefix="taxed")])
+    # K1's tax code is blank: present for the core (it is not empty), missing for the billing engine
+    untaxed = build.entry(time_entry_id="E-notax", duration_seconds=3725)  # 62 min at 150/h = 155.00
+    taxed = build.entry(time_entry_id="E-taxed", project_id="P2")
+    harness.publish(
+        [
+            build.client(),
+            build.project(),
+            build.project(project_id="P2"),
+            build.worker(),
+            build.contract(tax_code=" "),
+            build.contract(contract_id="K2", project_id="P2"),
+            untaxed,
+            build.approval(time_entry_id="E-notax"),
+            taxed,
+            build.approval(time_entry_id="E-taxed"),
+        ]
+    )
 
-    def rejection() -> BusinessException | None:
+    def rejection(status: ExceptionStatus) -> BusinessException | None:
         for exception in harness.read(harness.topics.exceptions).values():
-            if exception.kind == ExceptionKind.BILLING_REJECTED and exception.subject_id == untaxed.candidate_id:
-                return exception  # type: ignore[return-value]
+            assert isinstance(exception, BusinessException)
+            if (exception.kind, exception.status) == (ExceptionKind.BILLING_REJECTED, status):
+                return exception
         return None
 
-    opened = wait_until(rejection, timeout=90, message="BILLING_REJECTED is raised")
-    assert opened.status == ExceptionStatus.OPEN
-    assert "tax_code_missing" in opened.details
-    assert (opened.amount_at_risk, opened.currency, opened.project_id) == (
-        untaxed.amount,
-        untaxed.currency,
-        untaxed.project_id,
+    def lines_of(entry_id: str) -> list[InvoiceCandidate]:
+        return [c for c in harness.candidates() if c.time_entry_id == entry_id]
+
+    opened = wait_until(lambda: rejection(ExceptionStatus.OPEN), timeout=90, message="BILLING_REJECTED is raised")
+    [refused] = lines_of("E-notax")
+    assert (opened.subject_id, opened.amount_at_risk, opened.currency, opened.project_id) == (
+        refused.candidate_id,
+        Decimal("155.00"),
+        "EUR",
+        "P1",
     )
-    answer = next(r for r in responses(harness) if r.candidate_id == untaxed.candidate_id)
+    assert "tax_code_missing" in opened.details
+    answer = next(r for r in responses(harness) if r.candidate_id == refused.candidate_id)
     assert (answer.status, answer.reason_code) == (BillingStatus.REJECTED, "tax_code_missing")
-    assert [i["metadata"]["candidate_id"] for i in billing.invoice_items()] == ["taxed-2"]
+
+    def revenue_lines(entry_id: str) -> list[Decimal]:
+        postings = harness.read(harness.topics.posting_requests).values()
+        return [p.amount for p in postings if (p.time_entry_id, p.posting_type) == (entry_id, "REVENUE")]  # type: ignore[attr-defined]
+
+    def revenue_of(entry_id: str) -> Decimal:
+        return sum(revenue_lines(entry_id), Decimal(0))
+
+    # the book learnt it: the refused line is not billed (its revenue reversed), and nothing is re-sent
+    wait_until(
+        lambda: sorted(revenue_lines("E-notax")) == [Decimal("-155.00"), Decimal("155.00")],
+        timeout=60,
+        message="the refused line's revenue is reversed",
+    )
+    assert [c.candidate_id for c in lines_of("E-notax")] == [refused.candidate_id]
+
+    harness.publish([build.contract(tax_code="VAT20")])  # the correction of the same version
+    resolved = wait_until(lambda: rejection(ExceptionStatus.RESOLVED), timeout=90, message="BILLING_REJECTED resolves")
+    refused_, again = lines_of("E-notax")
+    assert refused_ == refused and again.candidate_id != refused.candidate_id
+    assert (again.kind, again.amount, again.tax_code) == ("TIME", Decimal("155.00"), "VAT20")
+    assert (resolved.exception_id, resolved.opened_at) == (opened.exception_id, opened.opened_at)
+    assert again.candidate_id in resolved.details
+
+    everything = {c.candidate_id for c in harness.candidates()}
+    wait_until(lambda: answered(harness, processes, everything), timeout=90, message="every line answered")
+    accepted = {r.candidate_id for r in responses(harness) if r.status == BillingStatus.ACCEPTED}
+    assert accepted == everything - {refused.candidate_id}
+    assert not one_each([r.candidate_id for r in responses(harness)])
+    # one document per accepted line, and the engine, the candidates it took and the revenue agree to the cent
+    items = billing.invoice_items()
+    assert sorted(i["metadata"]["candidate_id"] for i in items) == sorted(accepted)
+    taken = [c for c in harness.candidates() if c.candidate_id in accepted]
+    assert sum(i["amount"] for i in items) == sum(minor(c.amount) for c in taken) == minor(Decimal("305.00"))
+    assert {e: revenue_of(e) for e in ("E-notax", "E-taxed")} == {
+        "E-notax": Decimal("155.00"),
+        "E-taxed": Decimal("150.00"),
+    }
 
 
 def test_a_posting_without_an_acknowledgment_raises_posting_ack_timeout_until_its_ack_comes(harness, processes):

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from backbone.domain.entries import EntryChange
+from backbone.domain.feedback import Refusal
 from tests.unit.domain.domain_builders import entry
 from topology.messages import BookCommand, decode_command, encode_change, encode_command
 
@@ -49,3 +50,9 @@ def test_the_pydantic_form_is_still_read() -> None:
 def test_anything_else_is_refused(data: bytes) -> None:
     with pytest.raises(ValueError):
         decode_command(data)
+
+
+def test_a_refusal_reaches_the_books_as_it_was_sent() -> None:
+    refusal = Refusal(candidate_id="cand-1", time_entry_id="E1", project_id="P1", refused_at=AT)
+    received = decode_command(encode_command(BookCommand(refusal=refusal)))
+    assert received.refusal == refusal and received.change is None

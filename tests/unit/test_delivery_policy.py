@@ -271,6 +271,8 @@ def test_answers_become_acknowledgments_with_the_systems_reason() -> None:
         "tax_code_missing",
         "needs a tax_code",
     )
+    # the refusal names the line's entry and project, so the topology can tell the entry's book
+    assert (refused.time_entry_id, refused.project_id) == ("TE-1", "P-1")
     posted = erp.acknowledgment(_posting(), Judgement(Verdict.ACCEPTED), {"id": 42})
     assert (posted.status, posted.erp_document_id, posted.erp_target) == (PostingStatus.POSTED, "42", "cloud-erp")
     assert accepted.event_id and posted.event_id

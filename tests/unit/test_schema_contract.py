@@ -225,6 +225,7 @@ PUBLISHED = Path(__file__).resolve().parents[1] / "fixtures" / "schemas"
         pytest.param("time-entry.v1.avsc", models.TimeEntry, id="time-entry-gains-invoiced-at-source"),
         pytest.param("exception.v1.avsc", models.BusinessException, id="exception-gains-invoiced-at-source-kind"),
         pytest.param("billing-response.v1.avsc", models.BillingResponse, id="billing-response-gains-amount"),
+        pytest.param("billing-response.v2.avsc", models.BillingResponse, id="billing-response-gains-time-entry"),
         pytest.param("posting-ack.v1.avsc", models.PostingAck, id="posting-ack-gains-amount"),
     ],
 )

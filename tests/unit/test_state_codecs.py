@@ -3,6 +3,7 @@ billing core builds in the domain scenarios, decimals digit for digit, instants 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -11,7 +12,7 @@ import pytest
 
 from backbone.domain.billing import Ledger, Pricing, RaisedException
 from backbone.domain.entries import SEEN_EVENT_IDS, EntryState, new_entry, record
-from backbone.domain.models import ExceptionKind, TimeEntry
+from backbone.domain.models import BillingResponse, ExceptionKind, TimeEntry
 from backbone.domain.pipeline import BillingPipeline
 from tests.unit.domain.domain_builders import (
     ROUTING,
@@ -234,3 +235,38 @@ def test_an_invoiced_entry_keeps_its_invoice_through_the_changelog() -> None:
     assert decoded == ledger
     assert decoded.entry is not None and decoded.entry.source_invoice_id == "INV-7"
     assert ExceptionKind.INVOICED_AT_SOURCE in decoded.exceptions
+
+
+def _refused_and_billed_again() -> Ledger:
+    """E1's ledger after the engine refused its first line (blank tax code) and a new version re-billed it."""
+    pipeline = _pipeline(*master_data()[:3], contract(tax_code=" "), entry(), approval())
+    [refused] = pipeline.books["P1"].ledgers["E1"].lines
+    answer = BillingResponse(
+        occurred_at=datetime(2026, 11, 3, 8, 0, 0, 250000, tzinfo=UTC),
+        source_system="billing-engine",
+        candidate_id=refused.candidate_id,
+        status="REJECTED",
+        reason_code="tax_code_missing",
+        project_id="P1",
+        amount=refused.amount,
+        currency="EUR",
+        time_entry_id="E1",
+    )
+    pipeline.handle(answer)
+    pipeline.handle(contract(version=2, tax_code="VAT20", default_hourly_rate=D("180.00")))
+    return pipeline.books["P1"].ledgers["E1"]
+
+
+def test_a_ledger_keeps_its_lines_and_their_refusals_through_the_changelog() -> None:
+    ledger = _refused_and_billed_again()
+    refused, again = ledger.lines
+    assert refused.refused_at is not None and refused.resolved and not again.refused_at  # the case is what it says
+    decoded = LEDGER.decode(LEDGER.encode(ledger))
+    assert decoded == ledger
+    assert decoded.lines[-1].pricing is decoded.billed_pricing  # written once, as the billed pricing
+
+
+def test_a_ledger_written_before_lines_were_kept_restores_with_none() -> None:
+    ledger = _refused_and_billed_again()
+    older = orjson.loads(LEDGER.encode(ledger))[:-1]  # the layout before `lines`
+    assert LEDGER.decode(orjson.dumps(older)) == replace(ledger, lines=())

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from backbone.domain.feedback import billing_feedback, posting_feedback
+from backbone.domain.feedback import billing_feedback, posting_feedback, refusal_of
 from backbone.domain.models import BillingResponse, ExceptionKind, ExceptionStatus, PostingAck, SubjectType
 
 T = datetime(2026, 11, 2, tzinfo=UTC)
@@ -93,3 +93,34 @@ def test_a_rejection_puts_the_refused_amount_at_risk_and_names_the_project() -> 
 def test_an_answer_from_a_connector_that_does_not_say_the_amount_leaves_it_unknown() -> None:
     _, [opened] = billing_feedback(None, response("REJECTED"))
     assert (opened.amount_at_risk, opened.currency, opened.project_id) == (None, None, None)
+
+
+def _line_response(status: str, **kw) -> BillingResponse:
+    line = {"project_id": "P1", "time_entry_id": "E1", "amount": Decimal("150.00"), "currency": "EUR"}
+    return BillingResponse(
+        occurred_at=T, source_system="billing-engine", candidate_id="CA1", status=status, **(line | kw)
+    )
+
+
+@pytest.mark.parametrize(
+    ("was_open", "answer", "told"),
+    [
+        pytest.param(None, _line_response("REJECTED"), True, id="a-first-refusal-goes-to-the-book"),
+        pytest.param(T, _line_response("REJECTED"), False, id="a-repeated-refusal-does-not"),
+        pytest.param(None, _line_response("ACCEPTED"), False, id="an-acceptance-does-not"),
+        pytest.param(None, _line_response("REJECTED", time_entry_id=None), False, id="an-older-connector-cannot"),
+    ],
+)
+def test_the_book_learns_each_refusal_once(was_open, answer, told) -> None:
+    refusal = refusal_of(was_open, answer)
+    assert (refusal is not None) == told
+    if refusal is not None:
+        assert (refusal.candidate_id, refusal.time_entry_id, refusal.project_id, refusal.refused_at) == (
+            "CA1",
+            "E1",
+            "P1",
+            T,
+        )
+        # the book resolves with the opened_at of the exception the feedback stage opens
+        _, [opened] = billing_feedback(was_open, answer)
+        assert opened.opened_at == refusal.refused_at
