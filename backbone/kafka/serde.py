@@ -13,8 +13,10 @@ string, so compaction and partitioning work without the registry.
 `TopicSerde` holds one topic's schema id and its readers per writer schema id, built once and cached
 by `SerdeCache`. A record written with another (older or newer) schema is resolved to the working
 tree's schema, as Avro schema resolution says. Decoding failures raise `DecodeError`, which keeps the
-raw message so callers can dead-letter it. `register_all` and `check_compatibility` serve `backbone up` and
-`backbone schemas`.
+raw message so callers can dead-letter it. `decode_values` reads a record's field values without a dict
+or a model, through a reader compiled per writer schema (`backbone.kafka.compiled`), for consumers that
+need only the values (the PostgreSQL sink); what it cannot vouch for is left to `decode`.
+`register_all` and `check_compatibility` serve `backbone up` and `backbone schemas`.
 """
 
 from __future__ import annotations
