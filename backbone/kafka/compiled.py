@@ -179,10 +179,12 @@ def compile_reader(
     """A reader of records written with `writer` (an Avro record schema as parsed JSON) into the values
     of `event_cls`, whose Avro schema is `reader`, from byte `start` of a record (after the framing);
     `CannotCompile` when it cannot be had."""
-    if writer.get("type") != "record" or _fullname(writer, "") != _fullname(reader, ""):
-        raise CannotCompile(f"writer {writer.get('name')!r} is not a {reader['name']} record")
+    if not isinstance(writer, dict) or writer.get("type") != "record" or _fullname(writer, "") != _fullname(reader, ""):
+        raise CannotCompile(f"the writer schema is not a {reader['name']} record")
     rules = {rule.name: rule for rule in model_rules(event_cls)}
     readers = {f["name"]: f for f in reader["fields"]}
+    if any("aliases" in f for f in reader["fields"]):
+        raise CannotCompile("reader fields with aliases: fastavro matches writer fields by them")  # none so far
     if set(rules) != set(readers):
         raise CannotCompile(f"{event_cls.__name__}'s fields are not its Avro schema's")
     names = {name: f"f{i}" for i, name in enumerate(rules)}

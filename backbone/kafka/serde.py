@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from backbone.domain.models import Event
 from backbone.errors import BackboneError, InvalidInputError, ServiceUnavailableError
 from backbone.kafka import wire
-from backbone.kafka.compiled import CannotCompile, Values, ValuesReader, compile_reader
+from backbone.kafka.compiled import Values, ValuesReader, compile_reader
 from backbone.kafka.topics import EVENT_TOPICS, Topic
 
 try:
@@ -188,7 +188,7 @@ class TopicSerde:
             read: ValuesReader | None = compile_reader(
                 self._writer_schemas[schema_id], wire.schema_for(self.event_cls), self.event_cls, start=HEADER_BYTES
             )
-        except CannotCompile as reason:
+        except Exception as reason:  # CannotCompile, or a schema shape it did not foresee: the model reads them
             log.info("records of this writer schema are read through the model", schema_id=schema_id,
                      topic=self.topic.name, reason=str(reason))  # fmt: skip
             read = None

@@ -186,6 +186,26 @@ def test_a_writer_type_without_a_compiled_reading_leaves_every_record_to_the_mod
     assert_agrees(serde, message(framed(registered(serde, other), other, record)), compiled_reads=False)
 
 
+@pytest.mark.parametrize(
+    "writer",
+    [
+        pytest.param("string", id="not-a-record"),
+        pytest.param({"type": "record", "name": "Other", "fields": []}, id="another-record"),
+    ],
+)
+def test_a_writer_schema_that_is_not_the_events_record_is_not_compiled(writer: Any) -> None:
+    reader = wire.schema_for(catalog.POSTING_ACKS.event)  # type: ignore[arg-type]
+    with pytest.raises(CannotCompile):
+        compile_reader(writer, reader, catalog.POSTING_ACKS.event)  # type: ignore[arg-type]
+
+
+def test_reader_fields_with_aliases_are_left_to_fastavro_which_matches_writer_fields_by_them() -> None:
+    reader = copy.deepcopy(wire.schema_for(catalog.POSTING_ACKS.event))  # type: ignore[arg-type]
+    reader["fields"][4]["aliases"] = ["posting"]
+    with pytest.raises(CannotCompile):
+        compile_reader(reader, reader, catalog.POSTING_ACKS.event)  # type: ignore[arg-type]
+
+
 # --- values that break a model rule, or might ------------------------------------------------------------------
 
 
