@@ -79,7 +79,7 @@ class Rule:
 
 _DEC_RULES = typing.get_args(Dec)[1:]
 _INSTANT_RULES = typing.get_args(Instant)[1:]
-_ID_CHECK = "v.isprintable() and not v.isspace()"
+_ID_CHECK = "v.isprintable() and not v.isspace() and v != ''"
 """ID_PATTERN: no control, separator or bidirectional-format character, and not blank. Every character
 the pattern forbids is unprintable to Python, and the only printable white space is the ASCII space."""
 _PATTERN_CHECKS = {ID_PATTERN: _ID_CHECK, CURRENCY_PATTERN: "_currency(v) is not None"}
@@ -87,6 +87,8 @@ _BOUNDS = {
     MinLen: ("min_length", 0), MaxLen: ("max_length", 0), Ge: ("ge", 0), Gt: ("gt", 1), Le: ("le", 0), Lt: ("lt", -1),
 }  # fmt: skip
 """Constraint -> (its attribute, what to add to make it an inclusive integer bound)."""
+_NEUTRAL_CONFIG = {"frozen", "extra", "use_enum_values", "title"}
+"""Model settings that change no value a record can give (`use_enum_values` only what the model holds)."""
 
 
 def model_rules(event_cls: type[Event]) -> tuple[Rule, ...]:
@@ -94,6 +96,8 @@ def model_rules(event_cls: type[Event]) -> tuple[Rule, ...]:
     decorators = event_cls.__pydantic_decorators__
     if decorators.validators or decorators.field_validators or decorators.model_validators:
         raise CannotCompile(f"{event_cls.__name__} has validators of its own")
+    if set(event_cls.model_config) - _NEUTRAL_CONFIG:  # e.g. str_max_length would constrain every string
+        raise CannotCompile(f"{event_cls.__name__}'s configuration {event_cls.model_config} may add rules")
     return tuple(_rule(name, info) for name, info in event_cls.model_fields.items())
 
 
@@ -166,8 +170,11 @@ def _bound(item: Any) -> int:
     """The inclusive integer bound a length or comparison constraint sets."""
     for constraint, (attribute, shift) in _BOUNDS.items():
         if isinstance(item, constraint):
-            return int(getattr(item, attribute)) + shift
-    raise CannotCompile(f"no bound in {item!r}")  # pragma: no cover - callers pass bounds only
+            bound = getattr(item, attribute)
+            if type(bound) is not int:  # a fractional bound on an integer would be rounded the wrong way
+                raise CannotCompile(f"bound {bound!r} is not an integer")
+            return bound + shift
+    raise CannotCompile(f"no bound in {item!r}")
 
 
 # --- writer schema to Python source --------------------------------------------------------------------

@@ -24,8 +24,9 @@ from confluent_kafka.schema_registry import Schema
 from confluent_kafka.schema_registry._sync.mock_schema_registry_client import MockSchemaRegistryClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ConfigDict, Field
 
-from backbone.domain.models import ALL_EVENTS, ContractVersion, Event
+from backbone.domain.models import ALL_EVENTS, ContractVersion, Event, PostingAck
 from backbone.kafka import topics as catalog
 from backbone.kafka import wire
 from backbone.kafka.compiled import CannotCompile, compile_reader
@@ -204,6 +205,19 @@ def test_reader_fields_with_aliases_are_left_to_fastavro_which_matches_writer_fi
     reader["fields"][4]["aliases"] = ["posting"]
     with pytest.raises(CannotCompile):
         compile_reader(reader, reader, catalog.POSTING_ACKS.event)  # type: ignore[arg-type]
+
+
+def test_a_model_rule_without_a_compiled_check_leaves_the_event_to_the_model() -> None:
+    class Stricter(PostingAck):
+        erp_target: str = Field(pattern=r"^[a-z-]+$")  # a pattern the compiled reader has no check for
+
+    class Configured(PostingAck):
+        model_config = ConfigDict(str_max_length=20)
+
+    reader = wire.schema_for(PostingAck)
+    for event_cls in (Stricter, Configured):
+        with pytest.raises(CannotCompile):
+            compile_reader(reader, reader, event_cls)
 
 
 # --- values that break a model rule, or might ------------------------------------------------------------------
