@@ -26,6 +26,8 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -40,7 +42,14 @@ from backbone.domain.models import InvoiceCandidate
 from backbone.kafka.admin import apply_topics
 from backbone.kafka.serde import SerdeCache, registry_client
 from backbone.settings import load_settings
-from consumers.postgres.sink import INVOICE_CANDIDATES, PostgresSink, SinkSettings, SinkTopics, candidate_rows
+from consumers.postgres.sink import (
+    INVOICE_CANDIDATES,
+    PostgresSink,
+    SinkSettings,
+    SinkTopics,
+    candidate_rows,
+    freeze_startup_objects,
+)
 
 AT = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 
@@ -72,7 +81,7 @@ def candidate(index: int) -> InvoiceCandidate:
     )
 
 
-def publish(settings: Any, topics: SinkTopics, events: list[InvoiceCandidate]) -> float:
+def publish(settings: Any, topics: SinkTopics, events: Iterable[InvoiceCandidate]) -> float:
     serde = SerdeCache(registry_client(settings.registry.client_config())).for_topic(topics.invoice_candidates)
     producer = Producer(
         settings.kafka.client_config() | {"enable.idempotence": True, "linger.ms": 5, "partitioner": "murmur2_random"}
@@ -97,52 +106,98 @@ def run_sink(settings: Any, prefix: str, schema: str, records: int, batch_size: 
         SinkSettings(db_schema=schema, group_id=f"{prefix}sink", topic_prefix=prefix, batch_size=batch_size),
     )
     thread = threading.Thread(target=sink.run, kwargs={"handle_signals": False}, daemon=True)
+    freeze_startup_objects()  # as `backbone run sink` does before it runs the sink
     started = time.monotonic()
     cpu_started = time.process_time()
     thread.start()
-    first_at = first_rows = None
+    first: CpuSnapshot | None = None
     committed = 0
     # The sink's own count of committed records (a SELECT count(*) every 10 ms would load the database
     # the sink is writing to, which the COPY baseline does not have to share).
     while committed < records:
         time.sleep(0.01)  # polling interval of the measurement
         committed = sink.worker.records
-        if committed and first_at is None:
-            first_at, first_rows = time.monotonic(), committed
+        if committed and first is None:
+            first = CpuSnapshot.take(settings.postgres.conninfo(), sink, thread, committed)
         if not thread.is_alive():
             raise RuntimeError("the sink stopped before writing every record; see its log above")
-    done_at = time.monotonic()
+    last = CpuSnapshot.take(settings.postgres.conninfo(), sink, thread, committed)
     python_cpu = time.process_time() - cpu_started
     with psycopg.connect(settings.postgres.conninfo(), autocommit=True) as conn:
         count = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "invoice_candidates"))
         rows = conn.execute(count).fetchone()[0]  # type: ignore[index]
-        backend = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (f"backbone-{sink.worker.name}",)
-        ).fetchone()
-        postgres_cpu = backend_cpu_seconds(backend[0]) if backend else float("nan")
     sink.stop()
     thread.join(timeout=60)
-    assert first_at is not None and first_rows is not None
-    steady_seconds = max(done_at - first_at, 1e-9)
+    assert first is not None
+    steady_seconds = max(last.at - first.at, 1e-9)
+    steady_rows = max(last.records - first.records, 1)
     return {
         "sink_rows": rows,
-        "sink_startup_seconds": round(first_at - started, 3),
+        "sink_startup_seconds": round(first.at - started, 3),
         "sink_seconds": round(steady_seconds, 3),
-        "sink_rows_per_s": round((records - first_rows) / steady_seconds),
-        "sink_rows_per_s_with_startup": round(records / (done_at - started)),
+        "sink_rows_per_s": round(steady_rows / steady_seconds),
+        "sink_rows_per_s_with_startup": round(records / (last.at - started)),
         "sink_commits": sink.worker.commits,
         "sink_python_cpu_us_per_row": round(python_cpu / records * 1e6, 1),
-        "sink_postgres_cpu_us_per_row": round(postgres_cpu / records * 1e6, 1),
+        "sink_postgres_cpu_us_per_row": round(last.postgres / records * 1e6, 1),
+        # first committed batch -> last, per thread: where the CPU of a row goes once the sink runs
+        "steady_cpu_us_per_row": {
+            name: round((getattr(last, name) - getattr(first, name)) / steady_rows * 1e6, 1)
+            for name in ("consumer_thread", "writer_thread", "other_threads", "postgres")
+        },
     }
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds used so far by the sink's threads, the rest of this process (librdkafka's threads,
+    this loop) and the sink's PostgreSQL backend, at a moment when `records` records were committed."""
+
+    at: float
+    records: int
+    consumer_thread: float
+    writer_thread: float
+    other_threads: float
+    postgres: float
+
+    @classmethod
+    def take(cls, conninfo: str, sink: PostgresSink, thread: threading.Thread, records: int) -> CpuSnapshot:
+        at, process = time.monotonic(), time.process_time()
+        consumer = thread_cpu_seconds(thread.native_id)
+        writer = sum(
+            thread_cpu_seconds(tid) for tid in python_threads() - {thread.native_id, threading.get_native_id()}
+        )
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            backend = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (f"backbone-{sink.worker.name}",)
+            ).fetchone()
+        postgres = backend_cpu_seconds(backend[0]) if backend else float("nan")
+        return cls(at, records, consumer, writer, process - consumer - writer, postgres)
+
+
+def python_threads() -> set[int]:
+    """Ids of this process's threads that Python started (librdkafka names its own threads `rdk:...`):
+    the main thread, the sink's thread and its writer thread."""
+    own = Path("/proc/self/comm").read_text()
+    return {int(task.name) for task in Path("/proc/self/task").iterdir() if (task / "comm").read_text() == own}
+
+
+def thread_cpu_seconds(native_id: int | None) -> float:
+    """User + system CPU of one thread of this process, from /proc/self/task/<id>/stat."""
+    return _stat_cpu_seconds(Path(f"/proc/self/task/{native_id}/stat")) if native_id else 0.0
 
 
 def backend_cpu_seconds(pid: int) -> float:
     """User + system CPU of a PostgreSQL backend on this machine, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
+
+
+def _stat_cpu_seconds(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def copy_baseline(conninfo: str, schema: str, events: list[InvoiceCandidate], topic: str) -> dict[str, Any]:
+def copy_baseline(conninfo: str, schema: str, events: Iterable[InvoiceCandidate], topic: str) -> dict[str, Any]:
     """A plain COPY of the rows the sink writes into a table of the same definition."""
     fake = Message(topic=topic, partition=0, offset=0, key=None, value=None, headers=[])
     rows = [candidate_rows(event, fake)[0][1] for event in events]
@@ -186,11 +241,14 @@ def main() -> None:
     topics = SinkTopics.prefixed(prefix)
     admin = AdminClient(settings.kafka.client_config())
     apply_topics(admin, topics.all(), replication_factor=settings.kafka.replication_factor)
-    events = [candidate(i) for i in range(args.records)]
+    # The events are made as they are needed, never held all at once: the sink runs in this process, and
+    # N live models would make each of its garbage collections scan them (a sink process holds none).
+    events = (candidate(i) for i in range(args.records))
     figures: dict[str, Any] = {"records": args.records, "batch_size": args.batch_size}
     figures["publish_seconds"] = round(publish(settings, topics, events), 3)
     try:
         figures |= run_sink(settings, prefix, schema, args.records, args.batch_size)
+        events = (candidate(i) for i in range(args.records))
         figures |= copy_baseline(settings.postgres.conninfo(), schema, events, topics.invoice_candidates.name)
         figures["sink_share_of_copy"] = round(figures["sink_rows_per_s"] / figures["copy_rows_per_s"], 3)
         figures["load_average"] = round(os.getloadavg()[0], 2)

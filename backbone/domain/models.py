@@ -123,7 +123,8 @@ Instant = Annotated[
 ]
 """An RFC 3339 instant, normalised to UTC; printed with a trailing Z."""
 
-Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
+Currency = Annotated[str, Field(pattern=CURRENCY_PATTERN, description="ISO 4217 code")]
 _NOT_IN_IDS = "\\x00-\\x1f\\x7f-\\x9f\\u061c\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069"
 ID_PATTERN = f"^[^{_NOT_IN_IDS}]*[^\\s{_NOT_IN_IDS}][^{_NOT_IN_IDS}]*$"
 """Not blank; no control character (NUL included), line separator or bidirectional override, which would

@@ -13,8 +13,10 @@ string, so compaction and partitioning work without the registry.
 `TopicSerde` holds one topic's schema id and its readers per writer schema id, built once and cached
 by `SerdeCache`. A record written with another (older or newer) schema is resolved to the working
 tree's schema, as Avro schema resolution says. Decoding failures raise `DecodeError`, which keeps the
-raw message so callers can dead-letter it. `register_all` and `check_compatibility` serve `backbone up` and
-`backbone schemas`.
+raw message so callers can dead-letter it. `decode_values` reads a record's field values without a dict
+or a model, through a reader compiled per writer schema (`backbone.kafka.compiled`), for consumers that
+need only the values (the PostgreSQL sink); what it cannot vouch for is left to `decode`.
+`register_all` and `check_compatibility` serve `backbone up` and `backbone schemas`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import fastavro
+import structlog
 from confluent_kafka import Message
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
 from pydantic import ValidationError
@@ -32,6 +35,7 @@ from pydantic import ValidationError
 from backbone.domain.models import Event
 from backbone.errors import BackboneError, InvalidInputError, ServiceUnavailableError
 from backbone.kafka import wire
+from backbone.kafka.compiled import Values, ValuesReader, compile_reader
 from backbone.kafka.topics import EVENT_TOPICS, Topic
 
 try:
@@ -42,6 +46,7 @@ try:
 except ImportError:  # pragma: no cover - a later client may move it
     _TRANSPORT_ERRORS = (OSError,)
 
+log = structlog.get_logger(__name__)
 T = TypeVar("T")
 SUBJECT_NOT_FOUND = 40401
 MAGIC_BYTE = 0
@@ -84,6 +89,10 @@ class TopicSerde:
         """Magic byte and schema id of what this process writes (known after the first encode)."""
         self._readers: dict[int, tuple[Any, Any]] = {}
         """Writer schema id -> (writer schema, reader schema or None when they are the same)."""
+        self._writer_schemas: dict[int, dict[str, Any]] = {}
+        """Writer schema id -> the writer schema as the registry gave it (parsed JSON)."""
+        self._value_readers: dict[int, ValuesReader | None] = {}
+        """Writer schema id -> its compiled reader, or None when its records go through the model."""
 
     def encode_key(self, event: Event) -> bytes:
         return event.key.encode("utf-8")
@@ -158,6 +167,34 @@ class TopicSerde:
         except Exception as error:
             raise DecodeError(_describe(error), raw=message, cause=error) from error
 
+    def decode_values(self, message: Message) -> Values | None:
+        """The field values of the event a record carries, read without a dict or a model by the
+        compiled reader of its writer schema (`backbone.kafka.compiled`); None when only `decode` can
+        say what the record holds (or that it holds nothing valid). Registry failures raise as in `decode`."""
+        data = message.value()
+        if data is None or len(data) < HEADER_BYTES or data[0] != MAGIC_BYTE:
+            return None
+        schema_id = int.from_bytes(data[1:HEADER_BYTES], "big")
+        try:
+            read = self._value_readers[schema_id]
+        except KeyError:
+            read = self._compiled_reader(schema_id, message)
+        return read(data) if read is not None else None
+
+    def _compiled_reader(self, schema_id: int, message: Message) -> ValuesReader | None:
+        if schema_id not in self._writer_schemas:
+            self._reader_for(schema_id, message)
+        try:
+            read: ValuesReader | None = compile_reader(
+                self._writer_schemas[schema_id], wire.schema_for(self.event_cls), self.event_cls, start=HEADER_BYTES
+            )
+        except Exception as reason:  # CannotCompile, or a schema shape it did not foresee: the model reads them
+            log.info("records of this writer schema are read through the model", schema_id=schema_id,
+                     topic=self.topic.name, reason=str(reason))  # fmt: skip
+            read = None
+        self._value_readers[schema_id] = read
+        return read
+
     def _reader_for(self, schema_id: int, message: Message) -> tuple[Any, Any]:
         """Fetch and parse a writer schema once; resolve it to ours only when it differs."""
         try:
@@ -174,7 +211,8 @@ class TopicSerde:
             writer = fastavro.parse_schema(json.loads(registered.schema_str or ""), named_schemas={})
         except Exception as error:
             raise DecodeError(f"writer schema {schema_id} is not Avro: {error}", raw=message, cause=error) from error
-        same = json.loads(registered.schema_str or "") == wire.schema_for(self.event_cls)
+        self._writer_schemas[schema_id] = json.loads(registered.schema_str or "")
+        same = self._writer_schemas[schema_id] == wire.schema_for(self.event_cls)
         self._readers[schema_id] = (writer, None if same else self._parsed)
         return self._readers[schema_id]
 

@@ -12,9 +12,10 @@ sink") lists the tables, views and settings.
 from __future__ import annotations
 
 import functools
+import gc
 import operator
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
@@ -25,7 +26,7 @@ from confluent_kafka import Message
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from backbone.domain.ids import derive_event_id
+from backbone.domain.ids import derive_event_id, event_id_from_payload
 from backbone.domain.models import (
     BillingResponse,
     BusinessException,
@@ -36,7 +37,8 @@ from backbone.domain.models import (
 )
 from backbone.kafka import topics as catalog
 from backbone.kafka.admin import apply_topics
-from backbone.kafka.serde import DecodeError, SerdeCache, registry_client
+from backbone.kafka.compiled import Values
+from backbone.kafka.serde import DecodeError, SerdeCache, TopicSerde, registry_client
 from backbone.kafka.topics import Topic
 from backbone.migrations import apply_migrations, check_schema_name
 from backbone.observability import serve_metrics
@@ -110,6 +112,48 @@ HISTORY_IDS = {"ack_id": "event_id", "response_id": "event_id"}
 """History columns named for what they identify, read from the event's `event_id`."""
 
 
+@dataclass(frozen=True, eq=False)
+class EventRows:
+    """How the records of one event type become rows: the row's fields, the tables it goes to (a history
+    table and its latest-state table share one row) and the column of the history id, if any.
+
+    A record becomes its row either from its event (`of_event`, the model path) or from the values a
+    compiled reader read (`of_values`, backbone.kafka.compiled); both give the same row
+    (tests/unit/test_sink_rows.py holds them to it)."""
+
+    event: type[Event]
+    fields: tuple[str, ...]
+    tables: tuple[SinkTable, ...]
+    history_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # Looked up for every record: positions in the model's field order found once.
+        names = tuple(self.event.model_fields)
+        picked = [names.index(HISTORY_IDS.get(f, f)) for f in self.fields]
+        payload = [i for i, name in enumerate(names) if name != "event_id"]
+        object.__setattr__(self, "_pick", operator.itemgetter(*picked))
+        object.__setattr__(self, "_history_at", self.fields.index(self.history_id) if self.history_id else None)
+        object.__setattr__(self, "_payload_names", tuple(names[i] for i in payload))
+        object.__setattr__(self, "_payload_of", operator.itemgetter(*payload))
+
+    def of_event(self, event: Event, message: Message) -> list[tuple[SinkTable, Row]]:
+        row = event_row(event, self.fields, message, self._history_at)  # type: ignore[attr-defined]
+        return [(table, row) for table in self.tables]
+
+    def of_values(self, values: Values, message: Message) -> list[tuple[SinkTable, Row]]:
+        row: Row = self._pick(values)  # type: ignore[attr-defined]
+        at: int | None = self._history_at  # type: ignore[attr-defined]
+        if at is not None and row[at] is None:
+            row = (*row[:at], self.derived_id(values), *row[at + 1 :])
+        row += (message.topic(), message.partition(), message.offset())
+        return [(table, row) for table in self.tables]
+
+    def derived_id(self, values: Values) -> str:
+        """`derive_event_id` of the event these values are, without building it."""
+        payload = dict(zip(self._payload_names, self._payload_of(values), strict=True))  # type: ignore[attr-defined]
+        return event_id_from_payload(self.event.event_type, payload)
+
+
 @functools.cache
 def _row_shape(
     model: type[Event], fields: tuple[str, ...]
@@ -145,27 +189,19 @@ def history_id(event: Event) -> str:
     return event.event_id or derive_event_id(event)
 
 
-def candidate_rows(event: InvoiceCandidate, message: Message) -> list[tuple[SinkTable, Row]]:
-    return [(INVOICE_CANDIDATES, event_row(event, CANDIDATE_FIELDS, message))]
+CANDIDATE_ROWS = EventRows(InvoiceCandidate, CANDIDATE_FIELDS, (INVOICE_CANDIDATES,))
+POSTING_ROWS = EventRows(PostingRequest, POSTING_FIELDS, (POSTING_REQUESTS,))
+ACK_ROWS = EventRows(PostingAck, ACK_FIELDS, (POSTING_ACK_HISTORY, POSTING_ACKS), history_id="ack_id")
+RESPONSE_ROWS = EventRows(
+    BillingResponse, RESPONSE_FIELDS, (BILLING_RESPONSE_HISTORY, BILLING_RESPONSES), history_id="response_id"
+)
+EXCEPTION_ROWS = EventRows(BusinessException, EXCEPTION_FIELDS, (EXCEPTION_HISTORY, EXCEPTIONS), history_id="event_id")
 
-
-def posting_rows(event: PostingRequest, message: Message) -> list[tuple[SinkTable, Row]]:
-    return [(POSTING_REQUESTS, event_row(event, POSTING_FIELDS, message))]
-
-
-def ack_rows(event: PostingAck, message: Message) -> list[tuple[SinkTable, Row]]:
-    row = event_row(event, ACK_FIELDS, message, ACK_FIELDS.index("ack_id"))
-    return [(POSTING_ACK_HISTORY, row), (POSTING_ACKS, row)]
-
-
-def response_rows(event: BillingResponse, message: Message) -> list[tuple[SinkTable, Row]]:
-    row = event_row(event, RESPONSE_FIELDS, message, RESPONSE_FIELDS.index("response_id"))
-    return [(BILLING_RESPONSE_HISTORY, row), (BILLING_RESPONSES, row)]
-
-
-def exception_rows(event: BusinessException, message: Message) -> list[tuple[SinkTable, Row]]:
-    row = event_row(event, EXCEPTION_FIELDS, message, EXCEPTION_FIELDS.index("event_id"))
-    return [(EXCEPTION_HISTORY, row), (EXCEPTIONS, row)]
+candidate_rows = CANDIDATE_ROWS.of_event
+posting_rows = POSTING_ROWS.of_event
+ack_rows = ACK_ROWS.of_event
+response_rows = RESPONSE_ROWS.of_event
+exception_rows = EXCEPTION_ROWS.of_event
 
 
 def dead_letter_rows(message: Message) -> list[tuple[SinkTable, Row]]:
@@ -218,30 +254,35 @@ def _renamed(topic: Topic, prefix: str) -> Topic:
 
 def routes(topics: SinkTopics, serdes: SerdeCache) -> list[SinkRoute]:
     """One route per topic the sink reads: the five output streams and every dead-letter topic."""
-    events: list[tuple[Topic, Callable[[Any, Message], list[tuple[SinkTable, Row]]], tuple[SinkTable, ...]]] = [
-        (topics.invoice_candidates, candidate_rows, (INVOICE_CANDIDATES,)),
-        (topics.posting_requests, posting_rows, (POSTING_REQUESTS,)),
-        (topics.posting_acks, ack_rows, (POSTING_ACK_HISTORY, POSTING_ACKS)),
-        (topics.billing_responses, response_rows, (BILLING_RESPONSE_HISTORY, BILLING_RESPONSES)),
-        (topics.exceptions, exception_rows, (EXCEPTION_HISTORY, EXCEPTIONS)),
+    events = [
+        (topics.invoice_candidates, CANDIDATE_ROWS),
+        (topics.posting_requests, POSTING_ROWS),
+        (topics.posting_acks, ACK_ROWS),
+        (topics.billing_responses, RESPONSE_ROWS),
+        (topics.exceptions, EXCEPTION_ROWS),
     ]
-    decoded = [SinkRoute(topic.name, _decoding(serdes, topic, to_rows), tables) for topic, to_rows, tables in events]
+    decoded = [SinkRoute(topic.name, _decoding(serdes.for_topic(topic), rows), rows.tables) for topic, rows in events]
     dead = [SinkRoute(t.name, dead_letter_rows, (DEAD_LETTER_TABLE,)) for t in topics.dead_letter_topics]
     return decoded + dead
 
 
-def _decoding(
-    serdes: SerdeCache, topic: Topic, to_rows: Callable[[Any, Message], list[tuple[SinkTable, Row]]]
-) -> Callable[[Message], Iterable[tuple[SinkTable, Row]]]:
-    serde = serdes.for_topic(topic)
+def _decoding(serde: TopicSerde, rows: EventRows) -> Callable[[Message], list[tuple[SinkTable, Row]]]:
+    """A record's rows: from the values its writer schema's compiled reader reads, or, for a record that
+    reader cannot vouch for, from the event the model decodes (or a `DecodeError`, which the worker
+    turns into a dead letter, as before there was a compiled reader)."""
+    if serde.event_cls is not rows.event:
+        raise ValueError(f"topic {serde.topic.name} carries {serde.event_cls.__name__}, not {rows.event.__name__}")
 
-    def rows(message: Message) -> list[tuple[SinkTable, Row]]:
+    def of_record(message: Message) -> list[tuple[SinkTable, Row]]:
+        values = serde.decode_values(message)
+        if values is not None:
+            return rows.of_values(values, message)
         event = serde.decode(message)  # DecodeError → the worker dead-letters the record
-        if not isinstance(event, serde.event_cls):
-            raise DecodeError(f"expected {serde.event_cls.__name__}, got {type(event).__name__}", raw=message)
-        return to_rows(event, message)
+        if not isinstance(event, rows.event):
+            raise DecodeError(f"expected {rows.event.__name__}, got {type(event).__name__}", raw=message)
+        return rows.of_event(event, message)
 
-    return rows
+    return of_record
 
 
 # --- running ----------------------------------------------------------------------------------------------------
@@ -290,4 +331,14 @@ class PostgresSink:
 def run_sink(settings: Settings, sink: SinkSettings) -> None:
     """`backbone run sink`: migrate the schema, serve metrics, write until SIGTERM."""
     serve_metrics(settings.runtime.metrics_port)
-    PostgresSink(settings, sink).run()
+    postgres_sink = PostgresSink(settings, sink)
+    freeze_startup_objects()
+    postgres_sink.run()
+
+
+def freeze_startup_objects() -> None:
+    """Leave what the process has loaded so far (modules, models, compiled schemas: ~75,000 objects) out
+    of CPython's cyclic garbage collections. Each batch allocates a few containers per record, which
+    keeps triggering collections, and every full one rescanned all of it; frozen, the sink spends about
+    a third of the time in them (docs/benchmarks.md, "The PostgreSQL sink")."""
+    gc.freeze()

@@ -1,12 +1,14 @@
 """The PostgreSQL sink on the real broker, registry and database: every stream materialised, replays and
 duplicates written once, a SIGKILL right after a database commit repeats and loses nothing, poison
-records become dead-letter rows while everything else is written.
+records become dead-letter rows while everything else is written, records of older writer schemas land
+as the model reads them.
 
 Each test has its own topics (a unique prefix on every catalog name), consumer group and schema.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -20,12 +22,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import psycopg
 import pytest
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.schema_registry import Schema
 from psycopg import sql
 
+from backbone.domain.ids import derive_event_id
 from backbone.domain.models import (
     BillingResponse,
     BusinessException,
@@ -34,6 +39,7 @@ from backbone.domain.models import (
     PostingAck,
     PostingRequest,
 )
+from backbone.kafka import wire
 from backbone.kafka.admin import apply_topics
 from backbone.kafka.serde import SerdeCache, registry_client
 from backbone.kafka.topics import Topic
@@ -511,3 +517,43 @@ def test_poison_records_become_dead_letter_rows_and_the_rest_is_written(harness:
     assert {row[1] for row in letters} == {topic.name}
     assert all(row[3] and row[4] == "postgres-sink" and row[5] == "poison" for row in letters)
     assert letters[3][2] == "DataError" and "NUL" in letters[3][3]
+
+
+def test_records_of_older_writer_schemas_land_like_current_ones(harness: SinkHarness) -> None:
+    """Acks, billing responses and exceptions published before project_id, amount and currency were added
+    (tests/fixtures/schemas/*.v1.avsc) are read by the sink's compiled readers, resolved to the current
+    schema: their rows, and the history ids derived from their payloads, are the model's."""
+    registry = harness.serdes.registry
+    olds = [
+        (harness.topics.posting_acks, "posting-ack.v1.avsc", ack("post-REVENUE-1", "REJECTED", 1)),
+        (harness.topics.billing_responses, "billing-response.v1.avsc", response("cand-1", "REJECTED", 1)),
+        (harness.topics.exceptions, "exception.v1.avsc", exception("TE-7", "OPEN")),
+    ]
+    published: list[tuple[Topic, Message]] = []
+    for topic, fixture, event in olds:
+        old = json.loads((ROOT / "tests" / "fixtures" / "schemas" / fixture).read_text())
+        schema_id = registry.register_schema(topic.value_subject, Schema(json.dumps(old), "AVRO"))
+        names = {f["name"] for f in old["fields"]}
+        record = {k: v for k, v in wire.to_record(event.model_copy(update={"event_id": None})).items() if k in names}
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, fastavro.parse_schema(old, named_schemas={}), record)
+        value = b"\x00" + schema_id.to_bytes(4, "big") + body.getvalue()
+        harness.publish_raw(topic, event.key.encode(), value, [])
+        published.append((topic, Message(topic=topic.name, value=value)))
+    harness.publish([ack("post-REVENUE-1", "POSTED", 2, "doc-9")])  # the current schema, registered over v1
+
+    harness.start()
+    _wait_caught_up(harness)
+
+    derived = [derive_event_id(harness.serdes.for_topic(topic).decode(message)) for topic, message in published]
+    assert harness.query("SELECT ack_id, status FROM posting_ack_history ORDER BY source_offset") == [
+        (derived[0], "REJECTED"), ("ev-ack-post-REVENUE-1-2", "POSTED"),
+    ]  # fmt: skip
+    assert harness.query("SELECT status, erp_document_id FROM posting_acks") == [("POSTED", "doc-9")]
+    assert harness.query("SELECT response_id, status, reason_code FROM billing_response_history") == [
+        (derived[1], "REJECTED", "tax_code_missing")
+    ]
+    assert harness.query("SELECT event_id, kind, amount_at_risk, currency, opened_at FROM exception_history") == [
+        (derived[2], "NO_RATE", D("300.0000"), "EUR", AT)
+    ]
+    assert harness.count("dead_letters") == 0

@@ -1,32 +1,50 @@
-"""The sink's pure parts: rows from events, dead-letter rows, per-key deduplication of a batch, the SQL of
-its upserts and the prefixed topics of tests. The database and broker side is tests/integration/test_sink.py."""
+"""The sink's pure parts: rows from events, and the same rows from compiled readers' values (current and older
+writer schemas, derived history ids), dead-letter rows, per-key deduplication of a batch, the SQL of its upserts
+and the prefixed topics of tests. The database and broker side is tests/integration/test_sink.py."""
 
 from __future__ import annotations
 
+import io
+import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 
+import fastavro
 import pytest
 from confluent_kafka import Message
+from confluent_kafka.schema_registry import Schema
+from confluent_kafka.schema_registry._sync.mock_schema_registry_client import MockSchemaRegistryClient
 
 from backbone.domain.ids import derive_event_id
 from backbone.domain.models import BusinessException, InvoiceCandidate
 from backbone.kafka import topics as catalog
+from backbone.kafka import wire
+from backbone.kafka.serde import DecodeError, TopicSerde
 from backbone.migrations import discover
 from backbone.streams.loop import dead_letter_headers
 from backbone.streams.sink import DEAD_LETTER_COLUMNS, Batch, SinkTable, Statements, dead_letter_row
 from consumers.postgres.sink import (
+    ACK_ROWS,
     CANDIDATE_FIELDS,
+    CANDIDATE_ROWS,
     EXCEPTION_HISTORY,
+    EXCEPTION_ROWS,
     EXCEPTIONS,
     INVOICE_CANDIDATES,
     MIGRATIONS,
+    POSTING_ROWS,
+    RESPONSE_ROWS,
+    EventRows,
     SinkTopics,
+    _decoding,
     candidate_rows,
     exception_rows,
 )
+from tests.examples import RICH
 
 AT = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "schemas"
 
 
 def _candidate() -> InvoiceCandidate:
@@ -155,3 +173,63 @@ def test_prefixed_topics_rename_every_topic_and_dead_letter_topic() -> None:
 
 def test_the_migrations_are_versioned_files() -> None:
     assert [m.version for m in discover(MIGRATIONS)][:1] == [1]
+
+
+# --- rows from compiled readers (backbone/kafka/compiled.py) against rows from the model ---------------------
+
+SINK_EVENTS = [
+    pytest.param(catalog.INVOICE_CANDIDATES, CANDIDATE_ROWS, id="candidates"),
+    pytest.param(catalog.POSTING_REQUESTS, POSTING_ROWS, id="postings"),
+    pytest.param(catalog.POSTING_ACKS, ACK_ROWS, id="acks"),
+    pytest.param(catalog.BILLING_RESPONSES, RESPONSE_ROWS, id="responses"),
+    pytest.param(catalog.EXCEPTIONS, EXCEPTION_ROWS, id="exceptions"),
+]
+OLD_SCHEMAS = {"posting-ack": "posting-ack.v1.avsc", "billing-response": "billing-response.v1.avsc",
+               "exception": "exception.v1.avsc"}  # fmt: skip
+
+
+def _serde(topic: catalog.Topic) -> TopicSerde:
+    return TopicSerde(topic, MockSchemaRegistryClient({"url": "mock://"}))
+
+
+def _records(topic: catalog.Topic, serde: TopicSerde) -> list[bytes]:
+    """The rich example with and without its event id, in the current schema and in the older one."""
+    assert topic.event is not None and topic.event_type is not None
+    rich = topic.event.model_validate(RICH[topic.event_type])
+    values = [serde.encode_value(rich), serde.encode_value(rich.model_copy(update={"event_id": None}))]
+    if topic.event_type in OLD_SCHEMAS:
+        old = json.loads((FIXTURES / OLD_SCHEMAS[topic.event_type]).read_text())
+        schema_id = serde.registry.register_schema(topic.value_subject, Schema(json.dumps(old), "AVRO"))
+        names = {f["name"] for f in old["fields"]}
+        for event in (rich, rich.model_copy(update={"event_id": None})):
+            out = io.BytesIO()
+            record = {k: v for k, v in wire.to_record(event).items() if k in names}
+            fastavro.schemaless_writer(out, fastavro.parse_schema(old, named_schemas={}), record)
+            values.append(b"\x00" + schema_id.to_bytes(4, "big") + out.getvalue())
+    return values
+
+
+@pytest.mark.parametrize(("topic", "rows"), SINK_EVENTS)
+def test_compiled_reads_give_the_rows_the_model_gives(topic: catalog.Topic, rows: EventRows) -> None:
+    serde = _serde(topic)
+    for value in _records(topic, serde):
+        record = Message(topic=topic.name, partition=1, offset=3, key=b"k", value=value, headers=[])
+        values = serde.decode_values(record)
+        assert values is not None, "the compiled reader should read every valid record"
+        from_values, from_event = rows.of_values(values, record), rows.of_event(serde.decode(record), record)
+        assert [(t, [(type(v), repr(v)) for v in r]) for t, r in from_values] == [
+            (t, [(type(v), repr(v)) for v in r]) for t, r in from_event
+        ]
+
+
+def test_a_record_the_compiled_reader_defers_gets_the_models_row_or_a_decode_error() -> None:
+    topic = catalog.INVOICE_CANDIDATES
+    serde = _serde(topic)
+    route = _decoding(serde, CANDIDATE_ROWS)
+    odd = _candidate().model_copy(update={"worker_id": "W\u00a01"})  # valid, but not plainly printable
+    record = Message(topic=topic.name, partition=0, offset=1, key=b"k", value=serde.encode_value(odd), headers=[])
+    assert serde.decode_values(record) is None
+    assert route(record) == candidate_rows(odd, record)
+    bad = Message(topic=topic.name, partition=0, offset=2, key=b"k", value=serde.encode_value(odd)[:-3], headers=[])
+    with pytest.raises(DecodeError):
+        route(bad)

@@ -1,0 +1,425 @@
+"""Compiled Avro readers: an event's field values straight from its Avro body, without a dict or a model.
+
+The PostgreSQL sink stores every field of every record it reads. Going through fastavro's dict and a
+pydantic model cost it about four times what PostgreSQL spends storing the row (docs/benchmarks.md,
+"The PostgreSQL sink"). A compiled reader is Python source generated once per writer schema (the
+schema id a record names) and event class: straight-line code that reads the Avro binary encoding field
+by field, resolves the writer's schema to the working tree's as Avro schema resolution does (a field
+the writer lacks takes the reader's default, a field the reader lacks is read and dropped), converts
+decimals, dates and instants as fastavro does, and tests each value against the model's rules with
+cheap checks that are sufficient, never necessary, for the model to accept it.
+
+It never decides alone that a record is bad. A record it cannot vouch for (a value that might break a
+rule, a truncated body, invalid UTF-8, an enum symbol the reader does not know) reads as None, and the
+caller decodes it the full way, through fastavro and the model, which accepts it or says why not
+(`TopicSerde.decode`). A writer schema it does not know how to read (a type it does not handle, a rule
+of the model it cannot check cheaply) gets no compiled reader at all, with the same outcome for each
+of its records. tests/unit/test_compiled_reader.py holds both ways to the same values.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
+from pydantic.fields import FieldInfo
+from pydantic.types import Strict
+
+from backbone.domain.models import (
+    CURRENCY_PATTERN,
+    DECIMAL_LIMIT,
+    DECIMAL_PRECISION,
+    DECIMAL_SCALE,
+    ID_PATTERN,
+    Dec,
+    Event,
+    Instant,
+)
+
+Values = tuple[Any, ...]
+"""An event's field values in the model's field order, as the model holds them except that enums are
+their values (plain strings)."""
+
+ValuesReader = Callable[[bytes], Values | None]
+"""Reads one record; None when only the model can say what it holds."""
+
+
+class CannotCompile(Exception):
+    """A writer schema or a model rule the compiled reader does not handle: the model reads every record."""
+
+
+class _Unfit(Exception):
+    """Raised inside a compiled reader for a record it cannot vouch for."""
+
+
+# --- what the model demands of each field ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One model field as the compiled reader sees it: the Avro value it takes and the checks (Python
+    expressions over the decoded value `v`) under which the model surely accepts that value."""
+
+    name: str
+    kind: str
+    """string, int, boolean, decimal, date, instant or enum."""
+    optional: bool
+    checks: tuple[str, ...] = ()
+    symbols: frozenset[str] = frozenset()
+    """Enum values the model takes."""
+
+
+_DEC_RULES = typing.get_args(Dec)[1:]
+_INSTANT_RULES = typing.get_args(Instant)[1:]
+_ID_CHECK = "v.isprintable() and not v.isspace() and v != ''"
+"""ID_PATTERN: no control, separator or bidirectional-format character, and not blank. Every character
+the pattern forbids is unprintable to Python, and the only printable white space is the ASCII space."""
+_PATTERN_CHECKS = {ID_PATTERN: _ID_CHECK, CURRENCY_PATTERN: "_currency(v) is not None"}
+_BOUNDS = {
+    MinLen: ("min_length", 0), MaxLen: ("max_length", 0), Ge: ("ge", 0), Gt: ("gt", 1), Le: ("le", 0), Lt: ("lt", -1),
+}  # fmt: skip
+"""Constraint -> (its attribute, what to add to make it an inclusive integer bound)."""
+_NEUTRAL_CONFIG = {"frozen", "extra", "use_enum_values", "title"}
+"""Model settings that change no value a record can give (`use_enum_values` only what the model holds)."""
+
+
+def model_rules(event_cls: type[Event]) -> tuple[Rule, ...]:
+    """The rules of every field of `event_cls`, in field order; `CannotCompile` when one is unknown."""
+    decorators = event_cls.__pydantic_decorators__
+    if decorators.validators or decorators.field_validators or decorators.model_validators:
+        raise CannotCompile(f"{event_cls.__name__} has validators of its own")
+    if set(event_cls.model_config) - _NEUTRAL_CONFIG:  # e.g. str_max_length would constrain every string
+        raise CannotCompile(f"{event_cls.__name__}'s configuration {event_cls.model_config} may add rules")
+    return tuple(_rule(name, info) for name, info in event_cls.model_fields.items())
+
+
+def _rule(name: str, info: FieldInfo) -> Rule:
+    annotation, optional = _unoptional(info.annotation)
+    metadata = list(info.metadata)
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation, *extra = typing.get_args(annotation)
+        metadata += _flattened(extra)
+    if isinstance(annotation, type) and issubclass(annotation, Enum) and not metadata:
+        return Rule(name, "enum", optional, symbols=frozenset(str(member.value) for member in annotation))
+    if annotation is Decimal and _same(metadata, _DEC_RULES):
+        return Rule(name, "decimal", optional)
+    if annotation is datetime and _same(metadata, _INSTANT_RULES):
+        return Rule(name, "instant", optional)
+    if annotation is date and not metadata:
+        return Rule(name, "date", optional)
+    kind = {str: "string", int: "int", bool: "boolean"}.get(annotation)  # type: ignore[call-overload]
+    if kind is None:
+        raise CannotCompile(f"field {name}: no compiled reading of {annotation}")
+    return Rule(name, kind, optional, _checks(name, kind, metadata))
+
+
+def _unoptional(annotation: Any) -> tuple[Any, bool]:
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return annotation, False
+    members = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(members) != 1:
+        raise CannotCompile(f"union {annotation} is more than an optional value")
+    return members[0], True
+
+
+def _flattened(extra: list[Any]) -> Iterator[Any]:
+    for item in extra:
+        if isinstance(item, FieldInfo):
+            yield from item.metadata
+        else:
+            yield item
+
+
+def _same(metadata: list[Any], expected: tuple[Any, ...]) -> bool:
+    return len(metadata) == len(expected) and all(a is b for a, b in zip(metadata, expected, strict=True))
+
+
+def _checks(name: str, kind: str, metadata: list[Any]) -> tuple[str, ...]:
+    """Checks for the constraints of a string (lengths, a known pattern) or an integer (bounds); one
+    chained comparison for the bounds. `Strict` needs none: Avro values have exact types."""
+    lowest: int | None = None
+    highest: int | None = None
+    checks: list[str] = []
+    for item in metadata:
+        if isinstance(item, Strict):
+            continue
+        if isinstance(item, (MinLen, Ge, Gt)) and (kind == "string") is isinstance(item, MinLen):
+            bound = _bound(item)
+            lowest = bound if lowest is None else max(lowest, bound)
+        elif isinstance(item, (MaxLen, Le, Lt)) and (kind == "string") is isinstance(item, MaxLen):
+            bound = _bound(item)
+            highest = bound if highest is None else min(highest, bound)
+        elif kind == "string" and getattr(item, "pattern", None) in _PATTERN_CHECKS:
+            checks.append(_PATTERN_CHECKS[item.pattern])
+        else:
+            raise CannotCompile(f"field {name}: no compiled check for {item!r}")
+    measured = "len(v)" if kind == "string" else "v"
+    bounds = f"{'' if lowest is None else f'{lowest} <= '}{measured}{'' if highest is None else f' <= {highest}'}"
+    return (bounds, *checks) if bounds != measured else tuple(checks)
+
+
+def _bound(item: Any) -> int:
+    """The inclusive integer bound a length or comparison constraint sets."""
+    for constraint, (attribute, shift) in _BOUNDS.items():
+        if isinstance(item, constraint):
+            bound = getattr(item, attribute)
+            if type(bound) is not int:  # a fractional bound on an integer would be rounded the wrong way
+                raise CannotCompile(f"bound {bound!r} is not an integer")
+            return bound + shift
+    raise CannotCompile(f"no bound in {item!r}")
+
+
+# --- writer schema to Python source --------------------------------------------------------------------
+
+
+def compile_reader(
+    writer: dict[str, Any], reader: dict[str, Any], event_cls: type[Event], *, start: int = 0
+) -> ValuesReader:
+    """A reader of records written with `writer` (an Avro record schema as parsed JSON) into the values
+    of `event_cls`, whose Avro schema is `reader`, from byte `start` of a record (after the framing);
+    `CannotCompile` when it cannot be had."""
+    if not isinstance(writer, dict) or writer.get("type") != "record" or _fullname(writer, "") != _fullname(reader, ""):
+        raise CannotCompile(f"the writer schema is not a {reader['name']} record")
+    rules = {rule.name: rule for rule in model_rules(event_cls)}
+    readers = {f["name"]: f for f in reader["fields"]}
+    if any("aliases" in f for f in reader["fields"]):
+        raise CannotCompile("reader fields with aliases: fastavro matches writer fields by them")  # none so far
+    if set(rules) != set(readers):
+        raise CannotCompile(f"{event_cls.__name__}'s fields are not its Avro schema's")
+    names = {name: f"f{i}" for i, name in enumerate(rules)}
+    body: list[str] = []
+    constants: dict[str, Any] = {}
+    written: set[str] = set()
+    for index, field in enumerate(writer["fields"]):
+        name = field["name"]
+        written.add(name)
+        if name in rules:
+            rule = _resolved(rules[name], readers[name]["type"])
+            accepted = _shapes(readers[name]["type"], reader)
+            body += _field(field["type"], writer, rule, accepted, names[name], constants)
+        else:  # read and dropped, as strictly as fastavro would read it
+            body += _field(field["type"], writer, None, (), f"_skipped{index}", constants)
+    for name in rules.keys() - written:
+        body += [f"{names[name]} = {_default(readers[name], rules[name])!r}"]
+    return _build(body, list(names.values()), constants, start)
+
+
+def _build(body: list[str], outputs: list[str], constants: dict[str, Any], start: int) -> ValuesReader:
+    source = "\n".join(
+        [
+            "def read(data):",
+            "    try:",
+            f"        pos = {start}",
+            *(f"        {line}" for line in body),
+            "        if pos > len(data):",
+            "            raise _Unfit",
+            f"        return ({', '.join(outputs)},)",
+            "    except Exception:",
+            "        return None",
+        ]
+    )
+    namespace = _RUNTIME | constants
+    exec(compile(source, "<compiled avro reader>", "exec"), namespace)  # our own generated source
+    reader: ValuesReader = namespace["read"]
+    reader.source = source  # type: ignore[attr-defined]  # for tests and for reading what was generated
+    return reader
+
+
+def _field(
+    avro_type: Any, schema: dict[str, Any], rule: Rule | None, accepted: tuple[Any, ...], target: str,
+    constants: dict[str, Any],
+) -> list[str]:  # fmt: skip
+    """Lines that read one writer field into `target` (a record it cannot vouch for raises `_Unfit`)."""
+    members = avro_type if isinstance(avro_type, list) else [avro_type]
+    branches = []
+    for member in members:
+        shape = _shape(member, schema)
+        if shape == "null":
+            nullable = rule is None or rule.optional
+            branches.append([f"{target} = None"] if nullable else ["raise _Unfit"])
+            continue
+        if rule is not None and shape not in accepted:
+            raise CannotCompile(f"field {rule.name}: writer type {member} does not resolve to the reader's")
+        branches.append(_value(member, shape, schema, rule, target, constants))
+    if not isinstance(avro_type, list):
+        return branches[0]
+    lines = [*_varint_lines("n"), "if n & 1:", "    raise _Unfit"]
+    for i, branch in enumerate(branches):
+        lines += [f"{'if' if i == 0 else 'elif'} n == {2 * i}:", *(f"    {line}" for line in branch)]
+    return [*lines, "else:", "    raise _Unfit"]
+
+
+def _value(
+    avro_type: Any, shape: Any, schema: dict[str, Any], rule: Rule | None, target: str, constants: dict[str, Any]
+) -> list[str]:
+    """Lines reading one non-null value into `v`, checking it against `rule`, then into `target`."""
+    kind = shape[0] if isinstance(shape, tuple) else shape
+    lines = _READS[kind](avro_type, rule, constants, target)
+    if rule is not None:
+        expected = {"long": "int", "int": "int", "string": "string", "boolean": "boolean", "enum": "enum"}.get(
+            kind, kind
+        )
+        if expected != rule.kind:
+            raise CannotCompile(f"field {rule.name}: writer type {kind} is not a model {rule.kind}")
+        if rule.checks:
+            lines += [f"if not ({' and '.join(rule.checks)}):", "    raise _Unfit"]
+    return [*lines, f"{target} = v"]
+
+
+def _varint_lines(into: str) -> list[str]:
+    """A varint's raw (zig-zag encoded) value into `into`; one byte, the common case, inline."""
+    return [f"{into} = data[pos]", "pos += 1", f"if {into} > 127:", f"    {into}, pos = _varint(data, pos, {into})"]
+
+
+def _length_lines() -> list[str]:
+    """Where a value of a non-negative length ends, into `end`."""
+    return [*_varint_lines("n"), "if n & 1:", "    raise _Unfit", "end = pos + (n >> 1)"]
+
+
+def _read_long(*_: Any) -> list[str]:
+    return [*_varint_lines("n"), "v = (n >> 1) ^ -(n & 1)"]
+
+
+def _read_string(*_: Any) -> list[str]:
+    return [*_length_lines(), "v = data[pos:end].decode()", "pos = end"]
+
+
+def _read_boolean(*_: Any) -> list[str]:
+    return ["v = data[pos]", "pos += 1", "if v > 1:", "    raise _Unfit", "v = v == 1"]
+
+
+def _read_decimal(*_: Any) -> list[str]:
+    # fastavro reads with a context of the schema's precision; below that many digits the value is exact
+    return [
+        *_length_lines(),
+        "n = _from_bytes(data[pos:end], 'big', signed=True)",
+        "pos = end",
+        "if not -_UNSCALED_LIMIT < n < _UNSCALED_LIMIT:",
+        "    raise _Unfit",
+        f"v = _Decimal(n).scaleb({-DECIMAL_SCALE})",
+    ]
+
+
+def _read_date(*_: Any) -> list[str]:
+    return [*_read_long(), "v = _fromordinal(v + _EPOCH_ORDINAL)"]
+
+
+def _read_instant(*_: Any) -> list[str]:
+    return [*_read_long(), "v = _EPOCH + _timedelta(microseconds=v)"]
+
+
+def _read_enum(avro_type: Any, rule: Rule | None, constants: dict[str, Any], target: str) -> list[str]:
+    # the writer's symbols by index; None where the reader (model and Avro schema) does not take one
+    symbols = f"_symbols_{target}"
+    taken = rule.symbols if rule is not None else frozenset(avro_type["symbols"])
+    constants[symbols] = tuple(s if s in taken else None for s in avro_type["symbols"])
+    lines = [*_varint_lines("n"), "if n & 1:", "    raise _Unfit", f"v = {symbols}[n >> 1]"]
+    return [*lines, "if v is None:", "    raise _Unfit"]
+
+
+_READS: dict[str, Callable[[Any, Rule | None, dict[str, Any], str], list[str]]] = {
+    "long": _read_long,
+    "int": _read_long,
+    "string": _read_string,
+    "boolean": _read_boolean,
+    "decimal": _read_decimal,
+    "date": _read_date,
+    "instant": _read_instant,
+    "enum": _read_enum,
+}
+
+
+def _shape(avro_type: Any, schema: dict[str, Any]) -> Any:
+    """What a writer or reader type is, as far as resolution between the two goes."""
+    if isinstance(avro_type, str):
+        if avro_type in ("null", "boolean", "int", "long", "string"):
+            return avro_type
+        raise CannotCompile(f"no compiled reading of Avro {avro_type}")
+    if not isinstance(avro_type, dict):
+        raise CannotCompile(f"no compiled reading of Avro {avro_type}")
+    base, logical = avro_type.get("type"), avro_type.get("logicalType")
+    if base == "enum":
+        return ("enum", _fullname(avro_type, schema.get("namespace", "")))
+    if logical is None:
+        return _shape(base, schema)
+    if (base, logical) == ("bytes", "decimal") and _decimal_fits(avro_type):
+        return "decimal"
+    if (base, logical) == ("int", "date"):
+        return "date"
+    if (base, logical) == ("long", "timestamp-micros"):
+        return "instant"
+    raise CannotCompile(f"no compiled reading of Avro {base} as {logical}")
+
+
+def _decimal_fits(avro_type: dict[str, Any]) -> bool:
+    return avro_type.get("scale", 0) == DECIMAL_SCALE and avro_type.get("precision") == DECIMAL_PRECISION
+
+
+def _shapes(avro_type: Any, schema: dict[str, Any]) -> tuple[Any, ...]:
+    members = avro_type if isinstance(avro_type, list) else [avro_type]
+    return tuple(_shape(member, schema) for member in members)
+
+
+def _fullname(named: dict[str, Any], namespace: str) -> str:
+    name = str(named.get("name", ""))
+    if "." in name:
+        return name
+    space = named.get("namespace", namespace)
+    return f"{space}.{name}" if space else name
+
+
+def _resolved(rule: Rule, reader_type: Any) -> Rule:
+    """`rule` with the enum symbols both the model and the reader's Avro schema take."""
+    if rule.kind != "enum":
+        return rule
+    members = reader_type if isinstance(reader_type, list) else [reader_type]
+    avro = {s for m in members if isinstance(m, dict) and m.get("type") == "enum" for s in m["symbols"]}
+    return replace(rule, symbols=rule.symbols & avro)
+
+
+def _default(reader_field: dict[str, Any], rule: Rule) -> Any:
+    """The reader's default of a field the writer lacks (null, or a boolean: all the contract uses)."""
+    if "default" not in reader_field:
+        raise CannotCompile(f"field {rule.name} is missing from the writer and has no default")
+    value = reader_field["default"]
+    if (value is None and rule.optional) or (isinstance(value, bool) and rule.kind == "boolean"):
+        return value
+    raise CannotCompile(f"field {rule.name}: no compiled reading of default {value!r}")
+
+
+def _varint(data: bytes, pos: int, first: int) -> tuple[int, int]:
+    """The raw value of a varint of several bytes whose first byte was `first`, and the position after it."""
+    value, shift = first & 0x7F, 7
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise _Unfit
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_RUNTIME: dict[str, Any] = {
+    "_Unfit": _Unfit,
+    "_varint": _varint,
+    "_from_bytes": int.from_bytes,
+    "_Decimal": Decimal,
+    "_UNSCALED_LIMIT": int(DECIMAL_LIMIT.scaleb(DECIMAL_SCALE)),
+    "_fromordinal": date.fromordinal,
+    "_EPOCH_ORDINAL": _EPOCH.date().toordinal(),
+    "_EPOCH": _EPOCH,
+    "_timedelta": timedelta,
+    "_currency": re.compile(CURRENCY_PATTERN.removeprefix("^").removesuffix("$")).fullmatch,
+}
+"""What generated readers see as globals."""
