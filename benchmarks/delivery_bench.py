@@ -5,7 +5,7 @@
 
 Starts `backbone run billing-sim` with `--latency-ms` of simulated latency in a throwaway schema, then:
 1. **baseline**: the simulator alone: the same invoice-item requests (JSON, a unique Idempotency-Key
-   each) sent straight to it by an httpx async client with `--concurrency` requests in flight;
+   each) sent straight to it by the connector's HTTP client with `--concurrency` requests in flight;
 2. **connector**: N invoice candidates published to a throwaway prefixed copy of
    `billing.invoice-candidates.v1` and delivered by one `backbone run billing-connector` process
    (`--max-in-flight` = the same concurrency), timed from the start of publishing to the N-th response
@@ -41,7 +41,7 @@ from backbone.kafka.serde import SerdeCache, registry_client
 from backbone.kafka.topics import BILLING_RESPONSES, INVOICE_CANDIDATES
 from backbone.settings import Settings, load_settings
 from consumers.delivery.app import prefixed
-from consumers.delivery.http import ClientPool
+from consumers.delivery.http import CannotReach, HttpClient
 from consumers.delivery.systems import BillingEngine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,16 +113,17 @@ async def direct_load(url: str, count: int, concurrency: int) -> tuple[float, fl
         engine.call(candidate(10_000_000 + i).model_copy(update={"candidate_id": f"direct-{uuid.uuid4()}"}))
         for i in range(count)
     ]
-    pool = ClientPool(url, concurrency, timeout=30)  # the connector's own way of holding connections
+    client = HttpClient(url, concurrency, timeout=30)  # the connector's own client
 
     async def send(call: Any) -> None:
         for _ in range(5):  # a connection the server dropped is tried again, as the connector does
             try:
-                async with pool.client() as client:
-                    response = await client.post(call.path, json=call.body, headers=call.headers)
-            except httpx.TransportError:
+                async with client.slot():
+                    answer = await client.post_json(call.path, call.body, call.headers)
+            except CannotReach:
                 continue
-            response.raise_for_status()
+            if answer.status != 200:
+                raise SystemExit(f"the engine answered {answer.status}: {answer.body[:300]!r}")
             return
         raise SystemExit("the engine dropped one request's connection five times")
 
@@ -131,7 +132,7 @@ async def direct_load(url: str, count: int, concurrency: int) -> tuple[float, fl
         await asyncio.gather(*(send(call) for call in calls))
         return count / (time.perf_counter() - started), (cpu_seconds() - cpu) / count
     finally:
-        await pool.aclose()
+        await client.aclose()
 
 
 WARM_UP = 64
