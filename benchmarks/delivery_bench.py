@@ -10,7 +10,8 @@ Starts `backbone run billing-sim` with `--latency-ms` of simulated latency in a 
    `billing.invoice-candidates.v1` and delivered by one `backbone run billing-connector` process
    (`--max-in-flight` = the same concurrency), timed from the start of publishing to the N-th response
    visible to a read_committed reader; the connector has first answered 64 warm-up candidates (its
-   start-up, joining the group, is reported apart). CPU per record is the connector process's.
+   start-up, joining the group, is reported apart). CPU per record is the connector process's; the
+   engine's own CPU per request is reported for both runs (PostgreSQL's is not: measure it apart).
 3. the same two runs against a **stub** engine (`--serve-stub`: a bare asyncio HTTP server in its own
    process that answers every item after the same latency, no database), which shows what the
    connector itself can carry when the system on the other end is not the bottleneck.
@@ -204,8 +205,11 @@ def measure(settings: Settings, options: argparse.Namespace, port: int, schema: 
     url = f"http://127.0.0.1:{port}"
     engine = start_simulator(settings, port, schema, options.latency_ms)
     try:
+        engine_cpu = cpu_seconds(engine.pid)
         alone, client_cpu = asyncio.run(direct_load(url, options.candidates, options.concurrency))
+        engine_cpu_alone, engine_cpu = cpu_seconds(engine.pid) - engine_cpu, cpu_seconds(engine.pid)
         connector = time_connector(settings, prefix, url, options.candidates, options.concurrency)
+        engine_cpu_connector = cpu_seconds(engine.pid) - engine_cpu
     finally:
         engine.terminate()
         engine.wait(30)
@@ -215,6 +219,9 @@ def measure(settings: Settings, options: argparse.Namespace, port: int, schema: 
         "ratio": round(connector["rate"] / alone, 3),
         "client_cpu_ms_per_request": round(1000 * client_cpu, 3),
         "connector_cpu_ms_per_record": round(connector["cpu_ms_per_record"], 3),
+        "engine_cpu_ms_per_request_alone": round(1000 * engine_cpu_alone / options.candidates, 3),
+        # includes the warm-up candidates and the connector's start-up: an upper bound
+        "engine_cpu_ms_per_record_connector": round(1000 * engine_cpu_connector / (options.candidates + WARM_UP), 3),
         "connector_start_up_s": connector["start_up_s"],
         "connector_seconds": connector["seconds"],
     }
