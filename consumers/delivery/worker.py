@@ -192,6 +192,13 @@ class DeliveryWorker(StreamWorker):
         stage = Stage("deliver", (topics.input.name, topics.retry.name), _never_called, stores)
         super().__init__(kafka=kafka, streams=streams, slot=slot, stages=[stage])
         self._loop = asyncio.new_event_loop()
+        self._retry_stop = stop_after_attempt(settings.max_attempts) | stop_after_delay(settings.attempt_budget_s)
+        self._retry_wait = RetryAfterOrBackoff(
+            wait_exponential_jitter(
+                initial=settings.backoff_initial_s, max=settings.backoff_max_s, jitter=settings.backoff_jitter_s
+            ),
+            cap=settings.retry_after_cap_s,
+        )
         self._http: HttpClient | None = None
         self.breaker = CircuitBreaker(
             system.name,
@@ -204,6 +211,13 @@ class DeliveryWorker(StreamWorker):
         """Sequence key -> ids of its records in the retry topic, oldest first (keeps a time entry's order)."""
         self._scanned = 0.0
         metrics.BREAKER_STATE.labels(connector, system.name).set(0)
+        labels = (connector, system.name)  # the per-request series' children, looked up once
+        self._in_flight = metrics.IN_FLIGHT.labels(*labels)
+        self._latency = metrics.LATENCY.labels(*labels)
+        self._requests = {
+            outcome: metrics.REQUESTS.labels(*labels, outcome)
+            for outcome in ("timeout", "connection", *(verdict.value for verdict in Verdict))
+        }
 
     # --- the batch ----------------------------------------------------------------------------------
 
@@ -308,13 +322,9 @@ class DeliveryWorker(StreamWorker):
             )
 
     async def _call_with_retries(self, event: Event) -> tuple[Judgement, Any]:
-        c = self.config
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(c.max_attempts) | stop_after_delay(c.attempt_budget_s),
-            wait=RetryAfterOrBackoff(
-                wait_exponential_jitter(initial=c.backoff_initial_s, max=c.backoff_max_s, jitter=c.backoff_jitter_s),
-                cap=c.retry_after_cap_s,
-            ),
+        retrying = AsyncRetrying(  # per call (it holds the call's state); its stop and wait are shared
+            stop=self._retry_stop,
+            wait=self._retry_wait,
             retry=retry_if_exception_type(TransientFailure),
             reraise=True,
             before_sleep=self._count_retry,
@@ -332,20 +342,19 @@ class DeliveryWorker(StreamWorker):
         assert self._http is not None
         call = self.system.call(event)
         subject = record_id(event)
-        labels = (self.connector, self.system.name)
         async with self._http.slot():
             await self.breaker.enter()
-            metrics.IN_FLIGHT.labels(*labels).inc()
+            self._in_flight.inc()
             started = time.perf_counter()
             try:
                 answer = await self._http.post_json(call.path, call.body, call.headers)
             except NoAnswerInTime as error:
                 self.breaker.failed(subject)
-                metrics.REQUESTS.labels(*labels, "timeout").inc()
+                self._requests["timeout"].inc()
                 raise TransientFailure(f"no answer within {self.config.request_timeout_s}s") from error
             except CannotReach as error:
                 self.breaker.failed(subject)
-                metrics.REQUESTS.labels(*labels, "connection").inc()
+                self._requests["connection"].inc()
                 raise TransientFailure(str(error)) from error
             except BaseException:
                 self.breaker.failed(
@@ -353,16 +362,16 @@ class DeliveryWorker(StreamWorker):
                 )  # cancelled or unexpected: never leave a half-open probe unanswered
                 raise
             finally:
-                metrics.IN_FLIGHT.labels(*labels).dec()
-                metrics.LATENCY.labels(*labels).observe(time.perf_counter() - started)
-        return self._judge(answer, subject, labels)
+                self._in_flight.dec()
+                self._latency.observe(time.perf_counter() - started)
+        return self._judge(answer, subject)
 
-    def _judge(self, answer: Answer, subject: str, labels: tuple[str, str]) -> tuple[Judgement, Any]:
+    def _judge(self, answer: Answer, subject: str) -> tuple[Judgement, Any]:
         """What the answer means; TransientFailure (after telling the breaker) when worth another try."""
         body = answer.json()
         code, message = self.system.error_of(body)
         judgement = classify(answer.status, code, message, answer.headers.get("retry-after"))
-        metrics.REQUESTS.labels(*labels, judgement.verdict.value).inc()
+        self._requests[judgement.verdict.value].inc()
         if judgement.verdict is Verdict.TRANSIENT:
             systemic = answer.status in SYSTEMIC_STATUSES
             self.breaker.failed(subject, systemic=systemic)
