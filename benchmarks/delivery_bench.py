@@ -5,12 +5,13 @@
 
 Starts `backbone run billing-sim` with `--latency-ms` of simulated latency in a throwaway schema, then:
 1. **baseline**: the simulator alone: the same invoice-item requests (JSON, a unique Idempotency-Key
-   each) sent straight to it by an httpx async client with `--concurrency` requests in flight;
+   each) sent straight to it by the connector's HTTP client with `--concurrency` requests in flight;
 2. **connector**: N invoice candidates published to a throwaway prefixed copy of
    `billing.invoice-candidates.v1` and delivered by one `backbone run billing-connector` process
    (`--max-in-flight` = the same concurrency), timed from the start of publishing to the N-th response
    visible to a read_committed reader; the connector has first answered 64 warm-up candidates (its
-   start-up, joining the group, is reported apart). CPU per record is the connector process's.
+   start-up, joining the group, is reported apart). CPU per record is the connector process's; the
+   engine's own CPU per request is reported for both runs (PostgreSQL's is not: measure it apart).
 3. the same two runs against a **stub** engine (`--serve-stub`: a bare asyncio HTTP server in its own
    process that answers every item after the same latency, no database), which shows what the
    connector itself can carry when the system on the other end is not the bottleneck.
@@ -41,7 +42,7 @@ from backbone.kafka.serde import SerdeCache, registry_client
 from backbone.kafka.topics import BILLING_RESPONSES, INVOICE_CANDIDATES
 from backbone.settings import Settings, load_settings
 from consumers.delivery.app import prefixed
-from consumers.delivery.http import ClientPool
+from consumers.delivery.http import CannotReach, HttpClient
 from consumers.delivery.systems import BillingEngine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,16 +114,17 @@ async def direct_load(url: str, count: int, concurrency: int) -> tuple[float, fl
         engine.call(candidate(10_000_000 + i).model_copy(update={"candidate_id": f"direct-{uuid.uuid4()}"}))
         for i in range(count)
     ]
-    pool = ClientPool(url, concurrency, timeout=30)  # the connector's own way of holding connections
+    client = HttpClient(url, concurrency, timeout=30)  # the connector's own client
 
     async def send(call: Any) -> None:
         for _ in range(5):  # a connection the server dropped is tried again, as the connector does
             try:
-                async with pool.client() as client:
-                    response = await client.post(call.path, json=call.body, headers=call.headers)
-            except httpx.TransportError:
+                async with client.slot():
+                    answer = await client.post_json(call.path, call.body, call.headers)
+            except CannotReach:
                 continue
-            response.raise_for_status()
+            if answer.status != 200:
+                raise SystemExit(f"the engine answered {answer.status}: {answer.body[:300]!r}")
             return
         raise SystemExit("the engine dropped one request's connection five times")
 
@@ -131,7 +133,7 @@ async def direct_load(url: str, count: int, concurrency: int) -> tuple[float, fl
         await asyncio.gather(*(send(call) for call in calls))
         return count / (time.perf_counter() - started), (cpu_seconds() - cpu) / count
     finally:
-        await pool.aclose()
+        await client.aclose()
 
 
 WARM_UP = 64
@@ -203,8 +205,11 @@ def measure(settings: Settings, options: argparse.Namespace, port: int, schema: 
     url = f"http://127.0.0.1:{port}"
     engine = start_simulator(settings, port, schema, options.latency_ms)
     try:
+        engine_cpu = cpu_seconds(engine.pid)
         alone, client_cpu = asyncio.run(direct_load(url, options.candidates, options.concurrency))
+        engine_cpu_alone, engine_cpu = cpu_seconds(engine.pid) - engine_cpu, cpu_seconds(engine.pid)
         connector = time_connector(settings, prefix, url, options.candidates, options.concurrency)
+        engine_cpu_connector = cpu_seconds(engine.pid) - engine_cpu
     finally:
         engine.terminate()
         engine.wait(30)
@@ -214,6 +219,9 @@ def measure(settings: Settings, options: argparse.Namespace, port: int, schema: 
         "ratio": round(connector["rate"] / alone, 3),
         "client_cpu_ms_per_request": round(1000 * client_cpu, 3),
         "connector_cpu_ms_per_record": round(connector["cpu_ms_per_record"], 3),
+        "engine_cpu_ms_per_request_alone": round(1000 * engine_cpu_alone / options.candidates, 3),
+        # includes the warm-up candidates and the connector's start-up: an upper bound
+        "engine_cpu_ms_per_record_connector": round(1000 * engine_cpu_connector / (options.candidates + WARM_UP), 3),
         "connector_start_up_s": connector["start_up_s"],
         "connector_seconds": connector["seconds"],
     }

@@ -87,6 +87,8 @@ def run(settings: Settings) -> None:
         access_log=False,  # the app logs each request itself, as structlog JSON
         log_config=None,
         lifespan="off",
+        http="h11",  # what it was tested on; httptools and uvloop are installed for the simulators
+        loop="asyncio",
     )
     signal.signal(signal.SIGTERM, _exit_cleanly)
     try:

@@ -31,7 +31,6 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-import httpx
 import orjson
 import structlog
 from confluent_kafka import Message, TopicPartition
@@ -49,7 +48,7 @@ from backbone.streams.loop import Stage, StreamWorker, WorkerSlot, where
 from backbone.streams.partitioner import murmur2_partition
 from backbone.streams.state import StoreSpec
 from consumers.delivery import metrics
-from consumers.delivery.http import ClientPool
+from consumers.delivery.http import Answer, CannotReach, HttpClient, NoAnswerInTime
 from consumers.delivery.policy import (
     SYSTEMIC_STATUSES,
     BreakerOpen,
@@ -193,7 +192,14 @@ class DeliveryWorker(StreamWorker):
         stage = Stage("deliver", (topics.input.name, topics.retry.name), _never_called, stores)
         super().__init__(kafka=kafka, streams=streams, slot=slot, stages=[stage])
         self._loop = asyncio.new_event_loop()
-        self._clients: ClientPool | None = None
+        self._retry_stop = stop_after_attempt(settings.max_attempts) | stop_after_delay(settings.attempt_budget_s)
+        self._retry_wait = RetryAfterOrBackoff(
+            wait_exponential_jitter(
+                initial=settings.backoff_initial_s, max=settings.backoff_max_s, jitter=settings.backoff_jitter_s
+            ),
+            cap=settings.retry_after_cap_s,
+        )
+        self._http: HttpClient | None = None
         self.breaker = CircuitBreaker(
             system.name,
             failure_threshold=settings.breaker_failures,
@@ -205,6 +211,13 @@ class DeliveryWorker(StreamWorker):
         """Sequence key -> ids of its records in the retry topic, oldest first (keeps a time entry's order)."""
         self._scanned = 0.0
         metrics.BREAKER_STATE.labels(connector, system.name).set(0)
+        labels = (connector, system.name)  # the per-request series' children, looked up once
+        self._in_flight = metrics.IN_FLIGHT.labels(*labels)
+        self._latency = metrics.LATENCY.labels(*labels)
+        self._requests = {
+            outcome: metrics.REQUESTS.labels(*labels, outcome)
+            for outcome in ("timeout", "connection", *(verdict.value for verdict in Verdict))
+        }
 
     # --- the batch ----------------------------------------------------------------------------------
 
@@ -251,8 +264,8 @@ class DeliveryWorker(StreamWorker):
         return works
 
     async def _deliver_all(self, works: list[Work]) -> None:
-        if self._clients is None:
-            self._open_clients()
+        if self._http is None:
+            self._open_http()
         sequences: dict[str, list[Work]] = {}
         for work in works:
             sequences.setdefault(sequence_key(work.event), []).append(work)  # type: ignore[arg-type]
@@ -309,13 +322,9 @@ class DeliveryWorker(StreamWorker):
             )
 
     async def _call_with_retries(self, event: Event) -> tuple[Judgement, Any]:
-        c = self.config
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(c.max_attempts) | stop_after_delay(c.attempt_budget_s),
-            wait=RetryAfterOrBackoff(
-                wait_exponential_jitter(initial=c.backoff_initial_s, max=c.backoff_max_s, jitter=c.backoff_jitter_s),
-                cap=c.retry_after_cap_s,
-            ),
+        retrying = AsyncRetrying(  # per call (it holds the call's state); its stop and wait are shared
+            stop=self._retry_stop,
+            wait=self._retry_wait,
             retry=retry_if_exception_type(TransientFailure),
             reraise=True,
             before_sleep=self._count_retry,
@@ -330,43 +339,44 @@ class DeliveryWorker(StreamWorker):
 
     async def _attempt(self, event: Event) -> tuple[Judgement, Any]:
         """One HTTP call behind the breaker; TransientFailure when worth another try."""
-        assert self._clients is not None
+        assert self._http is not None
         call = self.system.call(event)
         subject = record_id(event)
-        labels = (self.connector, self.system.name)
-        async with self._clients.client() as client:
+        async with self._http.slot():
             await self.breaker.enter()
-            metrics.IN_FLIGHT.labels(*labels).inc()
+            self._in_flight.inc()
             started = time.perf_counter()
             try:
-                response = await client.post(call.path, json=call.body, headers=call.headers)
-            except httpx.TimeoutException as error:
+                answer = await self._http.post_json(call.path, call.body, call.headers)
+            except NoAnswerInTime as error:
                 self.breaker.failed(subject)
-                metrics.REQUESTS.labels(*labels, "timeout").inc()
-                raise TransientFailure(
-                    f"no answer within {self.config.request_timeout_s}s ({type(error).__name__})"
-                ) from error
-            except httpx.TransportError as error:
+                self._requests["timeout"].inc()
+                raise TransientFailure(f"no answer within {self.config.request_timeout_s}s") from error
+            except CannotReach as error:
                 self.breaker.failed(subject)
-                metrics.REQUESTS.labels(*labels, "connection").inc()
-                raise TransientFailure(f"cannot reach {self.url}: {type(error).__name__}: {error}") from error
+                self._requests["connection"].inc()
+                raise TransientFailure(str(error)) from error
             except BaseException:
                 self.breaker.failed(
                     subject, systemic=False
                 )  # cancelled or unexpected: never leave a half-open probe unanswered
                 raise
             finally:
-                metrics.IN_FLIGHT.labels(*labels).dec()
-                metrics.LATENCY.labels(*labels).observe(time.perf_counter() - started)
-        body = _json(response)
+                self._in_flight.dec()
+                self._latency.observe(time.perf_counter() - started)
+        return self._judge(answer, subject)
+
+    def _judge(self, answer: Answer, subject: str) -> tuple[Judgement, Any]:
+        """What the answer means; TransientFailure (after telling the breaker) when worth another try."""
+        body = answer.json()
         code, message = self.system.error_of(body)
-        judgement = classify(response.status_code, code, message, response.headers.get("retry-after"))
-        metrics.REQUESTS.labels(*labels, judgement.verdict.value).inc()
+        judgement = classify(answer.status, code, message, answer.headers.get("retry-after"))
+        self._requests[judgement.verdict.value].inc()
         if judgement.verdict is Verdict.TRANSIENT:
-            systemic = response.status_code in SYSTEMIC_STATUSES
+            systemic = answer.status in SYSTEMIC_STATUSES
             self.breaker.failed(subject, systemic=systemic)
             raise TransientFailure(
-                f"HTTP {response.status_code} {code or ''} {message or ''}".strip(),
+                f"HTTP {answer.status} {code or ''} {message or ''}".strip(),
                 judgement.retry_after,
                 systemic=systemic,
             )
@@ -612,12 +622,12 @@ class DeliveryWorker(StreamWorker):
             partition=murmur2_partition(key, topic.partitions),
         )
 
-    def _open_clients(self) -> None:
+    def _open_http(self) -> None:
         c = self.config
         headers = {"User-Agent": f"backbone-{self.connector}"}
         if c.api_key is not None:
             headers["Authorization"] = f"Bearer {c.api_key.get_secret_value()}"
-        self._clients = ClientPool(self.url, c.max_in_flight, timeout=c.request_timeout_s, headers=headers)
+        self._http = HttpClient(self.url, c.max_in_flight, timeout=c.request_timeout_s, headers=headers)
 
     def _abort(self) -> None:
         super()._abort()
@@ -625,8 +635,8 @@ class DeliveryWorker(StreamWorker):
 
     def _close(self) -> None:
         super()._close()
-        if self._clients is not None:
-            self._loop.run_until_complete(self._clients.aclose())
+        if self._http is not None:
+            self._loop.run_until_complete(self._http.aclose())
         self._loop.close()
 
 
@@ -639,10 +649,3 @@ def _header(headers: Iterable[tuple[str, bytes]], name: str) -> str | None:
         if key == name:
             return value.decode(errors="replace")
     return None
-
-
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None

@@ -7,8 +7,9 @@ adjustment or reversal), lowercase `currency`, `tax_code` (required here: a line
 The item's work date is `metadata[work_date]` (YYYY-MM-DD) or else the day of `period[start]`; it
 lands on the draft invoice of its customer, month and currency, created on first use. Totals are
 sums of the stored items, never a counter that could drift. `Idempotency-Key` behaves like Stripe's
-(see `idempotency.py`): the first response is stored in the same transaction as the item, under the
-key's advisory lock, and replayed with `Idempotent-Replayed: true`.
+(see `idempotency.py`): the first response is stored in the same transaction as the item and
+replayed with `Idempotent-Replayed: true`. Creates arriving together share one transaction (group
+commit, `BillingStore`); each is answered after it commits.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,13 @@ import psycopg
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
 from consumers.simulators.amounts import from_minor_units
 from consumers.simulators.faults import FaultSchedule
+from consumers.simulators.group_commit import GroupCommit
 from consumers.simulators.idempotency import Decision, StoredRequest, decide, fingerprint, key_problem
 from consumers.simulators.pool import ConnectionPool
-from consumers.simulators.service import SimulatorMetrics, install_common
+from consumers.simulators.service import PlainRoute, SimulatorMetrics, install_common
 from consumers.simulators.settings import BillingSimSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "billing"
@@ -115,7 +116,17 @@ class InvoiceItemParams:
 
     def canonical(self) -> dict[str, Any]:
         """The parameters as compared for idempotency (form and JSON spellings agree)."""
-        return {**asdict(self), "work_date": self.work_date.isoformat()}
+        return {
+            "customer": self.customer,
+            "amount": self.amount,
+            "currency": self.currency,
+            "tax_code": self.tax_code,
+            "work_date": self.work_date.isoformat(),
+            "description": self.description,
+            "period_start": self.period_start,
+            "period_end": self.period_end,
+            "metadata": dict(self.metadata),
+        }
 
 
 def invoice_item_params(params: Mapping[str, Any]) -> InvoiceItemParams:
@@ -263,6 +274,37 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:24]}"
 
 
+def _invoice_of(item: InvoiceItemParams) -> tuple[str, str, str]:
+    """Which draft invoice an item lands on: its customer, month and currency."""
+    return item.customer, item.period, item.currency
+
+
+def _new_item_object(item_id: str, invoice_id: str, item: InvoiceItemParams, created_at: datetime) -> dict[str, Any]:
+    """The invoiceitem a create answers, from what is being inserted (the row is written with these values)."""
+    return item_object(
+        {
+            "id": item_id,
+            "invoice_id": invoice_id,
+            "customer": item.customer,
+            "amount": item.amount,
+            "currency": item.currency,
+            "description": item.description,
+            "tax_code": item.tax_code,
+            "period_start": item.period_start,
+            "period_end": item.period_end,
+            "work_date": item.work_date,
+            "metadata": item.metadata,
+            "created_at": created_at,
+        }
+    )
+
+
+def _advisory_lock_id(schema: str) -> int:
+    """The advisory lock that serialises the schema's writes (a stable 64-bit number from its name)."""
+    digest = hashlib.sha256(f"billing-sim\x00{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 # --- store --------------------------------------------------------------------------------------
 
 _ITEM_COLUMNS = (
@@ -280,102 +322,177 @@ class Outcome:
     replayed: bool = False
 
 
-class BillingStore:
-    """Invoices, items and idempotency records in PostgreSQL."""
+@dataclass(frozen=True)
+class ItemRequest:
+    """One create request waiting for its group commit: the item, and its key and fingerprint when keyed."""
 
-    def __init__(self, pool: ConnectionPool, schema: str, idempotency_ttl: timedelta) -> None:
+    item: InvoiceItemParams
+    key: str | None = None
+    fingerprint: str = ""
+
+
+class BillingStore:
+    """Invoices, items and idempotency records in PostgreSQL.
+
+    Creates are group-committed (`group_commit.py`): the requests that arrive together are written by
+    three statements in one transaction, whatever their number: the keys they carry are read, the
+    draft invoices they land on are created or found, and the new items and their idempotency
+    records are inserted. The transaction holds an advisory lock of the schema, so batches of one
+    schema are written one after the other even by several processes, and a key is looked up after
+    every earlier write of it has committed. A second request with a key while the first is still
+    queued or being written is answered 409 `idempotency_key_in_use` at once, as Stripe does.
+    """
+
+    def __init__(
+        self, pool: ConnectionPool, schema: str, idempotency_ttl: timedelta, *, group_commit_s: float = 0.002
+    ) -> None:
         self.pool, self.schema, self.ttl = pool, schema, idempotency_ttl
+        self._lock_id = _advisory_lock_id(schema)
+        self._writes: GroupCommit[ItemRequest, Outcome] = GroupCommit(self._write, window_s=group_commit_s)
+        self._keys_in_flight: set[str] = set()
 
     async def create_item(self, item: InvoiceItemParams) -> Outcome:
-        async with self.pool.connection() as conn, conn.transaction():
-            return Outcome(200, orjson.dumps(await self._insert_item(conn.cursor(row_factory=dict_row), item)))
+        return await self._writes.submit(ItemRequest(item))
 
     async def create_item_once(self, key: str, request_fingerprint: str, item: InvoiceItemParams) -> Outcome:
         """Create under `key` unless the key has a live record; see `idempotency.py` for the rules."""
+        if key in self._keys_in_flight:
+            raise StripeProblem(
+                409,
+                "idempotency_key_in_use",
+                "There is currently another in-progress request using this idempotency key. Try again later.",
+            )
+        self._keys_in_flight.add(key)
+        try:
+            return await self._writes.submit(ItemRequest(item, key, request_fingerprint))
+        finally:
+            self._keys_in_flight.discard(key)
+
+    async def _write(self, requests: Sequence[ItemRequest]) -> list[Outcome | Exception]:
+        """One transaction for a batch of creates; each request's outcome, or its own StripeProblem."""
         async with self.pool.connection() as conn, conn.transaction():
-            cursor = conn.cursor(row_factory=dict_row)
-            await cursor.execute("SELECT pg_try_advisory_xact_lock(%s) AS mine", (self._lock(key),))
-            lock = await cursor.fetchone()
-            if not lock or not lock["mine"]:
-                raise StripeProblem(
-                    409,
-                    "idempotency_key_in_use",
-                    "There is currently another in-progress request using this idempotency key. Try again later.",
-                )
-            await cursor.execute(
-                "SELECT now() AS now, k.fingerprint, k.status_code, k.response, k.created_at"
-                " FROM (SELECT 1) AS one LEFT JOIN idempotency_keys AS k ON k.key = %s",
-                (key,),
-            )
-            row = await cursor.fetchone()
-            assert row is not None
-            stored = StoredRequest(row["fingerprint"], row["created_at"]) if row["fingerprint"] else None
-            decision = decide(stored, request_fingerprint, row["now"], self.ttl)
-            if decision is Decision.MISMATCH:
-                raise StripeProblem(
-                    400,
-                    None,
-                    "Keys for idempotent requests can only be used with the same parameters they were first used "
-                    f"with. Try using a key other than '{key}' if you meant to execute a different request.",
-                    kind="idempotency_error",
-                )
-            if decision is Decision.REPLAY:
-                return Outcome(row["status_code"], row["response"].encode(), replayed=True)
-            body = orjson.dumps(await self._insert_item(cursor, item))
-            await cursor.execute(
-                "INSERT INTO idempotency_keys (key, fingerprint, status_code, response) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint,"
-                " status_code = excluded.status_code, response = excluded.response, created_at = now()",
-                (key, request_fingerprint, 200, body.decode()),
-            )
-            return Outcome(200, body)
+            cursor = conn.cursor()
+            now, stored = await self._stored_keys(cursor, [r.key for r in requests if r.key is not None])
+            answers: list[Outcome | Exception | None] = []
+            created: list[tuple[ItemRequest, str]] = []
+            for request in requests:
+                answer = self._answer_from_key(request, stored.get(request.key or ""), now)
+                answers.append(answer)
+                if answer is None:
+                    created.append((request, _new_id("ii")))
+            invoices = await self._draft_invoices(cursor, [r.item for r, _ in created])
+            bodies = [
+                orjson.dumps(_new_item_object(item_id, invoices[_invoice_of(r.item)], r.item, now))
+                for r, item_id in created
+            ]
+            await self._insert(cursor, created, invoices, bodies, now)
+        fresh = iter(Outcome(200, body) for body in bodies)
+        return [answer if answer is not None else next(fresh) for answer in answers]
 
-    def _lock(self, key: str) -> int:
-        digest = hashlib.sha256(f"{self.schema}\x00{key}".encode()).digest()
-        return int.from_bytes(digest[:8], "big", signed=True)
-
-    async def _insert_item(
-        self, cursor: psycopg.AsyncCursor[dict[str, Any]], item: InvoiceItemParams
-    ) -> dict[str, Any]:
-        invoice_id = await self._draft_invoice(cursor, item)
+    async def _stored_keys(
+        self, cursor: psycopg.AsyncCursor[Any], keys: list[str]
+    ) -> tuple[datetime, dict[str, tuple[str, int, str, datetime]]]:
+        """The transaction's time and the records kept for `keys`, after taking the schema's write lock."""
+        await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_id,))
         await cursor.execute(
-            "INSERT INTO invoice_items (id, invoice_id, customer, amount, currency, description, tax_code,"
-            " period_start, period_end, work_date, metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            f" RETURNING {_ITEM_COLUMNS}",
-            (
-                _new_id("ii"),
-                invoice_id,
-                item.customer,
-                item.amount,
-                item.currency,
-                item.description,
-                item.tax_code,
-                item.period_start,
-                item.period_end,
-                item.work_date,
-                Jsonb(item.metadata),
-            ),
+            "SELECT now(), k.key, k.fingerprint, k.status_code, k.response, k.created_at"
+            " FROM (SELECT 1) AS one LEFT JOIN idempotency_keys AS k ON k.key = ANY(%s)",
+            (keys,),
         )
-        row = await cursor.fetchone()
-        assert row is not None
-        return item_object(row)
+        rows = await cursor.fetchall()
+        stored = {row[1]: (row[2], row[3], row[4], row[5]) for row in rows if row[1] is not None}
+        return rows[0][0], stored
 
-    async def _draft_invoice(self, cursor: psycopg.AsyncCursor[dict[str, Any]], item: InvoiceItemParams) -> str:
-        """The draft invoice of the item's customer, month and currency, created on first use."""
-        await cursor.execute(
-            "INSERT INTO invoices (id, customer, period, currency) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (customer, period, currency) DO NOTHING RETURNING id",
-            (_new_id("in"), item.customer, item.period, item.currency),
-        )
-        created = await cursor.fetchone()
-        if created is None:
-            await cursor.execute(
-                "SELECT id FROM invoices WHERE customer = %s AND period = %s AND currency = %s",
-                (item.customer, item.period, item.currency),
+    def _answer_from_key(
+        self, request: ItemRequest, stored: tuple[str, int, str, datetime] | None, now: datetime
+    ) -> Outcome | StripeProblem | None:
+        """The answer a keyed request gets from its stored record (replay, mismatch); None: create the item."""
+        if request.key is None:
+            return None
+        kept = StoredRequest(stored[0], stored[3]) if stored is not None else None
+        decision = decide(kept, request.fingerprint, now, self.ttl)
+        if decision is Decision.MISMATCH:
+            return StripeProblem(
+                400,
+                None,
+                "Keys for idempotent requests can only be used with the same parameters they were first used "
+                f"with. Try using a key other than '{request.key}' if you meant to execute a different request.",
+                kind="idempotency_error",
             )
-            created = await cursor.fetchone()
-        assert created is not None
-        return str(created["id"])
+        if decision is Decision.REPLAY:
+            assert stored is not None
+            return Outcome(stored[1], stored[2].encode(), replayed=True)
+        return None
+
+    async def _draft_invoices(
+        self, cursor: psycopg.AsyncCursor[Any], items: list[InvoiceItemParams]
+    ) -> dict[tuple[str, str, str], str]:
+        """The draft invoice of each (customer, month, currency), created on first use; one statement."""
+        wanted = sorted({_invoice_of(item) for item in items})
+        if not wanted:
+            return {}
+        rows = [
+            {"id": _new_id("in"), "customer": customer, "period": period, "currency": currency}
+            for customer, period, currency in wanted
+        ]
+        await cursor.execute(
+            "WITH wanted AS (SELECT * FROM jsonb_to_recordset(%s::jsonb)"
+            "   AS w (id text, customer text, period text, currency text)),"
+            " created AS (INSERT INTO invoices (id, customer, period, currency) SELECT * FROM wanted"
+            "   ON CONFLICT (customer, period, currency) DO NOTHING RETURNING id, customer, period, currency)"
+            " SELECT id, customer, period, currency FROM created"
+            " UNION ALL SELECT i.id, i.customer, i.period, i.currency FROM invoices AS i"
+            "   JOIN wanted AS w ON (i.customer, i.period, i.currency) = (w.customer, w.period, w.currency)",
+            (orjson.dumps(rows).decode(),),
+        )
+        return {(customer, period, currency): str(id_) for id_, customer, period, currency in await cursor.fetchall()}
+
+    async def _insert(
+        self,
+        cursor: psycopg.AsyncCursor[Any],
+        created: list[tuple[ItemRequest, str]],
+        invoices: dict[tuple[str, str, str], str],
+        bodies: list[bytes],
+        now: datetime,
+    ) -> None:
+        """The new items and, for the keyed ones, their idempotency records (the answer's exact bytes)."""
+        if not created:
+            return
+        rows = [
+            {
+                "id": item_id,
+                "invoice_id": invoices[_invoice_of(r.item)],
+                "customer": r.item.customer,
+                "amount": r.item.amount,
+                "currency": r.item.currency,
+                "description": r.item.description,
+                "tax_code": r.item.tax_code,
+                "period_start": r.item.period_start,
+                "period_end": r.item.period_end,
+                "work_date": r.item.work_date,
+                "metadata": r.item.metadata,
+            }
+            for r, item_id in created
+        ]
+        keys = [
+            {"key": r.key, "fingerprint": r.fingerprint, "response": body.decode()}
+            for (r, _), body in zip(created, bodies, strict=True)
+            if r.key is not None
+        ]
+        # the rows travel as one JSON document: psycopg's array dumpers cost more than the database's parse
+        await cursor.execute(
+            "WITH items AS (INSERT INTO invoice_items (id, invoice_id, customer, amount, currency, description,"
+            "   tax_code, period_start, period_end, work_date, metadata, created_at)"
+            "   SELECT *, %(now)s FROM jsonb_to_recordset(%(items)s::jsonb) AS i (id text, invoice_id text,"
+            "   customer text, amount bigint, currency text, description text, tax_code text, period_start bigint,"
+            "   period_end bigint, work_date date, metadata jsonb))"
+            " INSERT INTO idempotency_keys (key, fingerprint, status_code, response, created_at)"
+            " SELECT key, fingerprint, 200, response, %(now)s"
+            "   FROM jsonb_to_recordset(%(keys)s::jsonb) AS k (key text, fingerprint text, response text)"
+            " ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint,"
+            " status_code = excluded.status_code, response = excluded.response, created_at = excluded.created_at",
+            {"now": now, "items": orjson.dumps(rows).decode(), "keys": orjson.dumps(keys).decode()},
+        )
 
     async def item(self, item_id: str) -> dict[str, Any] | None:
         rows = await self._items("id = %s", [item_id], limit=1)
@@ -444,7 +561,12 @@ def create_billing_app(
 ) -> FastAPI:
     """The billing simulator's app; its schema must be migrated already (`run_billing_sim` does that)."""
     pool = ConnectionPool(conninfo, settings.db_schema, settings.pool_size)
-    store = BillingStore(pool, settings.db_schema, timedelta(seconds=settings.idempotency_ttl_s))
+    store = BillingStore(
+        pool,
+        settings.db_schema,
+        timedelta(seconds=settings.idempotency_ttl_s),
+        group_commit_s=settings.group_commit_ms / 1000,
+    )
     metrics = SimulatorMetrics("billing-sim")
 
     @asynccontextmanager
@@ -470,7 +592,6 @@ def create_billing_app(
         admin_token=admin_token,
     )
 
-    @app.post(ITEMS_PATH, summary="Create an invoice item (Stripe parameters, form or JSON)", openapi_extra=_ITEM_BODY)
     async def create_invoice_item(request: Request) -> Response:
         key = request.headers.get("idempotency-key")
         try:
@@ -490,6 +611,15 @@ def create_billing_app(
         if outcome.replayed:
             headers["Idempotent-Replayed"] = "true"
         return Response(outcome.body, status_code=outcome.status, headers=headers, media_type="application/json")
+
+    app.router.add_api_route(
+        ITEMS_PATH,
+        create_invoice_item,
+        methods=["POST"],
+        summary="Create an invoice item (Stripe parameters, form or JSON)",
+        openapi_extra=_ITEM_BODY,
+        route_class_override=PlainRoute,
+    )
 
     @app.get(ITEMS_PATH + "/{item_id}", summary="One invoice item")
     async def get_invoice_item(item_id: str) -> Response:

@@ -8,7 +8,8 @@ upsert by `externalId`, a retried request never creates a second document: the s
 `EXTERNAL_ID_CONFLICT` by default (posting ids are deterministic, so that is a bug upstream), or, with
 `on_conflict=update`, updates the document and bumps its `version`. Business validation answers 422
 with a code: `PERIOD_CLOSED`, `UNKNOWN_PROJECT`, `UNKNOWN_COST_CENTRE`; malformed requests 400. Each
-named instance keeps its documents in its own schema, `erp_sim_<name>`.
+named instance keeps its documents in its own schema, `erp_sim_<name>`. Upserts arriving together
+share one transaction (group commit, `ErpStore`); each is answered after it commits.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
+import orjson
 import psycopg
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -34,8 +37,9 @@ from pydantic.alias_generators import to_camel
 from backbone.domain.money import minor_units
 from consumers.simulators.amounts import AmountError, check_currency, fits_currency, parse_decimal
 from consumers.simulators.faults import FaultSchedule
+from consumers.simulators.group_commit import GroupCommit
 from consumers.simulators.pool import ConnectionPool
-from consumers.simulators.service import SimulatorMetrics, install_common
+from consumers.simulators.service import PlainRoute, SimulatorMetrics, install_common
 from consumers.simulators.settings import ErpSimSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "erp"
@@ -144,43 +148,90 @@ def document(row: dict[str, Any], erp: str) -> dict[str, Any]:
     }
 
 
-class ErpStore:
-    """The instance's journal lines in PostgreSQL; one transaction per upsert."""
+@dataclass(frozen=True)
+class LineRequest:
+    """One upsert waiting for its group commit: the line, its exact amount and its content hash."""
 
-    def __init__(self, pool: ConnectionPool, settings: ErpSimSettings) -> None:
+    line: JournalLineIn
+    amount: Decimal
+    digest: str
+
+
+class ErpStore:
+    """The instance's journal lines in PostgreSQL.
+
+    Upserts are group-committed (`group_commit.py`): the lines that arrive together are looked up by
+    one statement and the new ones inserted by another, in one transaction that holds an advisory
+    lock of the schema (so batches are written one after the other, even by several processes). Two
+    upserts of one external id never share a batch: the second waits for the next one and finds the
+    first's document, exactly as if it had come later.
+    """
+
+    def __init__(self, pool: ConnectionPool, settings: ErpSimSettings, *, group_commit_s: float = 0.002) -> None:
         self.pool, self.settings = pool, settings
+        digest = hashlib.sha256(f"erp-sim\x00{settings.db_schema}".encode()).digest()
+        self._lock_id = int.from_bytes(digest[:8], "big", signed=True)
+        self._writes: GroupCommit[LineRequest, tuple[UpsertResult, dict[str, Any]]] = GroupCommit(
+            self._write, window_s=group_commit_s, apart_by=lambda request: request.line.external_id
+        )
 
     async def upsert(self, line: JournalLineIn, amount: Decimal) -> tuple[UpsertResult, dict[str, Any]]:
         """Create, find unchanged, or update the line with `line.external_id`; ErpProblem when refused."""
-        digest = content_hash(line, amount)
+        return await self._writes.submit(LineRequest(line, amount, content_hash(line, amount)))
+
+    async def _write(self, requests: Sequence[LineRequest]) -> list[tuple[UpsertResult, dict[str, Any]] | Exception]:
+        """One transaction for a batch of upserts; each line's result, or its own ErpProblem."""
         async with self.pool.connection() as conn, conn.transaction():
             cursor = conn.cursor(row_factory=dict_row)
-            while True:
-                existing = await self._locked(cursor, line.external_id)
-                if existing is not None:
-                    return await self._against_existing(cursor, existing, line, amount, digest)
-                if (problem := business_problem(line, self.settings)) is not None:
-                    raise problem
-                created = await self._insert(cursor, line, amount, digest)
-                if created is not None:
-                    return "created", created
-                # A concurrent request inserted it first and has committed: compare against that one.
+            existing = await self._existing(cursor, [r.line.external_id for r in requests])
+            answers: list[tuple[UpsertResult, dict[str, Any]] | Exception | None] = []
+            for request in requests:
+                answers.append(await self._answer(cursor, existing.get(request.line.external_id), request))
+            new = [r for r, answer in zip(requests, answers, strict=True) if answer is None]
+            created = await self._insert(cursor, new)
+        return [
+            answer if answer is not None else ("created", created[r.line.external_id])
+            for r, answer in zip(requests, answers, strict=True)
+        ]
 
-    async def _locked(self, cursor: psycopg.AsyncCursor[dict[str, Any]], external_id: str) -> dict[str, Any] | None:
-        await cursor.execute(f"SELECT {_COLUMNS} FROM journal_lines WHERE external_id = %s FOR UPDATE", (external_id,))
-        return await cursor.fetchone()
+    async def _existing(
+        self, cursor: psycopg.AsyncCursor[dict[str, Any]], external_ids: list[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The stored lines of `external_ids`, after taking the schema's write lock."""
+        await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_id,))
+        await cursor.execute(f"SELECT {_COLUMNS} FROM journal_lines WHERE external_id = ANY(%s)", (external_ids,))
+        return {row["external_id"]: row for row in await cursor.fetchall()}
+
+    async def _answer(
+        self, cursor: psycopg.AsyncCursor[dict[str, Any]], existing: dict[str, Any] | None, request: LineRequest
+    ) -> tuple[UpsertResult, dict[str, Any]] | ErpProblem | None:
+        """The result of a line against what is stored, its ErpProblem, or None: insert it."""
+        try:
+            if existing is not None:
+                return await self._against_existing(cursor, existing, request.line, request.amount, request.digest)
+            if (problem := business_problem(request.line, self.settings)) is not None:
+                raise problem
+        except ErpProblem as problem:
+            return problem
+        return None
 
     async def _insert(
-        self, cursor: psycopg.AsyncCursor[dict[str, Any]], line: JournalLineIn, amount: Decimal, digest: str
-    ) -> dict[str, Any] | None:
+        self, cursor: psycopg.AsyncCursor[dict[str, Any]], requests: list[LineRequest]
+    ) -> dict[str, dict[str, Any]]:
+        """Insert the new lines with one statement (the rows travel as one JSON document); the rows by external id."""
+        if not requests:
+            return {}
+        rows = [
+            dict(zip(_INSERTED, (*_values(r.line, r.amount), r.digest), strict=True)) | {"amount": str(r.amount)}
+            for r in requests
+        ]
         await cursor.execute(
-            "INSERT INTO journal_lines (external_id, line_type, project, worker, tran_date, amount, currency,"
-            " cost_centre, memo, reverses_external_id, content_hash)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            f" ON CONFLICT (external_id) DO NOTHING RETURNING {_COLUMNS}",
-            (*_values(line, amount), digest),
+            f"INSERT INTO journal_lines ({', '.join(_INSERTED)})"
+            f" SELECT * FROM jsonb_to_recordset(%s::jsonb) AS l ({_RECORD})"
+            f" RETURNING {_COLUMNS}",
+            (orjson.dumps(rows).decode(),),
         )
-        return await cursor.fetchone()
+        return {row["external_id"]: row for row in await cursor.fetchall()}
 
     async def _against_existing(
         self,
@@ -234,6 +285,25 @@ class ErpStore:
             return await cursor.fetchall(), int(total["n"]) if total else 0
 
 
+_INSERTED = (
+    "external_id",
+    "line_type",
+    "project",
+    "worker",
+    "tran_date",
+    "amount",
+    "currency",
+    "cost_centre",
+    "memo",
+    "reverses_external_id",
+    "content_hash",
+)
+_RECORD = (
+    "external_id text, line_type text, project text, worker text, tran_date date, amount numeric, currency text,"
+    " cost_centre text, memo text, reverses_external_id text, content_hash text"
+)
+
+
 def _values(line: JournalLineIn, amount: Decimal) -> tuple[Any, ...]:
     return (
         line.external_id,
@@ -269,7 +339,7 @@ _FILTERS = {"project": "project", "worker": "worker", "type": "line_type", "exte
 def create_erp_app(settings: ErpSimSettings, conninfo: str, *, schedule: FaultSchedule | None = None) -> FastAPI:
     """The ERP simulator's app; its schema must be migrated already (`run_erp_sim` does that)."""
     pool = ConnectionPool(conninfo, settings.db_schema, settings.pool_size)
-    store = ErpStore(pool, settings)
+    store = ErpStore(pool, settings, group_commit_s=settings.group_commit_ms / 1000)
     metrics = SimulatorMetrics(f"erp-sim:{settings.name}")
 
     @asynccontextmanager
@@ -295,12 +365,6 @@ def create_erp_app(settings: ErpSimSettings, conninfo: str, *, schedule: FaultSc
         admin_token=admin_token,
     )
 
-    @app.post(
-        "/v1/journal-lines",
-        status_code=201,
-        summary="Upsert a journal line by externalId (201 created; 200 unchanged or updated)",
-        openapi_extra=_json_body(JournalLineIn.model_json_schema(by_alias=True)),
-    )
     async def post_line(request: Request) -> Response:
         try:
             line, amount = parse_line(await request.body())
@@ -310,6 +374,16 @@ def create_erp_app(settings: ErpSimSettings, conninfo: str, *, schedule: FaultSc
         metrics.count_document(result)
         headers = {"X-Upsert-Result": result, "Location": f"/v1/journal-lines/{quote(row['external_id'], safe='')}"}
         return JSONResponse(document(row, settings.name), status_code=_STATUS_OF[result], headers=headers)
+
+    app.router.add_api_route(
+        "/v1/journal-lines",
+        post_line,
+        methods=["POST"],
+        status_code=201,
+        summary="Upsert a journal line by externalId (201 created; 200 unchanged or updated)",
+        openapi_extra=_json_body(JournalLineIn.model_json_schema(by_alias=True)),
+        route_class_override=PlainRoute,
+    )
 
     @app.get("/v1/journal-lines/{external_id}", summary="One journal line by externalId")
     async def get_line(external_id: str) -> Response:

@@ -33,6 +33,12 @@ class SimulatorSettings(BaseSettings):
     pool_size: int = Field(default=10, ge=1, le=90, description="PostgreSQL connections at most.")
     admin_token: SecretStr | None = Field(default=None, description="Bearer token of /admin/faults.")
     faults: FaultPlan = Field(default_factory=FaultPlan, description="Faults in force from the start.")
+    group_commit_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="Writes arriving within this long of the first share one transaction (group commit).",
+    )
 
 
 class ErpSimSettings(SimulatorSettings):
