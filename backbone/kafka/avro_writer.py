@@ -128,13 +128,13 @@ def _array(write_item: Write) -> Write:
 
 
 def _decimal(precision: int, scale: int) -> Write:
+    quantum = Decimal(1).scaleb(-scale)
     limit = 10**precision
 
     def write_decimal(value: Decimal) -> bytes:
-        numerator, denominator = value.as_integer_ratio()
-        unscaled, remainder = divmod(numerator * 10**scale, denominator)
-        if remainder:
-            raise ValueError("Scale provided in schema does not match the decimal")
+        # At exactly the schema's scale, rounding half-even as `wire.to_record` did before fastavro wrote it
+        # (models allow no more places; a value built without validation is rounded, not refused).
+        unscaled = int(value.quantize(quantum).scaleb(scale))
         if not -limit < unscaled < limit:
             raise ValueError("The decimal precision is bigger than allowed by schema")
         # fastavro's length: enough bytes for the magnitude and a sign bit (so -128 takes two bytes).

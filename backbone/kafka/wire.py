@@ -54,8 +54,8 @@ def schema_str(event_cls: type[Event]) -> str:
 def body_writer(event_cls: type[Event]) -> Callable[[dict[str, Any]], bytes]:
     """Writes the Avro body of an event of `event_cls` from its field values (the model's `__dict__`,
     with any envelope defaults laid over it): the bytes fastavro writes for `to_record(event)`, built
-    without the record dict (`backbone.kafka.avro_writer`). Values are taken as the model holds them,
-    so decimals must already fit the schema's scale, which every model guarantees."""
+    without the record dict (`backbone.kafka.avro_writer`); decimals leave at the schema's scale, as
+    `to_record` puts them."""
     return avro_writer.record_writer(schema_for(event_cls))
 
 
