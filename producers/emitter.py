@@ -44,7 +44,8 @@ Progress = Callable[[int, int], None]
 
 PROGRESS_EVERY = 10_000
 POLL_EVERY = 100
-"""`publish_encoded` serves delivery reports every this many records (each poll costs a system call)."""
+"""`publish` and `publish_encoded` serve delivery reports every this many records (each poll costs a
+system call); a full local queue is served at once (`_produce_bytes`)."""
 KAFKA_HINT = "start it with `backbone up`, or set BACKBONE_KAFKA_BOOTSTRAP_SERVERS to a running cluster"
 _CORRELATED_BY_ENTRY = (TimeEntry, ApprovalDecision)
 
@@ -271,14 +272,18 @@ class Emitter:
         sent = 0
         present: set[str] = set()
         for sent, event in enumerate(events, start=1):
-            published = with_envelope_defaults(event)
-            topic = self._topics[published.event_type]
+            topic = self._topics[event.event_type]
             if topic.name not in present:  # else the broker may auto-create it with its default partitions
                 self.ensure_topic(topic)
                 present.add(topic.name)
-            self._produce(published, None, tally.on_delivery)
-            if progress is not None and sent % PROGRESS_EVERY == 0:
-                progress(sent, tally.delivered)
+            serde = self._serdes.for_topic(topic)
+            # The envelope defaults go into the record, not into a copy of the model (as `emit` does).
+            key, body, headers = encode_for_spool(event, serde)
+            self._produce_bytes(topic.name, key, serde.frame(body), headers, tally.on_delivery)
+            if sent % POLL_EVERY == 0:  # a poll per record was a system call per record
+                self._producer.poll(0)
+                if progress is not None and sent % PROGRESS_EVERY == 0:
+                    progress(sent, tally.delivered)
         self._wait_for(sent, tally)
         return EmitReport(published=tally.delivered, seconds=time.monotonic() - started, by_topic=tally.by_topic)
 
@@ -357,13 +362,6 @@ class Emitter:
             # does); the caller has already been told why it failed, so no second warning here
             warnings.simplefilter("ignore", RuntimeWarning)
             self._producer.close()
-
-    def _produce(self, event: Event, headers: Headers | None, on_delivery: Callable[..., None]) -> None:
-        topic = self._topics[event.event_type]
-        serde = self._serdes.for_topic(topic)
-        key, value = serde.encode_key(event), serde.encode_value(event)
-        self._produce_bytes(topic.name, key, value, _headers(event, headers), on_delivery)
-        self._producer.poll(0)
 
     def _produce_bytes(
         self,

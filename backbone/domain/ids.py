@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 import orjson
@@ -56,14 +57,22 @@ are not part of the id, so an event re-emitted after the upgrade keeps the id it
 def event_id_from_payload(event_type: str, payload: dict[str, Any]) -> str:
     """`derive_event_id` over an event's python-mode dump (without `event_id`), for callers that
     adjust the payload before the event exists, like the emitter filling in defaults."""
-    for name in _ADDED_LATER:
-        if name in payload and payload[name] is None:
-            payload = {key: value for key, value in payload.items() if key not in _ADDED_LATER or value is not None}
-            break
-    sha = _NAMESPACE_SHA1.copy()
-    sha.update(f"{event_type}\n".encode())
+    left_empty = [name for name in _ADDED_LATER if payload.get(name, 0) is None]
+    if left_empty:
+        payload = dict(payload)  # a C-level copy: the caller's dict stays as it was
+        for name in left_empty:
+            del payload[name]
+    sha = _type_sha1(event_type).copy()
     sha.update(_canonical_bytes(payload))  # the bytes of `canonical_payload`, without a decode and encode
     return _uuid5_of(sha.hexdigest())
+
+
+@cache
+def _type_sha1(event_type: str) -> Any:
+    """SHA-1 state after the namespace and the event type's line, shared by every id of that type."""
+    sha = _NAMESPACE_SHA1.copy()
+    sha.update(f"{event_type}\n".encode())
+    return sha
 
 
 def canonical_payload(payload: dict[str, Any]) -> str:

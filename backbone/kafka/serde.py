@@ -3,8 +3,9 @@
 Values are the Confluent wire format (magic byte 0, 4-byte big-endian schema id, Avro body) under the
 subject `<topic>-value` (TopicNameStrategy), so any Confluent client reads what backbone writes
 (`tests/integration/test_foreign_consumer.py` holds us to it). Schema ids come from confluent-kafka's
-`SchemaRegistryClient` (which caches them); the Avro body is fastavro's `schemaless_writer`/`_reader`
-on the plain dicts of `backbone.kafka.wire`, the one seam between models and records. confluent-kafka's
+`SchemaRegistryClient` (which caches them); the Avro body is written by `wire.body_writer` (fastavro's
+bytes, from the model's values) and read by fastavro's `schemaless_reader` into the plain dicts of
+`backbone.kafka.wire`, the one seam between models and records. confluent-kafka's
 `AvroSerializer`/`AvroDeserializer` frame the same bytes but run their data-contract rule engine and
 re-expand the reader schema on every record, which backbone does not use and which cost more than the
 Avro itself (`benchmarks/emit_bench.py` prints both). Keys are the catalog key as a plain UTF-8
@@ -84,7 +85,7 @@ class TopicSerde:
         self._auto_register = auto_register
         self._schema = Schema(wire.schema_str(self.event_cls), "AVRO")
         self._parsed = wire.parsed_schema(self.event_cls)
-        self._temporal = wire.temporal_fields(self.event_cls)
+        self._write_body = wire.body_writer(self.event_cls)
         self._header: bytes | None = None
         """Magic byte and schema id of what this process writes (known after the first encode)."""
         self._readers: dict[int, tuple[Any, Any]] = {}
@@ -109,19 +110,11 @@ class TopicSerde:
             raise InvalidInputError(
                 f"topic {self.topic.name} carries {self.event_cls.__name__}, not {type(event).__name__}"
             )
-        record = wire.to_record(event)
-        if updates:
-            record.update(updates)
-        for name, to_integer in self._temporal:
-            value = record[name]
-            if value is not None:
-                record[name] = to_integer(value)
-        out = io.BytesIO()
+        values = {**event.__dict__, **updates} if updates else event.__dict__
         try:
-            fastavro.schemaless_writer(out, self._parsed, record)
-        except (ValueError, TypeError, OverflowError) as error:
+            return self._write_body(values)
+        except (ValueError, TypeError, ArithmeticError) as error:
             raise InvalidInputError(f"cannot encode {event.event_type} {event.key!r:.80}: {error}") from error
-        return out.getvalue()
 
     def frame(self, body: bytes) -> bytes:
         """Magic byte and schema id before an Avro body; registers the schema on first use."""

@@ -6,6 +6,8 @@ and back. Everything else — the serdes, connectors, processors, sinks — call
 `from_record` and never builds Avro dicts by hand, so a contract change touches the schema file, the
 model and nothing else. Decimals leave with exactly the schema's scale (4); dates and instants stay
 Python `date`/`datetime` objects because fastavro converts them with the schema's logical types.
+Writing is the hot path of `backbone emit` and of every topology output, so `body_writer` writes the
+same bytes straight from a model's field values, without the dict (`backbone.kafka.avro_writer`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import json
 import types
 import typing
 from collections.abc import Callable
-from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import Enum
 from functools import cache
@@ -24,6 +25,7 @@ from typing import Any
 import fastavro
 
 from backbone.domain.models import ALL_EVENTS, DECIMAL_SCALE, Canonical, Event
+from backbone.kafka import avro_writer
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas" / "avro"
 """Where the `.avsc` files live (the working tree's contract)."""
@@ -46,6 +48,15 @@ def schema_for(event_cls: type[Event]) -> dict[str, Any]:
 def schema_str(event_cls: type[Event]) -> str:
     """The event's Avro schema as compact JSON text, the form the schema registry stores."""
     return json.dumps(schema_for(event_cls), separators=(",", ":"), ensure_ascii=False)
+
+
+@cache
+def body_writer(event_cls: type[Event]) -> Callable[[dict[str, Any]], bytes]:
+    """Writes the Avro body of an event of `event_cls` from its field values (the model's `__dict__`,
+    with any envelope defaults laid over it): the bytes fastavro writes for `to_record(event)`, built
+    without the record dict (`backbone.kafka.avro_writer`); decimals leave at the schema's scale, as
+    `to_record` puts them."""
+    return avro_writer.record_writer(schema_for(event_cls))
 
 
 @cache
@@ -88,35 +99,6 @@ def _converter(annotation: Any) -> Callable[[Any], Any]:
     if typing.get_origin(inner) is tuple:
         return _records
     return _same
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_ORDINAL = _EPOCH.date().toordinal()
-
-
-@cache
-def temporal_fields(model: type[Canonical]) -> tuple[tuple[str, Callable[[Any], int]], ...]:
-    """(field, converter to Avro's integer) for the model's instants (timestamp-micros) and dates.
-
-    fastavro converts them itself, with type tests per value; converting before it, with the same
-    arithmetic, halves its cost for a time entry (benchmarks/emit_bench.py). Top-level fields only."""
-    found: list[tuple[str, Callable[[Any], int]]] = []
-    for name, info in model.model_fields.items():
-        inner = _strip(info.annotation)
-        if inner is datetime:
-            found.append((name, _micros))
-        elif inner is date:
-            found.append((name, _days))
-    return tuple(found)
-
-
-def _micros(value: datetime) -> int:
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _days(value: date) -> int:
-    return value.toordinal() - _EPOCH_ORDINAL
 
 
 def _strip(annotation: Any) -> Any:
