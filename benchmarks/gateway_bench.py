@@ -311,7 +311,9 @@ def write_inputs(directory: Path, rows: int) -> dict[str, Path]:
 
 def bench_imports(rows: int, publish: bool) -> dict[str, Any]:
     readers = {"harvest": read_harvest, "toggl": read_toggl, "clockify": read_clockify}
-    options = ReadOptions(exported_at=datetime(2024, 11, 1, tzinfo=UTC))
+    # Clockify writes dates in the workspace's format (here MM/DD/YYYY). `backbone import` detects the order
+    # from the file before reading it; the readers called directly here are told it (ISO dates ignore it).
+    options = ReadOptions(exported_at=datetime(2024, 11, 1, tzinfo=UTC), date_order="MDY")
     results: dict[str, Any] = {}
     settings = load_settings() if publish else None
     topics = make_topics(settings.kafka.servers) if settings else None
