@@ -818,28 +818,19 @@ def _billing_rejected_resolved(
     project_id: str, ledger: Ledger, line: Line, details: str, context: Context
 ) -> BusinessException:
     """BILLING_REJECTED about a refused line, RESOLVED, with the feedback stage's `opened_at` and amount."""
-    exception = construct(
-        BusinessException,
-        event_id=None,
-        occurred_at=context.at,
-        source_system=SOURCE_SYSTEM,
-        correlation_id=ledger.correlation_id,
-        exception_id=ids.exception_id(
-            kind=ExceptionKind.BILLING_REJECTED, subject_type=SubjectType.CANDIDATE, subject_id=line.candidate_id
-        ),
-        kind=ExceptionKind.BILLING_REJECTED,
-        status=ExceptionStatus.RESOLVED,
-        subject_type=SubjectType.CANDIDATE,
-        subject_id=line.candidate_id,
-        project_id=project_id,
-        owner=OWNERS[ExceptionKind.BILLING_REJECTED],
+    return _business_exception(
+        ExceptionKind.BILLING_REJECTED,
+        SubjectType.CANDIDATE,
+        line.candidate_id,
+        project_id,
+        ledger,
+        context,
         amount_at_risk=line.amount,
         currency=line.pricing.currency,
         details=f"the billing engine refused candidate {line.candidate_id}; {details}",
         opened_at=line.refused_at,
-        resolved_at=context.at,
+        resolved=True,
     )
-    return exception.model_copy(update={"event_id": ids.derive_event_id(exception)})
 
 
 # --- exceptions (§2, §8) -------------------------------------------------------------------------------
@@ -904,29 +895,60 @@ def _exception(
     resolved: bool,
 ) -> BusinessException:
     entry = _subject(ledger)
+    details = DETAILS[kind].format(
+        worker_id=entry.worker_id,
+        project_id=entry.project_id,
+        work_date=entry.work_date,
+        source_system=entry.source_system,
+        invoice=f"invoice {entry.source_invoice_id}" if entry.source_invoice_id else "no invoice id given",
+    )
+    return _business_exception(
+        kind,
+        SubjectType.TIME_ENTRY,
+        ledger.time_entry_id,
+        project_id,
+        ledger,
+        context,
+        amount_at_risk=raised.amount_at_risk,
+        currency=raised.currency,
+        details=details,
+        opened_at=raised.opened_at,
+        resolved=resolved,
+    )
+
+
+def _business_exception(
+    kind: ExceptionKind,
+    subject_type: SubjectType,
+    subject_id: str,
+    project_id: str,
+    ledger: Ledger,
+    context: Context,
+    *,
+    amount_at_risk: Decimal | None,
+    currency: str | None,
+    details: str,
+    opened_at: datetime | None,
+    resolved: bool,
+) -> BusinessException:
+    """An exception the books raise or resolve, its id from kind and subject, its event id derived."""
     exception = construct(
         BusinessException,
         event_id=None,
         occurred_at=context.at,
         source_system=SOURCE_SYSTEM,
         correlation_id=ledger.correlation_id,
-        exception_id=ids.exception_id(kind=kind, subject_type=SubjectType.TIME_ENTRY, subject_id=ledger.time_entry_id),
+        exception_id=ids.exception_id(kind=kind, subject_type=subject_type, subject_id=subject_id),
         kind=kind,
         status=ExceptionStatus.RESOLVED if resolved else ExceptionStatus.OPEN,
-        subject_type=SubjectType.TIME_ENTRY,
-        subject_id=ledger.time_entry_id,
+        subject_type=subject_type,
+        subject_id=subject_id,
         project_id=project_id,
         owner=OWNERS[kind],
-        amount_at_risk=raised.amount_at_risk,
-        currency=raised.currency,
-        details=DETAILS[kind].format(
-            worker_id=entry.worker_id,
-            project_id=entry.project_id,
-            work_date=entry.work_date,
-            source_system=entry.source_system,
-            invoice=f"invoice {entry.source_invoice_id}" if entry.source_invoice_id else "no invoice id given",
-        ),
-        opened_at=raised.opened_at,
+        amount_at_risk=amount_at_risk,
+        currency=currency,
+        details=details,
+        opened_at=opened_at,
         resolved_at=context.at if resolved else None,
     )
     return exception.model_copy(update={"event_id": ids.derive_event_id(exception)})
