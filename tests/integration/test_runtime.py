@@ -33,12 +33,14 @@ def _backbone(args: list[str], env: dict[str, str]) -> subprocess.CompletedProce
 def own_runtime_env(tmp_path: Path) -> dict[str, str]:
     """An environment for a runtime of this test's own (data dir and ports), not the session's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKBONE_")}
+    # Ports below Linux's ephemeral range (32768-60999), where an earlier test's client connection can hold
+    # a port and the broker then fails to bind it (seen in CI).
     env.update(
         BACKBONE_DATA_DIR=str(tmp_path / "data"),
-        BACKBONE_KAFKA_PORT="39092",
-        BACKBONE_KAFKA_CONTROLLER_PORT="39093",
-        BACKBONE_SCHEMA_REGISTRY_PORT="38081",
-        BACKBONE_POSTGRES_PORT="35433",
+        BACKBONE_KAFKA_PORT="26192",
+        BACKBONE_KAFKA_CONTROLLER_PORT="26193",
+        BACKBONE_SCHEMA_REGISTRY_PORT="26181",
+        BACKBONE_POSTGRES_PORT="26433",
     )
     yield env
     _backbone(["down"], env)
@@ -92,7 +94,7 @@ def test_up_keeps_records_across_down_and_up(own_runtime_env: dict[str, str]) ->
         assert service in first.stdout
     assert _backbone(["status"], own_runtime_env).returncode == 0
 
-    bootstrap = "127.0.0.1:39092"
+    bootstrap = "127.0.0.1:26192"
     topic = create_topic(bootstrap, unique_name("persist"), partitions=3)  # the broker creates none by itself
     _produce(bootstrap, topic, RECORDS)
     assert len(_consume_all(bootstrap, topic, RECORDS)) == RECORDS
