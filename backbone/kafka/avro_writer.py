@@ -1,13 +1,13 @@
 """Avro binary bodies written straight from a model's field values, without fastavro.
 
 `record_writer(schema)` turns a parsed record schema into a function from a dict of field values (a
-pydantic model's `__dict__`) to the Avro body, built once from the schema: each field gets a small
-function chosen for its type, so writing a record does no type tests, no union resolution by trial
-and no intermediate dict. fastavro's `schemaless_writer` on the dict `wire.to_record` built cost a
-time entry about 15 µs of the ~40 µs `backbone emit` spent per line, and the topology pays it for
-every output; this costs a few (docs/benchmarks.md). The bytes are fastavro's, byte for byte:
-tests/unit/test_avro_writer.py holds every event type, with nulls, unions, decimals, unicode and the
-extremes of every range, to that.
+pydantic model's `__dict__`) to the Avro body, generated once from the schema as one flat function
+(each field's encoding inlined for its type), so writing a record does no type tests, no union
+resolution by trial, no intermediate dict and few calls. fastavro's `schemaless_writer` on the dict
+`wire.to_record` built cost a time entry about 15 µs of the ~40 µs `backbone emit` spent per line,
+and the topology pays it for every output; this costs a few (docs/benchmarks.md). The bytes are
+fastavro's, byte for byte: tests/unit/test_avro_writer.py holds every event type, with nulls,
+unions, decimals, unicode and the extremes of every range, to that.
 
 Covered: what the catalog's schemas use (null, boolean, int, long, string, bytes, enum, record, array,
 unions, and the logical types decimal on bytes, date and timestamp-micros). Anything else is refused
@@ -36,13 +36,89 @@ _BRANCH = (b"\x00", b"\x02")
 def record_writer(schema: dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
     """A function writing a dict of field values as the Avro body of the record `schema` (parsed JSON).
 
-    The dict must hold every field of the schema (a model's `__dict__` does); extra keys are ignored."""
-    fields = tuple((field["name"], _writer(field["type"])) for field in schema["fields"])
+    The dict must hold every field of the schema (a model's `__dict__` does); extra keys are ignored.
+    The function is generated from the schema as one flat body (`_RecordSource`): every output of the
+    topology and every line `backbone emit` publishes is written by it, and a call per field and per
+    varint was most of what writing cost (docs/topology-performance.md, "Sixth session")."""
+    return _RecordSource(schema).compile()
 
-    def write_record(values: dict[str, Any]) -> bytes:
-        return b"".join([write(values[name]) for name, write in fields])
 
-    return write_record
+class _RecordSource:
+    """The Python source of one record's writer: each field's encoding inlined in field order.
+
+    Strings, longs, ints, booleans, instants, dates, enums and optional ones of these are written
+    inline into one `bytearray`; decimals, arrays and nested records call the writers below. Varints of
+    -64..63 (most lengths, counts and small numbers) are one table lookup; larger ones go through
+    `write_long`/`write_int`, which also check the range. The source is kept on the function
+    (`__source__`) for whoever needs to read what runs."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.name = str(schema.get("name", "record"))
+        self.namespace: dict[str, Any] = {
+            "_ONE": _ONE_BYTE,
+            "_long": write_long,
+            "_int": write_int,
+            "_EPOCH": _EPOCH,
+            "_EPOCH_ORDINAL": _EPOCH_ORDINAL,
+        }
+        self.lines = ["def write_record(values):", "    out = bytearray()"]
+        for field in schema["fields"]:
+            self.lines.append(f"    v = values[{field['name']!r}]")
+            self._value(field["type"], "    ")
+        self.lines.append("    return bytes(out)")
+
+    def compile(self) -> Callable[[dict[str, Any]], bytes]:
+        source = "\n".join(self.lines) + "\n"
+        # the source is ours, built from the schema above; nothing from a record reaches it
+        exec(compile(source, f"<avro writer of {self.name}>", "exec"), self.namespace)
+        write: Callable[[dict[str, Any]], bytes] = self.namespace["write_record"]
+        write.__source__ = source  # type: ignore[attr-defined]
+        return write
+
+    def _value(self, avro_type: Any, indent: str) -> None:
+        """Lines appending the encoding of `v` (of `avro_type`) to `out`."""
+        if isinstance(avro_type, list):
+            self._optional(avro_type, indent)
+        elif isinstance(avro_type, dict) and avro_type.get("logicalType") == "timestamp-micros":
+            self._line(indent, "d = v - _EPOCH", "v = (d.days * 86400 + d.seconds) * 1000000 + d.microseconds")
+            self._varint("_long", indent)
+        elif isinstance(avro_type, dict) and avro_type.get("logicalType") == "date" and avro_type["type"] == "int":
+            self._line(indent, "v = v.toordinal() - _EPOCH_ORDINAL")
+            self._varint("_int", indent)
+        elif isinstance(avro_type, dict) and "logicalType" not in avro_type and avro_type["type"] == "enum":
+            symbols = self._helper({symbol: write_long(i) for i, symbol in enumerate(avro_type["symbols"])})
+            refuse = self._helper(_enum(avro_type["symbols"]))
+            self._line(indent, f"e = {symbols}.get(v)", f"out += {refuse}(v) if e is None else e")
+        elif avro_type in ("string", "bytes"):
+            self._line(indent, "s = v.encode()" if avro_type == "string" else "s = v", "n = len(s)")
+            self._line(indent, "out += _ONE[n + n] if n < 64 else _long(n)", "out += s")
+        elif avro_type in ("long", "int"):
+            self._varint("_long" if avro_type == "long" else "_int", indent)
+        elif avro_type == "boolean":
+            self._line(indent, 'out += b"\\x01" if v else b"\\x00"')
+        else:  # decimals, arrays, nested records: a call to the writer of the type
+            self._line(indent, f"out += {self._helper(_writer(avro_type))}(v)")
+
+    def _optional(self, branches: list[Any], indent: str) -> None:
+        others = [branch for branch in branches if branch != "null"]
+        if len(branches) != 2 or len(others) != 1:
+            raise ValueError(f"no Avro writer for the union {branches!r} (only null and one type)")
+        null_branch = _BRANCH[branches.index("null")]
+        value_branch = _BRANCH[branches.index(others[0])]
+        self._line(indent, "if v is None:", f"    out += {null_branch!r}", "else:", f"    out += {value_branch!r}")
+        self._value(others[0], indent + "    ")
+
+    def _varint(self, write: str, indent: str) -> None:
+        # zig-zag of -64..63 is below 0x80: one byte, from the table
+        self._line(indent, f"out += _ONE[(v << 1) ^ (v >> 63)] if -64 <= v <= 63 else {write}(v)")
+
+    def _helper(self, value: Any) -> str:
+        name = f"_h{len(self.namespace)}"
+        self.namespace[name] = value
+        return name
+
+    def _line(self, indent: str, *lines: str) -> None:
+        self.lines.extend(indent + line for line in lines)
 
 
 def _writer(avro_type: Any) -> Write:
