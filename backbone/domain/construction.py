@@ -27,6 +27,11 @@ def construct(model: type[M], **values: Any) -> M:
     Equivalent to `model.model_construct(**values)` when `values` names every field of a model without
     extra fields, private attributes or a post-init hook, which is what the canonical events are.
     """
+    return construct_from(model, values)
+
+
+def construct_from(model: type[M], values: dict[str, Any]) -> M:
+    """`construct` of a dict the instance keeps as its own (`__dict__`): the caller must not reuse it."""
     fields = _FIELD_SETS.get(model)
     if fields is None:
         fields = _FIELD_SETS[model] = set(model.__pydantic_fields__)

@@ -67,7 +67,7 @@ def _typed(values: tuple[Any, ...]) -> list[tuple[type, str]]:
 
 def model_path(serde: TopicSerde, message: Message) -> tuple[Any, ...] | DecodeError:
     try:
-        return model_values(serde.decode(message))
+        return model_values(serde.decode_by_model(message))
     except DecodeError as error:
         return error
 
@@ -129,6 +129,39 @@ def test_every_flat_event_compiles_and_nested_ones_are_left_to_the_model(event_c
 
 
 # --- the same values ----------------------------------------------------------------------------------------
+
+
+FLAT_TOPICS = tuple(t for t in catalog.EVENT_TOPICS if t.event is not None and t.event is not ContractVersion)
+
+
+@pytest.mark.parametrize("topic", FLAT_TOPICS, ids=lambda t: t.name)
+@pytest.mark.parametrize("shape", ["rich", "minimal"])
+def test_decode_builds_from_the_compiled_values_the_event_the_model_validates(
+    registry: Any, topic: catalog.Topic, shape: str
+) -> None:
+    """What every processor reads (`decode`) is the model's event, enum members and all, whichever way."""
+    serde = TopicSerde(topic, registry)
+    record = message(serde.encode_value(_event(topic) if shape == "rich" else _minimal(topic)))
+    fast, validated = serde.decode(record), serde.decode_by_model(record)
+    assert serde.decode_values(record) is not None  # the compiled way was taken
+    assert type(fast) is type(validated)
+    assert [(type(v), repr(v)) for v in fast.__dict__.values()] == [
+        (type(v), repr(v)) for v in validated.__dict__.values()
+    ]
+    assert fast == validated
+    assert fast.model_fields_set == validated.model_fields_set
+
+
+def test_decode_of_a_record_the_compiled_reader_cannot_vouch_for_says_what_the_model_says(registry: Any) -> None:
+    serde = TopicSerde(catalog.TIME_ENTRIES, registry)
+    body = serde.encode_value(_event(catalog.TIME_ENTRIES))
+    truncated = message(body[:-3])
+    assert serde.decode_values(truncated) is None
+    with pytest.raises(DecodeError) as fast:
+        serde.decode(truncated)
+    with pytest.raises(DecodeError) as validated:
+        serde.decode_by_model(truncated)
+    assert str(fast.value) == str(validated.value)
 
 
 @pytest.mark.parametrize("topic", SINK_TOPICS, ids=lambda t: t.name)
