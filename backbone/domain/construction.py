@@ -18,7 +18,7 @@ from pydantic import BaseModel
 M = TypeVar("M", bound=BaseModel)
 
 _set = object.__setattr__  # frozen models refuse setattr; pydantic's model_construct uses this too
-_FIELD_SETS: dict[type[BaseModel], set[str]] = {}
+_FIELD_SETS: dict[type[BaseModel], _FieldsSet] = {}
 
 
 def construct(model: type[M], **values: Any) -> M:
@@ -34,11 +34,28 @@ def construct_from(model: type[M], values: dict[str, Any]) -> M:
     """`construct` of a dict the instance keeps as its own (`__dict__`): the caller must not reuse it."""
     fields = _FIELD_SETS.get(model)
     if fields is None:
-        fields = _FIELD_SETS[model] = set(model.__pydantic_fields__)
+        fields = _FIELD_SETS[model] = _fields_set(model)
     assert len(values) == len(fields), f"{model.__name__} needs every field"
     instance = model.__new__(model)
     _set(instance, "__dict__", values)
-    _set(instance, "__pydantic_fields_set__", fields.copy())  # a set's copy reuses its hashes: cheaper than set()
+    _set(instance, "__pydantic_fields_set__", fields if fields.shared else fields.copy())
     _set(instance, "__pydantic_extra__", None)
     _set(instance, "__pydantic_private__", None)
     return instance
+
+
+class _FieldsSet(set[str]):
+    """A model's field names, shared by every instance `construct` builds when the model is frozen.
+
+    pydantic adds to an instance's fields set only when an attribute is assigned, which a frozen
+    model refuses, and `model_copy` copies the set before it adds the updated names. So one set per
+    frozen model serves every instance: a copy per instance was ~600 bytes of every tracked entry's
+    state (three to four events each; docs/topology-performance.md, "Sixth session")."""
+
+    shared: bool
+
+
+def _fields_set(model: type[BaseModel]) -> _FieldsSet:
+    fields = _FieldsSet(model.__pydantic_fields__)
+    fields.shared = bool(model.model_config.get("frozen"))
+    return fields
