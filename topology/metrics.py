@@ -1,18 +1,24 @@
-"""Prometheus metrics of the billing topology (served by `backbone.observability.serve_metrics`)."""
+"""Prometheus metrics of the billing topology (served by `backbone.observability.serve_metrics`).
+
+The ones updated per record are single-writer tallies (`backbone.streams.tally`): a worker's handlers
+all run on its one thread, and prometheus_client's lock per update was ~5 % of the CPU per entry.
+"""
 
 from __future__ import annotations
 
 import functools
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 
-EVENTS_IN = Counter("backbone_topology_events_in_total", "Input events processed, by event type", ["event_type"])
-EVENTS_OUT = Counter("backbone_topology_events_out_total", "Events emitted, by event type", ["event_type"])
-EXCEPTIONS = Counter("backbone_topology_exceptions_total", "Business exceptions emitted", ["kind", "status"])
+from backbone.streams.tally import CounterFamily, CounterTally, HistogramFamily, HistogramTally
+
+EVENTS_IN = CounterFamily("backbone_topology_events_in_total", "Input events processed, by event type", ["event_type"])
+EVENTS_OUT = CounterFamily("backbone_topology_events_out_total", "Events emitted, by event type", ["event_type"])
+EXCEPTIONS = CounterFamily("backbone_topology_exceptions_total", "Business exceptions emitted", ["kind", "status"])
 DEAD_LETTERS = Counter("backbone_topology_dead_letters_total", "Records sent to a dead-letter topic", ["topic"])
 DUPLICATES = Counter("backbone_topology_duplicates_total", "Input events ignored as duplicates (same event_id)")
 IGNORED = Counter("backbone_topology_ignored_after_deletion_total", "Revisions/approvals ignored after a deletion")
-LATENCY = Histogram(
+LATENCY = HistogramFamily(
     "backbone_topology_processing_seconds",
     "Time from a record's timestamp to the end of its processing, by stage",
     ["stage"],
@@ -30,15 +36,15 @@ AWAITING_AGE = Gauge(
 
 
 @functools.cache
-def events_in(event_type: str) -> Counter:
+def events_in(event_type: str) -> CounterTally:
     return EVENTS_IN.labels(event_type)
 
 
 @functools.cache
-def events_out(event_type: str) -> Counter:
+def events_out(event_type: str) -> CounterTally:
     return EVENTS_OUT.labels(event_type)
 
 
 @functools.cache
-def latency(stage: str) -> Histogram:
+def latency(stage: str) -> HistogramTally:
     return LATENCY.labels(stage)
