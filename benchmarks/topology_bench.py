@@ -202,6 +202,7 @@ def topology_rows(settings: Settings, prefix: str, topics: TopologyTopics, entri
     app_id = f"{prefix}app-w{workers}"
     run = run_until(settings, [topology_command(app_id, prefix)] * workers, topics.invoice_candidates.name, entries)
     rss = ", ".join(f"{mib:,.0f}" for mib in run.peak_rss_mib)
+    cpu = sum(run.steady_cpu_s) / entries * 1e6
     after = load()
     return [
         Row(
@@ -209,7 +210,7 @@ def topology_rows(settings: Settings, prefix: str, topics: TopologyTopics, entri
             run.rate(entries),
             run.steady_s,
             after,
-            [f"peak RSS per worker (MiB): {rss}"],
+            [f"peak RSS per worker (MiB): {rss}", f"workers' CPU per entry, first to last candidate: {cpu:,.0f} µs"],
         ),
         Row(f"e. topology, {workers} worker(s), incl. startup", entries / run.total_s, run.total_s, after),
     ]

@@ -352,6 +352,15 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """A live process's user + system CPU seconds so far (all its threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def process_env(settings: Settings, log_level: str = "WARNING") -> dict[str, str]:
     return dict(
         os.environ,
@@ -368,12 +377,15 @@ def topology_command(app_id: str, prefix: str) -> list[str]:
 
 @dataclass
 class Run:
-    """A timed run: seconds from start and from the first output to the last, and peak RSS per process."""
+    """A timed run: seconds from start and from the first output to the last, peak RSS per process, and
+    the CPU seconds each process spent from the first output to the last (what a loaded machine changes
+    least: the rate depends on how much of a core the process got, its CPU per record much less)."""
 
     records: int
     total_s: float
     steady_s: float
     peak_rss_mib: list[float]
+    steady_cpu_s: list[float]
 
     def rate(self, units: int) -> float:
         return units / self.steady_s if self.steady_s > 0 else float("inf")
@@ -395,8 +407,11 @@ def run_until(
     env = process_env(settings, log_level)
     processes = [subprocess.Popen(command, cwd=ROOT, env=env, stderr=stderr) for command in commands]
     progress, shown = (0, started), 0.0
+    cpu_at_first: list[float] | None = None
     try:
         while counter.poll() < records:
+            if cpu_at_first is None and counter.count:
+                cpu_at_first = [cpu_seconds(p.pid) for p in processes]
             now = time.perf_counter()
             if counter.count != progress[0]:
                 progress = (counter.count, now)
@@ -408,8 +423,10 @@ def run_until(
                 shown = now
                 print(f"\r  {topic}: {counter.count:,}/{records:,}", end="", file=sys.stderr, flush=True)
         rss = [peak_rss_mib(p.pid) for p in processes]
+        firsts = cpu_at_first or [0.0] * len(processes)
+        cpu = [cpu_seconds(p.pid) - first for p, first in zip(processes, firsts, strict=True)]
         done = counter.last_at or time.perf_counter()
-        return Run(counter.count, done - started, done - (counter.first_at or done), rss)
+        return Run(counter.count, done - started, done - (counter.first_at or done), rss, cpu)
     finally:
         print(file=sys.stderr)
         stop(processes)
