@@ -2,8 +2,9 @@
 
     on assign:  read next_offset of each assigned partition from <schema>.sink_offsets and assign there
     loop:       consume(batch) → each record's route turns it into rows (or into a dead-letter row)
-                → ONE database transaction: every table's rows (COPY into a staging table, then
-                  INSERT ... ON CONFLICT by the table's key) and the batch's next offsets → commit
+                → ONE database transaction: every table's rows and the batch's next offsets → commit;
+                  an insert-once table's rows are COPied straight into it while its keys are new,
+                  otherwise COPied into a staging table, then INSERT ... ON CONFLICT by its key
     pipeline:   the transaction of batch N runs on a writer thread while batch N+1 is consumed and
                 decoded; at most one batch is in flight, and it is finished (committed or failed)
                 before the next is handed over, before a rebalance and before the sink stops
@@ -84,6 +85,15 @@ class SinkError(BackboneError):
     """The sink's database does not have what the sink needs (tables, columns, rights)."""
 
     exit_code = 78
+
+
+class _KeysTaken(Exception):
+    """A COPY straight into `table` met a key the table already holds (a replay): the transaction is rolled
+    back and the batch written again with that table's rows through staging and ON CONFLICT."""
+
+    def __init__(self, table: SinkTable) -> None:
+        super().__init__(table.name)
+        self.table = table
 
 
 # --- what a sink declares -------------------------------------------------------------------------------
@@ -248,6 +258,9 @@ class Statements:
     def copy_stage(self, table: SinkTable) -> sql.Composed:
         return sql.SQL("COPY {} ({}) FROM STDIN").format(self.stage(table), _columns(table.columns))
 
+    def copy_target(self, table: SinkTable) -> sql.Composed:
+        return sql.SQL("COPY {} ({}) FROM STDIN").format(self.target(table.name), _columns(table.columns))
+
     def insert_from_stage(self, table: SinkTable) -> sql.Composed:
         return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} {}").format(
             self.target(table.name),
@@ -331,6 +344,9 @@ class SinkWorker:
         self.consumer = clients.group_consumer(kafka, streams, group_id)
         self._conn: psycopg.Connection | None = None
         self._tables = {DEAD_LETTER_TABLE, *(table for route in self.routes.values() for table in route.tables)}
+        self._direct = {table for table in self._tables if not table.latest}
+        """Insert-once tables whose keys were new in the last batch written to them: their next rows are
+        COPied straight into them (the writer thread's; `_write` keeps it)."""
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-writer")
         self._pending: Future[None] | None = None
         """The batch whose transaction runs on the writer thread (at most one)."""
@@ -487,19 +503,57 @@ class SinkWorker:
             os._exit(CRASH_EXIT_STATUS)
 
     def _write(self, batch: Batch) -> dict[str, int]:
-        """Every table's rows and the offsets in one transaction: COPY to staging, INSERT ... ON CONFLICT."""
+        """Every table's rows and the offsets in one transaction. Once a direct COPY meets a stored key,
+        the transaction is rolled back and written again with that table through staging."""
+        by_table = batch.by_table()
+        while True:
+            try:
+                return self._write_tables(by_table, batch.positions)
+            except _KeysTaken as taken:
+                self._direct.discard(taken.table)
+                log.info(
+                    "keys already stored; writing the table through staging", sink=self.name, table=taken.table.name
+                )
+
+    def _write_tables(
+        self, by_table: dict[SinkTable, list[Row]], positions: dict[tuple[str, int], int]
+    ) -> dict[str, int]:
         conn = self._connection()
         written: dict[str, int] = {}
         with conn.transaction():
-            for table, rows in batch.by_table().items():
-                with conn.cursor() as cursor:
-                    with cursor.copy(self.sql.copy_stage(table)) as copy:
-                        for row in rows:
-                            copy.write_row(row)
-                    cursor.execute(self.sql.insert_from_stage(table))
-                    written[table.name] = max(cursor.rowcount, 0)
-            self._save_offsets(conn, batch.positions)
+            for table, rows in by_table.items():
+                if table in self._direct:
+                    written[table.name] = self._copy_new(conn, table, rows)
+                else:
+                    written[table.name] = self._upsert(conn, table, rows)
+            self._save_offsets(conn, positions)
         return written
+
+    def _copy_new(self, conn: psycopg.Connection, table: SinkTable, rows: list[Row]) -> int:
+        """COPY straight into an insert-once table: as fast as PostgreSQL stores rows, while no key is stored
+        yet (the usual case: the offsets stored with the rows say where the last batch ended)."""
+        try:
+            self._copy(conn, self.sql.copy_target(table), rows)
+        except psycopg.errors.UniqueViolation as error:
+            raise _KeysTaken(table) from error
+        return len(rows)
+
+    def _upsert(self, conn: psycopg.Connection, table: SinkTable, rows: list[Row]) -> int:
+        """COPY into the table's staging table, then INSERT ... ON CONFLICT by its key. An insert-once table
+        goes back to direct COPY once a batch of its rows held no stored key (the replay is over)."""
+        self._copy(conn, self.sql.copy_stage(table), rows)
+        with conn.cursor() as cursor:
+            cursor.execute(self.sql.insert_from_stage(table))
+            inserted = max(cursor.rowcount, 0)
+        if not table.latest and inserted == len(rows):
+            self._direct.add(table)
+        return inserted
+
+    @staticmethod
+    def _copy(conn: psycopg.Connection, statement: sql.Composed, rows: list[Row]) -> None:
+        with conn.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def _write_one_by_one(self, batch: Batch) -> dict[str, int]:
         """The slow path after the database refused a batch: each record in a savepoint; a record whose
