@@ -461,7 +461,7 @@ class SinkWorker:
     def direct_tables(self) -> frozenset[str]:
         """The insert-once tables whose next rows are COPied straight into them (the others go through
         staging and ON CONFLICT)."""
-        return frozenset(table.name for table in self._direct)
+        return frozenset(table.name for table in frozenset(self._direct))  # copied at once: the writer changes it
 
     def step(self) -> None:
         """One batch: consume and turn into rows while the previous batch commits, then hand it over
