@@ -415,10 +415,10 @@ class SinkWorker:
         self._conn: psycopg.Connection | None = None
         self._tables = {DEAD_LETTER_TABLE, *(table for route in self.routes.values() for table in route.tables)}
         self._direct = {table for table in self._tables if not table.latest}
-        self._binary: dict[SinkTable, BinaryCopy | None] = {}
-        """Per table, how its rows go into a binary COPY (None: text COPY); read at every connect."""
         """Insert-once tables whose keys were new in the last batch written to them: their next rows are
         COPied straight into them (the writer thread's; `_write` keeps it)."""
+        self._binary: dict[SinkTable, BinaryCopy | None] = {}
+        """Per table, how its rows go into a binary COPY (None: text COPY); read at every connect."""
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-writer")
         self._pending: Future[None] | None = None
         """The batch whose transaction runs on the writer thread (at most one)."""
