@@ -5,10 +5,11 @@
 
 Publishes N invoice candidates to a throwaway prefixed copy of `billing.invoice-candidates.v1`, runs
 the sink (`consumers.postgres.sink.PostgresSink`, in this process) into a throwaway schema and times it
-from its first committed batch to its last (decode, COPY into staging, INSERT ... ON CONFLICT, offsets,
-commit); the start-up (migrations, joining the group) is reported apart. The baseline is a plain COPY
-of the same rows into a table of the same definition (same key and indexes), no Kafka, no conflict
-handling: the physical floor of this database on this machine. Prints one JSON object of figures; the
+from its first committed batch to its last (decode; a binary COPY straight into the table while the
+ids are new, through staging and INSERT ... ON CONFLICT otherwise; offsets; commit); the start-up
+(migrations, joining the group) is reported apart. The baseline is a plain text COPY of the same rows
+into a table of the same definition (same key and indexes), no Kafka, no conflict handling: the
+physical floor of this database on this machine. Prints one JSON object of figures; the
 target is 20,000 rows/s.
 
 Wall-clock rates on a shared machine swing with its load, so CPU time is reported too: the Python

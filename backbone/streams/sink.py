@@ -2,8 +2,10 @@
 
     on assign:  read next_offset of each assigned partition from <schema>.sink_offsets and assign there
     loop:       consume(batch) → each record's route turns it into rows (or into a dead-letter row)
-                → ONE database transaction: every table's rows (COPY into a staging table, then
-                  INSERT ... ON CONFLICT by the table's key) and the batch's next offsets → commit
+                → ONE database transaction: every table's rows and the batch's next offsets → commit;
+                  an insert-once table's rows are COPied straight into it while its keys are new,
+                  otherwise COPied into a staging table, then INSERT ... ON CONFLICT by its key
+                  (binary COPY where every column's type allows it: `BinaryCopy`)
     pipeline:   the transaction of batch N runs on a writer thread while batch N+1 is consumed and
                 decoded; at most one batch is in flight, and it is finished (committed or failed)
                 before the next is handed over, before a rebalance and before the sink stops
@@ -84,6 +86,24 @@ class SinkError(BackboneError):
     """The sink's database does not have what the sink needs (tables, columns, rights)."""
 
     exit_code = 78
+
+
+class _KeysTaken(Exception):
+    """A COPY straight into `table` met a key the table already holds (a replay): the transaction is rolled
+    back and the batch written again with that table's rows through staging and ON CONFLICT."""
+
+    def __init__(self, table: SinkTable) -> None:
+        super().__init__(table.name)
+        self.table = table
+
+
+class _BinaryRefused(Exception):
+    """psycopg could not write a value of `table` in binary (its dumper is chosen by the column's type, a
+    text COPY's by the value's): the transaction is rolled back and the table written as text from now on."""
+
+    def __init__(self, table: SinkTable) -> None:
+        super().__init__(table.name)
+        self.table = table
 
 
 # --- what a sink declares -------------------------------------------------------------------------------
@@ -245,8 +265,18 @@ class Statements:
             self.stage(table), self.target(table.name)
         )
 
-    def copy_stage(self, table: SinkTable) -> sql.Composed:
-        return sql.SQL("COPY {} ({}) FROM STDIN").format(self.stage(table), _columns(table.columns))
+    def copy_stage(self, table: SinkTable, *, binary: bool = False) -> sql.Composed:
+        return _copy_from(self.stage(table), table, binary)
+
+    def copy_target(self, table: SinkTable, *, binary: bool = False) -> sql.Composed:
+        return _copy_from(self.target(table.name), table, binary)
+
+    def column_types(self) -> sql.Composed:
+        return sql.SQL(
+            "SELECT c.relname, a.attname, a.atttypid::int FROM pg_attribute a"
+            " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = {} AND c.relname = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped"
+        ).format(sql.Literal(self.schema))
 
     def insert_from_stage(self, table: SinkTable) -> sql.Composed:
         return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} {}").format(
@@ -299,6 +329,59 @@ def _columns(names: Sequence[str]) -> sql.Composed:
     return sql.SQL(", ").join(sql.Identifier(n) for n in names)
 
 
+def _copy_from(target: sql.Composable, table: SinkTable, binary: bool) -> sql.Composed:
+    options = sql.SQL(" (FORMAT BINARY)" if binary else "")
+    return sql.SQL("COPY {} ({}) FROM STDIN{}").format(target, _columns(table.columns), options)
+
+
+# --- binary COPY ------------------------------------------------------------------------------------------
+
+_BINARY_TYPES = {
+    psycopg.postgres.types[name].oid: psycopg.postgres.types[as_name].oid
+    for name, as_name in {
+        "text": "text", "bpchar": "text", "varchar": "text", "int4": "int4", "int8": "int8", "numeric": "numeric",
+        "date": "date", "timestamptz": "timestamptz", "bool": "bool", "bytea": "bytea",
+    }.items()
+}  # fmt: skip
+"""Column types a binary COPY writes, and the type whose binary dumper writes them (char and varchar
+take text's bytes). Anything else (jsonb's binary form is not its text) keeps the table on text COPY."""
+
+_INT_RANGES = {psycopg.postgres.types["int4"].oid: 2**31, psycopg.postgres.types["int8"].oid: 2**63}
+
+
+@dataclass(frozen=True)
+class BinaryCopy:
+    """How a table's rows go into a binary COPY, which costs psycopg about a third less CPU per row than
+    text (dates, instants and decimals are not formatted as text) and PostgreSQL a little less.
+
+    A binary dumper is chosen by the column's type, not the value's, and psycopg's int4 one wraps 2**31
+    around to -2**31 where a text COPY has PostgreSQL refuse it (a `DataError`: the record becomes a
+    dead letter). So a batch goes binary only when every integer column's values fit (`takes`: a min and
+    a max per column, at C speed); otherwise it goes as text and PostgreSQL judges it."""
+
+    types: tuple[int, ...]
+    ranges: tuple[tuple[Callable[[Row], Any], int], ...]
+    """(the column's value, 2**(bits - 1)) of every integer column."""
+
+    @classmethod
+    def of(cls, columns: Sequence[str], types: dict[str, int]) -> BinaryCopy | None:
+        """The binary COPY of `columns` whose PostgreSQL types are `types`, or None if one is not binary-safe."""
+        if any(types.get(column) not in _BINARY_TYPES for column in columns):
+            return None
+        ranges = tuple(
+            (operator.itemgetter(i), _INT_RANGES[types[c]]) for i, c in enumerate(columns) if types[c] in _INT_RANGES
+        )
+        return cls(tuple(_BINARY_TYPES[types[column]] for column in columns), ranges)
+
+    def takes(self, rows: list[Row]) -> bool:
+        try:
+            return all(
+                -bound <= min(map(value, rows)) and max(map(value, rows)) < bound for value, bound in self.ranges
+            )
+        except (TypeError, ValueError):  # a null, a value that is not an integer, no rows: text COPY
+            return False
+
+
 # --- the worker -------------------------------------------------------------------------------------------
 
 
@@ -331,6 +414,11 @@ class SinkWorker:
         self.consumer = clients.group_consumer(kafka, streams, group_id)
         self._conn: psycopg.Connection | None = None
         self._tables = {DEAD_LETTER_TABLE, *(table for route in self.routes.values() for table in route.tables)}
+        self._direct = {table for table in self._tables if not table.latest}
+        """Insert-once tables whose keys were new in the last batch written to them: their next rows are
+        COPied straight into them (the writer thread's; `_write` keeps it)."""
+        self._binary: dict[SinkTable, BinaryCopy | None] = {}
+        """Per table, how its rows go into a binary COPY (None: text COPY); read at every connect."""
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-writer")
         self._pending: Future[None] | None = None
         """The batch whose transaction runs on the writer thread (at most one)."""
@@ -368,6 +456,12 @@ class SinkWorker:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def direct_tables(self) -> frozenset[str]:
+        """The insert-once tables whose next rows are COPied straight into them (the others go through
+        staging and ON CONFLICT)."""
+        return frozenset(table.name for table in frozenset(self._direct))  # copied at once: the writer changes it
 
     def step(self) -> None:
         """One batch: consume and turn into rows while the previous batch commits, then hand it over
@@ -487,19 +581,84 @@ class SinkWorker:
             os._exit(CRASH_EXIT_STATUS)
 
     def _write(self, batch: Batch) -> dict[str, int]:
-        """Every table's rows and the offsets in one transaction: COPY to staging, INSERT ... ON CONFLICT."""
+        """Every table's rows and the offsets in one transaction. Once a direct COPY meets a stored key,
+        the transaction is rolled back and written again with that table through staging."""
+        by_table = batch.by_table()
+        while True:
+            try:
+                return self._write_tables(by_table, batch.positions)
+            except _KeysTaken as taken:
+                self._direct.discard(taken.table)
+                log.info(
+                    "keys already stored; writing the table through staging", sink=self.name, table=taken.table.name
+                )
+            except _BinaryRefused as refused:
+                self._binary[refused.table] = None
+                log.warning(
+                    "a value does not go into a binary COPY; writing the table as text",
+                    sink=self.name,
+                    table=refused.table.name,
+                    error=str(refused.__cause__),
+                )
+
+    def _write_tables(
+        self, by_table: dict[SinkTable, list[Row]], positions: dict[tuple[str, int], int]
+    ) -> dict[str, int]:
         conn = self._connection()
         written: dict[str, int] = {}
         with conn.transaction():
-            for table, rows in batch.by_table().items():
-                with conn.cursor() as cursor:
-                    with cursor.copy(self.sql.copy_stage(table)) as copy:
-                        for row in rows:
-                            copy.write_row(row)
-                    cursor.execute(self.sql.insert_from_stage(table))
-                    written[table.name] = max(cursor.rowcount, 0)
-            self._save_offsets(conn, batch.positions)
+            for table, rows in by_table.items():
+                if table in self._direct:
+                    written[table.name] = self._copy_new(conn, table, rows)
+                else:
+                    written[table.name] = self._upsert(conn, table, rows)
+            self._save_offsets(conn, positions)
         return written
+
+    def _copy_new(self, conn: psycopg.Connection, table: SinkTable, rows: list[Row]) -> int:
+        """COPY straight into an insert-once table: as fast as PostgreSQL stores rows, while no key is stored
+        yet (the usual case: the offsets stored with the rows say where the last batch ended)."""
+        types = self._binary_types_of(table, rows)
+        try:
+            self._copy(conn, table, self.sql.copy_target(table, binary=types is not None), rows, types)
+        except psycopg.errors.UniqueViolation as error:
+            raise _KeysTaken(table) from error
+        return len(rows)
+
+    def _upsert(self, conn: psycopg.Connection, table: SinkTable, rows: list[Row]) -> int:
+        """COPY into the table's staging table, then INSERT ... ON CONFLICT by its key. An insert-once table
+        goes back to direct COPY once a batch of its rows held no stored key (the replay is over)."""
+        types = self._binary_types_of(table, rows)
+        self._copy(conn, table, self.sql.copy_stage(table, binary=types is not None), rows, types)
+        with conn.cursor() as cursor:
+            cursor.execute(self.sql.insert_from_stage(table))
+            inserted = max(cursor.rowcount, 0)
+        if not table.latest and inserted == len(rows):
+            self._direct.add(table)
+        return inserted
+
+    def _binary_types_of(self, table: SinkTable, rows: list[Row]) -> tuple[int, ...] | None:
+        binary = self._binary.get(table)
+        return binary.types if binary is not None and binary.takes(rows) else None
+
+    @staticmethod
+    def _copy(
+        conn: psycopg.Connection,
+        table: SinkTable,
+        statement: sql.Composed,
+        rows: list[Row],
+        types: tuple[int, ...] | None,
+    ) -> None:
+        try:
+            with conn.cursor() as cursor, cursor.copy(statement) as copy:
+                if types is not None:
+                    copy.set_types(types)
+                for row in rows:
+                    copy.write_row(row)
+        except (TypeError, ValueError, AttributeError, OverflowError) as error:
+            if types is None:
+                raise
+            raise _BinaryRefused(table) from error
 
     def _write_one_by_one(self, batch: Batch) -> dict[str, int]:
         """The slow path after the database refused a batch: each record in a savepoint; a record whose
@@ -555,6 +714,7 @@ class SinkWorker:
                 for table in sorted(self._tables, key=lambda t: t.name):
                     conn.execute(self.sql.create_stage(table))
                 conn.execute(sql.SQL("SELECT 1 FROM {} LIMIT 0").format(self.sql.target(OFFSETS_TABLE)))
+                self._binary = self._binary_types(conn)
         except psycopg.errors.UndefinedTable as error:
             conn.close()
             raise SinkError(
@@ -562,6 +722,13 @@ class SinkWorker:
                 hint="apply the sink's migrations (`backbone up`, or the sink applies them at start)",
             ) from error
         return conn
+
+    def _binary_types(self, conn: psycopg.Connection) -> dict[SinkTable, BinaryCopy | None]:
+        found = conn.execute(self.sql.column_types(), ([t.name for t in self._tables],)).fetchall()
+        types: dict[str, dict[str, int]] = {}
+        for table, column, oid in found:
+            types.setdefault(table, {})[column] = oid
+        return {table: BinaryCopy.of(table.columns, types.get(table.name, {})) for table in self._tables}
 
     # --- rebalances and recovery ----------------------------------------------------------------------------
 

@@ -400,6 +400,44 @@ def test_replayed_and_duplicated_records_write_each_id_once(harness: SinkHarness
     assert harness.query("SELECT status FROM exceptions") == [("RESOLVED",)]
 
 
+def test_a_batch_of_stored_and_new_ids_writes_the_new_ones_and_keeps_the_stored(harness: SinkHarness) -> None:
+    """Rows go straight into their table while their ids are new; a batch that meets a stored id is
+    written again through ON CONFLICT, and a later batch of new ids goes straight in again."""
+    harness.publish([candidate(n) for n in range(10)])
+    sink = harness.start()
+    _wait_caught_up(harness)
+    harness.stop(sink)
+    first = harness.query("SELECT candidate_id, recorded_at, source_offset FROM invoice_candidates ORDER BY 1")
+
+    harness.publish([candidate(n, amount="999.00") for n in range(5, 15)])  # 5 stored ids, then 5 new ones
+    sink = harness.start()
+    _wait_caught_up(harness)
+    harness.publish([candidate(n) for n in range(15, 20)])  # new ids only, in a batch of their own
+    _wait_caught_up(harness)
+
+    rows = harness.query("SELECT candidate_id, recorded_at, source_offset FROM invoice_candidates ORDER BY 1")
+    assert [row for row in rows if row[0] in {r[0] for r in first}] == first, "a stored row is never replaced"
+    assert harness.query("SELECT count(*), count(DISTINCT candidate_id) FROM invoice_candidates") == [(20, 20)]
+    assert harness.query("SELECT amount FROM invoice_candidates WHERE candidate_id = 'cand-12'") == [(D("999.00"),)]
+    assert sink.worker.records == 15 and harness.count("dead_letters") == 0
+    assert "invoice_candidates" in sink.worker.direct_tables, "back to COPY straight into the table"
+
+
+def test_a_value_a_column_cannot_hold_becomes_a_dead_letter_not_a_wrapped_number(harness: SinkHarness) -> None:
+    """billable_minutes is a long in the contract and an integer in the read model: 2**31 minutes must be
+    refused by PostgreSQL (binary COPY would silently store -2**31), and the rest of the batch written."""
+    harness.publish([candidate(0), candidate(1, billable_minutes=2**31), candidate(2, billable_minutes=-(2**31))])
+    harness.start()
+    _wait_caught_up(harness)
+
+    assert harness.query("SELECT candidate_id, billable_minutes FROM invoice_candidates ORDER BY 1") == [
+        ("cand-0", 60), ("cand-2", -(2**31)),
+    ]  # fmt: skip
+    assert harness.query("SELECT error_class, position('out of range' in error_message) > 0 FROM dead_letters") == [
+        ("NumericValueOutOfRange", True)
+    ]
+
+
 def test_replaying_old_records_never_rolls_a_latest_state_back(harness: SinkHarness) -> None:
     harness.publish([exception("TE-7", "OPEN"), exception("TE-7", "RESOLVED")])
     sink = harness.start()

@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import fastavro
+import psycopg
 import pytest
 from confluent_kafka import Message
 from confluent_kafka.schema_registry import Schema
@@ -23,7 +24,7 @@ from backbone.kafka import wire
 from backbone.kafka.serde import DecodeError, TopicSerde
 from backbone.migrations import discover
 from backbone.streams.loop import dead_letter_headers
-from backbone.streams.sink import DEAD_LETTER_COLUMNS, Batch, SinkTable, Statements, dead_letter_row
+from backbone.streams.sink import DEAD_LETTER_COLUMNS, Batch, BinaryCopy, SinkTable, Statements, dead_letter_row
 from consumers.postgres.sink import (
     ACK_ROWS,
     CANDIDATE_FIELDS,
@@ -233,3 +234,34 @@ def test_a_record_the_compiled_reader_defers_gets_the_models_row_or_a_decode_err
     bad = Message(topic=topic.name, partition=0, offset=2, key=b"k", value=serde.encode_value(odd)[:-3], headers=[])
     with pytest.raises(DecodeError):
         route(bad)
+
+
+INT4, INT8, TEXT, JSONB = (psycopg.postgres.types[name].oid for name in ("int4", "int8", "text", "jsonb"))
+BPCHAR = psycopg.postgres.types["bpchar"].oid
+
+
+def test_a_binary_copy_writes_char_as_text_and_is_refused_for_a_jsonb_column() -> None:
+    binary = BinaryCopy.of(("id", "currency", "n"), {"id": TEXT, "currency": BPCHAR, "n": INT4})
+    assert binary is not None and binary.types == (TEXT, TEXT, INT4)
+    assert BinaryCopy.of(("id", "headers"), {"id": TEXT, "headers": JSONB}) is None
+    assert BinaryCopy.of(("id", "gone"), {"id": TEXT}) is None, "a column the table lacks: text COPY says so"
+
+
+@pytest.mark.parametrize(
+    ("column_type", "values", "binary"),
+    [
+        pytest.param(INT4, [0, 2**31 - 1, -(2**31)], True, id="int4-bounds-fit"),
+        pytest.param(INT4, [1, 2**31], False, id="int4-above-would-wrap"),
+        pytest.param(INT4, [-(2**31) - 1, 1], False, id="int4-below-would-wrap"),
+        pytest.param(INT8, [2**31, -(2**63)], True, id="int8-takes-a-long"),
+        pytest.param(INT8, [2**63], False, id="int8-above"),
+        pytest.param(INT4, [1, None], False, id="a-null-goes-as-text"),
+        pytest.param(INT4, ["1"], False, id="not-an-integer-goes-as-text"),
+    ],
+)
+def test_a_batch_goes_binary_only_when_every_integer_fits_its_column(
+    column_type: int, values: list[object], binary: bool
+) -> None:
+    copy = BinaryCopy.of(("id", "n"), {"id": TEXT, "n": column_type})
+    assert copy is not None
+    assert copy.takes([(f"id-{i}", value) for i, value in enumerate(values)]) is binary
