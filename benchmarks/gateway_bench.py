@@ -121,9 +121,7 @@ def start_gateway(port: int, log_path: Path) -> subprocess.Popen[bytes]:
     raise SystemExit(f"the gateway did not start; see {log_path}")
 
 
-def run_wrk(
-    url: str, deliveries: Path, *, threads: int, connections: int, seconds: int, delay_ms: int
-) -> dict[str, Any]:
+def run_wrk(url: str, deliveries: Path, *, threads: int, connections: int, seconds: int, rate: int) -> dict[str, Any]:
     command = [
         "wrk",
         "-t",
@@ -136,7 +134,7 @@ def run_wrk(
         "-s",
         str(WRK_SCRIPT),
     ]
-    command += [url, "--", str(deliveries), str(threads), str(delay_ms)]
+    command += [url, "--", str(deliveries), str(threads), str(rate)]
     wrk = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     output = wrk.stdout.read().decode() if wrk.stdout else ""
     _, status, usage = os.wait4(wrk.pid, 0)
@@ -165,10 +163,13 @@ def bench_gateway(seconds: int, connections: int, rate: int, port: int) -> dict[
         url = f"http://127.0.0.1:{port}"
         try:
             # distinct deliveries for every run, generous for a fast machine; warm-up first
+            # the paced run offers `rate` requests/s on enough connections to keep it up while each waits
+            # up to ~100 ms for its answer (Little's law: rate x 0.1 s in flight, with room to spare)
+            paced_connections = max(16, rate // 8)
             runs = {
-                "warm_up": dict(threads=1, connections=4, seconds=3, delay_ms=0),
-                "saturation": dict(threads=1, connections=connections, seconds=seconds, delay_ms=0),
-                "paced": dict(threads=1, connections=16, seconds=seconds, delay_ms=int(16 / rate * 1000)),
+                "warm_up": dict(threads=1, connections=4, seconds=3, rate=0),
+                "saturation": dict(threads=1, connections=connections, seconds=seconds, rate=0),
+                "paced": dict(threads=1, connections=paced_connections, seconds=seconds, rate=rate),
             }
             for offset, (name, options) in enumerate(runs.items()):
                 deliveries = Path(directory) / f"{name}.tsv"
