@@ -25,6 +25,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
+from datetime import UTC, datetime
 from decimal import DecimalException
 from functools import partial
 from typing import Any, Literal, Protocol
@@ -485,9 +486,7 @@ def _json(body: bytes) -> Any:
         raise _Reject(422, f"body is not JSON: {error}") from None
 
 
-def _now(clock: Callable[[], float]) -> Any:
-    from datetime import UTC, datetime
-
+def _now(clock: Callable[[], float]) -> datetime:
     return datetime.fromtimestamp(int(clock()), UTC)
 
 
