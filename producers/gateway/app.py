@@ -345,7 +345,7 @@ class Gateway:
 
     async def _read_into(self, request: Incoming, chunks: list[bytes], limit: int) -> None:
         size = 0
-        async for chunk in request.chunks():
+        while (chunk := await request.chunk()) is not None:
             size += len(chunk)
             if size > limit:
                 self.metrics.refused.labels("too_large").inc()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
@@ -30,7 +30,7 @@ class Incoming:
     repeated header, as Starlette's `Headers.get` gives), the client's address, the ASGI state (the
     access log reads the principal from it) and the body as it arrives."""
 
-    __slots__ = ("_receive", "client", "headers", "state")
+    __slots__ = ("_body_done", "_receive", "client", "headers", "state")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.headers: dict[str, str] = {
@@ -40,18 +40,19 @@ class Incoming:
         self.client: str = client[0] if client else "unknown"
         self.state: dict[str, Any] = scope.setdefault("state", {})
         self._receive = receive
+        self._body_done = False
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body's chunks; `ClientDisconnect` when the client hangs up before the end."""
-        while True:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnect()
-            body = message.get("body", b"")
-            if body:
-                yield body
-            if not message.get("more_body", False):
-                return
+    async def chunk(self) -> bytes | None:
+        """The body's next chunk, None after the last; `ClientDisconnect` when the client hangs up
+        before the end. (A method, not an async generator: the loop tracks every async generator in a
+        weak set, a cost per request.)"""
+        if self._body_done:
+            return None
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        self._body_done = not message.get("more_body", False)
+        return message.get("body", b"")
 
 
 @dataclass(frozen=True, slots=True)
