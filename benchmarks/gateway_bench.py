@@ -2,16 +2,16 @@
 
     bash benchmarks/setup_bench.sh            # installs Debian's wrk (apt) among the baselines
     BACKBONE_KAFKA_PORT=... BACKBONE_SCHEMA_REGISTRY_PORT=... \
-        .venv/bin/python benchmarks/gateway_bench.py --seconds 20 --port 34150 --rows 20000
+        .venv/bin/python benchmarks/gateway_bench.py --seconds 20 --port 27150 --rows 20000
 
 The gateway runs as `backbone run gateway` (its own process, access logs on, to a file) against the
 configured broker and registry, publishing to the catalog topics. The load comes from wrk with a Lua
 script (`benchmarks/wrk/signed_webhooks.lua`) over distinct Toggl deliveries pre-signed with
 HMAC-SHA256: no delivery is sent twice, so every 202 is an event the broker acknowledged. Two runs:
-saturation (`--connections`, wrk's own pacing off) gives accepted requests/s; a paced run offering
-`--rate` requests/s (a schedule of send slots over rate/8 connections) gives the latency percentiles
-that matter. The CPU seconds of wrk and of the
-gateway are measured (wait4 / /proc), so a load generator that is itself the bottleneck shows.
+saturation (`--connections`, no pacing) gives accepted requests/s; a paced run offering `--rate`
+requests/s (a schedule of send slots over rate/8 connections) gives the latency percentiles that
+matter. The CPU seconds of wrk and of the gateway are measured (wait4 / /proc), so a load generator
+that is itself the bottleneck shows.
 Imports are measured parse + map (no Kafka) on synthetic files shaped like the fixtures, then end to
 end (publish to throwaway topics) unless --no-publish.
 """
