@@ -9,11 +9,13 @@ and `redact` masks well-known secret keys in any mapping before it is logged.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import orjson
 import structlog
 from prometheus_client import start_http_server
 
@@ -30,7 +32,14 @@ def redact(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def configure_logging(process: str, *, level: str = "INFO", fmt: str = "json") -> None:
     """Route structlog and the standard library's logging to stderr in one format."""
-    renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
+    renderer: Any = structlog.dev.ConsoleRenderer()
+    logger_factory: Any = structlog.PrintLoggerFactory(file=sys.stderr)
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer()
+        stream = getattr(sys.stderr, "buffer", None)
+        if stream is not None:  # bytes straight to the stream: no str round trip, one write per line
+            renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+            logger_factory = structlog.BytesLoggerFactory(file=stream)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -41,11 +50,21 @@ def configure_logging(process: str, *, level: str = "INFO", fmt: str = "json") -
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=logger_factory,
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(process=process)
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s")
+
+
+def _dumps(event: Any, default: Callable[[Any], Any]) -> bytes:
+    """A log line's JSON by orjson, several times faster than the standard library's encoder (a gateway
+    request's access line was about a tenth of its CPU: docs/benchmarks.md); by the standard library for
+    what orjson refuses (integers beyond 64 bits, keys that are not strings)."""
+    try:
+        return orjson.dumps(event, default=default)
+    except TypeError:
+        return json.dumps(event, default=default).encode()
 
 
 def serve_metrics(port: int | None) -> None:

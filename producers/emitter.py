@@ -262,7 +262,8 @@ class Emitter:
             future: Future[Delivery] = Future()
             self._produce_bytes(record.serde.topic.name, record.key, value, record.headers, _resolver(future, record))
             futures.append(future)
-        self._producer.poll(0)
+        # No poll here: the polling thread serves the delivery reports (a poll per call was a system call
+        # per gateway request, and the reports it found came back on the caller's thread, not a batch).
         return futures
 
     def publish(self, events: Iterable[Event], progress: Progress | None = None) -> EmitReport:

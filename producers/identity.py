@@ -39,6 +39,8 @@ from producers.parsing import FieldError, revision_at
 Kind = Literal["worker", "project", "task"]
 UnmappedPolicy = Literal["publish", "report"]
 ATTRIBUTES = ("id", "email", "code", "name")
+RESOLVED_KEPT = 4096
+"""References an `EntryMapper` remembers the resolution of (a few hundred kilobytes at most)."""
 
 
 class UnmappedIdentityError(FieldError):
@@ -219,11 +221,22 @@ class EntryMapper:
     def __init__(self, identity: IdentityMap | None = None, unmapped: UnmappedPolicy = "publish") -> None:
         self.identity = identity or IdentityMap()
         self.unmapped = unmapped
+        self._resolved: dict[SourceRef, Resolved] = {}
+
+    def _resolve(self, ref: SourceRef) -> Resolved:
+        """`identity.resolve`, remembered: the same few workers and projects come back entry after entry
+        (the map is frozen). At most `RESOLVED_KEPT` are kept; past that the memory starts afresh."""
+        found = self._resolved.get(ref)
+        if found is None:
+            if len(self._resolved) >= RESOLVED_KEPT:
+                self._resolved.clear()
+            found = self._resolved[ref] = self.identity.resolve(ref)
+        return found
 
     def events(self, entry: SourceEntry) -> tuple[Event, ...]:
         worker = self._required(entry.worker)
         project = self._required(entry.project)
-        task = self.identity.resolve(entry.task).canonical_id if entry.task else None
+        task = self._resolve(entry.task).canonical_id if entry.task else None
         time_entry = TimeEntry(
             occurred_at=entry.updated_at,
             source_system=entry.source,
@@ -245,7 +258,7 @@ class EntryMapper:
         return (time_entry, self._decision(entry))
 
     def _required(self, ref: SourceRef) -> str:
-        resolved = self.identity.resolve(ref)
+        resolved = self._resolve(ref)
         if not resolved.mapped and self.unmapped == "report":
             tried = ", ".join(self.identity.rules.order(ref.kind))
             raise UnmappedIdentityError(ref.kind, f"{ref.describe()} has no mapping (tried {tried})")

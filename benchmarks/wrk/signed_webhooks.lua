@@ -1,10 +1,27 @@
 -- wrk script for benchmarks/gateway_bench.py: distinct pre-signed Toggl webhook deliveries.
 --
--- wrk -s signed_webhooks.lua URL -- REQUESTS_FILE THREADS [DELAY_MS]
+-- wrk -s signed_webhooks.lua URL -- REQUESTS_FILE THREADS [RATE]
 -- REQUESTS_FILE has one delivery a line: "<X-Webhook-Signature-256 value>\t<JSON body>". Thread k sends
 -- lines k, k+THREADS, ... once each, so no delivery is sent twice (a repeat would be answered from the
--- gateway's memory, not published); DELAY_MS > 0 paces each connection (an offered rate). The last
--- line printed is "RESULT key=value ...", read by the benchmark.
+-- gateway's memory, not published). RATE > 0 offers that many requests per second in all: each thread
+-- keeps a schedule of send slots RATE/THREADS a second apart, and a connection that is free waits for
+-- the next slot (wrk 4.1 has no fixed-rate mode; this is its `delay()` hook on a monotonic clock). Slots
+-- up to 100 ms late are made up at once; older ones are dropped, which shows as an offered rate below
+-- RATE (too few free connections: give more). The last line printed is "RESULT key=value ...", read by
+-- the benchmark.
+
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clock_id, bench_timespec *tp);
+]]
+local clock = ffi.new("bench_timespec")
+local CLOCK_MONOTONIC = 1
+
+local function now_ms()
+  ffi.C.clock_gettime(CLOCK_MONOTONIC, clock)
+  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
+end
 
 local threads = {}
 
@@ -15,7 +32,9 @@ end
 
 function init(args)
   local path, count = args[1], tonumber(args[2])
-  pause = tonumber(args[3] or "0")
+  local rate = tonumber(args[3] or "0")
+  interval = rate > 0 and 1000 * count / rate or 0
+  next_slot = nil
   requests, sent, accepted, refused, exhausted = {}, 0, 0, 0, 0
   local index = 0
   for line in io.lines(path) do
@@ -38,7 +57,16 @@ function request()
 end
 
 function delay()
-  return pause
+  if interval == 0 then
+    return 0
+  end
+  local now = now_ms()
+  if next_slot == nil or next_slot < now - 100 then
+    next_slot = now
+  end
+  local wait = next_slot - now
+  next_slot = next_slot + interval
+  return wait > 0 and wait or 0
 end
 
 function response(status, headers, body)

@@ -367,3 +367,62 @@ def test_access_logs_carry_names_never_keys_or_signatures() -> None:
 def test_settings_hide_secrets() -> None:
     settings = _settings()
     assert KEY not in repr(settings) and TOGGL_SECRET not in repr(settings)
+
+
+# --- the lean path answers as FastAPI did ---------------------------------------------------------
+
+
+def test_the_lean_routes_stay_in_the_openapi_document() -> None:
+    client, _ = _client()
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/webhooks/{source}", "/v1/events/time-entry"} <= set(paths)
+    assert paths["/v1/webhooks/{source}"]["post"]["parameters"][0]["schema"]["enum"] == [
+        "toggl",
+        "clockify",
+        "harvest",
+        "canonical",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "route"),
+    [
+        ("POST", "/v1/webhooks/unknown", 422, "/v1/webhooks/{source}"),
+        ("GET", "/v1/webhooks/toggl", 405, "/v1/webhooks/{source}"),
+        ("POST", "/v1/events/no-such-type", 404, "unmatched"),
+    ],
+    ids=["unknown-source-validated-by-fastapi", "wrong-method", "unknown-event-type"],
+)
+def test_requests_off_the_lean_routes_are_answered_by_fastapi_and_logged_once(
+    method: str, path: str, status: int, route: str
+) -> None:
+    client, publisher = _client()
+    with structlog.testing.capture_logs() as logs:
+        response = client.request(method, path, content=b"{}", headers=AUTH)
+    assert response.status_code == status
+    assert [(e["route"], e["status"]) for e in logs if e["event"] == "request"] == [(route, status)]
+    assert publisher.sent == []
+
+
+def test_an_unexpected_error_is_a_json_500_logged_once() -> None:
+    def broken() -> bool:
+        raise RuntimeError("probe failed")
+
+    app = create_app(_settings(), FakePublisher(), ready=broken)
+    with structlog.testing.capture_logs() as logs:
+        response = TestClient(app, raise_server_exceptions=False).get("/readyz")
+    assert (response.status_code, response.json()) == (500, {"error": "internal error", "problems": []})
+    assert [e["status"] for e in logs if e["event"] == "request"] == [500]
+    assert [e["error"] for e in logs if e["event"] == "request failed"] == ["probe failed"]
+
+
+def test_a_repeated_header_counts_with_its_first_value_as_starlette_reads_it() -> None:
+    client, publisher = _client()
+    good, bad = _toggl_headers(TOGGL_BODY), _toggl_headers(TOGGL_BODY, "guess")
+    name = "X-Webhook-Signature-256"
+    first_good = client.post("/v1/webhooks/toggl", content=TOGGL_BODY, headers=[(name, good[name]), (name, bad[name])])
+    first_bad = client.post(
+        "/v1/webhooks/toggl", content=TOGGL_BODY + b" ", headers=[(name, bad[name]), (name, good[name])]
+    )
+    assert (first_good.status_code, first_bad.status_code) == (202, 401)
+    assert len(publisher.sent) == 1
