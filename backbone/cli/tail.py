@@ -17,6 +17,7 @@ import click
 from backbone.domain.models import Event
 from backbone.errors import BackboneError
 from backbone.kafka.topics import resolve_stream
+from backbone.observability import configure_logging
 from backbone.settings import load_settings
 
 TABLE_WIDTH = 24
@@ -59,8 +60,12 @@ def tail(
         catalog_topic = dataclasses.replace(catalog_topic, name=topic)
     options = TailOptions(from_beginning, idle_timeout, max_records, group)
     write = _jsonl_writer() if output_format == "jsonl" else _table_writer()
+    settings = load_settings()
+    # standard output carries the events (a tail's output can be fed back to `backbone emit`): every log
+    # line of the libraries underneath goes to standard error
+    configure_logging("tail", level=settings.runtime.log_level, fmt=settings.runtime.log_format)
     try:
-        with Tail(load_settings(), catalog_topic, options) as records:
+        with Tail(settings, catalog_topic, options) as records:
             for item in records.records():
                 if isinstance(item, Decoded):
                     write(item.message, item.event)

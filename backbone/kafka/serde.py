@@ -195,7 +195,7 @@ class TopicSerde:
                 self._writer_schemas[schema_id], wire.schema_for(self.event_cls), self.event_cls, start=HEADER_BYTES
             )
         except Exception as reason:  # CannotCompile, or a schema shape it did not foresee: the model reads them
-            log.info("records of this writer schema are read through the model", schema_id=schema_id,
+            log.debug("records of this writer schema are read through the model", schema_id=schema_id,
                      topic=self.topic.name, reason=str(reason))  # fmt: skip
             read = None
         if read is not None and self._build is None:

@@ -310,7 +310,7 @@ class StreamWorker:
             stage = self._stage_of[topic]
             try:
                 stage.handle(message, self.context)
-            except (KafkaException, ServiceUnavailableError):
+            except (KafkaException, ServiceUnavailableError, FatalStreamError):
                 raise
             except Exception as error:  # the record's own fault: dead-letter it, the partition moves on
                 self.dead_letter(message, error, stage.name)

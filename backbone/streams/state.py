@@ -20,6 +20,7 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from backbone.streams.clients import take
+from backbone.streams.errors import FatalStreamError
 
 log = structlog.get_logger(__name__)
 
@@ -42,32 +43,68 @@ class StoreSpec:
 
 
 class Store:
-    """One partition of one store: a dict, plus the keys changed since the last flush."""
+    """One partition of one store: a dict, plus the keys changed since the last flush.
 
-    __slots__ = ("data", "dirty", "partition", "spec")
+    A restored key keeps its changelog bytes (`encoded`) until it is first read: most of a partition's
+    keys are never read again after a restart (an entry whose approval is in), and decoding all of them
+    was most of a restore's time and a decoded value takes several times its bytes' memory
+    (docs/topology-performance.md, "Sixth session"). A key is in `data` or in `encoded`, never both."""
+
+    __slots__ = ("data", "dirty", "encoded", "partition", "spec")
 
     def __init__(self, spec: StoreSpec, partition: int) -> None:
         self.spec = spec
         self.partition = partition
         self.data: dict[str, Any] = {}
+        self.encoded: dict[str, bytes] = {}
         self.dirty: set[str] = set()
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
+        value = self.data.get(key)
+        if value is None:
+            if not self.encoded or key not in self.encoded:
+                return default
+            value = self.data[key] = self._decode(key, self.encoded.pop(key))
+        return value
 
     def put(self, key: str, value: Any) -> None:
         self.data[key] = value
         self.dirty.add(key)
+        if self.encoded:
+            self.encoded.pop(key, None)
 
     def delete(self, key: str) -> None:
         self.data.pop(key, None)
+        self.encoded.pop(key, None)
         self.dirty.add(key)
 
     def items(self) -> Iterator[tuple[str, Any]]:
+        """Every key and value (the restored ones decoded now)."""
+        if self.encoded:
+            self.data.update((key, self._decode(key, data)) for key, data in self.encoded.items())
+            self.encoded.clear()
         return iter(self.data.items())
 
+    def _decode(self, key: str, data: bytes) -> Any:
+        try:
+            return self.spec.codec.decode(data)
+        except Exception as error:  # our own changelog: not a record's fault, so no dead letter
+            raise FatalStreamError(
+                f"state {self.spec.name}/{self.partition}: the changelog record of key {key!r:.80} in "
+                f"{self.spec.changelog} cannot be read ({error}); this worker stops without committing",
+                hint="a changelog written by another version of the processor? run the version that wrote it",
+            ) from error
+
     def __len__(self) -> int:
-        return len(self.data)
+        return len(self.data) + len(self.encoded)
+
+    def restored(self, key: str, data: bytes | None) -> None:
+        """A changelog record read by a restore: the key's latest value, or its deletion (None)."""
+        self.data.pop(key, None)
+        if data is None:
+            self.encoded.pop(key, None)
+        else:
+            self.encoded[key] = data
 
     def changes(self) -> Iterator[tuple[bytes, bytes | None]]:
         """Changelog records (key, encoded value or None for a deletion) of the dirty keys; clears them."""
@@ -159,10 +196,5 @@ def _read_to_end(reader: Consumer, stores: dict[tuple[str, int], Store], timeout
 
 
 def _apply(store: Store, key: bytes | None, value: bytes | None) -> None:
-    if key is None:
-        return
-    name = key.decode()
-    if value is None:
-        store.data.pop(name, None)
-    else:
-        store.data[name] = store.spec.codec.decode(value)
+    if key is not None:
+        store.restored(key.decode(), value)
