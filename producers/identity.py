@@ -39,6 +39,8 @@ from producers.parsing import FieldError, revision_at
 Kind = Literal["worker", "project", "task"]
 UnmappedPolicy = Literal["publish", "report"]
 ATTRIBUTES = ("id", "email", "code", "name")
+RESOLVED_KEPT = 65_536
+"""Distinct references an `EntryMapper` remembers the resolution of."""
 
 
 class UnmappedIdentityError(FieldError):
@@ -219,11 +221,12 @@ class EntryMapper:
     def __init__(self, identity: IdentityMap | None = None, unmapped: UnmappedPolicy = "publish") -> None:
         self.identity = identity or IdentityMap()
         self.unmapped = unmapped
+        self._resolved: dict[SourceRef, Resolved] = {}
 
     def events(self, entry: SourceEntry) -> tuple[Event, ...]:
         worker = self._required(entry.worker)
         project = self._required(entry.project)
-        task = self.identity.resolve(entry.task).canonical_id if entry.task else None
+        task = self._resolve(entry.task).canonical_id if entry.task else None
         time_entry = TimeEntry(
             occurred_at=entry.updated_at,
             source_system=entry.source,
@@ -244,8 +247,19 @@ class EntryMapper:
             return (time_entry,)
         return (time_entry, self._decision(entry))
 
+    def _resolve(self, ref: SourceRef) -> Resolved:
+        """`IdentityMap.resolve`, remembered: an export names the same few people and projects on every
+        row, and resolving one (normalising, trying each attribute in up to four scopes) was a fifth of
+        a row's mapping (docs/benchmarks.md). The map never changes, so neither does the answer."""
+        resolved = self._resolved.get(ref)
+        if resolved is None:
+            if len(self._resolved) >= RESOLVED_KEPT:  # bounded memory whatever the file's size
+                self._resolved.clear()
+            resolved = self._resolved[ref] = self.identity.resolve(ref)
+        return resolved
+
     def _required(self, ref: SourceRef) -> str:
-        resolved = self.identity.resolve(ref)
+        resolved = self._resolve(ref)
         if not resolved.mapped and self.unmapped == "report":
             tried = ", ".join(self.identity.rules.order(ref.kind))
             raise UnmappedIdentityError(ref.kind, f"{ref.describe()} has no mapping (tried {tried})")
