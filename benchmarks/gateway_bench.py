@@ -335,7 +335,7 @@ def bench_imports(rows: int, publish: bool) -> dict[str, Any]:
                 "parse_rows_per_s": round(report.records / parse_s),
             }
             if settings and topics:
-                with Emitter(settings, topics=topics) as emitter:
+                with Emitter(settings, topics=topics, bulk=True) as emitter:  # as `backbone import` publishes
                     report = ImportReport()
                     started = time.perf_counter()
                     emitter.publish(report.events_of(reader(files[name], options, EntryMapper())))

@@ -32,6 +32,8 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from backbone.domain.ids import event_id_from_payload
 from backbone.domain.models import ApprovalDecision, ContractVersion, Event, TimeEntry
 from backbone.errors import BackboneError, InvalidInputError, ServiceUnavailableError
+from backbone.kafka.compiled import CannotCompile
+from backbone.kafka.compiled_writer import LineWriter, compile_writer
 from backbone.kafka.serde import SerdeCache, TopicSerde, registry_client
 from backbone.kafka.topics import BY_EVENT_TYPE, Topic
 from backbone.settings import KafkaSettings, Settings, load_settings
@@ -99,6 +101,19 @@ def encode_for_spool(event: Event, serde: TopicSerde) -> Encoded:
     if correlation is not None:
         headers.append(("correlation_id", correlation.encode("utf-8")))
     return key, body, headers
+
+
+def line_writer(event_cls: type[Event]) -> LineWriter | None:
+    """The compiled writer of `event_cls` lines with this emitter's envelope defaults (what
+    `encode_for_spool` gives for the model the line validates into), or None for a class it cannot
+    write (`backbone.kafka.compiled_writer`)."""
+    correlate_with = "time_entry_id" if issubclass(event_cls, _CORRELATED_BY_ENTRY) else None
+    try:
+        return compile_writer(event_cls, correlate_with=correlate_with)
+    except CannotCompile as reason:
+        log.info("lines of this event type are validated through the model", event_type=event_cls.event_type,
+                 reason=str(reason))  # fmt: skip
+        return None
 
 
 @dataclass
@@ -170,11 +185,17 @@ class Emitter:
         delivery_timeout_s: float = 120.0,
         serdes: SerdeCache | None = None,
         transactional_id: str | None = None,
+        bulk: bool = False,
     ) -> None:
         """`topics` overrides the catalog topic of some event types (e.g. a test's own topic).
 
         `transactional_id` makes the producer transactional: a restarted process with the same id
         fences the old one and aborts whatever it left open.
+
+        `bulk` asks librdkafka for the delivery reports of failures only (`delivery.report.only.error`),
+        so `publish` and `publish_encoded` produce with no Python callback per record (a call and a
+        message object each, docs/benchmarks.md); `send` and `send_prepared`, whose futures need every
+        report, are refused then.
         """
         settings = settings or load_settings()
         self._topics = {**BY_EVENT_TYPE, **(topics or {})}
@@ -188,6 +209,10 @@ class Emitter:
             config.update(
                 {"transactional.id": transactional_id, "transaction.timeout.ms": config["delivery.timeout.ms"]}
             )
+        self._bulk = bulk
+        self._failures = _Tally()
+        if bulk:
+            config.update({"delivery.report.only.error": True, "on_delivery": self._on_failure})
         self._producer = Producer(config)
         if transactional_id is not None:
             self._init_transactions()
@@ -255,6 +280,7 @@ class Emitter:
 
         The schema ids are looked up first, so an unreachable registry raises before any is produced.
         """
+        self._refuse_in_bulk("send_prepared")
         values = [record.serde.frame(record.body) for record in records]
         self._start_poller()
         futures: list[Future[Delivery]] = []
@@ -267,32 +293,45 @@ class Emitter:
         return futures
 
     def publish(self, events: Iterable[Event], progress: Progress | None = None) -> EmitReport:
-        """Send every event and wait until the broker has them all; `DeliveryError` if any failed."""
+        """Send every event and wait until the broker has them all; `DeliveryError` if any failed.
+
+        A `bulk` emitter produces them without a callback per record (only failures are reported)."""
         started = time.monotonic()
         tally = _Tally()
+        if self._bulk:
+            self._failures = tally
+        on_delivery = None if self._bulk else tally.on_delivery
+        sent_to: dict[str, int] = {}
         sent = 0
-        present: set[str] = set()
         for sent, event in enumerate(events, start=1):
             topic = self._topics[event.event_type]
-            if topic.name not in present:  # else the broker may auto-create it with its default partitions
+            if topic.name not in sent_to:  # else the broker may auto-create it with its default partitions
                 self.ensure_topic(topic)
-                present.add(topic.name)
+                sent_to[topic.name] = 0
             serde = self._serdes.for_topic(topic)
             # The envelope defaults go into the record, not into a copy of the model (as `emit` does).
             key, body, headers = encode_for_spool(event, serde)
-            self._produce_bytes(topic.name, key, serde.frame(body), headers, tally.on_delivery)
+            self._produce_bytes(topic.name, key, serde.frame(body), headers, on_delivery)
+            sent_to[topic.name] += 1
             if sent % POLL_EVERY == 0:  # a poll per record was a system call per record
                 self._producer.poll(0)
                 if progress is not None and sent % PROGRESS_EVERY == 0:
-                    progress(sent, tally.delivered)
+                    progress(sent, self._delivered(sent, tally))
         self._wait_for(sent, tally)
+        if self._bulk:  # everything sent, flushed and not reported failed was delivered
+            return EmitReport(published=sent, seconds=time.monotonic() - started, by_topic=sent_to)
         return EmitReport(published=tally.delivered, seconds=time.monotonic() - started, by_topic=tally.by_topic)
+
+    def _delivered(self, sent: int, tally: _Tally) -> int:
+        return sent - len(self._producer) - tally.failed if self._bulk else tally.delivered
 
     def publish_encoded(self, topic: Topic, records: Iterable[Encoded], progress: Progress | None = None) -> EmitReport:
         """Produce records encoded earlier (`encode_for_spool`): framed with the topic's schema id, not
         re-encoded; returns once the broker has them all, `DeliveryError` if any failed."""
         started = time.monotonic()
         header = self._serdes.for_topic(topic).header()
+        if self._bulk:
+            return self._publish_bulk(topic.name, header, records, progress, started)
         tally = _Tally()
         produce, poll = self._producer.produce, self._producer.poll
         sent = 0
@@ -307,6 +346,33 @@ class Emitter:
                     progress(sent, tally.delivered)
         self._wait_for(sent, tally)
         return EmitReport(published=tally.delivered, seconds=time.monotonic() - started, by_topic=tally.by_topic)
+
+    def _publish_bulk(
+        self, topic: str, header: bytes, records: Iterable[Encoded], progress: Progress | None, started: float
+    ) -> EmitReport:
+        """`publish_encoded` without a callback per record: only failures are reported (`bulk`), so
+        what was sent, flushed and not reported failed is what the broker has."""
+        self._failures = failures = _Tally()
+        produce, poll = self._producer.produce, self._producer.poll
+        sent = 0
+        for sent, (key, body, headers) in enumerate(records, start=1):
+            try:
+                produce(topic, header + body, key, headers=headers)
+            except BufferError:
+                self._produce_bytes(topic, key, header + body, headers, None)
+            if sent % POLL_EVERY == 0:
+                poll(0)
+                if progress is not None and sent % PROGRESS_EVERY == 0:
+                    progress(sent, self._delivered(sent, failures))
+        self._wait_for(sent, failures)
+        return EmitReport(published=sent, seconds=time.monotonic() - started, by_topic={topic: sent} if sent else {})
+
+    def _on_failure(self, error: KafkaError | None, message: Message) -> None:
+        self._failures.on_delivery(error, message)
+
+    def _refuse_in_bulk(self, method: str) -> None:
+        if self._bulk:
+            raise BackboneError(f"Emitter.{method} needs every delivery report; this emitter was made with bulk=True")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -370,11 +436,14 @@ class Emitter:
         key: bytes,
         value: bytes,
         headers: list[tuple[str, str | bytes | None]],
-        on_delivery: Callable[..., None],
+        on_delivery: Callable[..., None] | None,
     ) -> None:
         while True:
             try:
-                self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                if on_delivery is None:  # a bulk emitter's producer reports failures to `_on_failure`
+                    self._producer.produce(topic, value, key, headers=headers)
+                else:
+                    self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
                 return
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room again.

@@ -104,9 +104,20 @@ def iter_jsonl_bytes(
     """`iter_jsonl` over a binary stream, holding at most `max_line_bytes` of it: a longer line and a
     line that is not UTF-8 are rejections (with the line number) like any other invalid line."""
     event_cls = event_class(event_type)
+    for item in iter_raw_lines(handle, max_line_bytes):
+        if isinstance(item, Rejection):
+            yield item
+        elif (parsed := parse_raw_line(item[1], item[0], event_cls)) is not None:
+            yield parsed
+
+
+def iter_raw_lines(handle: IO[bytes], max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes] | Rejection]:
+    """Every line of a binary stream as (line number, bytes), a UTF-8 byte order mark before the first
+    taken off; a line longer than `max_line_bytes` is a rejection, skipped without being held."""
+    readline = handle.readline
     number = 0
     while True:
-        raw = handle.readline(max_line_bytes + 1)
+        raw = readline(max_line_bytes + 1)
         if not raw:
             return
         number += 1
@@ -117,14 +128,17 @@ def iter_jsonl_bytes(
             continue
         if number == 1:
             raw = raw.removeprefix(b"\xef\xbb\xbf")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            reason = f"not UTF-8 text: byte 0x{raw[error.start]:02x} at column {error.start + 1}"
-            yield Rejection(number, _escaped(raw[:SHOWN_TEXT]), (Problem(WHOLE_LINE, reason),))
-            continue
-        if text.strip():
-            yield parse_line(text, number, event_cls)
+        yield number, raw
+
+
+def parse_raw_line(raw: bytes, line: int, event_cls: type[Event]) -> ParsedEvent | Rejection | None:
+    """One line's bytes as an event, or why they are not one (not UTF-8 included); None when blank."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        reason = f"not UTF-8 text: byte 0x{raw[error.start]:02x} at column {error.start + 1}"
+        return Rejection(line, _escaped(raw[:SHOWN_TEXT]), (Problem(WHOLE_LINE, reason),))
+    return parse_line(text, line, event_cls) if text.strip() else None
 
 
 def _skip_rest_of_line(handle: IO[bytes], chunk: int) -> int:

@@ -366,7 +366,7 @@ def _publish(events: Iterable[Event], settings: Settings | None = None) -> None:
     from backbone.settings import load_settings
     from producers.emitter import Emitter
 
-    with Emitter(settings or load_settings()) as emitter:
+    with Emitter(settings or load_settings(), bulk=True) as emitter:
         result = emitter.publish(events, progress=lambda sent, done: click.echo(f"{sent} sent", err=True))
     click.echo(f"published {result.published} events ({result.records_per_second:,.0f}/s)", err=True)
 
