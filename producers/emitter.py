@@ -186,8 +186,13 @@ class Emitter:
         serdes: SerdeCache | None = None,
         transactional_id: str | None = None,
         bulk: bool = False,
+        linger_ms: int | None = None,
     ) -> None:
         """`topics` overrides the catalog topic of some event types (e.g. a test's own topic).
+
+        `linger_ms` replaces the producer's 10 ms of lingering (`producer_config`) where a caller waits
+        for each acknowledgement (the gateway answers 202 only after it), so the wait is not added to
+        every request.
 
         `transactional_id` makes the producer transactional: a restarted process with the same id
         fences the old one and aborts whatever it left open.
@@ -202,6 +207,8 @@ class Emitter:
         self._serdes = serdes or SerdeCache(registry_client(settings.registry.client_config()))
         self._delivery_timeout_s = delivery_timeout_s
         config = producer_config(settings.kafka, delivery_timeout_s=delivery_timeout_s)
+        if linger_ms is not None:
+            config["linger.ms"] = linger_ms
         if transactional_id is not None:
             # librdkafka requires the delivery timeout to fit in the transaction timeout. A transaction a
             # killed process left open holds back read-committed readers until this passes or a

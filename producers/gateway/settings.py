@@ -43,6 +43,9 @@ class GatewaySettings(BaseSettings):
     body_timeout_s: float = Field(default=10.0, description="A body not received within this is answered 408.")
     header_timeout_s: float = Field(default=10.0, description="A connection whose request head takes longer is closed.")
     delivery_timeout_s: float = Field(default=10.0, description="Wait this long for Kafka's delivery report.")
+    linger_ms: int = Field(
+        default=1, ge=0, description="The producer's wait to fill a batch: every request waits it before its 202."
+    )
     idempotency_ttl_s: float = Field(default=24 * 3600, description="How long a response is kept for its key.")
     idempotency_max_keys: int = Field(default=100_000, description="Bound of the idempotency memory (records).")
     idempotency_max_bytes: int = Field(
