@@ -5,6 +5,7 @@ injection through the admin endpoint, the migration runner, and `backbone run bi
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -579,8 +580,8 @@ def test_backbone_run_billing_sim_serves_until_sigterm(postgres_conninfo: str, t
     finally:
         assert simulator.stop() == 0
         _drop(postgres_conninfo, schema)
-    logged = simulator.log_file.read_text()
-    assert '"correlation_id": "corr-cli"' in logged and '"fault": "burst"' in logged
+    logged = [json.loads(line) for line in simulator.log_file.read_text().splitlines() if line.startswith("{")]
+    assert any(line.get("correlation_id") == "corr-cli" and line.get("fault") == "burst" for line in logged), logged
 
 
 def test_backbone_run_erp_sim_serves_a_named_instance_with_its_closed_periods(
