@@ -22,6 +22,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from backbone.kafka.generated import define
+
 Write = Callable[[Any], bytes]
 """Writes one value of one Avro type as its binary encoding."""
 
@@ -50,7 +52,7 @@ class _RecordSource:
     inline into one `bytearray`; decimals, arrays and nested records call the writers below. Varints of
     -64..63 (most lengths, counts and small numbers) are one table lookup; larger ones go through
     `write_long`/`write_int`, which also check the range. The source is kept on the function
-    (`__source__`) for whoever needs to read what runs."""
+    (`source`) for whoever needs to read what runs."""
 
     def __init__(self, schema: dict[str, Any]) -> None:
         self.name = str(schema.get("name", "record"))
@@ -69,10 +71,9 @@ class _RecordSource:
 
     def compile(self) -> Callable[[dict[str, Any]], bytes]:
         source = "\n".join(self.lines) + "\n"
-        # the source is ours, built from the schema above; nothing from a record reaches it
-        exec(compile(source, f"<avro writer of {self.name}>", "exec"), self.namespace)
-        write: Callable[[dict[str, Any]], bytes] = self.namespace["write_record"]
-        write.__source__ = source  # type: ignore[attr-defined]
+        write: Callable[[dict[str, Any]], bytes] = define(
+            source, "write_record", self.namespace, f"avro writer of {self.name}"
+        )
         return write
 
     def _value(self, avro_type: Any, indent: str) -> None:

@@ -44,6 +44,7 @@ from backbone.domain.models import (
     Event,
     Instant,
 )
+from backbone.kafka.generated import define
 
 Values = tuple[Any, ...]
 """An event's field values in the model's field order, as the model holds them except that enums are
@@ -253,10 +254,7 @@ def _build(body: list[str], outputs: list[str], constants: dict[str, Any], start
             "        return None",
         ]
     )
-    namespace = _RUNTIME | constants
-    exec(compile(source, "<compiled avro reader>", "exec"), namespace)  # our own generated source
-    reader: ValuesReader = namespace["read"]
-    reader.source = source  # type: ignore[attr-defined]  # for tests and for reading what was generated
+    reader: ValuesReader = define(source, "read", _RUNTIME | constants, "compiled avro reader")
     return reader
 
 

@@ -31,6 +31,7 @@ from backbone.domain.models import ID_MAX_LENGTH, Event, _decimal_from_text, _fi
 from backbone.kafka import avro_writer, wire
 from backbone.kafka.compiled import _ID_CHECK, CannotCompile, Rule, model_rules
 from backbone.kafka.compiled import _RUNTIME as _READER_RUNTIME
+from backbone.kafka.generated import define
 
 Written = tuple[bytes, bytes, bytes, bytes]
 """(key, Avro body, source_system, correlation_id or b"" when none): what the emitter spools."""
@@ -298,10 +299,7 @@ def _build(lines: list[str], constants: dict[str, Any]) -> LineWriter:
             "        return None",
         ]
     )
-    namespace = _RUNTIME | constants
-    exec(compile(source, "<compiled line writer>", "exec"), namespace)  # our own generated source
-    writer: LineWriter = namespace["write"]
-    writer.source = source  # type: ignore[attr-defined]  # for tests and for reading what was generated
+    writer: LineWriter = define(source, "write", _RUNTIME | constants, "compiled line writer")
     return writer
 
 

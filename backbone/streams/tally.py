@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import REGISTRY, CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -52,9 +52,15 @@ class HistogramTally:
 
 class _Family(Collector):
     def __init__(
-        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry | None = None
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        new_child: Callable[[], CounterTally | HistogramTally],
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        self._new_child = new_child
         self._children: dict[tuple[str, ...], CounterTally | HistogramTally] = {}
         (REGISTRY if registry is None else registry).register(self)
 
@@ -68,9 +74,6 @@ class _Family(Collector):
             child = self._children.get(text) or self._children.setdefault(text, self._new_child())
             self._children[values] = child
         return child
-
-    def _new_child(self) -> CounterTally | HistogramTally:
-        raise NotImplementedError
 
     def _distinct(self) -> list[tuple[tuple[str, ...], CounterTally | HistogramTally]]:
         """Each child once, under its label values as text (an enum member and its text share one)."""
@@ -87,11 +90,13 @@ class _Family(Collector):
 class CounterFamily(_Family):
     """A labelled counter whose children are `CounterTally`s (exposed as `<name>_total`)."""
 
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry | None = None
+    ) -> None:
+        super().__init__(name, documentation, labelnames, CounterTally, registry)
+
     def labels(self, *values: str) -> CounterTally:
         return self._child(values)  # type: ignore[return-value]
-
-    def _new_child(self) -> CounterTally:
-        return CounterTally()
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -114,13 +119,10 @@ class HistogramFamily(_Family):
         self.bounds = tuple(float(b) for b in buckets if not math.isinf(b))
         if list(self.bounds) != sorted(set(self.bounds)):
             raise ValueError(f"{name}: bucket bounds must rise: {buckets}")
-        super().__init__(name, documentation, labelnames, registry)
+        super().__init__(name, documentation, labelnames, lambda: HistogramTally(self.bounds), registry)
 
     def labels(self, *values: str) -> HistogramTally:
         return self._child(values)  # type: ignore[return-value]
-
-    def _new_child(self) -> HistogramTally:
-        return HistogramTally(self.bounds)
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
