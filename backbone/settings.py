@@ -207,6 +207,14 @@ class StreamsSettings(_Section):
         default="local",
         description="Names this host's worker slots; give each host its own so transactional ids never collide.",
     )
+    state_on_disk: bool = Field(
+        default=True,
+        description="Keep the state that grows with every entry (entries, ledgers) in a local RocksDB per "
+        "worker under <data dir>/state, so memory stays flat; off: all state in memory.",
+    )
+    state_cache_keys: int = Field(
+        default=4_096, ge=0, description="Decoded values a store partition on disk keeps in memory between flushes."
+    )
 
 
 class Settings(_Section):

@@ -34,7 +34,7 @@ from test_domain_interleavings import firms, interleave, labels  # noqa: E402
 from backbone.domain.models import Event  # noqa: E402
 from backbone.domain.pipeline import BillingPipeline  # noqa: E402
 from topology import state_codecs  # noqa: E402
-from topology.stages import ledger_key  # noqa: E402
+from topology.books import ledger_key  # noqa: E402
 
 
 class _SeededIds:

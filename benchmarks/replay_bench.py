@@ -158,8 +158,8 @@ def main() -> None:
         loaded = log_events(logs / "restore.log", "broadcast table loaded")
         print(
             f"c. restore: state restored in {sum(r.get('seconds', 0) for r in restored):.1f}s "
-            f"({len(restored)} assignment(s), {sum(r.get('records', 0) for r in restored):,} changelog records, "
-            f"{sum(r.get('keys', 0) for r in restored):,} keys); master data loaded in "
+            f"({len(restored)} assignment(s), {sum(r.get('records', 0) for r in restored):,} changelog records); "
+            f"master data loaded in "
             f"{sum(r.get('seconds', 0) for r in loaded):.1f}s; restart → probe entry's candidate {probe_s:.1f}s; "
             f"peak RSS {rss:,.0f} MiB; load {load()}"
         )

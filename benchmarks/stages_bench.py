@@ -23,6 +23,7 @@ import cProfile
 import hashlib
 import pstats
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,7 +82,11 @@ class MemoryContext:
         raise AssertionError(f"{processor} dead-lettered {message.topic()}@{message.offset()}: {error}")
 
 
-def build(projects: int, workers: int) -> tuple[BillingStages, StateStores, SerdeCache, TopologyTopics]:
+def build(
+    projects: int, workers: int, disk: Path | None = None
+) -> tuple[BillingStages, StateStores, SerdeCache, TopologyTopics]:
+    """The stages over a reference store holding the firm; entries and ledgers on `disk` as in a worker
+    (None: in memory)."""
     topics = TopologyTopics()
     internal = catalog.internal_topics(APP, INTERNAL_PARTITIONS)
     serdes = SerdeCache(MockSchemaRegistryClient({"url": "mock://"}))
@@ -91,10 +96,10 @@ def build(projects: int, workers: int) -> tuple[BillingStages, StateStores, Serd
     for offset, event in enumerate(reference_events(Firm(projects=projects, workers=workers))):
         reference.apply(event, Position(topic=f"ref.{event.event_type}", partition=0, offset=offset))  # type: ignore[arg-type]
     specs = (stages.entry_store, stages.ledger_store, stages.rejection_store)
-    stores = StateStores(specs)
+    stores = StateStores(specs, disk)
     for spec in specs:
         for partition in range(INTERNAL_PARTITIONS):
-            stores._stores[(spec.name, partition)] = Store(spec, partition)
+            stores._stores[(spec.name, partition)] = stores.open(spec.name, partition)
     return stages, stores, serdes, topics
 
 
@@ -132,9 +137,18 @@ def consumed(record: Produced, offset: int) -> Message:
     )
 
 
-def run(projects: int, workers: int, entries: int, commit_every: int) -> tuple[dict[str, float], list[Produced]]:
+def run(
+    projects: int, workers: int, entries: int, commit_every: int, on_disk: bool = True
+) -> tuple[dict[str, float], list[Produced]]:
     """CPU seconds of each stage over `entries` entries, and every record produced (changelogs included)."""
-    stages, stores, serdes, topics = build(projects, workers)
+    with tempfile.TemporaryDirectory(prefix="stages-bench-") as state:
+        return _run(projects, workers, entries, commit_every, Path(state) / "state" if on_disk else None)
+
+
+def _run(
+    projects: int, workers: int, entries: int, commit_every: int, disk: Path | None
+) -> tuple[dict[str, float], list[Produced]]:
+    stages, stores, serdes, topics = build(projects, workers, disk)
     messages = input_messages(serdes, topics, Firm(projects=projects, workers=workers), entries)
     context = MemoryContext(stores)
     changelog: list[Produced] = []
@@ -164,6 +178,7 @@ def run(projects: int, workers: int, entries: int, commit_every: int) -> tuple[d
     assert sum(r.topic == topics.invoice_candidates.name for r in context.produced) == entries
     # a flush writes a store's dirty keys in set order, which changes with the interpreter's hash seed
     changelog.sort(key=lambda r: (r.topic, r.partition, r.key))
+    stores.close()
     return cpu, context.produced + changelog
 
 
@@ -189,8 +204,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--digest", action="store_true")
+    parser.add_argument("--memory", action="store_true", help="entries and ledgers in memory, not on disk")
     args = parser.parse_args()
-    shape = (args.projects, args.workers_in_firm, args.entries, args.commit_every)
+    shape = (args.projects, args.workers_in_firm, args.entries, args.commit_every, not args.memory)
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(run, *shape)

@@ -92,6 +92,11 @@ class BillingTopology:
             stages=self.stages.stages(),
             broadcast=self.broadcast,
             on_assigned=self._catch_up_master_data,
+            state_dir=(
+                settings.runtime.data_dir / "state" / self.lock.slot.transactional_id
+                if settings.streams.state_on_disk
+                else None
+            ),
         )
 
     def _catch_up_master_data(self, _tasks: list[tuple[str, int]]) -> None:

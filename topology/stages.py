@@ -41,12 +41,12 @@ from backbone.streams.loop import Context, Stage, where
 from backbone.streams.partitioner import murmur2_partition
 from backbone.streams.state import Store, StoreSpec
 from topology import messages, metrics, state_codecs
+from topology.books import Books, ledger_key
 from topology.messages import BookCommand
 from topology.reference import ReferenceStore, position_of
 
 FORWARDED_FROM = "backbone.forwarded-from"
 """Header of a record moved to <app>-entry-inputs: the topic it was read from (its schema's topic)."""
-LEDGER_KEY_SEPARATOR = "\x1f"
 AWAITING_REPORT_INTERVAL = 5.0
 
 
@@ -85,11 +85,6 @@ def _renamed(topic: Topic, prefix: str) -> Topic:
     return replace(topic, name=f"{prefix}{topic.name}", dlq=dlq)
 
 
-def ledger_key(project_id: str, time_entry_id: str) -> str:
-    """The ledger store's key: the project first, so a book's ledgers can be grouped back."""
-    return f"{project_id}{LEDGER_KEY_SEPARATOR}{time_entry_id}"
-
-
 def event_headers(event: Event) -> list[tuple[str, bytes]]:
     return [
         ("event_type", event.event_type.encode()),
@@ -117,12 +112,12 @@ class BillingStages:
         self.partitions = internal.book_commands.partitions
         self.catalog_topic = {t.name: t for t in topics.all()}
         self.outputs = {t.event: t for t in (topics.invoice_candidates, topics.posting_requests, topics.exceptions)}
-        self._books: dict[int, tuple[Store, dict[str, billing.ProjectBook]]] = {}
+        self._books: dict[int, Books] = {}
         self.awaiting: dict[str, datetime] = {}
         self._awaiting_reported = 0.0
         changelog = {t.name.rsplit("-", 2)[-2]: t.name for t in internal.changelogs}
-        self.entry_store = StoreSpec("entries", changelog["entries"], state_codecs.ENTRY_STATE)
-        self.ledger_store = StoreSpec("ledgers", changelog["ledgers"], state_codecs.LEDGER)
+        self.entry_store = StoreSpec("entries", changelog["entries"], state_codecs.ENTRY_STATE, on_disk=True)
+        self.ledger_store = StoreSpec("ledgers", changelog["ledgers"], state_codecs.LEDGER, on_disk=True)
         self.rejection_store = StoreSpec("rejections", changelog["rejections"], state_codecs.INSTANT)
 
     def stages(self) -> list[Stage]:
@@ -217,36 +212,30 @@ class BillingStages:
         if reference is not None and command.position is not None:
             self.reference.apply(reference, command.position)
         context_ = billing.Context(reference=self.reference.data, routing=self.routing(), at=_time_of(command))
-        store = context.store("ledgers", where(message)[1])
-        books = self._books_of(store)
-        settle = functools.partial(self._settle, books=books, store=store, context=context)
+        books = self._books_of(context.store("ledgers", where(message)[1]))
+        settle = functools.partial(self._settle, books=books, context=context)
         if command.change is not None:
             change = command.change
             settle(change.project_id, lambda b: billing.book_entry(b, change, context_))
         elif command.refusal is not None:
             refusal = command.refusal
-            if refusal.project_id in books:  # else no book of ours emitted the line
+            if books.has_ledgers(refusal.project_id):  # else no book of ours emitted the line
                 settle(refusal.project_id, lambda b: billing.refuse(b, refusal, context_))
         elif command.worker is not None:
             worker_id = command.worker.worker_id
-            for project_id in sorted(p for p, b in books.items() if worker_id in b.workers()):
+            for project_id in books.projects_of_worker(worker_id):
                 settle(project_id, lambda b: billing.reprice_worker(b, worker_id, context_))
         else:
             project_id = (message.key() or b"").decode()
-            if project_id in books:
+            if books.has_ledgers(project_id):
                 settle(project_id, lambda b: billing.reprice(b, context_))
         _observe_latency("books", message)
 
-    def _books_of(self, store: Store) -> dict[str, billing.ProjectBook]:
-        """The partition's books, grouped from its ledger store (again after every restore)."""
-        cached = self._books.get(store.partition)
-        if cached is not None and cached[0] is store:
-            return cached[1]
-        grouped: dict[str, list[billing.Ledger]] = {}
-        for key, ledger in store.items():
-            grouped.setdefault(key.split(LEDGER_KEY_SEPARATOR, 1)[0], []).append(ledger)
-        books = {project: billing.book_of(project, ledgers) for project, ledgers in grouped.items()}
-        self._books[store.partition] = (store, books)
+    def _books_of(self, store: Store) -> Books:
+        """The partition's books over its ledger store (opened anew after every restore)."""
+        books = self._books.get(store.partition)
+        if books is None or books.store is not store:
+            books = self._books[store.partition] = Books(store)
         return books
 
     def _settle(
@@ -254,16 +243,13 @@ class BillingStages:
         project_id: str,
         step: Callable[[billing.ProjectBook], billing.Settled],
         *,
-        books: dict[str, billing.ProjectBook],
-        store: Store,
+        books: Books,
         context: Context,
     ) -> None:
-        book = books.get(project_id) or billing.new_book(project_id)
-        settled = step(book)
+        settled = step(books.book(project_id))
         self._emit(settled.events, context)
         for ledger in settled.changed:
-            store.put(ledger_key(project_id, ledger.time_entry_id), ledger)
-        books[project_id] = settled.book
+            books.store.put(ledger_key(project_id, ledger.time_entry_id), ledger)
 
     # --- feedback -----------------------------------------------------------------------------------------
 

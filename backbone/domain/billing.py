@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from operator import attrgetter
-from typing import Any
+from typing import Any, Protocol
 
 from backbone.domain import ids
 from backbone.domain.construction import construct
@@ -194,6 +194,26 @@ _snapshot = attrgetter(*_LEDGER_FIELDS)
 kept from before an operation, it puts the ledger back if the operation fails."""
 
 
+class Ledgers(Protocol):
+    """A book's ledgers by entry id, as the operations below use them: what a dict does.
+
+    The topology keeps them in its ledger store rather than in the book (memory stays flat with
+    millions of entries), behind this; values from `items`/`values` are read, never changed, and a
+    ledger to change is taken with `get` or `[]`."""
+
+    def get(self, entry_id: str, /) -> Ledger | None: ...
+
+    def __getitem__(self, entry_id: str, /) -> Ledger: ...
+
+    def __setitem__(self, entry_id: str, ledger: Ledger, /) -> None: ...
+
+    def pop(self, entry_id: str, default: None, /) -> Ledger | None: ...
+
+    def items(self) -> Iterable[tuple[str, Ledger]]: ...
+
+    def values(self) -> Iterable[Ledger]: ...
+
+
 @dataclass(slots=True)
 class ProjectBook:
     """All entries of one project, with per-contract running totals for the not-to-exceed cap.
@@ -203,7 +223,8 @@ class ProjectBook:
     """
 
     project_id: str
-    ledgers: dict[str, Ledger] = field(default_factory=dict)
+    ledgers: Ledgers = field(default_factory=dict[str, Ledger])
+    """By entry id: a dict, or a view of where a processor keeps them (`Ledgers`)."""
     billed_by_contract: dict[str, Decimal] = field(default_factory=dict)
     at_risk_by_contract: dict[str, Decimal] = field(default_factory=dict)
 
@@ -217,9 +238,14 @@ def new_book(project_id: str) -> ProjectBook:
 
 def book_of(project_id: str, ledgers: Iterable[Ledger]) -> ProjectBook:
     """A project's book rebuilt from its ledgers (the per-contract totals follow from them)."""
-    book = new_book(project_id)
-    for ledger in ledgers:
-        book.ledgers[ledger.time_entry_id] = ledger
+    return open_book(project_id, {ledger.time_entry_id: ledger for ledger in ledgers})
+
+
+def open_book(project_id: str, ledgers: Ledgers) -> ProjectBook:
+    """A project's book over the ledgers it already has, wherever they are kept (the totals are counted
+    once here, then move by each operation's differences)."""
+    book = ProjectBook(project_id=project_id, ledgers=ledgers)
+    for ledger in ledgers.values():
         _count(book, ledger)
     return book
 

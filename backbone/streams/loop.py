@@ -143,13 +143,18 @@ class StreamWorker:
         broadcast: BroadcastTable | None = None,
         on_assigned: Callable[[list[tuple[str, int]]], None] | None = None,
         dead_letter_topic: Callable[[str], str] = lambda topic: f"{topic}.dlq",
+        state_dir: Path | None = None,
     ) -> None:
+        """`state_dir`: where this worker keeps its on-disk stores (`StoreSpec.on_disk`); None keeps every
+        store in memory. The directory is the worker slot's: emptied at start, removed at exit."""
         self.streams = streams
         self.slot = slot
         self.app = slot.app_id
         self.stages = tuple(stages)
         self._stage_of = {topic: stage for stage in self.stages for topic in stage.inputs}
-        self.stores = StateStores(spec for stage in self.stages for spec in stage.stores)
+        self.stores = StateStores(
+            (spec for stage in self.stages for spec in stage.stores), state_dir, streams.state_cache_keys
+        )
         self.broadcast = broadcast
         self.on_assigned = on_assigned
         self.dead_letter_topic = dead_letter_topic
@@ -500,6 +505,7 @@ class StreamWorker:
         for reader in readers:
             with contextlib.suppress(KafkaException, RuntimeError):
                 reader.close()
+        self.stores.close()
 
 
 class SlotLock:
