@@ -11,6 +11,7 @@ pass validation fails there, not in production.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -42,6 +43,23 @@ def construct_from(model: type[M], values: dict[str, Any]) -> M:
     _set(instance, "__pydantic_extra__", None)
     _set(instance, "__pydantic_private__", None)
     return instance
+
+
+def key_sharing_dict(model: type[BaseModel]) -> dict[str, Any] | None:
+    """A dict of `model`'s fields, every one None, whose copies share its keys (a CPython key-sharing
+    dict, PEP 412): a copy holds only the values, ~330 bytes for a model of 14 fields against ~460 for
+    a dict of its own, and copying it and updating the copy is faster than building a dict. None when a
+    dict of its own is not larger (a model of a few fields), or the interpreter gives no such dict.
+
+    The keys are those a private class keeps for its instances' attributes, set once in field order
+    on its one instance: the model's own class keeps keys too, but other code setting attributes on
+    its instances can make it drop them."""
+    holder = type(f"{model.__name__}Fields", (), {})()
+    for name in model.__pydantic_fields__:
+        setattr(holder, name, None)
+    shared: dict[str, Any] = holder.__dict__
+    own = dict(zip(model.__pydantic_fields__, shared.values(), strict=True))  # as a builder makes it
+    return shared if sys.getsizeof(shared.copy()) < sys.getsizeof(own) else None
 
 
 class _FieldsSet(set[str]):
