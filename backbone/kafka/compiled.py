@@ -15,6 +15,12 @@ caller decodes it the full way, through fastavro and the model, which accepts it
 (`TopicSerde.decode`). A writer schema it does not know how to read (a type it does not handle, a rule
 of the model it cannot check cheaply) gets no compiled reader at all, with the same outcome for each
 of its records. tests/unit/test_compiled_reader.py holds both ways to the same values.
+
+Arrays of records (a contract's rate card) are read item by item into their model. The fields a model
+names in `shared_values` are given one copy per distinct value: strings interned, decimals, dates and
+instants from bounded caches keyed by their raw Avro value, arrays by their bytes (per writer schema).
+That is for master data, which every topology worker keeps whole (docs/topology-performance.md,
+"Seventh session").
 """
 
 from __future__ import annotations
