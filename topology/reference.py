@@ -29,15 +29,18 @@ class ReferenceStore:
 
     def __init__(self) -> None:
         self.data = ReferenceData()
-        self._offsets: dict[tuple[str, str], int] = {}
+        self._offsets: dict[str, dict[str, int]] = {}
+        """Topic -> key -> offset of its latest event: one dict per topic, keyed by the very key string
+        `ReferenceData` files the event under (a tuple key per event cost ~110 bytes more)."""
 
     def apply(self, event: ReferenceEvent, position: Position) -> bool:
         """Apply `event` unless a newer one for its key is already applied; True when applied."""
-        key = (position.topic, event.key)
-        if self._offsets.get(key, -1) >= position.offset:
+        offsets = self._offsets.get(position.topic)
+        if offsets is None:
+            offsets = self._offsets[position.topic] = {}
+        if offsets.get(event.key, -1) >= position.offset:
             return False
-        self._offsets[key] = position.offset
-        self.data.apply(event)
+        offsets[self.data.apply(event)] = position.offset
         return True
 
 

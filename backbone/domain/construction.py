@@ -11,6 +11,7 @@ pass validation fails there, not in production.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -42,6 +43,32 @@ def construct_from(model: type[M], values: dict[str, Any]) -> M:
     _set(instance, "__pydantic_extra__", None)
     _set(instance, "__pydantic_private__", None)
     return instance
+
+
+def key_sharing_dict(model: type[BaseModel]) -> dict[str, Any] | None:
+    """A dict of `model`'s fields, every one None, whose copies share its keys (a CPython key-sharing
+    dict, PEP 412): a copy holds only the values, ~210 bytes for a model of 14 fields against ~460 for
+    a dict of its own, and copying it and updating the copy is faster than building a dict. None when a
+    dict of its own is not larger, or the interpreter gives no such dict.
+
+    The keys are those a private class keeps for its instances' attributes, set once in field order on
+    its first instance (the model's own class keeps keys too, but code setting attributes on its
+    instances can make it drop them). CPython leaves room for more attributes in such keys and trims it
+    by one per new instance; a copy has a slot for each attribute and each unit of room, so instances
+    are made until no room is left to trim: a copy then has one spare slot instead of up to 30."""
+    holder_class = type(f"{model.__name__}Fields", (), {})
+    holder = holder_class()
+    for name in model.__pydantic_fields__:
+        setattr(holder, name, None)
+    for _ in range(_KEY_SHARING_ROOM):
+        holder_class()
+    shared: dict[str, Any] = holder.__dict__
+    own = dict(zip(model.__pydantic_fields__, shared.values(), strict=True))  # as a builder makes it
+    return shared if sys.getsizeof(shared.copy()) < sys.getsizeof(own) else None
+
+
+_KEY_SHARING_ROOM = 30
+"""The most keys CPython shares between instances (SHARED_KEYS_MAX_SIZE in 3.11's dictobject.c)."""
 
 
 class _FieldsSet(set[str]):

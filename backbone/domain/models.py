@@ -227,6 +227,12 @@ class Canonical(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
 
+    shared_values: ClassVar[frozenset[str]] = frozenset()
+    """Fields whose values repeat across many records (a currency, a role, a rate, a whole rate card).
+    The compiled Avro readers give every record one shared copy of each such value, so master data kept
+    in every topology worker is not a copy per record (backbone/kafka/compiled.py;
+    docs/topology-performance.md, "Seventh session")."""
+
 
 class Event(Canonical):
     """The envelope every event carries. `event_type` names it on the CLI, in headers and the catalog."""
@@ -256,6 +262,7 @@ class Event(Canonical):
 class Client(Event):
     event_type: ClassVar[str] = "client"
     key_field: ClassVar[str] = "client_id"
+    shared_values: ClassVar[frozenset[str]] = frozenset({"occurred_at", "source_system", "billing_entity", "currency"})
 
     client_id: NonEmpty
     name: str
@@ -267,6 +274,9 @@ class Client(Event):
 class Project(Event):
     event_type: ClassVar[str] = "project"
     key_field: ClassVar[str] = "project_id"
+    shared_values: ClassVar[frozenset[str]] = frozenset(
+        {"occurred_at", "source_system", "client_id", "currency", "business_unit", "region", "legal_entity"}
+    )
 
     project_id: NonEmpty
     client_id: NonEmpty
@@ -283,6 +293,9 @@ class Project(Event):
 class Worker(Event):
     event_type: ClassVar[str] = "worker"
     key_field: ClassVar[str] = "worker_id"
+    shared_values: ClassVar[frozenset[str]] = frozenset(
+        {"occurred_at", "source_system", "role", "cost_rate", "cost_currency"}
+    )
 
     worker_id: NonEmpty
     name: str
@@ -297,6 +310,8 @@ class Worker(Event):
 class RateCardLine(Canonical):
     """One line of a contract's rate card; unset selectors match anything."""
 
+    shared_values: ClassVar[frozenset[str]] = frozenset({"role", "hourly_rate"})
+
     worker_id: str | None = None
     role: str | None = None
     task_id: Id | None = None
@@ -306,6 +321,20 @@ class RateCardLine(Canonical):
 class ContractVersion(Event):
     event_type: ClassVar[str] = "contract"
     key_field: ClassVar[str] = "contract_key"
+    shared_values: ClassVar[frozenset[str]] = frozenset(
+        {
+            "occurred_at",
+            "source_system",
+            "effective_from",
+            "effective_to",
+            "currency",
+            "tax_code",
+            "discount_percent",
+            "not_to_exceed",
+            "default_hourly_rate",
+            "rate_card",
+        }
+    )
 
     contract_id: NonEmpty
     version: Int32 = Field(ge=1, description="Amendment number; a higher version wins on the dates it covers.")

@@ -15,11 +15,18 @@ caller decodes it the full way, through fastavro and the model, which accepts it
 (`TopicSerde.decode`). A writer schema it does not know how to read (a type it does not handle, a rule
 of the model it cannot check cheaply) gets no compiled reader at all, with the same outcome for each
 of its records. tests/unit/test_compiled_reader.py holds both ways to the same values.
+
+Arrays of records (a contract's rate card) are read item by item into their model. The fields a model
+names in `shared_values` are given one copy per distinct value: strings interned, decimals, dates and
+instants from bounded caches keyed by their raw Avro value, arrays by their bytes (per writer schema).
+That is for master data, which every topology worker keeps whole (docs/topology-performance.md,
+"Seventh session").
 """
 
 from __future__ import annotations
 
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -33,19 +40,21 @@ from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from pydantic.fields import FieldInfo
 from pydantic.types import Strict
 
-from backbone.domain.construction import construct_from
+from backbone.domain.construction import construct_from, key_sharing_dict
 from backbone.domain.models import (
     CURRENCY_PATTERN,
     DECIMAL_LIMIT,
     DECIMAL_PRECISION,
     DECIMAL_SCALE,
     ID_PATTERN,
+    Canonical,
     Dec,
     Event,
     Instant,
 )
 from backbone.kafka.generated import define
 
+C = typing.TypeVar("C", bound=Canonical)
 Values = tuple[Any, ...]
 """An event's field values in the model's field order, as the model holds them except that enums are
 their values (plain strings)."""
@@ -72,11 +81,17 @@ class Rule:
 
     name: str
     kind: str
-    """string, int, boolean, decimal, date, instant or enum."""
+    """string, int, boolean, decimal, date, instant, enum or array (of records)."""
     optional: bool
     checks: tuple[str, ...] = ()
     symbols: frozenset[str] = frozenset()
     """Enum values the model takes."""
+    shared: bool = False
+    """One copy of each value serves every record (the model's `shared_values`)."""
+    item: type[Canonical] | None = None
+    """The model of an array's items."""
+    items_schema: dict[str, Any] | None = None
+    """The reader's Avro record of an array's items (namespace filled in)."""
 
 
 _DEC_RULES = typing.get_args(Dec)[1:]
@@ -93,21 +108,27 @@ _NEUTRAL_CONFIG = {"frozen", "extra", "use_enum_values", "title"}
 """Model settings that change no value a record can give (`use_enum_values` only what the model holds)."""
 
 
-def model_rules(event_cls: type[Event]) -> tuple[Rule, ...]:
+def model_rules(event_cls: type[Canonical]) -> tuple[Rule, ...]:
     """The rules of every field of `event_cls`, in field order; `CannotCompile` when one is unknown."""
     decorators = event_cls.__pydantic_decorators__
     if decorators.validators or decorators.field_validators or decorators.model_validators:
         raise CannotCompile(f"{event_cls.__name__} has validators of its own")
     if set(event_cls.model_config) - _NEUTRAL_CONFIG:  # e.g. str_max_length would constrain every string
         raise CannotCompile(f"{event_cls.__name__}'s configuration {event_cls.model_config} may add rules")
-    return tuple(_rule(name, info) for name, info in event_cls.model_fields.items())
+    if unknown := event_cls.shared_values - event_cls.model_fields.keys():
+        raise CannotCompile(f"{event_cls.__name__} shares values of fields it lacks: {sorted(unknown)}")
+    return tuple(
+        replace(_rule(name, info), shared=name in event_cls.shared_values)
+        for name, info in event_cls.model_fields.items()
+    )
 
 
-def event_builder(event_cls: type[Event]) -> Callable[[Values], Event]:
+def event_builder(event_cls: type[C]) -> Callable[[Values], C]:
     """The event a compiled reader's values stand for, built without validating them again.
 
     The reader vouched for every value (the model would accept it as it is), so the event is put
     together as the model would hold it: enum fields get their members back, nothing else changes.
+    Its fields live in a key-sharing dict when that is smaller (`construction.key_sharing_dict`).
     `TopicSerde.decode` uses it; tests/unit/test_compiled_reader.py compares it with the model's own
     reading."""
     names = tuple(event_cls.model_fields)
@@ -117,9 +138,14 @@ def event_builder(event_cls: type[Event]) -> Callable[[Values], Event]:
         for rule, (name, info) in zip(rules, event_cls.model_fields.items(), strict=True)
         if rule.kind == "enum"
     }
+    template = key_sharing_dict(event_cls)
 
-    def build(values: Values) -> Event:
-        fields = dict(zip(names, values, strict=True))
+    def build(values: Values) -> C:
+        if template is None:
+            fields = dict(zip(names, values, strict=True))
+        else:
+            fields = template.copy()
+            fields.update(zip(names, values, strict=True))
         for name, member in members.items():
             value = fields[name]
             if value is not None:
@@ -143,10 +169,24 @@ def _rule(name: str, info: FieldInfo) -> Rule:
         return Rule(name, "instant", optional)
     if annotation is date and not metadata:
         return Rule(name, "date", optional)
+    if item := _record_of_tuple(annotation):
+        if metadata:
+            raise CannotCompile(f"field {name}: no compiled check for {metadata!r}")
+        return Rule(name, "array", optional, item=item)
     kind = {str: "string", int: "int", bool: "boolean"}.get(annotation)  # type: ignore[call-overload]
     if kind is None:
         raise CannotCompile(f"field {name}: no compiled reading of {annotation}")
     return Rule(name, kind, optional, _checks(name, kind, metadata))
+
+
+def _record_of_tuple(annotation: Any) -> type[Canonical] | None:
+    """The model of `tuple[Model, ...]`'s items (an Avro array of records), else None."""
+    if typing.get_origin(annotation) is not tuple:
+        return None
+    args = typing.get_args(annotation)
+    if len(args) == 2 and args[1] is Ellipsis and isinstance(args[0], type) and issubclass(args[0], Canonical):
+        return args[0]
+    return None
 
 
 def _unoptional(annotation: Any) -> tuple[Any, bool]:
@@ -216,28 +256,37 @@ def compile_reader(
     `CannotCompile` when it cannot be had."""
     if not isinstance(writer, dict) or writer.get("type") != "record" or _fullname(writer, "") != _fullname(reader, ""):
         raise CannotCompile(f"the writer schema is not a {reader['name']} record")
-    rules = {rule.name: rule for rule in model_rules(event_cls)}
+    constants: dict[str, Any] = {}
+    body, outputs = _record(writer, reader, event_cls, "f", constants)
+    return _build(body, outputs, constants, start)
+
+
+def _record(
+    writer: dict[str, Any], reader: dict[str, Any], model: type[Canonical], prefix: str, constants: dict[str, Any]
+) -> tuple[list[str], list[str]]:
+    """Lines reading one record written with `writer` into the values of `model` (whose Avro record is
+    `reader`), each field into a variable named `prefix` and its index; and those names in field order."""
+    rules = {rule.name: rule for rule in model_rules(model)}
     readers = {f["name"]: f for f in reader["fields"]}
     if any("aliases" in f for f in reader["fields"]):
         raise CannotCompile("reader fields with aliases: fastavro matches writer fields by them")  # none so far
     if set(rules) != set(readers):
-        raise CannotCompile(f"{event_cls.__name__}'s fields are not its Avro schema's")
-    names = {name: f"f{i}" for i, name in enumerate(rules)}
+        raise CannotCompile(f"{model.__name__}'s fields are not its Avro schema's")
+    names = {name: f"{prefix}{i}" for i, name in enumerate(rules)}
     body: list[str] = []
-    constants: dict[str, Any] = {}
     written: set[str] = set()
     for index, field in enumerate(writer["fields"]):
         name = field["name"]
         written.add(name)
         if name in rules:
-            rule = _resolved(rules[name], readers[name]["type"])
+            rule = _resolved(rules[name], readers[name]["type"], reader.get("namespace", ""))
             accepted = _shapes(readers[name]["type"], reader)
             body += _field(field["type"], writer, rule, accepted, names[name], constants)
         else:  # read and dropped, as strictly as fastavro would read it
-            body += _field(field["type"], writer, None, (), f"_skipped{index}", constants)
+            body += _field(field["type"], writer, None, (), f"{prefix}_skipped{index}", constants)
     for name in rules.keys() - written:
         body += [f"{names[name]} = {_default(readers[name], rules[name])!r}"]
-    return _build(body, list(names.values()), constants, start)
+    return body, list(names.values())
 
 
 def _build(body: list[str], outputs: list[str], constants: dict[str, Any], start: int) -> ValuesReader:
@@ -287,7 +336,10 @@ def _value(
 ) -> list[str]:
     """Lines reading one non-null value into `v`, checking it against `rule`, then into `target`."""
     kind = shape[0] if isinstance(shape, tuple) else shape
-    lines = _READS[kind](avro_type, rule, constants, target)
+    if kind == "array":
+        lines = _read_array(avro_type, schema, rule, constants, target)
+    else:
+        lines = _READS[kind](avro_type, rule, constants, target)
     if rule is not None:
         expected = {"long": "int", "int": "int", "string": "string", "boolean": "boolean", "enum": "enum"}.get(
             kind, kind
@@ -313,15 +365,16 @@ def _read_long(*_: Any) -> list[str]:
     return [*_varint_lines("n"), "v = (n >> 1) ^ -(n & 1)"]
 
 
-def _read_string(*_: Any) -> list[str]:
-    return [*_length_lines(), "v = data[pos:end].decode()", "pos = end"]
+def _read_string(avro_type: Any, rule: Rule | None, *_: Any) -> list[str]:
+    lines = [*_length_lines(), "v = data[pos:end].decode()", "pos = end"]
+    return [*lines, "v = _intern(v)"] if rule is not None and rule.shared else lines
 
 
 def _read_boolean(*_: Any) -> list[str]:
     return ["v = data[pos]", "pos += 1", "if v > 1:", "    raise _Unfit", "v = v == 1"]
 
 
-def _read_decimal(*_: Any) -> list[str]:
+def _read_decimal(avro_type: Any, rule: Rule | None, *_: Any) -> list[str]:
     # fastavro reads with a context of the schema's precision; below that many digits the value is exact
     return [
         *_length_lines(),
@@ -329,16 +382,64 @@ def _read_decimal(*_: Any) -> list[str]:
         "pos = end",
         "if not -_UNSCALED_LIMIT < n < _UNSCALED_LIMIT:",
         "    raise _Unfit",
-        f"v = _Decimal(n).scaleb({-DECIMAL_SCALE})",
+        *_made(rule, "_DECIMALS", f"_Decimal(n).scaleb({-DECIMAL_SCALE})"),
     ]
 
 
-def _read_date(*_: Any) -> list[str]:
-    return [*_read_long(), "v = _fromordinal(v + _EPOCH_ORDINAL)"]
+def _read_date(avro_type: Any, rule: Rule | None, *_: Any) -> list[str]:
+    return [*_read_long(), *_made(rule, "_DATES", "_fromordinal(v + _EPOCH_ORDINAL)")]
 
 
-def _read_instant(*_: Any) -> list[str]:
-    return [*_read_long(), "v = _EPOCH + _timedelta(microseconds=v)"]
+def _read_instant(avro_type: Any, rule: Rule | None, *_: Any) -> list[str]:
+    return [*_read_long(), *_made(rule, "_INSTANTS", "_EPOCH + _timedelta(microseconds=v)")]
+
+
+def _made(rule: Rule | None, cache: str, make: str) -> list[str]:
+    """`v = make`, an expression of the raw value `n` (or of `v` read from it); for a shared field, the
+    copy `cache` keeps of that value when it has one (values of the same `n` are the same value)."""
+    if rule is None or not rule.shared:
+        return [f"v = {make}"]
+    return ["s = " + cache + ".get(n)", f"v = s if s is not None else _share({cache}, n, {make})"]
+
+
+def _read_array(
+    avro_type: dict[str, Any], schema: dict[str, Any], rule: Rule | None, constants: dict[str, Any], target: str
+) -> list[str]:
+    """An array of records, as Avro writes it (blocks of items, a block of none ends it; a block with
+    a negative count also gives its size in bytes), into a tuple of the item model. A shared array is
+    the same tuple for the same bytes of the same writer schema (this reader's cache)."""
+    if rule is None or rule.item is None or rule.items_schema is None:
+        raise CannotCompile("no compiled reading of an array the reader drops")
+    items = avro_type["items"]
+    writer_items = {**items, "namespace": items.get("namespace", schema.get("namespace", ""))}
+    if all(f["type"] == "null" for f in items["fields"]):  # a union reads its branch: a byte at least
+        raise CannotCompile("an array of records that take no bytes")  # a large count would loop for nothing
+    lines, outputs = _record(writer_items, rule.items_schema, rule.item, f"{target}_", constants)
+    constants[f"_build_{target}"] = event_builder(rule.item)
+    count, built, begin = f"{target}_count", f"{target}_items", f"{target}_begin"
+    loop = [
+        *_varint_lines("n"),
+        f"{count} = (n >> 1) ^ -(n & 1)",
+        f"if not {count}:",
+        "    break",
+        f"if {count} < 0:",
+        f"    {count} = -{count}",
+        *(f"    {line}" for line in _varint_lines("n")),  # the block's size in bytes, not needed
+        f"for _ in range({count}):",
+        *(f"    {line}" for line in lines),
+        f"    {built}.append(_build_{target}(({', '.join(outputs)},)))",
+    ]
+    read = [f"{begin} = pos", f"{built} = []", "while True:", *(f"    {line}" for line in loop)]
+    if not rule.shared:
+        return [*read, f"v = tuple({built})"]
+    cache, key = f"_shared_{target}", f"{target}_bytes"
+    constants[cache] = {}
+    return [
+        *read,
+        f"{key} = data[{begin}:pos]",
+        f"s = {cache}.get({key})",
+        f"v = s if s is not None else _share({cache}, {key}, tuple({built}))",
+    ]
 
 
 def _read_enum(avro_type: Any, rule: Rule | None, constants: dict[str, Any], target: str) -> list[str]:
@@ -373,6 +474,11 @@ def _shape(avro_type: Any, schema: dict[str, Any]) -> Any:
     base, logical = avro_type.get("type"), avro_type.get("logicalType")
     if base == "enum":
         return ("enum", _fullname(avro_type, schema.get("namespace", "")))
+    if base == "array":
+        items = avro_type.get("items")
+        if not isinstance(items, dict) or items.get("type") != "record":
+            raise CannotCompile(f"no compiled reading of an array of {items}")
+        return ("array", _fullname(items, schema.get("namespace", "")))
     if logical is None:
         return _shape(base, schema)
     if (base, logical) == ("bytes", "decimal") and _decimal_fits(avro_type):
@@ -401,22 +507,31 @@ def _fullname(named: dict[str, Any], namespace: str) -> str:
     return f"{space}.{name}" if space else name
 
 
-def _resolved(rule: Rule, reader_type: Any) -> Rule:
-    """`rule` with the enum symbols both the model and the reader's Avro schema take."""
+def _resolved(rule: Rule, reader_type: Any, namespace: str) -> Rule:
+    """`rule` with the enum symbols both the model and the reader's Avro schema take, or with the
+    reader's record of an array's items (in the reader's `namespace` unless it names its own)."""
+    members = reader_type if isinstance(reader_type, list) else [reader_type]
+    if rule.kind == "array":
+        items = [m["items"] for m in members if isinstance(m, dict) and m.get("type") == "array"]
+        if len(items) != 1 or not isinstance(items[0], dict):
+            raise CannotCompile(f"field {rule.name}: the reader's array is not one array of records")
+        return replace(rule, items_schema={**items[0], "namespace": items[0].get("namespace", namespace)})
     if rule.kind != "enum":
         return rule
-    members = reader_type if isinstance(reader_type, list) else [reader_type]
     avro = {s for m in members if isinstance(m, dict) and m.get("type") == "enum" for s in m["symbols"]}
     return replace(rule, symbols=rule.symbols & avro)
 
 
 def _default(reader_field: dict[str, Any], rule: Rule) -> Any:
-    """The reader's default of a field the writer lacks (null, or a boolean: all the contract uses)."""
+    """The reader's default of a field the writer lacks (null, a boolean or an empty array: what the
+    contract's optional fields default to, but for a few numbers and enum symbols)."""
     if "default" not in reader_field:
         raise CannotCompile(f"field {rule.name} is missing from the writer and has no default")
     value = reader_field["default"]
     if (value is None and rule.optional) or (isinstance(value, bool) and rule.kind == "boolean"):
         return value
+    if value == [] and rule.kind == "array":
+        return ()
     raise CannotCompile(f"field {rule.name}: no compiled reading of default {value!r}")
 
 
@@ -434,6 +549,18 @@ def _varint(data: bytes, pos: int, first: int) -> tuple[int, int]:
             raise _Unfit
 
 
+SHARED_LIMIT = 4096
+"""Distinct values of each kind a shared cache keeps (decimals, dates, instants, and each reader's rate
+cards): master data repeats a few rates and dates; beyond the limit a value is simply not shared."""
+
+
+def _share(cache: dict[Any, Any], key: Any, value: Any) -> Any:
+    """`value`, kept in `cache` under `key` while the cache has room."""
+    if len(cache) < SHARED_LIMIT:
+        cache[key] = value
+    return value
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RUNTIME: dict[str, Any] = {
     "_Unfit": _Unfit,
@@ -446,5 +573,10 @@ _RUNTIME: dict[str, Any] = {
     "_EPOCH": _EPOCH,
     "_timedelta": timedelta,
     "_currency": re.compile(CURRENCY_PATTERN.removeprefix("^").removesuffix("$")).fullmatch,
+    "_intern": sys.intern,
+    "_share": _share,
+    "_DECIMALS": {},
+    "_DATES": {},
+    "_INSTANTS": {},
 }
 """What generated readers see as globals."""

@@ -60,6 +60,8 @@ def compile_writer(event_cls: type[Event], *, correlate_with: str | None = None)
     """A writer of `event_cls` lines; `correlate_with` names the field a missing correlation id takes
     (the emitter's envelope default). `CannotCompile` when the class is beyond it."""
     rules = model_rules(event_cls)
+    if nested := [rule.name for rule in rules if rule.kind not in _CHECKS]:
+        raise CannotCompile(f"{event_cls.__name__}: no compiled writing of {nested} (records in an array)")
     schema = wire.schema_for(event_cls)
     avro_types = {field["name"]: field["type"] for field in schema["fields"]}
     names = [rule.name for rule in rules]

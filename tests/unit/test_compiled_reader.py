@@ -4,7 +4,8 @@ The guard is differential: for every record, the compiled reader either reads ex
 model path (fastavro, then the pydantic model) gives, types and decimal exponents included, or defers
 (None) and the model path decides. Records come from the current schemas, from the older writer schemas
 of tests/fixtures/schemas/, from hypothesis (any value Avro can carry, bytes chosen freely) and from
-corrupted bodies. The integration side (rows in PostgreSQL) is tests/integration/test_sink.py.
+corrupted bodies. Values a model shares (`shared_values`) are one object for every record, and still
+the model path's values. The integration side (rows in PostgreSQL) is tests/integration/test_sink.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import copy
 import functools
 import io
 import json
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -26,9 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ConfigDict, Field
 
-from backbone.domain.models import ALL_EVENTS, ContractVersion, Event, PostingAck
+from backbone.domain.models import ALL_EVENTS, ContractVersion, Event, PostingAck, Project, RateCardLine
+from backbone.kafka import compiled, wire
 from backbone.kafka import topics as catalog
-from backbone.kafka import wire
 from backbone.kafka.compiled import CannotCompile, compile_reader
 from backbone.kafka.serde import DecodeError, TopicSerde
 from tests.examples import RICH
@@ -41,6 +43,7 @@ SINK_TOPICS = (
     catalog.BILLING_RESPONSES,
     catalog.EXCEPTIONS,
 )
+REFERENCE_TOPICS = (catalog.CLIENTS, catalog.PROJECTS, catalog.WORKERS, catalog.CONTRACTS)
 OLD_SCHEMAS = {  # topic -> the writer schema its records had before fields were added
     catalog.POSTING_ACKS: "posting-ack.v1.avsc",
     catalog.BILLING_RESPONSES: "billing-response.v1.avsc",
@@ -119,22 +122,27 @@ def _minimal(topic: catalog.Topic) -> Event:
 
 
 @pytest.mark.parametrize("event_cls", list(ALL_EVENTS.values()), ids=lambda c: c.event_type)
-def test_every_flat_event_compiles_and_nested_ones_are_left_to_the_model(event_cls: type[Event]) -> None:
+def test_every_event_compiles_a_contracts_rate_card_included(event_cls: type[Event]) -> None:
     schema = wire.schema_for(event_cls)
-    if event_cls is ContractVersion:  # its rate card is an array of records
-        with pytest.raises(CannotCompile):
-            compile_reader(schema, schema, event_cls)
-    else:
-        compile_reader(schema, schema, event_cls)
+    compile_reader(schema, schema, event_cls)
+
+
+def test_shared_values_of_a_field_the_model_lacks_are_refused() -> None:
+    class Misnamed(PostingAck):
+        shared_values = frozenset({"no_such_field"})
+
+    reader = wire.schema_for(PostingAck)
+    with pytest.raises(CannotCompile, match="no_such_field"):
+        compile_reader(reader, reader, Misnamed)
 
 
 # --- the same values ----------------------------------------------------------------------------------------
 
 
-FLAT_TOPICS = tuple(t for t in catalog.EVENT_TOPICS if t.event is not None and t.event is not ContractVersion)
+ALL_TOPICS = tuple(t for t in catalog.EVENT_TOPICS if t.event is not None)
 
 
-@pytest.mark.parametrize("topic", FLAT_TOPICS, ids=lambda t: t.name)
+@pytest.mark.parametrize("topic", ALL_TOPICS, ids=lambda t: t.name)
 @pytest.mark.parametrize("shape", ["rich", "minimal"])
 def test_decode_builds_from_the_compiled_values_the_event_the_model_validates(
     registry: Any, topic: catalog.Topic, shape: str
@@ -164,7 +172,7 @@ def test_decode_of_a_record_the_compiled_reader_cannot_vouch_for_says_what_the_m
     assert str(fast.value) == str(validated.value)
 
 
-@pytest.mark.parametrize("topic", SINK_TOPICS, ids=lambda t: t.name)
+@pytest.mark.parametrize("topic", SINK_TOPICS + REFERENCE_TOPICS, ids=lambda t: t.name)
 @pytest.mark.parametrize("shape", ["rich", "minimal"])
 def test_compiled_readers_read_what_the_model_reads(registry: Any, topic: catalog.Topic, shape: str) -> None:
     serde = TopicSerde(topic, registry)
@@ -253,6 +261,97 @@ def test_a_model_rule_without_a_compiled_check_leaves_the_event_to_the_model() -
             compile_reader(reader, reader, event_cls)
 
 
+# --- values shared between records, arrays of records ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("topic", REFERENCE_TOPICS, ids=lambda t: t.name)
+def test_shared_values_are_one_object_for_every_record_and_still_the_models_values(
+    registry: Any, topic: catalog.Topic
+) -> None:
+    serde = TopicSerde(topic, registry)
+    assert topic.event is not None and topic.event.shared_values
+    records = [message(serde.encode_value(_event(topic, event_id=f"ev-{n}"))) for n in range(2)]
+    first, second = (serde.decode(record) for record in records)
+    for record in records:
+        assert_agrees(serde, record, compiled_reads=True)
+    for name in topic.event.shared_values:
+        if getattr(first, name) not in (None, ()):
+            assert getattr(first, name) is getattr(second, name), name
+    assert first.event_id == "ev-0" and second.event_id == "ev-1"
+
+
+def test_rate_cards_of_the_same_bytes_are_one_tuple_and_other_cards_their_own(registry: Any) -> None:
+    serde = TopicSerde(catalog.CONTRACTS, registry)
+    card = RICH["contract"]["rate_card"]
+    a, b, c = (
+        serde.decode(message(serde.encode_value(_event(catalog.CONTRACTS, version=n, rate_card=rates))))
+        for n, rates in ((1, card), (2, card), (3, card[:1]))
+    )
+    assert isinstance(a, ContractVersion) and isinstance(b, ContractVersion) and isinstance(c, ContractVersion)
+    assert a.rate_card is b.rate_card and len(a.rate_card) == 2
+    assert c.rate_card == a.rate_card[:1] and c.rate_card is not a.rate_card
+    assert a.rate_card[0].hourly_rate is c.rate_card[0].hourly_rate  # a shared rate of RateCardLine
+
+
+def test_values_beyond_the_shared_caches_limit_are_read_the_same_but_not_shared(
+    registry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compiled, "SHARED_LIMIT", 0)
+    serde = TopicSerde(catalog.WORKERS, registry)
+    records = [message(serde.encode_value(_event(catalog.WORKERS, cost_rate=f"{n}1.2345"))) for n in range(2)]
+    first, second = (assert_agrees(serde, record, compiled_reads=True) for record in records)
+    assert first != second
+
+
+def _array_blocks(serde: TopicSerde, lines: list[dict[str, Any]]) -> bytes:
+    """A contract whose rate card is written in two blocks, the first with a negative count and its size
+    in bytes (as Avro allows a writer to), the second with a positive one; both forms fastavro reads."""
+    schema = wire.schema_for(ContractVersion)
+    items = next(f["type"]["items"] for f in schema["fields"] if f["name"] == "rate_card")
+    parsed = fastavro.parse_schema({**items, "namespace": schema["namespace"]}, named_schemas={})
+
+    def item(line: dict[str, Any]) -> bytes:
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, parsed, wire.to_record(RateCardLine.model_validate(line)))
+        return out.getvalue()
+
+    def long(n: int) -> bytes:
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, "long", n)
+        return out.getvalue()
+
+    first, rest = item(lines[0]), b"".join(item(line) for line in lines[1:])
+    blocks = long(-1) + long(len(first)) + first + long(len(lines) - 1) + rest + long(0)
+    without_card = serde.encode_value(_event(catalog.CONTRACTS, rate_card=()))
+    assert without_card.endswith(b"\x00")  # the rate card is the last field: an empty array
+    return without_card[:-1] + blocks
+
+
+def test_an_array_in_blocks_with_a_negative_count_reads_as_fastavro_reads_it(registry: Any) -> None:
+    serde = TopicSerde(catalog.CONTRACTS, registry)
+    card = RICH["contract"]["rate_card"]
+    values = assert_agrees(serde, message(_array_blocks(serde, card)), compiled_reads=True)
+    assert values[-1] == tuple(RateCardLine.model_validate(line) for line in card)
+
+
+def test_a_writer_without_the_rate_card_reads_the_readers_empty_default(registry: Any) -> None:
+    serde = TopicSerde(catalog.CONTRACTS, registry)
+    old = copy.deepcopy(wire.schema_for(ContractVersion))
+    old["fields"] = [f for f in old["fields"] if f["name"] != "rate_card"]
+    record = {k: v for k, v in wire.to_record(_event(catalog.CONTRACTS)).items() if k != "rate_card"}
+    values = assert_agrees(serde, message(framed(registered(serde, old), old, record)), compiled_reads=True)
+    assert values[-1] == ()
+
+
+def test_a_compiled_event_keeps_its_fields_in_a_smaller_key_sharing_dict(registry: Any) -> None:
+    serde = TopicSerde(catalog.PROJECTS, registry)
+    record = message(serde.encode_value(_event(catalog.PROJECTS)))
+    fast, validated = serde.decode(record), serde.decode_by_model(record)
+    assert isinstance(fast, Project)
+    assert fast.__dict__ == validated.__dict__ and list(fast.__dict__) == list(validated.__dict__)
+    assert sys.getsizeof(fast.__dict__) < sys.getsizeof(validated.__dict__)
+
+
 # --- values that break a model rule, or might ------------------------------------------------------------------
 
 
@@ -324,7 +423,7 @@ def test_odd_values_the_model_takes_give_the_same_values_either_way(registry: An
 # --- corrupt bodies -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("topic", SINK_TOPICS, ids=lambda t: t.name)
+@pytest.mark.parametrize("topic", SINK_TOPICS + REFERENCE_TOPICS, ids=lambda t: t.name)
 def test_every_truncation_of_a_record_is_left_to_the_model(registry: Any, topic: catalog.Topic) -> None:
     serde = TopicSerde(topic, registry)
     value = serde.encode_value(_event(topic))
@@ -373,6 +472,10 @@ def _strategy(avro_type: Any) -> st.SearchStrategy[Any]:
     if isinstance(avro_type, dict):
         if avro_type["type"] == "enum":
             return st.sampled_from(avro_type["symbols"])
+        if avro_type["type"] == "array":
+            return st.lists(_strategy(avro_type["items"]), max_size=3)
+        if avro_type["type"] == "record":
+            return st.fixed_dictionaries({f["name"]: _strategy(f["type"]) for f in avro_type["fields"]})
         return _strategy(avro_type["type"])
     return {
         "null": st.none(),
@@ -393,7 +496,7 @@ def _strategy(avro_type: Any) -> st.SearchStrategy[Any]:
     }[avro_type]
 
 
-@pytest.mark.parametrize("topic", SINK_TOPICS, ids=lambda t: t.name)
+@pytest.mark.parametrize("topic", SINK_TOPICS + REFERENCE_TOPICS, ids=lambda t: t.name)
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_record_is_read_as_the_model_reads_it_or_left_to_it(
