@@ -213,7 +213,7 @@ class StreamsSettings(_Section):
         "worker under <data dir>/state, so memory stays flat; off: all state in memory.",
     )
     state_cache_keys: int = Field(
-        default=4_096, ge=0, description="Decoded values a store partition on disk keeps in memory between flushes."
+        default=1_024, ge=0, description="Decoded values a store partition on disk keeps in memory between flushes."
     )
 
 

@@ -39,7 +39,7 @@ def murmur2(data: bytes) -> int:
     return h
 
 
-@functools.lru_cache(maxsize=262_144)
+@functools.lru_cache(maxsize=65_536)
 def murmur2_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives `key` among `partitions`."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -320,7 +320,7 @@ Produce = Callable[[str, int, bytes, bytes | None], None]
 class StateStores:
     """Every store partition this worker holds."""
 
-    def __init__(self, specs: Iterable[StoreSpec], disk: Path | None = None, cache_keys: int = 4_096) -> None:
+    def __init__(self, specs: Iterable[StoreSpec], disk: Path | None = None, cache_keys: int = 1_024) -> None:
         """`disk`: the directory of this worker's `LocalDisk` (None: every store in memory);
         `cache_keys`: decoded values a `DiskStore` partition keeps after a flush."""
         self.specs = {spec.name: spec for spec in specs}
