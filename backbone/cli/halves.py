@@ -93,7 +93,7 @@ class SecondHalf:
 
     def __init__(self, handle: IO[bytes], offset: int, lines_before: int, validate: Validate, keep_rejects: bool):
         self.spool = tempfile.TemporaryFile()  # noqa: SIM115 - the caller closes it (`close`)
-        self.rejects_path = Path(tempfile.mkstemp(suffix=".rejects.jsonl")[1]) if keep_rejects else None
+        self.rejects_path = _empty_file() if keep_rejects else None
         # Its own open file description: a forked child would otherwise share this one's file offset.
         second = open(f"/proc/self/fd/{handle.fileno()}", "rb")  # noqa: SIM115 - closed below and in the child
         second.seek(offset)
@@ -147,6 +147,12 @@ def _run_child(
     with os.fdopen(out, "wb") as pipe:
         pipe.write(data)
     os._exit(code)
+
+
+def _empty_file() -> Path:
+    descriptor, name = tempfile.mkstemp(suffix=".rejects.jsonl")
+    os.close(descriptor)
+    return Path(name)
 
 
 def copy_into(source: Path, target: IO[bytes]) -> None:
