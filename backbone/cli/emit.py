@@ -26,7 +26,6 @@ import stat
 import struct
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing
@@ -48,7 +47,6 @@ if TYPE_CHECKING:
     from backbone.kafka.compiled_writer import LineWriter, Written
     from backbone.kafka.serde import TopicSerde
     from backbone.kafka.topics import Topic
-    from producers.emitter import Emitter
 
 Spooled = tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]
 
@@ -101,19 +99,17 @@ def emit(
     if topic:
         target = dataclasses.replace(target, name=topic)
     rejects = _Rejects(rejects_path or (_default_rejects(source) if skip_invalid else None))
-    connection = _Connection(target)
     with _readable(source) as handle, tempfile.TemporaryFile() as spool, ExitStack() as stack:
-        stack.callback(connection.discard)
         spools: list[IO[bytes]] = [spool]
         try:
-            valid = _validate_all(handle, event_type, target, spools, stack, rejects, max_line_bytes, quiet, connection)
+            valid = _validate_all(handle, event_type, target, spools, stack, rejects, max_line_bytes, quiet)
         finally:
             rejects.close()
         if rejects.count:
             _report_rejections(rejects, valid, skip_invalid)
         spool.seek(0)
         records = chain.from_iterable(_spooled(part, event_type) for part in spools)
-        published = _publish(target, records, valid, quiet, connection)
+        published = _publish(target, records, valid, quiet)
     seconds = time.monotonic() - started
     rate = published / seconds if seconds > 0 else 0.0
     click.echo(f"published {published}, rejected {rejects.count}, {seconds:.2f} s, {rate:,.0f} records/s")
@@ -128,11 +124,9 @@ def _validate_all(
     rejects: _Rejects,
     max_line_bytes: int,
     quiet: bool,
-    connection: _Connection,
 ) -> int:
     """Validate every line into `spools[0]`, or a large file in two halves at once (`halves`): the second
-    half's spool is appended to `spools` and its rejections to `rejects`, after the first half's; then
-    (after the fork: a forked child must not inherit librdkafka's threads) the emitter starts connecting."""
+    half's spool is appended to `spools` and its rejections to `rejects`, after the first half's."""
     from backbone.kafka.serde import TopicSerde
     from producers.emitter import line_writer
 
@@ -155,7 +149,6 @@ def _validate_all(
     second = stack.enter_context(
         closing(halves.SecondHalf(handle, offset, lines_before, second_half, rejects.path is not None))
     )
-    connection.start()
     valid = _validate(halves.FirstPart(handle, offset), lines, spools[0], rejects, quiet)  # type: ignore[arg-type]
     outcome = second.outcome()
     if outcome.error is not None:
@@ -331,74 +324,20 @@ def _default_rejects(source: str) -> Path | None:
     return Path(f"{source}.rejects.jsonl") if regular else None
 
 
-def _publish(topic: Topic, records: Iterator[Spooled], total: int, quiet: bool, connection: _Connection) -> int:
+def _publish(topic: Topic, records: Iterator[Spooled], total: int, quiet: bool) -> int:
+    # Imported here so that validation errors never wait for confluent-kafka to load.
+    from producers.emitter import Emitter
+
     show = (
         (lambda sent, delivered: click.echo(f"sent {sent}/{total}, delivered {delivered}", err=True))
         if not quiet
         else None
     )
-    with connection.emitter() as emitter:
+    with Emitter(load_settings(), bulk=True) as emitter:
         if total == 0:
             return 0
-        connection.ensure_topic(emitter)
+        emitter.ensure_topic(topic)
         return emitter.publish_encoded(topic, records, progress=show).published
-
-
-class _Connection:
-    """The emitter `_publish` uses, made and connected (the broker's metadata read, the topic checked) on
-    a thread while a large input is still being validated: connecting waits on the network and on
-    librdkafka's threads, not on this process's CPU. Nothing is produced before `_publish`, so a refused
-    input still publishes nothing, and a failure to connect is raised there, after the input's problems.
-    Not started (small inputs), it makes the emitter when asked, as before."""
-
-    def __init__(self, topic: Topic) -> None:
-        self._topic = topic
-        self._thread: threading.Thread | None = None
-        self._made: Emitter | None = None
-        self._error: BaseException | None = None
-        self._taken = False
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._connect, name="emit-connect", daemon=True)
-        self._thread.start()
-
-    def _connect(self) -> None:
-        try:
-            self._made = self._new_emitter()
-            self._made.ensure_topic(self._topic)
-        except BaseException as error:  # raised on the main thread, by `emitter` or `ensure_topic`
-            self._error = error
-
-    @staticmethod
-    def _new_emitter() -> Emitter:
-        # Imported here so that validation errors never wait for confluent-kafka to load.
-        from producers.emitter import Emitter
-
-        return Emitter(load_settings(), bulk=True)
-
-    def emitter(self) -> Emitter:
-        """The emitter made on the thread (waiting for it), or a new one when none was started."""
-        if self._thread is None:
-            return self._new_emitter()
-        self._thread.join()
-        if self._made is None:
-            raise self._error or RuntimeError("the emitter was not made")
-        self._taken = True
-        return self._made
-
-    def ensure_topic(self, emitter: Emitter) -> None:
-        """What `Emitter.ensure_topic` says of the topic (said already on the thread, if started)."""
-        if self._thread is None:
-            emitter.ensure_topic(self._topic)
-        elif self._error is not None:
-            raise self._error
-
-    def discard(self) -> None:
-        """Closes an emitter made on the thread but never used (the input was refused); one still
-        connecting is left to its daemon thread rather than waited for."""
-        thread = self._thread
-        if thread is not None and not thread.is_alive() and self._made is not None and not self._taken:
-            self._made.close(0)
 
 
 class _readable:
