@@ -7,7 +7,9 @@ spooled records, so nothing is parsed or encoded twice and nothing is published 
 is refused. A line is parsed with orjson and written by the event type's compiled line writer
 (`backbone.kafka.compiled_writer`) when that can vouch for it, else validated through the model, which
 names every problem; the bytes are the same either way. The second pass produces without a Python
-callback per record (a bulk emitter hears of failures only). By default one invalid line means nothing
+callback per record (a bulk emitter hears of failures only). A file of 4 MiB or more is validated in two
+halves at once, the second by a forked child (`backbone.cli.halves`), with the line numbers, rejections
+and published records of one pass. By default one invalid line means nothing
 is published (exit 2, each problem printed as `line N: field: reason`); `--skip-invalid` publishes the
 valid lines and writes the rejected ones, with their reasons, to `--rejects FILE` (for a file the
 default is `FILE.rejects.jsonl`; for standard input and pipes there is no default: the rejects are only
