@@ -26,7 +26,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from backbone.domain.ids import event_id_from_payload
@@ -34,11 +33,10 @@ from backbone.domain.models import ApprovalDecision, ContractVersion, Event, Tim
 from backbone.errors import BackboneError, InvalidInputError, ServiceUnavailableError
 from backbone.kafka.compiled import CannotCompile
 from backbone.kafka.compiled_writer import LineWriter, compile_writer
-from backbone.kafka.serde import SerdeCache, TopicSerde, registry_client
+from backbone.kafka.schema_ids import PlainRegistry
+from backbone.kafka.serde import SerdeCache, TopicSerde
 from backbone.kafka.topics import BY_EVENT_TYPE, Topic
 from backbone.settings import KafkaSettings, Settings, load_settings
-
-log = structlog.get_logger("emitter")
 
 Headers = Mapping[str, str | bytes]
 Progress = Callable[[int, int], None]
@@ -111,7 +109,7 @@ def line_writer(event_cls: type[Event]) -> LineWriter | None:
     try:
         return compile_writer(event_cls, correlate_with=correlate_with)
     except CannotCompile as reason:
-        log.info("lines of this event type are validated through the model", event_type=event_cls.event_type,
+        _log().info("lines of this event type are validated through the model", event_type=event_cls.event_type,
                  reason=str(reason))  # fmt: skip
         return None
 
@@ -204,7 +202,8 @@ class Emitter:
         """
         settings = settings or load_settings()
         self._topics = {**BY_EVENT_TYPE, **(topics or {})}
-        self._serdes = serdes or SerdeCache(registry_client(settings.registry.client_config()))
+        # Producing needs only the schema ids: a plain HTTP request, not the registry client's imports.
+        self._serdes = serdes or SerdeCache(PlainRegistry(settings.registry.client_config()))
         self._delivery_timeout_s = delivery_timeout_s
         config = producer_config(settings.kafka, delivery_timeout_s=delivery_timeout_s)
         if linger_ms is not None:
@@ -413,7 +412,7 @@ class Emitter:
             self._producer.abort_transaction(self._delivery_timeout_s)
         except KafkaException as error:
             # A fenced or fatal producer cannot abort; the broker aborts on the next init or timeout.
-            log.warning("transaction abort failed", error=str(error))
+            _log().warning("transaction abort failed", error=str(error))
 
     def flush(self, timeout: float | None = None) -> int:
         """Wait for outstanding deliveries; returns how many are still outstanding."""
@@ -531,3 +530,9 @@ def _delivery(message: Message, event: Event) -> Delivery:
         key=event.key,
         event_id=event.event_id or "",
     )
+
+
+def _log() -> Any:
+    import structlog  # loaded when something is logged: `backbone emit`'s start-up need not pay for it
+
+    return structlog.get_logger("emitter")

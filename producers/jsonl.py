@@ -111,11 +111,14 @@ def iter_jsonl_bytes(
             yield parsed
 
 
-def iter_raw_lines(handle: IO[bytes], max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes] | Rejection]:
+def iter_raw_lines(
+    handle: IO[bytes], max_line_bytes: int = MAX_LINE_BYTES, lines_before: int = 0
+) -> Iterator[tuple[int, bytes] | Rejection]:
     """Every line of a binary stream as (line number, bytes), a UTF-8 byte order mark before the first
-    taken off; a line longer than `max_line_bytes` is a rejection, skipped without being held."""
+    taken off; a line longer than `max_line_bytes` is a rejection, skipped without being held.
+    `lines_before` counts the lines of the input before this stream's first (a later part of a file)."""
     readline = handle.readline
-    number = 0
+    number = lines_before
     while True:
         raw = readline(max_line_bytes + 1)
         if not raw:

@@ -7,7 +7,9 @@ spooled records, so nothing is parsed or encoded twice and nothing is published 
 is refused. A line is parsed with orjson and written by the event type's compiled line writer
 (`backbone.kafka.compiled_writer`) when that can vouch for it, else validated through the model, which
 names every problem; the bytes are the same either way. The second pass produces without a Python
-callback per record (a bulk emitter hears of failures only). By default one invalid line means nothing
+callback per record (a bulk emitter hears of failures only). A file of 4 MiB or more is validated in two
+halves at once, the second by a forked child (`backbone.cli.halves`), with the line numbers, rejections
+and published records of one pass. By default one invalid line means nothing
 is published (exit 2, each problem printed as `line N: field: reason`); `--skip-invalid` publishes the
 valid lines and writes the rejected ones, with their reasons, to `--rejects FILE` (for a file the
 default is `FILE.rejects.jsonl`; for standard input and pipes there is no default: the rejects are only
@@ -28,12 +30,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing
+from itertools import chain
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import click
 import orjson
 
+from backbone.cli import halves
 from backbone.domain.models import INPUT_EVENTS
 from backbone.errors import InvalidInputError
 from backbone.settings import load_settings
@@ -96,42 +101,87 @@ def emit(
     if topic:
         target = dataclasses.replace(target, name=topic)
     rejects = _Rejects(rejects_path or (_default_rejects(source) if skip_invalid else None))
-    with _readable(source) as handle, tempfile.TemporaryFile() as spool:
+    with _readable(source) as handle, tempfile.TemporaryFile() as spool, ExitStack() as stack:
+        spools: list[IO[bytes]] = [spool]
         try:
-            valid = _validate(handle, event_type, target, spool, rejects, max_line_bytes, quiet)
+            valid = _validate_all(handle, event_type, target, spools, stack, rejects, max_line_bytes, quiet)
         finally:
             rejects.close()
         if rejects.count:
             _report_rejections(rejects, valid, skip_invalid)
         spool.seek(0)
-        published = _publish(target, _spooled(spool, event_type), valid, quiet)
+        records = chain.from_iterable(_spooled(part, event_type) for part in spools)
+        published = _publish(target, records, valid, quiet)
     seconds = time.monotonic() - started
     rate = published / seconds if seconds > 0 else 0.0
     click.echo(f"published {published}, rejected {rejects.count}, {seconds:.2f} s, {rate:,.0f} records/s")
 
 
-def _validate(
+def _validate_all(
     handle: IO[bytes],
     event_type: str,
     topic: Topic,
-    spool: IO[bytes],
+    spools: list[IO[bytes]],
+    stack: ExitStack,
     rejects: _Rejects,
     max_line_bytes: int,
     quiet: bool,
 ) -> int:
-    """Validate and encode every line; spool the valid ones, hand the rest to `rejects`. Returns the count spooled.
-
-    A line the compiled writer vouches for is written straight from its parsed JSON; any other line
-    is validated through the model, which accepts it or says exactly why not (`_through_model`)."""
+    """Validate every line into `spools[0]`, or a large file in two halves at once (`halves`): the second
+    half's spool is appended to `spools` and its rejections to `rejects`, after the first half's."""
     from backbone.kafka.serde import TopicSerde
     from producers.emitter import line_writer
 
     event_cls = event_class(event_type)
     serde = TopicSerde(topic, registry=None)  # type: ignore[arg-type]  # Avro bodies only: no registry needed
-    writer = line_writer(event_cls)
+    lines = _Lines(event_cls, line_writer(event_cls), serde, max_line_bytes)
+    where = halves.cut(handle) if halves.can_split(handle) else None
+    if where is None:
+        return _validate(handle, lines, spools[0], rejects, quiet)
+    offset, lines_before = where
+
+    def second_half(part: IO[bytes], spool: IO[bytes], path: Path | None, before: int) -> halves.HalfOutcome:
+        its_rejects = _Rejects(path)
+        try:
+            valid = _validate(part, lines, spool, its_rejects, True, before)
+        finally:
+            its_rejects.close()
+        return halves.HalfOutcome(valid, its_rejects.count, its_rejects.problems, its_rejects.shown)
+
+    second = stack.enter_context(
+        closing(halves.SecondHalf(handle, offset, lines_before, second_half, rejects.path is not None))
+    )
+    valid = _validate(halves.FirstPart(handle, offset), lines, spools[0], rejects, quiet)  # type: ignore[arg-type]
+    outcome = second.outcome()
+    if outcome.error is not None:
+        raise outcome.error
+    rejects.absorb(outcome, second.rejects_path)
+    spools.append(second.spool)
+    return valid + outcome.valid
+
+
+@dataclasses.dataclass(frozen=True)
+class _Lines:
+    """How lines of one event type are validated and written (built once, before any fork)."""
+
+    event_cls: type[Event]
+    writer: LineWriter | None
+    serde: TopicSerde
+    max_line_bytes: int
+
+
+def _validate(
+    handle: IO[bytes], lines: _Lines, spool: IO[bytes], rejects: _Rejects, quiet: bool, before: int = 0
+) -> int:
+    """Validate and encode every line; spool the valid ones, hand the rest to `rejects`. Returns the count spooled.
+
+    A line the compiled writer vouches for is written straight from its parsed JSON; any other line
+    is validated through the model, which accepts it or says exactly why not (`_through_model`).
+    `before` counts the input's lines before `handle`'s first (its second half's)."""
+    event_cls, serde, writer = lines.event_cls, lines.serde, lines.writer
     loads, pack, write = orjson.loads, _LENGTHS.pack, spool.write
     valid = 0
-    for item in iter_raw_lines(handle, max_line_bytes):
+    for item in iter_raw_lines(handle, lines.max_line_bytes, before):
         if isinstance(item, Rejection):
             rejects.add(item)
             continue
@@ -233,6 +283,16 @@ class _Rejects:
             return path.open("wb")
         except OSError as error:
             raise InvalidInputError(f"cannot write the rejects file {path}: {error.strerror}") from None
+
+    def absorb(self, outcome: halves.HalfOutcome, path: Path | None) -> None:
+        """The rejections of the input's second half (`halves`), after this half's own."""
+        self.count += outcome.rejected
+        self.problems += outcome.problems
+        self.shown += outcome.shown[: max(0, SHOWN_PROBLEMS - len(self.shown))]
+        if outcome.rejected and path is not None and self.path is not None:
+            if self._out is None:
+                self._out = self._open(self.path)
+            halves.copy_into(path, self._out)
 
     def close(self) -> None:
         if self._out is not None:

@@ -73,6 +73,15 @@ def event_id_from_trimmed(event_type: str, payload: dict[str, Any]) -> str:
     return _uuid5_of(sha.hexdigest())
 
 
+def event_id_from_sorted(event_type: str, payload: dict[str, Any]) -> str:
+    """`event_id_from_trimmed` of a flat payload (no nested dicts) whose keys are already in sorted order,
+    so orjson writes them as they come instead of sorting them (a third of the id's cost; the compiled
+    line writers build the payload so)."""
+    sha = _type_sha1(event_type).copy()
+    sha.update(orjson.dumps(payload, default=_decimal_text))
+    return _uuid5_of(sha.hexdigest())
+
+
 @cache
 def _type_sha1(event_type: str) -> Any:
     """SHA-1 state after the namespace and the event type's line, shared by every id of that type."""

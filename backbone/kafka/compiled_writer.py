@@ -26,7 +26,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from backbone.domain.ids import ADDED_LATER, event_id_from_trimmed
+from backbone.domain.ids import ADDED_LATER, event_id_from_sorted, event_id_from_trimmed
 from backbone.domain.models import ID_MAX_LENGTH, Event, _decimal_from_text, _fits_scale
 from backbone.kafka import avro_writer, wire
 from backbone.kafka.compiled import _ID_CHECK, CannotCompile, Rule, model_rules
@@ -195,12 +195,18 @@ def _envelope(names: list[str], local: dict[str, str], correlate_with: str | Non
     `backbone.domain.ids`)."""
     corr, event_id = local["correlation_id"], local["event_id"]
     lines = [f"if {corr} is None:", f"    {corr} = {local[correlate_with]}"] if correlate_with else []
-    always = [name for name in names if name != "event_id" and name not in ADDED_LATER]
+    # In sorted order: the id's canonical JSON then needs no sorting while no later-added field is set.
+    always = sorted(name for name in names if name != "event_id" and name not in ADDED_LATER)
+    later = [name for name in names if name in ADDED_LATER]
     payload = ", ".join(f"{name!r}: {local[name]}" for name in always)
     lines += [f"if {event_id} is None:", f"    payload = {{{payload}}}"]
-    for name in (name for name in names if name in ADDED_LATER):
-        lines += [f"    if {local[name]} is not None:", f"        payload[{name!r}] = {local[name]}"]
-    return [*lines, f"    {event_id} = _event_id(_TYPE, payload)"]
+    if not later:
+        return [*lines, f"    {event_id} = _event_id_sorted(_TYPE, payload)"]
+    lines += [f"    if {' and '.join(f'{local[name]} is None' for name in later)}:"]
+    lines += [f"        {event_id} = _event_id_sorted(_TYPE, payload)", "    else:"]
+    for name in later:
+        lines += [f"        if {local[name]} is not None:", f"            payload[{name!r}] = {local[name]}"]
+    return [*lines, f"        {event_id} = _event_id(_TYPE, payload)"]
 
 
 def _write(avro_type: Any, target: str, constants: dict[str, Any]) -> str:
@@ -320,6 +326,7 @@ _RUNTIME: dict[str, Any] = {
     "_date_bytes": _DATE_BYTES,
     "_instant_bytes": _INSTANT_BYTES,
     "_event_id": event_id_from_trimmed,
+    "_event_id_sorted": event_id_from_sorted,
     "_currency": _READER_RUNTIME["_currency"],  # the checks `model_rules` writes may call it
 }
 """What generated writers see as globals."""

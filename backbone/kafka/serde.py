@@ -3,13 +3,15 @@
 Values are the Confluent wire format (magic byte 0, 4-byte big-endian schema id, Avro body) under the
 subject `<topic>-value` (TopicNameStrategy), so any Confluent client reads what backbone writes
 (`tests/integration/test_foreign_consumer.py` holds us to it). Schema ids come from confluent-kafka's
-`SchemaRegistryClient` (which caches them); the Avro body is written by `wire.body_writer` (fastavro's
-bytes, from the model's values) and read by fastavro's `schemaless_reader` into the plain dicts of
-`backbone.kafka.wire`, the one seam between models and records. confluent-kafka's
-`AvroSerializer`/`AvroDeserializer` frame the same bytes but run their data-contract rule engine and
-re-expand the reader schema on every record, which backbone does not use and which cost more than the
-Avro itself (`benchmarks/emit_bench.py` prints both). Keys are the catalog key as a plain UTF-8
-string, so compaction and partitioning work without the registry.
+`SchemaRegistryClient` (which caches them), or, where only the id of what is written is needed (the
+emitter), from `backbone.kafka.schema_ids.PlainRegistry`, one HTTP request without the client's imports
+(the client is loaded only when used: its imports cost more than a short emit's lines); the Avro body is
+written by `wire.body_writer` (fastavro's bytes, from the model's values) and read by fastavro's
+`schemaless_reader` into the plain dicts of `backbone.kafka.wire`, the one seam between models and
+records. confluent-kafka's `AvroSerializer`/`AvroDeserializer` frame the same bytes but run their
+data-contract rule engine and re-expand the reader schema on every record, which backbone does not use and
+which cost more than the Avro itself (`benchmarks/emit_bench.py` prints both). Keys are the catalog key
+as a plain UTF-8 string, so compaction and partitioning work without the registry.
 
 `TopicSerde` holds one topic's schema id and its readers per writer schema id, built once and cached
 by `SerdeCache`. A record written with another (older or newer) schema is resolved to the working
@@ -25,34 +27,26 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import fastavro
-import structlog
-from confluent_kafka import Message
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
 from pydantic import ValidationError
 
 from backbone.domain.models import Event
 from backbone.errors import BackboneError, InvalidInputError, ServiceUnavailableError
 from backbone.kafka import wire
 from backbone.kafka.compiled import Values, ValuesReader, compile_reader, event_builder
+from backbone.kafka.schema_ids import CREDENTIALS_HINT, REGISTRY_HINT, PlainRegistry
 from backbone.kafka.topics import EVENT_TOPICS, Topic
 
-try:
-    # The registry client speaks HTTP through a vendored httpx; its transport errors mean "unreachable".
-    from confluent_kafka.schema_registry.common._httpx_compat import httpx as _http
+if TYPE_CHECKING:
+    from confluent_kafka import Message
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
 
-    _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (_http.TransportError, OSError)
-except ImportError:  # pragma: no cover - a later client may move it
-    _TRANSPORT_ERRORS = (OSError,)
-
-log = structlog.get_logger(__name__)
 T = TypeVar("T")
 SUBJECT_NOT_FOUND = 40401
 MAGIC_BYTE = 0
 HEADER_BYTES = 5
-REGISTRY_HINT = "start it with `backbone up`, or set BACKBONE_SCHEMA_REGISTRY_URL to a running registry"
 
 
 class DecodeError(BackboneError):
@@ -67,23 +61,44 @@ class DecodeError(BackboneError):
 
 def registry_client(config: dict[str, Any]) -> SchemaRegistryClient:
     """A registry client from `Settings.registry.client_config()`."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
     return SchemaRegistryClient(config)
 
 
 def value_schema(topic: Topic) -> Schema:
     """The working tree's value schema of a catalog topic."""
+    from confluent_kafka.schema_registry import Schema
+
     return Schema(wire.schema_str(_event_of(topic)), "AVRO")
+
+
+def _registry_errors() -> tuple[type[SchemaRegistryError], tuple[type[BaseException], ...]]:
+    """The client's error class and the transport errors that mean "unreachable", imported only once a
+    client is in use (`registry_client`): its vendored httpx's `TransportError`, and `OSError`."""
+    from confluent_kafka.schema_registry import SchemaRegistryError
+
+    try:
+        from confluent_kafka.schema_registry.common._httpx_compat import httpx as _http
+
+        return SchemaRegistryError, (_http.TransportError, OSError)
+    except ImportError:  # pragma: no cover - a later client may move it
+        return SchemaRegistryError, (OSError,)
 
 
 class TopicSerde:
     """Encodes events for one topic and decodes its records; build once per topic (see `SerdeCache`)."""
 
-    def __init__(self, topic: Topic, registry: SchemaRegistryClient, *, auto_register: bool = True) -> None:
+    def __init__(
+        self, topic: Topic, registry: SchemaRegistryClient | PlainRegistry, *, auto_register: bool = True
+    ) -> None:
+        """`registry` is confluent-kafka's client, or a `PlainRegistry` where only the schema id of what
+        is written is needed (such a serde cannot decode records written with another schema)."""
         self.topic = topic
         self.event_cls = _event_of(topic)
         self.registry = registry
         self._auto_register = auto_register
-        self._schema = Schema(wire.schema_str(self.event_cls), "AVRO")
+        self._schema_str = wire.schema_str(self.event_cls)
         self._parsed = wire.parsed_schema(self.event_cls)
         self._write_body = wire.body_writer(self.event_cls)
         self._header: bytes | None = None
@@ -130,15 +145,20 @@ class TopicSerde:
     def header(self) -> bytes:
         """Magic byte and the schema id this process writes with (looked up, or registered, once)."""
         if self._header is None:
-            schema_id = _registry_call(self._schema_id, self.topic.value_subject)
+            schema_id = self._schema_id()
             self._header = bytes([MAGIC_BYTE]) + schema_id.to_bytes(4, "big")
         return self._header
 
     def _schema_id(self) -> int:
         subject = self.topic.value_subject
+        if isinstance(self.registry, PlainRegistry):
+            return self.registry.schema_id(subject, self._schema_str, register=self._auto_register)
+        from confluent_kafka.schema_registry import Schema
+
+        client, schema = self.registry, Schema(self._schema_str, "AVRO")
         if self._auto_register:
-            return self.registry.register_schema(subject, self._schema)
-        return self.registry.lookup_schema(subject, self._schema).schema_id  # type: ignore[return-value]
+            return _registry_call(lambda: client.register_schema(subject, schema), subject)
+        return _registry_call(lambda: client.lookup_schema(subject, schema).schema_id, subject)  # type: ignore[return-value]
 
     def decode(self, message: Message) -> Event:
         """The event a consumed record carries; `DecodeError` (with the raw message) when it has none.
@@ -195,7 +215,7 @@ class TopicSerde:
                 self._writer_schemas[schema_id], wire.schema_for(self.event_cls), self.event_cls, start=HEADER_BYTES
             )
         except Exception as reason:  # CannotCompile, or a schema shape it did not foresee: the model reads them
-            log.debug("records of this writer schema are read through the model", schema_id=schema_id,
+            _log().debug("records of this writer schema are read through the model", schema_id=schema_id,
                      topic=self.topic.name, reason=str(reason))  # fmt: skip
             read = None
         if read is not None and self._build is None:
@@ -205,12 +225,15 @@ class TopicSerde:
 
     def _reader_for(self, schema_id: int, message: Message) -> tuple[Any, Any]:
         """Fetch and parse a writer schema once; resolve it to ours only when it differs."""
+        if isinstance(self.registry, PlainRegistry):
+            raise BackboneError(f"{self.topic.name}: this serde writes only (it has no registry client to read with)")
+        schema_registry_error, transport_errors = _registry_errors()
         try:
             registered = self.registry.get_schema(schema_id)
-        except _TRANSPORT_ERRORS as error:
+        except transport_errors as error:
             # Not the record's fault: the caller must not dead-letter it.
             raise ServiceUnavailableError(f"schema registry unreachable: {error}", hint=REGISTRY_HINT) from error
-        except SchemaRegistryError as error:
+        except schema_registry_error as error:
             if error.http_status_code >= 500 or error.http_status_code in _ACCESS_REFUSED:
                 raise _unavailable(error, "") from error  # the registry's fault or ours, never the record's
             raise DecodeError(f"unknown writer schema: {error.error_message}", raw=message, cause=error) from error
@@ -228,7 +251,7 @@ class TopicSerde:
 class SerdeCache:
     """One `TopicSerde` per topic name, sharing one registry client."""
 
-    def __init__(self, registry: SchemaRegistryClient, *, auto_register: bool = True) -> None:
+    def __init__(self, registry: SchemaRegistryClient | PlainRegistry, *, auto_register: bool = True) -> None:
         self.registry = registry
         self._auto_register = auto_register
         self._serdes: dict[str, TopicSerde] = {}
@@ -272,9 +295,10 @@ def check_compatibility(registry: SchemaRegistryClient, topics: Iterable[Topic] 
 
 def _compatibility_problem(registry: SchemaRegistryClient, topic: Topic) -> str | None:
     subject = topic.value_subject
+    schema_registry_error, _ = _registry_errors()
     try:
         compatible = _registry_call(lambda: registry.test_compatibility(subject, value_schema(topic)), subject)
-    except SchemaRegistryError as error:
+    except schema_registry_error as error:
         if error.error_code == SUBJECT_NOT_FOUND:
             return None
         raise BackboneError(f"checking {subject} failed: {error.error_message}") from error
@@ -301,13 +325,14 @@ def describe_differences(registered: dict[str, Any], local: dict[str, Any]) -> s
 
 def _registry_call(call: Callable[[], T], subject: str) -> T:
     """Run a registry request; an unreachable registry becomes `ServiceUnavailableError`."""
+    schema_registry_error, transport_errors = _registry_errors()
     try:
         return call()
-    except _TRANSPORT_ERRORS as error:
+    except transport_errors as error:
         raise ServiceUnavailableError(
             f"schema registry unreachable ({subject}): {error}", hint=REGISTRY_HINT
         ) from error
-    except SchemaRegistryError as error:
+    except schema_registry_error as error:
         if error.http_status_code >= 500 or error.http_status_code in _ACCESS_REFUSED:
             raise _unavailable(error, f" ({subject})") from error
         if error.http_status_code == 409:
@@ -319,10 +344,6 @@ def _registry_call(call: Callable[[], T], subject: str) -> T:
 
 
 _ACCESS_REFUSED = (401, 403)
-CREDENTIALS_HINT = (
-    "set BACKBONE_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO=user:password (a writer to register schemas, a reader "
-    "to read); for the local registry `backbone up` writes them to <data dir>/registry/credentials.json"
-)
 
 
 def _unavailable(error: SchemaRegistryError, where: str) -> ServiceUnavailableError:
@@ -347,3 +368,9 @@ def _describe(error: BaseException) -> str:
         return f"invalid {error.title}: {fields}"
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0] if text else 'no details'}"
+
+
+def _log() -> Any:
+    import structlog  # loaded when something is logged: `backbone emit`'s start-up need not pay for it
+
+    return structlog.get_logger(__name__)

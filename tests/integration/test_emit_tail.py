@@ -262,3 +262,55 @@ def test_emit_and_tail_refuse_a_missing_topic_without_creating_it(
     assert tailed.exit_code == 1 and "does not exist" in tailed.stderr
     topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
     assert missing.name not in topics
+
+
+def published(bootstrap: str, topic: catalog.Topic) -> list[list[tuple[Any, ...]]]:
+    """Every record of a topic, partition by partition in offset order: (key, value, headers)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("read")})
+    partitions: list[list[tuple[Any, ...]]] = []
+    try:
+        for partition in range(topic.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic.name, partition), timeout=10)
+            consumer.assign([TopicPartition(topic.name, partition, low)])
+            records: list[tuple[Any, ...]] = []
+            while len(records) < high - low:
+                batch = consumer.consume(1000, timeout=5)
+                assert batch, f"partition {partition} ended at {len(records)} of {high - low} records"
+                records += [(m.key(), m.value(), m.headers()) for m in batch]
+            partitions.append(records)
+    finally:
+        consumer.close()
+    return partitions
+
+
+def test_a_file_validated_in_halves_publishes_what_one_pass_publishes(
+    runner: CliRunner, make_topic: Any, bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backbone.cli import halves
+
+    # revisions of one entry on both sides of the cut: their order must survive
+    entries = [minimal_time_entry(index % 700, revision=1 + index // 700) for index in range(2100)]
+    source = write_lines(tmp_path / "in.jsonl", entries)
+    topics = []
+    for threshold in (1 << 40, 1):  # one pass, then two halves
+        monkeypatch.setattr(halves, "PARALLEL_BYTES", threshold)
+        topics.append(make_topic(catalog.TIME_ENTRIES))
+        emitted = emit(runner, "time-entry", source, topics[-1])
+        assert emitted.exit_code == 0, emitted.output
+        assert "published 2100, rejected 0" in emitted.stdout
+    one_pass, in_halves = (published(bootstrap, topic) for topic in topics)
+    assert in_halves == one_pass
+    assert sum(map(len, in_halves)) == 2100
+
+
+def test_a_file_validated_in_halves_refuses_a_missing_topic(
+    runner: CliRunner, bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backbone.cli import halves
+
+    monkeypatch.setattr(halves, "PARALLEL_BYTES", 1)
+    missing = dataclasses.replace(catalog.TIME_ENTRIES, name=unique_name("test-missing"))
+    source = write_lines(tmp_path / "in.jsonl", [minimal_time_entry(index) for index in range(100)])
+    emitted = emit(runner, "time-entry", source, missing)
+    assert emitted.exit_code == 1 and f"topic {missing.name} does not exist" in emitted.stderr
+    assert missing.name not in AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics

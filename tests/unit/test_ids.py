@@ -138,6 +138,16 @@ def test_derived_id_is_uuid5_over_type_and_canonical_payload(event_type: str) ->
     assert derive_event_id(event) == str(uuid.uuid5(BACKBONE_NAMESPACE, text))
 
 
+@pytest.mark.parametrize("event_type", sorted(set(ALL_EVENTS) - {"contract"}))  # flat events: no nested dicts
+def test_a_presorted_payload_gets_the_id_of_the_sorted_one(event_type: str) -> None:
+    from backbone.domain.ids import ADDED_LATER, event_id_from_payload, event_id_from_sorted
+
+    payload = _event(event_type).model_dump(mode="python", exclude={"event_id"})
+    presorted = {name: payload[name] for name in sorted(payload) if not (name in ADDED_LATER and payload[name] is None)}
+    assert event_id_from_sorted(event_type, presorted) == event_id_from_payload(event_type, payload)
+    assert list(presorted) != list(payload) or len(payload) < 2  # the shortcut was tested on a shuffled order
+
+
 @pytest.mark.parametrize("text", ["0", "-0", "0E-10", "155.00", "-187.5", "5.556", "1E+3", "1.00005", "-0.00015"])
 def test_decimal_parts_are_at_the_wire_scale(text: str) -> None:
     from decimal import Decimal
