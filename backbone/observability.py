@@ -54,7 +54,19 @@ def configure_logging(process: str, *, level: str = "INFO", fmt: str = "json") -
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(process=process)
-    logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s")
+    logging.basicConfig(handlers=[_StandardToStructlog()], level=level.upper(), force=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per registry request is noise at INFO
+
+
+class _StandardToStructlog(logging.Handler):
+    """Lines the libraries log through the standard library (uvicorn, httpx, ...) as this process's
+    structlog lines, named by their logger, so a log stays one JSON line per event."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            structlog.get_logger().log(record.levelno, record.getMessage(), logger=record.name)
+        except Exception:  # a logging failure must not take the process down
+            self.handleError(record)
 
 
 def _dumps(event: Any, default: Callable[[Any], Any]) -> bytes:

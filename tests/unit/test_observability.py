@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -31,3 +33,22 @@ def test_every_event_renders_as_one_json_line(event: dict[str, Any]) -> None:
     parsed = json.loads(line)
     assert parsed["event"] == event["event"]
     assert parsed == json.loads(json.dumps(event, default=_fallback))
+
+
+def test_a_library_logging_through_the_standard_library_writes_the_same_json_lines() -> None:
+    """uvicorn and friends log through `logging`: their lines must be JSON too, or a log cannot be parsed."""
+    script = (
+        "import logging, structlog\n"
+        "from backbone.observability import configure_logging\n"
+        "configure_logging('probe')\n"
+        "logging.getLogger('uvicorn.error').warning('Started server process [%d]', 42)\n"
+        "logging.getLogger('httpx').info('HTTP Request: GET /schemas/ids/1')\n"
+        "structlog.get_logger().info('ready')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True, timeout=60)
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [(line["event"], line.get("logger"), line["level"]) for line in lines] == [
+        ("Started server process [42]", "uvicorn.error", "warning"),
+        ("ready", None, "info"),
+    ]
+    assert all(line["process"] == "probe" for line in lines)
