@@ -41,7 +41,7 @@ from backbone.streams.loop import Context, Stage, where
 from backbone.streams.partitioner import murmur2_partition
 from backbone.streams.state import Store, StoreSpec
 from topology import messages, metrics, state_codecs
-from topology.books import Books, ledger_key
+from topology.books import LEDGER_KEY_SEPARATOR, Books, ledger_key
 from topology.messages import BookCommand
 from topology.reference import ReferenceStore, position_of
 
@@ -117,7 +117,9 @@ class BillingStages:
         self._awaiting_reported = 0.0
         changelog = {t.name.rsplit("-", 2)[-2]: t.name for t in internal.changelogs}
         self.entry_store = StoreSpec("entries", changelog["entries"], state_codecs.ENTRY_STATE, on_disk=True)
-        self.ledger_store = StoreSpec("ledgers", changelog["ledgers"], state_codecs.LEDGER, on_disk=True)
+        self.ledger_store = StoreSpec(
+            "ledgers", changelog["ledgers"], state_codecs.LEDGER, on_disk=True, group_separator=LEDGER_KEY_SEPARATOR
+        )
         self.rejection_store = StoreSpec("rejections", changelog["rejections"], state_codecs.INSTANT)
 
     def stages(self) -> list[Stage]:

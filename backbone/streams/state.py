@@ -47,6 +47,9 @@ class StoreSpec:
     on_disk: bool = False
     """Kept in the worker's `LocalDisk` (`DiskStore`) when it has one: for state that grows with the
     number of keys ever seen (entries, ledgers); small or often-scanned state stays in memory."""
+    group_separator: str | None = None
+    """Keys are `group + separator + rest` and handlers list a group (`items(group + separator)`): a
+    `DiskStore` then finds a group's keys written since the last flush without looking at the others."""
 
 
 DELETED: Any = object()
@@ -168,13 +171,15 @@ class DiskStore(Store):
     `Store`; it must `put` it for the change to last.
     """
 
-    __slots__ = ("cache_keys", "disk", "prefix")
+    __slots__ = ("cache_keys", "disk", "fresh", "prefix")
 
     def __init__(self, spec: StoreSpec, partition: int, disk: LocalDisk, cache_keys: int) -> None:
         super().__init__(spec, partition)
         self.disk = disk
         self.prefix = disk.namespace(spec.name, partition)
         self.cache_keys = cache_keys
+        self.fresh: dict[str, set[str]] = {}
+        """By group (`StoreSpec.group_separator`): the keys written or held since the last flush."""
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self.data.get(key)
@@ -188,10 +193,25 @@ class DiskStore(Store):
     def put(self, key: str, value: Any) -> None:
         self.data[key] = value
         self.dirty.add(key)
+        if self.spec.group_separator is not None:
+            self._fresh(key)
 
     def delete(self, key: str) -> None:
         self.data[key] = DELETED
         self.dirty.add(key)
+
+    def hold(self, key: str, value: Any) -> None:
+        super().hold(key, value)
+        if self.spec.group_separator is not None:
+            self._fresh(key)
+
+    def _fresh(self, key: str) -> None:
+        group = key.partition(self.spec.group_separator)[0]  # type: ignore[arg-type]  # checked by callers
+        keys = self.fresh.get(group)
+        if keys is None:
+            self.fresh[group] = {key}
+        else:
+            keys.add(key)
 
     def items(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
         """Every key starting with `prefix` and its value, in key order.
@@ -217,10 +237,17 @@ class DiskStore(Store):
                 break
             key = raw_key[skip:].decode()
             found[key] = data.get(key, raw)
-        for key in itertools.chain(self.dirty, self.held):  # new since the last flush: not on disk yet
-            if key.startswith(prefix) and key not in found:
+        for key in self._written_since_flush(prefix):  # new ones are not on disk yet
+            if key not in found and key.startswith(prefix):
                 found[key] = data.get(key, DELETED)
         return {key: value for key, value in found.items() if value is not DELETED}
+
+    def _written_since_flush(self, prefix: str) -> Iterable[str]:
+        """The keys put or held since the last flush that may start with `prefix` (a superset)."""
+        separator = self.spec.group_separator
+        if separator is not None and prefix.endswith(separator) and prefix.count(separator) == 1:
+            return self.fresh.get(prefix[: -len(separator)], ())
+        return itertools.chain(self.dirty, self.held)
 
     def restored(self, key: str, data: bytes | None) -> None:
         self.disk.stage(self.prefix + key.encode(), data)
@@ -245,6 +272,7 @@ class DiskStore(Store):
         disk.write_staged()
         self._drop_held()
         self.dirty.clear()
+        self.fresh.clear()
         excess = len(data) - self.cache_keys
         if excess > 0:  # oldest first: a dict keeps insertion order
             for key in list(itertools.islice(data, excess)):

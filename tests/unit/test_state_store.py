@@ -113,10 +113,11 @@ def test_a_changelog_record_that_cannot_be_decoded_stops_the_worker(restored: An
 # --- on disk -------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def disk(tmp_path: Path) -> Iterator[tuple[StateStores, CountingJson]]:
+@pytest.fixture(params=[None, "|"], ids=["keys", "grouped-keys"])
+def disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[StateStores, CountingJson]]:
     codec = CountingJson()
-    held = StateStores([StoreSpec("ledgers", "app-ledgers-changelog", codec, on_disk=True)], tmp_path / "s", 2)
+    spec = StoreSpec("ledgers", "app-ledgers-changelog", codec, on_disk=True, group_separator=request.param)
+    held = StateStores([spec], tmp_path / "s", 2)
     yield held, codec
     held.close()
 

@@ -25,7 +25,7 @@ from backbone.domain.pipeline import BillingPipeline
 from backbone.domain.routing import RoutingRules
 from backbone.streams.state import StateStores, StoreSpec
 from topology import state_codecs
-from topology.books import Books, ledger_key
+from topology.books import LEDGER_KEY_SEPARATOR, Books, ledger_key
 
 
 class StoredPipeline(BillingPipeline):
@@ -47,7 +47,9 @@ class StoredPipeline(BillingPipeline):
 
 @pytest.fixture
 def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StateStores]:
-    spec = StoreSpec("ledgers", "app-ledgers-changelog", state_codecs.LEDGER, on_disk=True)
+    spec = StoreSpec(
+        "ledgers", "app-ledgers-changelog", state_codecs.LEDGER, on_disk=True, group_separator=LEDGER_KEY_SEPARATOR
+    )
     held = StateStores([spec], tmp_path_factory.mktemp("books") / "state", cache_keys=1)
     yield held
     held.close()
