@@ -24,6 +24,22 @@ from backbone.settings import PostgresSettings, RuntimeSettings
 
 INSTALL_HINT = "install the server: apt-get update && apt-get install -y postgresql (or set BACKBONE_POSTGRES_DSN)"
 
+SERVER_SETTINGS = {
+    "fsync": "on",
+    "max_connections": "100",
+    "shared_buffers": "128MB",
+    # Checkpoints spaced by WAL: at the default 1 GB one started every ~540 MB under the read model's sink
+    # (less than a minute of it), and the first change to each page after a checkpoint writes the whole
+    # page to the WAL: 1.8-2.2 kB per candidate right after one against 0.67 kB between them (the CPU per
+    # row was the same). The price: recovery after a crash may replay up to this much WAL (not measured).
+    "max_wal_size": "4GB",
+    "checkpoint_timeout": "15min",
+}
+"""Server settings of the local cluster (docs/benchmarks.md, "The PostgreSQL sink"). fsync and
+synchronous_commit stay on: a committed batch of the read model, with its offsets, survives a crash.
+wal_compression was measured and left off: lz4 cut the WAL after a checkpoint by a fifth for 2-10 µs more
+of the backend's CPU per row, and CPU is what this machine runs out of."""
+
 
 def find_bin_dir(postgres: PostgresSettings) -> Path | None:
     """Where initdb and pg_ctl live: the setting, PATH, or Debian's versioned directory."""
@@ -77,12 +93,7 @@ class LocalPostgres:
                     "listen_addresses=127.0.0.1",
                     "-c",
                     f"unix_socket_directories={self.data.parent}",
-                    "-c",
-                    "fsync=on",
-                    "-c",
-                    "max_connections=100",
-                    "-c",
-                    "shared_buffers=128MB",
+                    *(arg for name, value in SERVER_SETTINGS.items() for arg in ("-c", f"{name}={value}")),
                 ]
             )
         )

@@ -46,7 +46,7 @@ from backbone.kafka.topics import Topic
 from backbone.settings import Settings
 from backbone.streams.loop import dead_letter_headers
 from backbone.streams.sink import CRASH_EXIT_STATUS
-from consumers.postgres.sink import PostgresSink, SinkSettings, SinkTopics
+from consumers.postgres.sink import PostgresSink, SinkSettings, SinkTopics, apply_sink_migrations
 from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
@@ -595,3 +595,51 @@ def test_records_of_older_writer_schemas_land_like_current_ones(harness: SinkHar
         (derived[2], "NO_RATE", D("300.0000"), "EUR", AT)
     ]
     assert harness.count("dead_letters") == 0
+
+
+# --- indexes ------------------------------------------------------------------------------------------------
+
+OPERATIONS_QUESTIONS = {
+    "invoice_candidates_project": "SELECT * FROM invoice_candidates WHERE project_id = 'P' AND work_date > '2026-11-1'",
+    "invoice_candidates_client": "SELECT * FROM invoice_candidates WHERE client_id = 'C' AND work_date < '2026-12-01'",
+    "invoice_candidates_entry": "SELECT * FROM invoice_candidates WHERE time_entry_id = 'TE-1'",
+    "invoice_candidates_correlation": "SELECT * FROM invoice_candidates WHERE correlation_id = 'req-1'",
+    "invoice_candidates_occurred": "SELECT * FROM invoice_candidates WHERE occurred_at >= now() - interval '1 hour'",
+    "posting_requests_project": "SELECT * FROM posting_requests WHERE project_id = 'P-1'",
+    "posting_requests_entry": "SELECT * FROM posting_requests WHERE time_entry_id = 'TE-1'",
+    "posting_requests_correlation": "SELECT * FROM posting_requests WHERE correlation_id = 'req-1'",
+    "posting_requests_target": "SELECT * FROM posting_requests WHERE erp_target = 'cloud-erp'",
+    "posting_ack_history_occurred": "SELECT * FROM posting_ack_history WHERE occurred_at < '2026-11-02'",
+    "posting_acks_status": "SELECT * FROM posting_acks WHERE status = 'REJECTED'",
+    "posting_acks_correlation": "SELECT * FROM posting_acks WHERE correlation_id = 'req-1'",
+    "billing_response_history_occurred": "SELECT * FROM billing_response_history WHERE occurred_at > '2026-11-02'",
+    "billing_responses_status": "SELECT * FROM billing_responses WHERE status = 'REJECTED'",
+    "billing_responses_invoice": "SELECT * FROM billing_responses WHERE invoice_id = 'in_1'",
+    "billing_responses_correlation": "SELECT * FROM billing_responses WHERE correlation_id = 'req-1'",
+    "exception_history_occurred": "SELECT * FROM exception_history WHERE occurred_at > '2026-11-02'",
+    "exceptions_status": "SELECT * FROM exceptions WHERE status = 'OPEN' AND owner = 'billing-ops'",
+    "exceptions_project": "SELECT * FROM exceptions WHERE project_id = 'P-1'",
+    "exceptions_subject": "SELECT * FROM exceptions WHERE subject_type = 'TIME_ENTRY' AND subject_id = 'TE-1'",
+    "exceptions_correlation": "SELECT * FROM exceptions WHERE correlation_id = 'req-1'",
+    "exceptions_opened": "SELECT * FROM exceptions WHERE opened_at > '2026-11-02'",
+    "dead_letters_error_topic": "SELECT * FROM dead_letters WHERE error_topic = 't' AND error_at > '2026-11-02'",
+    "dead_letters_correlation": "SELECT * FROM dead_letters WHERE correlation_id = 'req-1'",
+}
+
+
+@pytest.mark.parametrize("index", list(OPERATIONS_QUESTIONS))
+def test_every_operations_question_is_answered_by_its_index(postgres_conninfo: str, index: str) -> None:
+    """The read model's indexes (B-tree, hash or BRIN, consumers/postgres/migrations/) each serve the
+    operations question they are for; with sequential scans priced out, a question no index can answer
+    would still plan one."""
+    schema = f"sink_indexes_{uuid.uuid4().hex[:8]}"
+    apply_sink_migrations(postgres_conninfo, schema)
+    try:
+        with psycopg.connect(postgres_conninfo, autocommit=True) as conn:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            conn.execute("SET enable_seqscan = off")
+            plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + OPERATIONS_QUESTIONS[index]).fetchall())
+        assert f" on {index}" in plan or f" using {index}" in plan, plan
+    finally:
+        with psycopg.connect(postgres_conninfo, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
