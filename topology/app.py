@@ -27,6 +27,7 @@ from backbone.settings import Settings
 from backbone.streams import clients
 from backbone.streams.broadcast import BroadcastTable
 from backbone.streams.loop import SlotLock, StreamWorker
+from backbone.streams.native import limit_malloc_arenas
 from topology.reference import ReferenceFollower, ReferenceStore
 from topology.stages import BillingStages, TopologyTopics
 
@@ -72,6 +73,7 @@ class BillingTopology:
         routing_path: Path = DEFAULT_ROUTING,
         slot: int | None = None,
     ) -> None:
+        limit_malloc_arenas()  # before any Kafka client or RocksDB starts its threads
         self.settings = settings
         self.topics = topics or TopologyTopics()
         self.internal = catalog.internal_topics(app_id, INTERNAL_PARTITIONS)

@@ -47,6 +47,9 @@ def group_consumer(
         "session.timeout.ms": streams.session_timeout_ms,
         "heartbeat.interval.ms": max(1000, streams.session_timeout_ms // 5),
         "fetch.wait.max.ms": 20,
+        # records fetched ahead of the handlers: a few batches' worth, not librdkafka's 64 MiB, which a
+        # replay kept full (and which a worker's memory target has to carry)
+        "queued.max.messages.kbytes": 16_384,
     }
     if instance_id is not None:
         config["group.instance.id"] = instance_id

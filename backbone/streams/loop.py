@@ -41,6 +41,7 @@ from backbone.settings import KafkaSettings, StreamsSettings
 from backbone.streams import clients, metrics
 from backbone.streams.broadcast import BroadcastTable
 from backbone.streams.errors import FatalStreamError, Remedy, SlotTakenError, remedy_for
+from backbone.streams.native import limit_malloc_arenas
 from backbone.streams.state import StateStores, Store, StoreSpec
 
 log = structlog.get_logger(__name__)
@@ -147,6 +148,7 @@ class StreamWorker:
     ) -> None:
         """`state_dir`: where this worker keeps its on-disk stores (`StoreSpec.on_disk`); None keeps every
         store in memory. The directory is the worker slot's: emptied at start, removed at exit."""
+        limit_malloc_arenas()  # before this worker's Kafka clients start their threads (docs in native.py)
         self.streams = streams
         self.slot = slot
         self.app = slot.app_id
