@@ -55,7 +55,8 @@ def configure_logging(process: str, *, level: str = "INFO", fmt: str = "json") -
     )
     structlog.contextvars.bind_contextvars(process=process)
     logging.basicConfig(handlers=[_StandardToStructlog()], level=level.upper(), force=True)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per registry request is noise at INFO
+    for name in ("httpx", "httpx2"):  # a line per registry request is noise at INFO
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class _StandardToStructlog(logging.Handler):
