@@ -153,6 +153,9 @@ class Store:
         self._drop_held()
         self.dirty.clear()
 
+    def trim(self) -> None:
+        """Called after every flush: a store in memory keeps what it holds."""
+
     def _drop_held(self) -> None:
         """Values `hold` kept and nobody `put`: not state (see `hold`)."""
         for key in self.held:
@@ -280,8 +283,15 @@ class DiskStore(Store):
         self._drop_held()
         self.dirty.clear()
         self.fresh.clear()
-        excess = len(data) - self.cache_keys
-        if excess > 0:  # oldest first: a dict keeps insertion order
+
+    def trim(self) -> None:
+        """Cut the decoded values back to `cache_keys`, oldest first (a dict keeps insertion order):
+        every flushed value is on disk. After every flush, for every partition, including one that was
+        only read since (reads fill the cache as writes do: a replay's worker grew by ~800 MiB when only
+        some partitions were written for a while)."""
+        excess = len(self.data) - self.cache_keys
+        if excess > 0:
+            data = self.data
             for key in list(itertools.islice(data, excess)):
                 del data[key]
 
@@ -396,6 +406,7 @@ class StateStores:
                 for key, value in store.changes():
                     produce(store.spec.changelog, store.partition, key, value)
                     written += 1
+            store.trim()
         return written
 
     def forget(self, keys: Iterable[tuple[str, int]] | None = None) -> None:

@@ -126,14 +126,27 @@ def test_after_a_flush_a_disk_store_keeps_few_values_decoded_and_reads_the_rest_
     disk: tuple[StateStores, CountingJson],
 ) -> None:
     stores, codec = disk
-    store = stores.open("ledgers", 0)
+    stores._stores[("ledgers", 0)] = store = stores.open("ledgers", 0)
     for n in range(10):
         store.put(f"k{n}", {"n": n})
-    assert len(list(store.changes())) == 10
+    assert stores.flush(lambda *record: None) == 10
     assert len(store.data) == 2  # cache_keys
     assert [store.get(f"k{n}") for n in range(10)] == [{"n": n} for n in range(10)]
     assert codec.decodes == 8
     assert len(store) == 10
+
+
+def test_a_disk_store_only_read_since_the_last_flush_is_cut_back_too(disk: tuple[StateStores, CountingJson]) -> None:
+    stores, _ = disk
+    stores._stores[("ledgers", 0)] = read = stores.open("ledgers", 0)
+    stores._stores[("ledgers", 1)] = written = stores.open("ledgers", 1)
+    for n in range(10):
+        read.put(f"k{n}", {"n": n})
+    stores.flush(lambda *record: None)
+    assert [read.get(f"k{n}") for n in range(10)] == [{"n": n} for n in range(10)]  # decoded, cached
+    written.put("w", {"n": 0})
+    assert stores.flush(lambda *record: None) == 1
+    assert len(read.data) == 2
 
 
 def test_a_disk_store_scan_sees_unflushed_writes_hides_deletions_keeps_key_order_and_caches_nothing(

@@ -42,6 +42,7 @@ class StoredPipeline(BillingPipeline):
         for ledger in settled.changed:
             self.store.put(ledger_key(project_id, ledger.time_entry_id), ledger)
         list(self.store.changes())  # a commit after every operation: the cache is cut to one value
+        self.store.trim()
         return list(settled.events)
 
 
