@@ -66,13 +66,27 @@ class LedgerView:
 
 
 class Books:
-    """The open books of one partition of the books stage."""
+    """The open books of one partition of the books stage.
 
-    __slots__ = ("books", "store")
+    `priced_since`: a master-data generation (`topology.reference.ReferenceStore.generation`) at or
+    after which every ledger of the partition was priced, when known: the partition held no ledger when
+    its books were opened at that generation, so all of them were priced in this process since. None:
+    the partition was restored with ledgers priced before (by this process or another), at unknown times.
+    """
 
-    def __init__(self, store: Store) -> None:
+    __slots__ = ("books", "priced_since", "store")
+
+    def __init__(self, store: Store, priced_since: int | None = None) -> None:
         self.store = store
+        self.priced_since = priced_since
         self.books: dict[str, billing.ProjectBook] = {}
+
+    def priced_with(self, generation: int) -> bool:
+        """True when every ledger here was priced with the master data of `generation`, or newer."""
+        return self.priced_since is not None and generation <= self.priced_since
+
+    def is_empty(self) -> bool:
+        return not self.books and self.store.is_empty()
 
     def book(self, project_id: str) -> billing.ProjectBook:
         """The project's book, opened (its totals counted from its ledgers) on first use."""

@@ -17,6 +17,10 @@ EVENTS_OUT = CounterFamily("backbone_topology_events_out_total", "Events emitted
 EXCEPTIONS = CounterFamily("backbone_topology_exceptions_total", "Business exceptions emitted", ["kind", "status"])
 DEAD_LETTERS = Counter("backbone_topology_dead_letters_total", "Records sent to a dead-letter topic", ["topic"])
 DUPLICATES = Counter("backbone_topology_duplicates_total", "Input events ignored as duplicates (same event_id)")
+REPRICES_SKIPPED = Counter(
+    "backbone_topology_reprices_skipped_total",
+    "Master-data book commands not re-priced: every ledger of the partition was priced with that master data",
+)
 IGNORED = Counter("backbone_topology_ignored_after_deletion_total", "Revisions/approvals ignored after a deletion")
 LATENCY = HistogramFamily(
     "backbone_topology_processing_seconds",

@@ -6,6 +6,10 @@ also reach the project books inside the transaction, as book commands carrying t
 book never re-prices with master data older than the event that asked it to. A key lives in one
 partition, so its offsets order its versions: an older event never overwrites a newer one, whichever
 way it arrives (the broadcast table or a book command).
+
+The store also counts its changes (`generation`), so the books stage can tell that a master-data book
+command asks for nothing new: once a partition's books are watched (`watch`), the store notes the
+generation at which each key's current event was applied (`applied_at`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ class ReferenceStore:
         self._offsets: dict[str, dict[str, int]] = {}
         """Topic -> key -> offset of its latest event: one dict per topic, keyed by the very key string
         `ReferenceData` files the event under (a tuple key per event cost ~110 bytes more)."""
+        self.generation = 0
+        """How many events have been applied: every apply makes the table one generation newer."""
+        self._applied_at: dict[tuple[str, str], int] | None = None
+        """(topic, key) -> the generation its current event was applied at, for events applied once
+        watched; every other key's event was applied before anything watched (generation 0)."""
 
     def apply(self, event: ReferenceEvent, position: Position) -> bool:
         """Apply `event` unless a newer one for its key is already applied; True when applied."""
@@ -40,8 +49,25 @@ class ReferenceStore:
             offsets = self._offsets[position.topic] = {}
         if offsets.get(event.key, -1) >= position.offset:
             return False
-        offsets[self.data.apply(event)] = position.offset
+        key = self.data.apply(event)
+        offsets[key] = position.offset
+        self.generation += 1
+        if self._applied_at is not None:
+            self._applied_at[(position.topic, key)] = self.generation
         return True
+
+    def watch(self) -> int:
+        """The current generation, noting from now on the generation at which each key changes.
+
+        Nothing is noted before the first call, so a worker's initial load of master data costs no
+        memory for it; after it, one entry per key that changes."""
+        if self._applied_at is None:
+            self._applied_at = {}
+        return self.generation
+
+    def applied_at(self, topic: str, key: str) -> int:
+        """The generation at which `key`'s current event (from `topic`) was applied; 0 when before `watch`."""
+        return 0 if self._applied_at is None else self._applied_at.get((topic, key), 0)
 
 
 class ReferenceFollower:

@@ -213,8 +213,12 @@ class BillingStages:
         reference = command.project or command.contract or command.worker
         if reference is not None and command.position is not None:
             self.reference.apply(reference, command.position)
-        context_ = billing.Context(reference=self.reference.data, routing=self.routing(), at=_time_of(command))
         books = self._books_of(context.store("ledgers", where(message)[1]))
+        if self._priced_already(command, books):
+            metrics.REPRICES_SKIPPED.inc()
+            _observe_latency("books", message)
+            return
+        context_ = billing.Context(reference=self.reference.data, routing=self.routing(), at=_time_of(command))
         settle = functools.partial(self._settle, books=books, context=context)
         if command.change is not None:
             change = command.change
@@ -238,7 +242,23 @@ class BillingStages:
         books = self._books.get(store.partition)
         if books is None or books.store is not store:
             books = self._books[store.partition] = Books(store)
+            if books.is_empty():  # every ledger it will hold is priced from now on
+                books.priced_since = self.reference.watch()
         return books
+
+    def _priced_already(self, command: BookCommand, books: Books) -> bool:
+        """A master-data command whose event (or a newer one of its key) every ledger of the partition
+        was already priced with: re-pricing would change nothing, so it is skipped.
+
+        A replay from offset 0 is where this matters: every worker reads all master data before it
+        prices anything, so each book is priced with the final master data from the start, while the
+        references stage's commands for those very events reach the books after many of their entries
+        (re-pricing a book reads and settles every ledger it has).
+        """
+        reference = command.project or command.contract or command.worker
+        if reference is None or command.position is None:
+            return False
+        return books.priced_with(self.reference.applied_at(command.position.topic, reference.key))
 
     def _settle(
         self,

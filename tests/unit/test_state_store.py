@@ -172,6 +172,30 @@ def test_a_disk_store_scan_sees_unflushed_writes_hides_deletions_keeps_key_order
     assert codec.decodes == 1
 
 
+def test_a_store_is_empty_until_a_key_has_a_value_and_again_once_every_key_is_deleted(restored: Any) -> None:
+    store, codec = restored([])
+    assert store.is_empty()
+    store.hold("held", {"v": 0})
+    assert not store.is_empty()
+    store.discard("held")
+    for key in ("a", "b", "c"):
+        store.put(key, {"v": key})
+    assert not store.is_empty()
+    list(store.changes())
+    store.trim()  # the disk store keeps two decoded: "a" is only on disk now
+    store.delete("b")
+    store.delete("c")
+    list(store.changes())
+    assert not store.is_empty()
+    store.delete("a")
+    assert store.is_empty()  # deleted, not flushed yet
+    list(store.changes())
+    assert store.is_empty()
+    other, _ = restored([("b", {"v": 2}), ("c", None)])
+    assert not other.is_empty()
+    assert codec.decodes == 0
+
+
 def test_a_held_value_is_readable_until_the_flush_and_only_a_put_makes_it_last(stores: StateStores) -> None:
     store = stores.open("entries", 0)
     store.hold("kept", {"v": 1})
