@@ -147,7 +147,7 @@ class SinkRoute:
     raising `ServiceUnavailableError` means "not the record's fault: roll back and read it again"."""
 
     topic: str
-    rows: Callable[[Message], Iterable[tuple[SinkTable, Row]]]
+    rows: Callable[[Message], list[tuple[SinkTable, Row]]]
     tables: tuple[SinkTable, ...]
 
 
@@ -233,7 +233,11 @@ class Batch:
 
     records: list[tuple[Message, list[tuple[SinkTable, Row]]]] = field(default_factory=list)
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
-    topics: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def topics(self) -> Counter[str]:
+        """Records per topic (for the metrics), counted when asked: on the writer thread, not the consuming one."""
+        return Counter(message.topic() for message, _ in self.records)
 
     def by_table(self) -> dict[SinkTable, list[Row]]:
         """Rows per table, one per key: the first for insert-once tables, the last for latest tables."""
@@ -521,26 +525,26 @@ class SinkWorker:
     # --- records to rows -------------------------------------------------------------------------------
 
     def _collect(self, messages: list[Message]) -> Batch:
+        # On the consuming thread, the sink's longest path: one pass, names bound once (this loop runs
+        # for every record; the topics' counts are left to the writer thread, see `Batch.topics`).
         batch = Batch()
+        records, positions, rows = batch.records, batch.positions, self._rows
         for message in messages:
             error = message.error()
             if error is not None:
                 clients.check_consumed(error, sink=self.name)
                 continue
-            topic, partition, offset = where(message)
-            batch.records.append((message, self._rows(message)))
-            batch.positions[(topic, partition)] = offset + 1
-            batch.topics[topic] += 1
+            records.append((message, rows(message)))
+            positions[(message.topic(), message.partition())] = message.offset() + 1  # type: ignore[index, operator]
         return batch
 
     def _rows(self, message: Message) -> list[tuple[SinkTable, Row]]:
         try:
-            rows = list(self.routes[message.topic() or ""].rows(message))
+            return self.routes[message.topic() or ""].rows(message)
         except ServiceUnavailableError:
             raise
         except Exception as error:  # the record's own fault: dead-letter it, the partition moves on
             return [self._dead_letter(message, error)]
-        return rows
 
     def _dead_letter(self, message: Message, error: BaseException) -> tuple[SinkTable, Row]:
         row = dead_letter_row(message, error, self.name)
