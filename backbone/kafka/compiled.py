@@ -389,9 +389,11 @@ def _field(
         branches.append(_value(member, shape, schema, rule, target, constants))
     if not isinstance(avro_type, list):
         return branches[0]
-    lines = _count_lines()
+    # The branch's index as one byte (raw zig-zag 2i): what writers write for a union of fewer than 64
+    # branches; any other encoding of it is left to the model.
+    lines = ["n = data[pos]", "pos += 1"]
     for i, branch in enumerate(branches):
-        lines += [f"{'if' if i == 0 else 'elif'} n == {i}:", *(f"    {line}" for line in branch)]
+        lines += [f"{'if' if i == 0 else 'elif'} n == {2 * i}:", *(f"    {line}" for line in branch)]
     return [*lines, "else:", "    raise _Unfit"]
 
 
@@ -421,7 +423,7 @@ def _varint_lines(into: str) -> list[str]:
 
 
 def _count_lines() -> list[str]:
-    """A non-negative varint (a length, a union branch, an enum symbol's index) into `n`; a negative one
+    """A non-negative varint (a length, an enum symbol's index) into `n`; a negative one
     raises `_Unfit`. One byte of an even raw value, the common case, is read inline: `n & 129` tests both
     for a continuation bit and for a sign in one go."""
     return ["n = data[pos]", "if n & 129:", "    n, pos = _count(data, pos)", "else:", "    pos += 1", "    n >>= 1"]
@@ -466,7 +468,26 @@ def _read_date(avro_type: Any, rule: Rule | None, *_: Any) -> list[str]:
 
 
 def _read_instant(avro_type: Any, rule: Rule | None, *_: Any) -> list[str]:
-    return [*_read_long(), *_made(rule, "_INSTANTS", "_EPOCH + _timedelta(microseconds=v)")]
+    # timedelta(0, 0, v) is timedelta(microseconds=v) without parsing a keyword (0.1-0.3 us of ~1.3)
+    return [*_read_eight_byte_long(), *_made(rule, "_INSTANTS", "_EPOCH + _timedelta(0, 0, v)")]
+
+
+def _read_eight_byte_long() -> list[str]:
+    """`_read_long` for a long that usually takes eight bytes: an instant from 1978 to 2541 in microseconds.
+    Those bytes are read as one little-endian integer and their seven-bit groups put together by three
+    masks and shifts (pairs, quads, then the two halves), instead of a byte at a time; any other length
+    is read by `_read_long`. A record cut short is still caught by the reader's final `pos > len(data)`."""
+    return [
+        "x = _from_bytes(data[pos:pos + 8], 'little')",
+        "if x & 0x8080808080808080 == 0x0080808080808080:",  # seven continuation bits, then the last byte
+        "    pos += 8",
+        "    x = (x & 0x007F007F007F007F) | (x & 0x7F007F007F007F00) >> 1",
+        "    x = (x & 0x00003FFF00003FFF) | (x & 0x3FFF00003FFF0000) >> 2",
+        "    n = (x & 0x000000000FFFFFFF) | (x & 0x0FFFFFFF00000000) >> 4",
+        "else:",
+        *(f"    {line}" for line in _varint_lines("n")),
+        "v = (n >> 1) ^ -(n & 1)",
+    ]
 
 
 def _made(rule: Rule | None, cache: str, make: str) -> list[str]:
