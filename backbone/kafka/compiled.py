@@ -16,9 +16,13 @@ caller decodes it the full way, through fastavro and the model, which accepts it
 of the model it cannot check cheaply) gets no compiled reader at all, with the same outcome for each
 of its records. tests/unit/test_compiled_reader.py holds both ways to the same values.
 
+A row reader (`compile_row_reader`) is the same lines returning the row a consumer stores instead of
+the values: the PostgreSQL sink reads each record with one call, its decimals and dates shared.
+
 Arrays of records (a contract's rate card) are read item by item into their model. The fields a model
 names in `shared_values` are given one copy per distinct value: strings interned, decimals, dates and
-instants from bounded caches keyed by their raw Avro value, arrays by their bytes (per writer schema).
+instants from bounded caches keyed by their raw Avro value (a decimal's bytes, a date's or an instant's
+number), arrays by their bytes (per writer schema).
 That is for master data, which every topology worker keeps whole (docs/topology-performance.md,
 "Seventh session").
 """
