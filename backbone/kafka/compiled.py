@@ -16,9 +16,13 @@ caller decodes it the full way, through fastavro and the model, which accepts it
 of the model it cannot check cheaply) gets no compiled reader at all, with the same outcome for each
 of its records. tests/unit/test_compiled_reader.py holds both ways to the same values.
 
+A row reader (`compile_row_reader`) is the same lines returning the row a consumer stores instead of
+the values: the PostgreSQL sink reads each record with one call, its decimals and dates shared.
+
 Arrays of records (a contract's rate card) are read item by item into their model. The fields a model
 names in `shared_values` are given one copy per distinct value: strings interned, decimals, dates and
-instants from bounded caches keyed by their raw Avro value, arrays by their bytes (per writer schema).
+instants from bounded caches keyed by their raw Avro value (a decimal's bytes, a date's or an instant's
+number), arrays by their bytes (per writer schema).
 That is for master data, which every topology worker keeps whole (docs/topology-performance.md,
 "Seventh session").
 """
@@ -62,6 +66,9 @@ their values (plain strings)."""
 ValuesReader = Callable[[bytes], Values | None]
 """Reads one record; None when only the model can say what it holds."""
 
+RowReader = Callable[..., tuple[Any, ...] | None]
+"""Reads one record (its bytes, then the arguments a row ends with) into a row; None as `ValuesReader`."""
+
 
 class CannotCompile(Exception):
     """A writer schema or a model rule the compiled reader does not handle: the model reads every record."""
@@ -99,6 +106,8 @@ _INSTANT_RULES = typing.get_args(Instant)[1:]
 _ID_CHECK = "v.isprintable() and not v.isspace() and v != ''"
 """ID_PATTERN: no control, separator or bidirectional-format character, and not blank. Every character
 the pattern forbids is unprintable to Python, and the only printable white space is the ASCII space."""
+_NOT_BLANK = "v.isprintable() and not v.isspace()"
+"""_ID_CHECK of a string known not to be empty."""
 _PATTERN_CHECKS = {ID_PATTERN: _ID_CHECK, CURRENCY_PATTERN: "_currency(v) is not None"}
 _BOUNDS = {
     MinLen: ("min_length", 0), MaxLen: ("max_length", 0), Ge: ("ge", 0), Gt: ("gt", 1), Le: ("le", 0), Lt: ("lt", -1),
@@ -229,9 +238,25 @@ def _checks(name: str, kind: str, metadata: list[Any]) -> tuple[str, ...]:
             checks.append(_PATTERN_CHECKS[item.pattern])
         else:
             raise CannotCompile(f"field {name}: no compiled check for {item!r}")
-    measured = "len(v)" if kind == "string" else "v"
-    bounds = f"{'' if lowest is None else f'{lowest} <= '}{measured}{'' if highest is None else f' <= {highest}'}"
-    return (bounds, *checks) if bounds != measured else tuple(checks)
+    if kind == "string":
+        if lowest is not None and lowest > 0:  # not empty: the pattern's test of it is implied
+            checks = [_NOT_BLANK if check == _ID_CHECK else check for check in checks]
+        return (*_length_checks(lowest, highest), *checks)
+    bounds = f"{'' if lowest is None else f'{lowest} <= '}v{'' if highest is None else f' <= {highest}'}"
+    return (bounds, *checks) if bounds != "v" else tuple(checks)
+
+
+def _length_checks(lowest: int | None, highest: int | None) -> tuple[str, ...]:
+    """A string's length bounds, tested on its length in bytes (`n`, read before it was decoded) where
+    that decides: a character takes one to four bytes of UTF-8, so at most `highest` bytes is at most
+    `highest` characters, and at least one byte at least one character. Only a string the bytes leave
+    in doubt is measured (`len(v)`)."""
+    checks = []
+    if lowest is not None and lowest > 0:
+        checks.append("n > 0" if lowest == 1 else f"(n >= {4 * lowest} or len(v) >= {lowest})")
+    if highest is not None:
+        checks.append(f"(n <= {highest} or len(v) <= {highest})")
+    return tuple(checks)
 
 
 def _bound(item: Any) -> int:
@@ -261,12 +286,53 @@ def compile_reader(
     return _build(body, outputs, constants, start)
 
 
+def compile_row_reader(
+    writer: dict[str, Any],
+    reader: dict[str, Any],
+    event_cls: type[Event],
+    fields: tuple[str, ...],
+    *,
+    extra: tuple[str, ...] = (),
+    complete: tuple[str, ...] = (),
+    start: int = 0,
+) -> RowReader:
+    """A reader of records written with `writer` straight into a row: the values of `fields` (fields of
+    `event_cls`, in any order) as `compile_reader` reads them, then the reader's own arguments after the
+    record's bytes, named `extra`, as they are. It reads a record as `compile_reader` does (the same
+    lines; what it cannot vouch for, None), and also returns None when a field of `complete` is null (a
+    row that needs more than these values). Decimals and dates come from `_made`'s shared caches
+    whatever the model shares: a consumer that only stores them (the PostgreSQL sink) pays one dict
+    lookup for a rate or a day it has met before, instead of building it again (docs/benchmarks.md,
+    "The PostgreSQL sink")."""
+    if not isinstance(writer, dict) or writer.get("type") != "record" or _fullname(writer, "") != _fullname(reader, ""):
+        raise CannotCompile(f"the writer schema is not a {reader['name']} record")
+    names = tuple(event_cls.model_fields)
+    if unknown := set(fields + complete) - set(names):
+        raise CannotCompile(f"{event_cls.__name__} has no fields {sorted(unknown)}")
+    constants: dict[str, Any] = {}
+    body, outputs = _record(writer, reader, event_cls, "f", constants, share=_SHARED_IN_ROWS)
+    row = [outputs[names.index(name)] for name in fields] + list(extra)
+    for name in complete:
+        body += [f"if {outputs[names.index(name)]} is None:", "    return None"]
+    return _build(body, row, constants, start, params=("data", *extra))  # type: ignore[return-value]
+
+
+_SHARED_IN_ROWS = frozenset({"decimal", "date"})
+"""Kinds of values a row reader takes from the shared caches."""
+
+
 def _record(
-    writer: dict[str, Any], reader: dict[str, Any], model: type[Canonical], prefix: str, constants: dict[str, Any]
+    writer: dict[str, Any],
+    reader: dict[str, Any],
+    model: type[Canonical],
+    prefix: str,
+    constants: dict[str, Any],
+    share: frozenset[str] = frozenset(),
 ) -> tuple[list[str], list[str]]:
     """Lines reading one record written with `writer` into the values of `model` (whose Avro record is
-    `reader`), each field into a variable named `prefix` and its index; and those names in field order."""
-    rules = {rule.name: rule for rule in model_rules(model)}
+    `reader`), each field into a variable named `prefix` and its index; and those names in field order.
+    Values of the kinds in `share` are shared as those of the model's `shared_values` are."""
+    rules = {rule.name: replace(rule, shared=True) if rule.kind in share else rule for rule in model_rules(model)}
     readers = {f["name"]: f for f in reader["fields"]}
     if any("aliases" in f for f in reader["fields"]):
         raise CannotCompile("reader fields with aliases: fastavro matches writer fields by them")  # none so far
@@ -289,10 +355,12 @@ def _record(
     return body, list(names.values())
 
 
-def _build(body: list[str], outputs: list[str], constants: dict[str, Any], start: int) -> ValuesReader:
+def _build(
+    body: list[str], outputs: list[str], constants: dict[str, Any], start: int, params: tuple[str, ...] = ("data",)
+) -> ValuesReader:
     source = "\n".join(
         [
-            "def read(data):",
+            f"def read({', '.join(params)}):",
             "    try:",
             f"        pos = {start}",
             *(f"        {line}" for line in body),
@@ -325,7 +393,9 @@ def _field(
         branches.append(_value(member, shape, schema, rule, target, constants))
     if not isinstance(avro_type, list):
         return branches[0]
-    lines = [*_varint_lines("n"), "if n & 1:", "    raise _Unfit"]
+    # The branch's index as one byte (raw zig-zag 2i): what writers write for a union of fewer than 64
+    # branches; any other encoding of it is left to the model.
+    lines = ["n = data[pos]", "pos += 1"]
     for i, branch in enumerate(branches):
         lines += [f"{'if' if i == 0 else 'elif'} n == {2 * i}:", *(f"    {line}" for line in branch)]
     return [*lines, "else:", "    raise _Unfit"]
@@ -356,9 +426,16 @@ def _varint_lines(into: str) -> list[str]:
     return [f"{into} = data[pos]", "pos += 1", f"if {into} > 127:", f"    {into}, pos = _varint(data, pos, {into})"]
 
 
+def _count_lines() -> list[str]:
+    """A non-negative varint (a length, an enum symbol's index) into `n`; a negative one
+    raises `_Unfit`. One byte of an even raw value, the common case, is read inline: `n & 129` tests both
+    for a continuation bit and for a sign in one go."""
+    return ["n = data[pos]", "if n & 129:", "    n, pos = _count(data, pos)", "else:", "    pos += 1", "    n >>= 1"]
+
+
 def _length_lines() -> list[str]:
-    """Where a value of a non-negative length ends, into `end`."""
-    return [*_varint_lines("n"), "if n & 1:", "    raise _Unfit", "end = pos + (n >> 1)"]
+    """Where a value of a non-negative length ends, into `end` (its length in bytes stays in `n`)."""
+    return [*_count_lines(), "end = pos + n"]
 
 
 def _read_long(*_: Any) -> list[str]:
@@ -376,14 +453,18 @@ def _read_boolean(*_: Any) -> list[str]:
 
 def _read_decimal(avro_type: Any, rule: Rule | None, *_: Any) -> list[str]:
     # fastavro reads with a context of the schema's precision; below that many digits the value is exact
-    return [
-        *_length_lines(),
-        "n = _from_bytes(data[pos:end], 'big', signed=True)",
-        "pos = end",
+    made = [
+        "n = _from_bytes(k, 'big', signed=True)",
         "if not -_UNSCALED_LIMIT < n < _UNSCALED_LIMIT:",
         "    raise _Unfit",
-        *_made(rule, "_DECIMALS", f"_Decimal(n).scaleb({-DECIMAL_SCALE})"),
+        f"v = _Decimal(n).scaleb({-DECIMAL_SCALE})",
     ]
+    read = [*_length_lines(), "k = data[pos:end]", "pos = end"]
+    if rule is None or not rule.shared:
+        return [*read, *made]
+    # shared: looked up by its bytes, before they are turned into a number (checked once, when first met)
+    return [*read, "v = _DECIMALS.get(k)", "if v is None:", *(f"    {line}" for line in made),
+            "    v = _share(_DECIMALS, k, v)"]  # fmt: skip
 
 
 def _read_date(avro_type: Any, rule: Rule | None, *_: Any) -> list[str]:
@@ -391,7 +472,26 @@ def _read_date(avro_type: Any, rule: Rule | None, *_: Any) -> list[str]:
 
 
 def _read_instant(avro_type: Any, rule: Rule | None, *_: Any) -> list[str]:
-    return [*_read_long(), *_made(rule, "_INSTANTS", "_EPOCH + _timedelta(microseconds=v)")]
+    # timedelta(0, 0, v) is timedelta(microseconds=v) without parsing a keyword (0.1-0.3 us of ~1.3)
+    return [*_read_eight_byte_long(), *_made(rule, "_INSTANTS", "_EPOCH + _timedelta(0, 0, v)")]
+
+
+def _read_eight_byte_long() -> list[str]:
+    """`_read_long` for a long that usually takes eight bytes: an instant from 1978 to 2541 in microseconds.
+    Those bytes are read as one little-endian integer and their seven-bit groups put together by three
+    masks and shifts (pairs, quads, then the two halves), instead of a byte at a time; any other length
+    is read by `_read_long`. A record cut short is still caught by the reader's final `pos > len(data)`."""
+    return [
+        "x = _from_bytes(data[pos:pos + 8], 'little')",
+        "if x & 0x8080808080808080 == 0x0080808080808080:",  # seven continuation bits, then the last byte
+        "    pos += 8",
+        "    x = (x & 0x007F007F007F007F) | (x & 0x7F007F007F007F00) >> 1",
+        "    x = (x & 0x00003FFF00003FFF) | (x & 0x3FFF00003FFF0000) >> 2",
+        "    n = (x & 0x000000000FFFFFFF) | (x & 0x0FFFFFFF00000000) >> 4",
+        "else:",
+        *(f"    {line}" for line in _varint_lines("n")),
+        "v = (n >> 1) ^ -(n & 1)",
+    ]
 
 
 def _made(rule: Rule | None, cache: str, make: str) -> list[str]:
@@ -447,7 +547,7 @@ def _read_enum(avro_type: Any, rule: Rule | None, constants: dict[str, Any], tar
     symbols = f"_symbols_{target}"
     taken = rule.symbols if rule is not None else frozenset(avro_type["symbols"])
     constants[symbols] = tuple(s if s in taken else None for s in avro_type["symbols"])
-    lines = [*_varint_lines("n"), "if n & 1:", "    raise _Unfit", f"v = {symbols}[n >> 1]"]
+    lines = [*_count_lines(), f"v = {symbols}[n]"]
     return [*lines, "if v is None:", "    raise _Unfit"]
 
 
@@ -536,17 +636,55 @@ def _default(reader_field: dict[str, Any], rule: Rule) -> Any:
 
 
 def _varint(data: bytes, pos: int, first: int) -> tuple[int, int]:
-    """The raw value of a varint of several bytes whose first byte was `first`, and the position after it."""
-    value, shift = first & 0x7F, 7
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise _Unfit
+    """The raw value of a varint of several bytes whose first byte was `first`, and the position after it
+    (at most ten bytes in all). Unrolled: an instant takes eight bytes, and a loop kept a shift and its
+    bound for each of them (every record of every event has an instant)."""
+    value = first & 0x7F
+    byte = data[pos]
+    if byte < 0x80:
+        return value | byte << 7, pos + 1
+    value |= (byte & 0x7F) << 7
+    byte = data[pos + 1]
+    if byte < 0x80:
+        return value | byte << 14, pos + 2
+    value |= (byte & 0x7F) << 14
+    byte = data[pos + 2]
+    if byte < 0x80:
+        return value | byte << 21, pos + 3
+    value |= (byte & 0x7F) << 21
+    byte = data[pos + 3]
+    if byte < 0x80:
+        return value | byte << 28, pos + 4
+    value |= (byte & 0x7F) << 28
+    byte = data[pos + 4]
+    if byte < 0x80:
+        return value | byte << 35, pos + 5
+    value |= (byte & 0x7F) << 35
+    byte = data[pos + 5]
+    if byte < 0x80:
+        return value | byte << 42, pos + 6
+    value |= (byte & 0x7F) << 42
+    byte = data[pos + 6]
+    if byte < 0x80:
+        return value | byte << 49, pos + 7
+    value |= (byte & 0x7F) << 49
+    byte = data[pos + 7]
+    if byte < 0x80:
+        return value | byte << 56, pos + 8
+    value |= (byte & 0x7F) << 56
+    byte = data[pos + 8]
+    if byte < 0x80:
+        return value | byte << 63, pos + 9
+    raise _Unfit
+
+
+def _count(data: bytes, pos: int) -> tuple[int, int]:
+    """The non-negative varint at `pos` (zig-zag decoded) and the position after it; `_Unfit` when negative."""
+    n = data[pos]
+    n, pos = _varint(data, pos + 1, n) if n > 127 else (n, pos + 1)
+    if n & 1:
+        raise _Unfit
+    return n >> 1, pos
 
 
 SHARED_LIMIT = 4096
@@ -565,6 +703,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RUNTIME: dict[str, Any] = {
     "_Unfit": _Unfit,
     "_varint": _varint,
+    "_count": _count,
     "_from_bytes": int.from_bytes,
     "_Decimal": Decimal,
     "_UNSCALED_LIMIT": int(DECIMAL_LIMIT.scaleb(DECIMAL_SCALE)),

@@ -18,7 +18,8 @@ by `SerdeCache`. A record written with another (older or newer) schema is resolv
 tree's schema, as Avro schema resolution says. Decoding failures raise `DecodeError`, which keeps the
 raw message so callers can dead-letter it. `decode_values` reads a record's field values without a dict
 or a model, through a reader compiled per writer schema (`backbone.kafka.compiled`), for consumers that
-need only the values (the PostgreSQL sink); what it cannot vouch for is left to `decode`.
+need only the values; what it cannot vouch for is left to `decode`. `row_decoder` reads a record straight
+into the row a consumer stores (the PostgreSQL sink), by the same compiled lines.
 `register_all` and `check_compatibility` serve `backbone up` and `backbone schemas`.
 """
 
@@ -35,7 +36,14 @@ from pydantic import ValidationError
 from backbone.domain.models import Event
 from backbone.errors import BackboneError, InvalidInputError, ServiceUnavailableError
 from backbone.kafka import wire
-from backbone.kafka.compiled import Values, ValuesReader, compile_reader, event_builder
+from backbone.kafka.compiled import (
+    RowReader,
+    Values,
+    ValuesReader,
+    compile_reader,
+    compile_row_reader,
+    event_builder,
+)
 from backbone.kafka.schema_ids import CREDENTIALS_HINT, REGISTRY_HINT, PlainRegistry
 from backbone.kafka.topics import EVENT_TOPICS, Topic
 
@@ -206,6 +214,56 @@ class TopicSerde:
         except KeyError:
             read = self._compiled_reader(schema_id, message)
         return read(data) if read is not None else None
+
+    def row_decoder(
+        self, fields: tuple[str, ...], *, complete: tuple[str, ...] = ()
+    ) -> Callable[[Message], tuple[Any, ...] | None]:
+        """A function reading a record straight into a row: `fields` of the event it carries, then the
+        record's topic, partition and offset, as `compiled.compile_row_reader` reads them, with one
+        call per record; for consumers that only store what they read (the PostgreSQL sink). It returns
+        None where `decode_values` would (the record is left to `decode`), when a field of `complete` is
+        null, and for a writer schema `decode_values` or `decode` has not fetched yet: those two ask
+        the registry and say what a record of an unknown schema is, so the first record of each writer
+        schema goes their way."""
+        readers: dict[bytes, RowReader | None] = {}
+
+        def decode_row(message: Message) -> tuple[Any, ...] | None:
+            data = message.value()
+            if data is None:
+                return None
+            header = data[:HEADER_BYTES]
+            try:
+                read = readers[header]
+            except KeyError:
+                read = self._row_reader(header, fields, complete, readers)
+            if read is None:
+                return None
+            return read(data, message.topic(), message.partition(), message.offset())
+
+        return decode_row
+
+    def _row_reader(
+        self,
+        header: bytes,
+        fields: tuple[str, ...],
+        complete: tuple[str, ...],
+        readers: dict[bytes, RowReader | None],
+    ) -> RowReader | None:
+        """The row reader of the writer schema `header` names, compiled once it is known (kept in `readers`)."""
+        schema_id = int.from_bytes(header[1:], "big")
+        if len(header) < HEADER_BYTES or header[0] != MAGIC_BYTE or schema_id not in self._writer_schemas:
+            return None
+        try:
+            read: RowReader | None = compile_row_reader(
+                self._writer_schemas[schema_id], wire.schema_for(self.event_cls), self.event_cls, fields,
+                extra=("topic", "partition", "offset"), complete=complete, start=HEADER_BYTES,
+            )  # fmt: skip
+        except Exception as reason:  # as in _compiled_reader: decode_values and decode read them
+            _log().debug("records of this writer schema are not read into rows", schema_id=schema_id,
+                         topic=self.topic.name, reason=str(reason))  # fmt: skip
+            read = None
+        readers[header] = read
+        return read
 
     def _compiled_reader(self, schema_id: int, message: Message) -> ValuesReader | None:
         if schema_id not in self._writer_schemas:

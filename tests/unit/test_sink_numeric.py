@@ -47,3 +47,12 @@ def test_the_copy_of_a_sink_connection_finds_it_by_the_column_type() -> None:
     assert (
         adapters.get_dumper(Decimal, psycopg.adapt.PyFormat.AUTO) is not RepeatedNumericDumper
     )  # parameters as before
+
+
+def test_a_decimal_met_again_as_the_same_object_keeps_its_bytes_and_equal_ones_keep_their_own_scale() -> None:
+    # the sink's row readers hand every record the same object for the same decimal: found by identity,
+    # which must never give an equal decimal of another scale (or an int) the shared one's bytes
+    dumper = RepeatedNumericDumper(Decimal)
+    shared = Decimal("150.0000")
+    for value in [shared, Decimal("150.00"), shared, 150, Decimal("150"), shared, Decimal("1.5E+2"), shared]:
+        assert bytes(dumper.dump(value)) == psycopg_bytes(value), value

@@ -4,8 +4,10 @@ and the prefixed topics of tests. The database and broker side is tests/integrat
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -16,6 +18,8 @@ import pytest
 from confluent_kafka import Message
 from confluent_kafka.schema_registry import Schema
 from confluent_kafka.schema_registry._sync.mock_schema_registry_client import MockSchemaRegistryClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backbone.domain.ids import derive_event_id
 from backbone.domain.models import BusinessException, InvoiceCandidate
@@ -43,6 +47,7 @@ from consumers.postgres.sink import (
     exception_rows,
 )
 from tests.examples import RICH
+from tests.unit.test_compiled_reader import _built_once
 
 AT = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "schemas"
@@ -210,17 +215,72 @@ def _records(topic: catalog.Topic, serde: TopicSerde) -> list[bytes]:
     return values
 
 
+def _typed(rows: list[tuple[SinkTable, tuple[object, ...]]]) -> list[tuple[SinkTable, list[tuple[type, str]]]]:
+    """Rows compared with their values' types and exact text (a decimal's exponent, an instant's zone)."""
+    return [(table, [(type(v), repr(v)) for v in row]) for table, row in rows]
+
+
 @pytest.mark.parametrize(("topic", "rows"), SINK_EVENTS)
 def test_compiled_reads_give_the_rows_the_model_gives(topic: catalog.Topic, rows: EventRows) -> None:
     serde = _serde(topic)
+    route, decode_row = _decoding(serde, rows), serde.row_decoder(rows.event_fields, complete=rows.needed)
     for value in _records(topic, serde):
         record = Message(topic=topic.name, partition=1, offset=3, key=b"k", value=value, headers=[])
         values = serde.decode_values(record)
         assert values is not None, "the compiled reader should read every valid record"
-        from_values, from_event = rows.of_values(values, record), rows.of_event(serde.decode(record), record)
-        assert [(t, [(type(v), repr(v)) for v in r]) for t, r in from_values] == [
-            (t, [(type(v), repr(v)) for v in r]) for t, r in from_event
-        ]
+        from_event = _typed(rows.of_event(serde.decode(record), record))
+        assert _typed(rows.of_values(values, record)) == from_event
+        assert _typed(route(record)) == from_event
+        row = decode_row(record)  # its writer schema fetched above: read straight into the row
+        if rows.history_id is None or values[list(rows.event.model_fields).index("event_id")] is not None:
+            assert row is not None, "the row reader should read every valid record with its history id"
+            assert _typed([(rows.tables[0], row)]) == from_event[:1]
+        else:
+            assert row is None, "a history id derived from the payload is left to the values"
+
+
+def test_the_first_record_of_a_writer_schema_takes_the_values_way_which_fetches_it() -> None:
+    topic = catalog.INVOICE_CANDIDATES
+    serde = _serde(topic)
+    decode_row = serde.row_decoder(CANDIDATE_ROWS.event_fields)
+    record = Message(
+        topic=topic.name, partition=0, offset=1, key=b"k", value=serde.encode_value(_candidate()), headers=[]
+    )
+    assert decode_row(record) is None  # the writer schema is not fetched yet: decode_values will
+    assert serde.decode_values(record) is not None
+    assert decode_row(record) == candidate_rows(_candidate(), record)[0][1]
+    unknown = Message(topic=topic.name, partition=0, offset=2, key=b"k", value=b"\x00\x00\x00\x7f\x7f", headers=[])
+    assert decode_row(unknown) is None
+    with pytest.raises(DecodeError, match="unknown writer schema"):
+        _decoding(serde, CANDIDATE_ROWS)(unknown)
+
+
+@pytest.mark.parametrize(("topic", "rows"), SINK_EVENTS)
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_any_record_gets_the_models_rows_from_its_row_reader_or_is_left_to_the_model(
+    topic: catalog.Topic, rows: EventRows, data: st.DataObject
+) -> None:
+    serde, parsed, records = _built_once(topic)
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, parsed, data.draw(records))
+    record = Message(topic=topic.name, partition=4, offset=5, key=b"k", value=serde.header() + out.getvalue())
+    serde.decode_values(record)  # the writer schema fetched, as the route's first record of it does
+    row = _row_decoder(topic, rows)(record)
+    try:
+        expected = rows.of_event(serde.decode_by_model(record), record)
+    except DecodeError:
+        assert row is None, "the row reader read a record the model refuses"
+        return
+    if row is not None:
+        assert _typed([(t, row) for t in rows.tables]) == _typed(expected)
+    assert _typed(_decoding(serde, rows)(record)) == _typed(expected)
+
+
+@functools.cache
+def _row_decoder(topic: catalog.Topic, rows: EventRows) -> Callable[[Message], tuple[object, ...] | None]:
+    serde, _, _ = _built_once(topic)
+    return serde.row_decoder(rows.event_fields, complete=rows.needed)
 
 
 def test_a_record_the_compiled_reader_defers_gets_the_models_row_or_a_decode_error() -> None:
