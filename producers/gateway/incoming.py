@@ -13,16 +13,17 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import orjson
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+from producers.emitter import DeliveryError
 
 
 class Incoming:
@@ -41,6 +42,19 @@ class Incoming:
         self.state: dict[str, Any] = scope.setdefault("state", {})
         self._receive = receive
         self._body_done = False
+
+    def body_buffered(self) -> bool:
+        """Whether uvicorn's httptools protocol already holds the whole body, so reading it cannot wait
+        and needs no deadline (arming and disarming `asyncio.timeout` was about 2 % of a webhook's CPU).
+        False for any other server, or a body still arriving: those are read under the deadline."""
+        cycle = getattr(self._receive, "__self__", None)
+        return (
+            type(cycle) is RequestResponseCycle
+            and not self._body_done
+            and not cycle.more_body
+            and not cycle.waiting_for_100_continue
+            and cycle.message_event.is_set()
+        )
 
     async def chunk(self) -> bytes | None:
         """The body's next chunk, None after the last; `ClientDisconnect` when the client hangs up
@@ -78,55 +92,108 @@ class Answer:
 
 
 class Deliveries:
-    """Delivery reports, which librdkafka's callbacks resolve on the emitter's polling thread, handed to
-    one event loop in batches: one wake-up of the loop per batch of reports, where `asyncio.wrap_future`
-    woke it once per record and `gather`/`shield`/`wait_for` added a task and callbacks per request."""
+    """Delivery reports, which librdkafka hands to the emitter's polling thread, passed to one event loop
+    in batches: one wake-up of the loop per batch of reports. A request's records report to one
+    `DeliveryReports` (`expect`), the callable librdkafka calls for each of them, so a record costs
+    no `concurrent.futures.Future` (with its `Condition`), no `Delivery` and no done-callback; the
+    loop counts the reports and resolves the request's waiter once every record is on the broker."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._arrived: deque[tuple[asyncio.Future[None], list[int], Future[Any]]] = deque()
+        self._arrived: deque[tuple[DeliveryReports, Any]] = deque()
         self._lock = threading.Lock()
         self._wake_pending = False
 
-    async def wait(self, futures: Sequence[Future[Any]], timeout_s: float) -> None:
-        """Return once every future succeeded; the first failure's exception, or `TimeoutError` after
-        `timeout_s` (the futures go on: the caller may still wait for them). Call it on `loop`."""
-        if not futures:
+    def expect(self, records: int) -> DeliveryReports:
+        """The reports of a request of `records` records (call it on `loop`, before producing them)."""
+        return DeliveryReports(self, records)
+
+    async def wait(self, reports: DeliveryReports, timeout_s: float) -> None:
+        """Return once every record was delivered; `DeliveryError` for the first that was not, or
+        `TimeoutError` after `timeout_s` (the reports go on: `reports.settled()` still waits for them)."""
+        if reports.outcome is not None:
+            reports.raise_failure()
             return
         waiter: asyncio.Future[None] = self.loop.create_future()
-        remaining = [len(futures)]
-        arrive = partial(self._arrive, waiter, remaining)
-        for future in futures:
-            future.add_done_callback(arrive)
+        reports.waiters.append(waiter)
         timer = self.loop.call_later(timeout_s, _expire, waiter)
         try:
             await waiter
         finally:
             timer.cancel()
 
-    def _arrive(self, waiter: asyncio.Future[None], remaining: list[int], done: Future[Any]) -> None:
-        """A future resolved (on any thread): queue it, and wake the loop unless a wake-up is pending."""
-        self._arrived.append((waiter, remaining, done))
+    def arrived(self, reports: DeliveryReports, error: Any) -> None:
+        """A report arrived (on any thread): queue it, and wake the loop unless a wake-up is pending."""
+        self._arrived.append((reports, error))
         with self._lock:
             wake, self._wake_pending = not self._wake_pending, True
         if wake:
             self.loop.call_soon_threadsafe(self._settle)  # RuntimeError once the loop is closed: nobody waits
 
     def _settle(self) -> None:
-        """On the loop: resolve the waiters of every report that arrived."""
+        """On the loop: count every report that arrived against its request."""
         with self._lock:
             self._wake_pending = False
         while self._arrived:
-            waiter, remaining, done = self._arrived.popleft()
-            if waiter.done():  # timed out, or an earlier record of its request failed
+            reports, error = self._arrived.popleft()
+            reports.note(error)
+
+
+class DeliveryReports:
+    """The delivery reports of one request's records: librdkafka calls it with `(error, message)` for
+    each record (`Emitter.send_reported`), on whichever thread polls; it counts them on the loop."""
+
+    __slots__ = ("_deliveries", "outcome", "remaining", "waiters")
+
+    def __init__(self, deliveries: Deliveries, records: int) -> None:
+        self._deliveries = deliveries
+        self.remaining = records
+        self.outcome: BaseException | bool | None = None
+        """None while reports are due; True once all were delivered; the first failure's error."""
+        self.waiters: list[asyncio.Future[None]] = []
+
+    def __call__(self, error: Any, _message: Any = None) -> None:
+        self._deliveries.arrived(self, error)
+
+    def note(self, error: Any) -> None:
+        """On the loop: one record's report; settle the waiters on the last one or the first failure."""
+        if self.outcome is not None:  # an earlier record of this request failed
+            return
+        if error is not None:
+            self._settle(DeliveryError(f"a record was not delivered: {_reason(error)}"))
+            return
+        self.remaining -= 1
+        if self.remaining <= 0:
+            self._settle(True)
+
+    def raise_failure(self) -> None:
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+
+    async def settled(self) -> None:
+        """Wait, however long it takes, until every report has arrived (or one failed, raised)."""
+        if self.outcome is None:
+            waiter: asyncio.Future[None] = self._deliveries.loop.create_future()
+            self.waiters.append(waiter)
+            await waiter
+        self.raise_failure()
+
+    def _settle(self, outcome: BaseException | bool) -> None:
+        self.outcome = outcome
+        for waiter in self.waiters:
+            if waiter.done():  # timed out
                 continue
-            error = done.exception()
-            if error is not None:
-                waiter.set_exception(error)
-                continue
-            remaining[0] -= 1
-            if remaining[0] == 0:
+            if outcome is True:
                 waiter.set_result(None)
+            else:
+                waiter.set_exception(outcome)  # type: ignore[arg-type]
+        self.waiters.clear()
+
+
+def _reason(error: Any) -> str:
+    """A librdkafka `KafkaError`'s text (its `str()` method), or any other error's."""
+    text = getattr(error, "str", None)
+    return str(text()) if callable(text) else str(error)
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:

@@ -16,8 +16,7 @@ import hashlib
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,8 +65,9 @@ def retry_after(seconds: float) -> str:
 class StoredResponse:
     status: int
     body: dict[str, Any]
-    pending: tuple[Future[Any], ...] = ()
-    """Deliveries not confirmed when the response was given (a 503): the request stays in flight."""
+    pending: Callable[[], Awaitable[None]] | None = None
+    """Waits for the deliveries not confirmed when the response was given (a 503): the request stays in
+    flight until they settle."""
     accepted: dict[str, Any] | None = None
     """The answer to give once `pending` is delivered."""
 
