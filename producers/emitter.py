@@ -186,6 +186,7 @@ class Emitter:
         transactional_id: str | None = None,
         bulk: bool = False,
         linger_ms: int | None = None,
+        poll_thread: bool = True,
     ) -> None:
         """`topics` overrides the catalog topic of some event types (e.g. a test's own topic).
 
@@ -200,6 +201,10 @@ class Emitter:
         so `publish` and `publish_encoded` produce with no Python callback per record (a call and a
         message object each, docs/benchmarks.md); `send` and `send_prepared`, whose futures need every
         report, are refused then.
+
+        `poll_thread=False`: `send`, `send_prepared` and `send_reported` start no thread serving the
+        delivery reports; the caller serves them with `poll` (the gateway's event loop does, so its
+        callbacks run on the loop's own thread).
         """
         settings = settings or load_settings()
         self._topics = {**BY_EVENT_TYPE, **(topics or {})}
@@ -227,6 +232,7 @@ class Emitter:
         self._closed = threading.Event()
         self._poller: threading.Thread | None = None
         self._poller_lock = threading.Lock()
+        self._poll_thread = poll_thread
 
     def __enter__(self) -> Emitter:
         return self
@@ -430,6 +436,11 @@ class Emitter:
             # A fenced or fatal producer cannot abort; the broker aborts on the next init or timeout.
             _log().warning("transaction abort failed", error=str(error))
 
+    def poll(self, timeout: float = 0.0) -> int:
+        """Serve the delivery reports librdkafka holds, on this thread (waiting up to `timeout` for one);
+        returns how many were served. For an emitter made with `poll_thread=False`."""
+        return int(self._producer.poll(timeout))
+
     def flush(self, timeout: float | None = None) -> int:
         """Wait for outstanding deliveries; returns how many are still outstanding."""
         return int(self._producer.flush(self._delivery_timeout_s if timeout is None else timeout))
@@ -485,7 +496,7 @@ class Emitter:
 
     def _start_poller(self) -> None:
         # Futures from `send` resolve only when someone serves delivery reports; a daemon thread does.
-        if self._poller is not None:  # the common case, without taking the lock
+        if self._poller is not None or not self._poll_thread:  # the common cases, without taking the lock
             return
         with self._poller_lock:
             if self._poller is None and not self._closed.is_set():

@@ -82,6 +82,8 @@ class Publisher(Protocol):
 
     def send_reported(self, records: Sequence[Any], report: Callable[[Any, Any], None]) -> None: ...
 
+    def poll(self, timeout: float) -> int: ...
+
 
 class Accepted(BaseModel):
     accepted: int
@@ -445,6 +447,7 @@ class Gateway:
             else:  # the schema id is looked up once per topic: keep that HTTP call off the event loop
                 await asyncio.to_thread(self.publisher.send_reported, prepared, reports)
         except Exception as error:
+            self._deliveries_here().forget(reports)
             log.error("publish failed before sending", error=str(error))
             return StoredResponse(503, {"error": "could not publish; retry later", "problems": []})
         accepted = {"accepted": len(prepared), "event_ids": [_event_of(p).event_id for p in prepared]}
@@ -468,7 +471,7 @@ class Gateway:
         """The delivery hand-off of the running loop (one loop in production; a test client may use several)."""
         loop = asyncio.get_running_loop()
         if self._deliveries is None or self._deliveries.loop is not loop:
-            self._deliveries = Deliveries(loop)
+            self._deliveries = Deliveries(loop, self.publisher.poll)
         return self._deliveries
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,11 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from producers.emitter import DeliveryError
+
+POLL_INTERVAL_S = 0.001
+"""How often the loop serves delivery reports while any is due: a report waits at most this long (the
+producer lingers 1 ms and the broker answers in a few), and a `poll(0)` with nothing to serve costs
+microseconds."""
 
 
 class Incoming:
@@ -92,21 +97,39 @@ class Answer:
 
 
 class Deliveries:
-    """Delivery reports, which librdkafka hands to the emitter's polling thread, passed to one event loop
-    in batches: one wake-up of the loop per batch of reports. A request's records report to one
-    `DeliveryReports` (`expect`), the callable librdkafka calls for each of them, so a record costs
-    no `concurrent.futures.Future` (with its `Condition`), no `Delivery` and no done-callback; the
-    loop counts the reports and resolves the request's waiter once every record is on the broker."""
+    """Delivery reports counted on one event loop. A request's records report to one `DeliveryReports`
+    (`expect`), the callable librdkafka calls for each of them, so a record costs no
+    `concurrent.futures.Future` (with its `Condition`), no `Delivery` and no done-callback.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    With `poll` (the emitter's, made without its polling thread) the loop itself serves the reports:
+    every `POLL_INTERVAL_S` while any is due, a `poll(0)` that never blocks runs the callbacks right
+    here. A polling thread cost a hand-over of the GIL and a wake-up of the loop for every batch of
+    reports (about a third of a webhook's CPU went to producing and waiting: docs/benchmarks.md).
+    Reports that arrive on another thread (a producer's full queue served in a worker thread, the
+    final flush) are queued and handed over with one wake-up of the loop per batch."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, poll: Callable[[float], Any] | None = None) -> None:
         self.loop = loop
+        self._poll = poll
+        self._due = 0  # reports expected and not arrived yet: the loop polls while there are any
+        self._polling = False
+        self._loop_thread = threading.get_ident()  # made on the loop (`Gateway._deliveries_here`)
         self._arrived: deque[tuple[DeliveryReports, Any]] = deque()
         self._lock = threading.Lock()
         self._wake_pending = False
 
     def expect(self, records: int) -> DeliveryReports:
         """The reports of a request of `records` records (call it on `loop`, before producing them)."""
+        self._due += records
+        if self._poll is not None and not self._polling:
+            self._polling = True
+            self.loop.call_later(POLL_INTERVAL_S, self._serve)
         return DeliveryReports(self, records)
+
+    def forget(self, reports: DeliveryReports) -> None:
+        """Expect no more reports for `reports` (its records could not all be produced)."""
+        self._due = max(0, self._due - reports.unreported)
+        reports.unreported = 0
 
     async def wait(self, reports: DeliveryReports, timeout_s: float) -> None:
         """Return once every record was delivered; `DeliveryError` for the first that was not, or
@@ -123,31 +146,54 @@ class Deliveries:
             timer.cancel()
 
     def arrived(self, reports: DeliveryReports, error: Any) -> None:
-        """A report arrived (on any thread): queue it, and wake the loop unless a wake-up is pending."""
+        """A report arrived: counted at once on the loop's thread; from any other, queued, and the loop
+        woken unless a wake-up is pending."""
+        if self.loop.is_closed():  # the final flush after the server stopped: nobody waits any more
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._count(reports, error)
+            return
         self._arrived.append((reports, error))
         with self._lock:
             wake, self._wake_pending = not self._wake_pending, True
         if wake:
-            self.loop.call_soon_threadsafe(self._settle)  # RuntimeError once the loop is closed: nobody waits
+            self.loop.call_soon_threadsafe(self._settle)
+
+    def _count(self, reports: DeliveryReports, error: Any) -> None:
+        if reports.unreported > 0:
+            reports.unreported -= 1
+            self._due = max(0, self._due - 1)
+        reports.note(error)
+
+    def _serve(self) -> None:
+        """On the loop, while reports are due: run the callbacks of those librdkafka holds, without waiting."""
+        try:
+            self._poll(0)  # type: ignore[misc]
+        finally:
+            if self._due > 0 and not self.loop.is_closed():
+                self.loop.call_later(POLL_INTERVAL_S, self._serve)
+            else:
+                self._polling = False
 
     def _settle(self) -> None:
-        """On the loop: count every report that arrived against its request."""
+        """On the loop: count every report that arrived from another thread."""
         with self._lock:
             self._wake_pending = False
         while self._arrived:
             reports, error = self._arrived.popleft()
-            reports.note(error)
+            self._count(reports, error)
 
 
 class DeliveryReports:
     """The delivery reports of one request's records: librdkafka calls it with `(error, message)` for
     each record (`Emitter.send_reported`), on whichever thread polls; it counts them on the loop."""
 
-    __slots__ = ("_deliveries", "outcome", "remaining", "waiters")
+    __slots__ = ("_deliveries", "outcome", "remaining", "unreported", "waiters")
 
     def __init__(self, deliveries: Deliveries, records: int) -> None:
         self._deliveries = deliveries
         self.remaining = records
+        self.unreported = records  # reports still to come, failures included (`remaining` counts successes)
         self.outcome: BaseException | bool | None = None
         """None while reports are due; True once all were delivered; the first failure's error."""
         self.waiters: list[asyncio.Future[None]] = []

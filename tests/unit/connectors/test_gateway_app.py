@@ -58,6 +58,9 @@ class FakePublisher:
     def frames_known(self, records: Any) -> bool:
         return True
 
+    def poll(self, timeout: float) -> int:
+        return 0  # reports are made at once, or by the test
+
     def send_reported(self, events: list[Event], report: Callable[[Any, Any], None]) -> None:
         for event in events:
             self._send(event, report)
