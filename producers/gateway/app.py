@@ -706,8 +706,10 @@ class AccessLog:
         try:
             if lean is None:
                 await self.app(scope, receive, send_and_note)
-            else:
-                await self._serve(lean, scope, receive, send_and_note)
+            else:  # the answer's status is known before it is sent: no wrapper around `send`
+                answer = await self._answer(lean, scope, receive)
+                status = answer.status
+                await answer.send(send)
         except OSError as error:  # the transport went away while answering
             log.info("client disconnected", error=type(error).__name__)
             status = CLIENT_CLOSED
@@ -720,11 +722,10 @@ class AccessLog:
             self._record(scope, status, time.perf_counter() - started)
 
     @staticmethod
-    async def _serve(lean: LeanRoute, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _answer(lean: LeanRoute, scope: Scope, receive: Receive) -> Answer:
         route, handle = lean
         scope["route"] = route
-        answer = await _handled(handle(Incoming(scope, receive)))
-        await answer.send(send)
+        return await _handled(handle(Incoming(scope, receive)))
 
     def _record(self, scope: Scope, status: int, elapsed: float) -> None:
         route = getattr(scope.get("route"), "path", "unmatched")

@@ -126,6 +126,11 @@ class Deliveries:
             self.loop.call_later(POLL_INTERVAL_S, self._serve)
         return DeliveryReports(self, records)
 
+    @property
+    def polling(self) -> bool:
+        """Whether the loop is polling for reports (only while some are due)."""
+        return self._polling
+
     def forget(self, reports: DeliveryReports) -> None:
         """Expect no more reports for `reports` (its records could not all be produced)."""
         self._due = max(0, self._due - reports.unreported)

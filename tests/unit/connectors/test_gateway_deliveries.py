@@ -84,3 +84,43 @@ def test_a_body_from_a_server_other_than_uvicorns_httptools_is_read_under_the_de
 
     scope = {"type": "http", "headers": [], "client": ("127.0.0.1", 1)}
     assert Incoming(scope, receive).body_buffered() is False
+
+
+def test_the_loop_serves_the_reports_by_polling_while_any_is_due_and_then_stops() -> None:
+    async def scenario() -> tuple[int, bool]:
+        loop = asyncio.get_running_loop()
+        polls: list[int] = []
+        held: list[object] = []
+
+        def poll(timeout: float) -> int:
+            """librdkafka's poll(0): the report is ready on the third call, served on this thread."""
+            assert timeout == 0 and threading.get_ident() == loop_thread
+            polls.append(len(polls))
+            if len(polls) == 3:
+                held.pop()(None, None)  # type: ignore[operator]
+                return 1
+            return 0
+
+        loop_thread = threading.get_ident()
+        deliveries = Deliveries(loop, poll)
+        reports = deliveries.expect(1)
+        held.append(reports)
+        await deliveries.wait(reports, timeout_s=10)
+        return len(polls), deliveries.polling  # nothing due: no further poll is scheduled
+
+    assert asyncio.run(scenario()) == (3, False)
+
+
+def test_reports_of_records_that_could_not_be_produced_are_not_polled_for() -> None:
+    async def scenario() -> int:
+        loop = asyncio.get_running_loop()
+        polls: list[float] = []
+        deliveries = Deliveries(loop, lambda timeout: polls.append(timeout) or 0)
+        reports = deliveries.expect(2)
+        deliveries.forget(reports)  # the producer refused the batch before the first record
+        deadline = loop.time() + 10
+        while deliveries.polling and loop.time() < deadline:
+            await asyncio.sleep(0)
+        return len(polls)
+
+    assert asyncio.run(scenario()) == 1  # the poll already scheduled, then no more
