@@ -10,7 +10,8 @@ missing `event_id` is derived from the payload, so emitting the same input twice
 `send` returns a future the delivery report resolves (the HTTP gateway answers 202 only after it);
 `publish` sends many and returns only when the broker has all of them, raising otherwise. To publish
 a batch all or nothing, `prepare` encodes every event first (an invalid one raises `InvalidInputError`
-before anything was produced) and `send_prepared` then produces them.
+before anything was produced) and `send_prepared` (or `send_reported`, one report callable for the
+batch) then produces them.
 With a `transactional_id`, `transaction()` makes everything published inside it (and any
 `produce_bytes` record, e.g. a poller's cursor) visible to read-committed consumers all or nothing.
 """
@@ -185,6 +186,7 @@ class Emitter:
         transactional_id: str | None = None,
         bulk: bool = False,
         linger_ms: int | None = None,
+        poll_thread: bool = True,
     ) -> None:
         """`topics` overrides the catalog topic of some event types (e.g. a test's own topic).
 
@@ -199,6 +201,10 @@ class Emitter:
         so `publish` and `publish_encoded` produce with no Python callback per record (a call and a
         message object each, docs/benchmarks.md); `send` and `send_prepared`, whose futures need every
         report, are refused then.
+
+        `poll_thread=False`: `send`, `send_prepared` and `send_reported` start no thread serving the
+        delivery reports; the caller serves them with `poll` (the gateway's event loop does, so its
+        callbacks run on the loop's own thread).
         """
         settings = settings or load_settings()
         self._topics = {**BY_EVENT_TYPE, **(topics or {})}
@@ -226,6 +232,7 @@ class Emitter:
         self._closed = threading.Event()
         self._poller: threading.Thread | None = None
         self._poller_lock = threading.Lock()
+        self._poll_thread = poll_thread
 
     def __enter__(self) -> Emitter:
         return self
@@ -274,8 +281,9 @@ class Emitter:
         """
         event = with_envelope_defaults(event)
         serde = self._serdes.for_topic(self._topics[event.event_type])
-        key, body, _ = encode_for_spool(event, serde)
-        return Prepared(event, serde, key, body, _headers(event, headers))
+        key, body, spooled = encode_for_spool(event, serde)
+        # The spool's headers are those of `_headers` without extra ones: not built twice.
+        return Prepared(event, serde, key, body, spooled if not headers else _headers(event, headers))
 
     def frames_known(self, records: Sequence[Prepared]) -> bool:
         """Whether `send_prepared` needs no registry call for these (their schema ids are known)."""
@@ -297,6 +305,20 @@ class Emitter:
         # No poll here: the polling thread serves the delivery reports (a poll per call was a system call
         # per gateway request, and the reports it found came back on the caller's thread, not a batch).
         return futures
+
+    def send_reported(self, records: Sequence[Prepared], report: Callable[[KafkaError | None, Message], None]) -> None:
+        """Produce encoded events; librdkafka calls `report(error, message)` once for each, on the polling
+        thread, once the broker has it (`error` None) or refused it.
+
+        For a caller that waits for a whole batch (the HTTP gateway): one callable for all of them, where
+        `send_prepared` makes a `Future` (with its `Condition`), a closure and a `Delivery` per record.
+        The schema ids are looked up first, so an unreachable registry raises before any is produced.
+        """
+        self._refuse_in_bulk("send_reported")
+        values = [record.serde.frame(record.body) for record in records]
+        self._start_poller()
+        for record, value in zip(records, values, strict=True):
+            self._produce_bytes(record.serde.topic.name, record.key, value, record.headers, report)
 
     def publish(self, events: Iterable[Event], progress: Progress | None = None) -> EmitReport:
         """Send every event and wait until the broker has them all; `DeliveryError` if any failed.
@@ -414,6 +436,11 @@ class Emitter:
             # A fenced or fatal producer cannot abort; the broker aborts on the next init or timeout.
             _log().warning("transaction abort failed", error=str(error))
 
+    def poll(self, timeout: float = 0.0) -> int:
+        """Serve the delivery reports librdkafka holds, on this thread (waiting up to `timeout` for one);
+        returns how many were served. For an emitter made with `poll_thread=False`."""
+        return int(self._producer.poll(timeout))
+
     def flush(self, timeout: float | None = None) -> int:
         """Wait for outstanding deliveries; returns how many are still outstanding."""
         return int(self._producer.flush(self._delivery_timeout_s if timeout is None else timeout))
@@ -469,6 +496,8 @@ class Emitter:
 
     def _start_poller(self) -> None:
         # Futures from `send` resolve only when someone serves delivery reports; a daemon thread does.
+        if self._poller is not None or not self._poll_thread:  # the common cases, without taking the lock
+            return
         with self._poller_lock:
             if self._poller is None and not self._closed.is_set():
                 self._poller = threading.Thread(target=self._poll_until_closed, name="emitter-poll", daemon=True)

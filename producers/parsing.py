@@ -641,6 +641,13 @@ def get_path(item: object, *path: str) -> object:
 
 def text_of(value: object) -> str | None:
     """A JSON scalar as text (`12` -> "12"), None for null/empty; NetSuite's `{refName}` objects too."""
+    # The common JSON cases first: the Mapping check below is an ABC check, and this runs a dozen times a row.
+    if isinstance(value, str):
+        return value.strip() or None
+    if value is None:
+        return None
+    if type(value) is int:
+        return str(value)
     if isinstance(value, Mapping):
         value = value.get("refName", value.get("name", value.get("id")))
     if value is None or isinstance(value, (dict, list)):

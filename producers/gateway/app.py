@@ -24,7 +24,6 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import Future
 from datetime import UTC, datetime
 from decimal import DecimalException
 from functools import partial
@@ -74,13 +73,16 @@ timedelta(seconds=1e20), Decimal("1e300") overflowing): the payload's fault, ans
 
 
 class Publisher(Protocol):
-    """What the gateway needs from the emitter: encode a batch, then send it; futures resolve on delivery."""
+    """What the gateway needs from the emitter: encode a batch, then send it; `report(error, message)` is
+    called once per record when the broker took it (error None) or refused it."""
 
     def prepare(self, event: Event, headers: Mapping[str, str] | None = None) -> Any: ...
 
     def frames_known(self, records: Sequence[Any]) -> bool: ...
 
-    def send_prepared(self, records: Sequence[Any]) -> list[Future[Any]]: ...
+    def send_reported(self, records: Sequence[Any], report: Callable[[Any, Any], None]) -> None: ...
+
+    def poll(self, timeout: float) -> int: ...
 
 
 class Accepted(BaseModel):
@@ -149,16 +151,24 @@ class Metrics:
         self.refused = Counter(
             "gateway_refused", "Requests refused before publishing", ["reason"], registry=self.registry
         )
+        # Read when scraped: counting requests in and out is then an integer each, not a locked update.
         self.in_flight_gauge = Gauge("gateway_requests_in_flight", "Requests being handled", registry=self.registry)
+        self.in_flight_gauge.set_function(self.in_flight)
         self._in_flight = 0
+        self._published: dict[str, Any] = {}
 
     def started(self) -> None:
         self._in_flight += 1
-        self.in_flight_gauge.inc()
 
     def ended(self) -> None:
         self._in_flight -= 1
-        self.in_flight_gauge.dec()
+
+    def published_of(self, event_type: str) -> Any:
+        """The published counter of an event type (its `labels()` lookup made once per type)."""
+        child = self._published.get(event_type)
+        if child is None:
+            child = self._published[event_type] = self.published.labels(event_type)
+        return child
 
     def in_flight(self) -> int:
         """Requests being handled now (the gauge's value)."""
@@ -202,6 +212,7 @@ class Gateway:
         self.timezone = settings.timezone
         self._settling: set[asyncio.Task[None]] = set()
         self._deliveries: Deliveries | None = None
+        self._options: tuple[int, ReadOptions] | None = None
 
     # --- canonical events -------------------------------------------------------------------------
 
@@ -283,7 +294,7 @@ class Gateway:
         )
 
     def _webhook_events(self, source: str, document: object, request: Incoming) -> list[Event]:
-        options = ReadOptions(exported_at=_now(self.clock), timezone=self.timezone)
+        options = self._read_options()
         try:
             events = list(
                 events_of(
@@ -300,6 +311,14 @@ class Gateway:
         except PARSE_ERRORS as error:
             raise _Reject(422, f"not a {source} time entry: {_short(error)}") from None
         return events
+
+    def _read_options(self) -> ReadOptions:
+        """How a delivery is read: dated by the gateway's clock to the second, so one (frozen) options
+        object serves every delivery of that second instead of a datetime and a dataclass each."""
+        second = int(self.clock())
+        if self._options is None or self._options[0] != second:
+            self._options = (second, ReadOptions(exported_at=_now(lambda: second), timezone=self.timezone))
+        return self._options[1]
 
     # --- shared steps -----------------------------------------------------------------------------
 
@@ -334,8 +353,11 @@ class Gateway:
             raise _Reject(413, f"request body over {limit} bytes")
         chunks: list[bytes] = []
         try:
-            async with asyncio.timeout(self.settings.body_timeout_s):
+            if request.body_buffered():  # all there: reading cannot wait
                 await self._read_into(request, chunks, limit)
+            else:
+                async with asyncio.timeout(self.settings.body_timeout_s):
+                    await self._read_into(request, chunks, limit)
         except TimeoutError:
             self.metrics.refused.labels("slow_body").inc()
             raise _Reject(408, f"request body not received within {self.settings.body_timeout_s:g} s") from None
@@ -390,14 +412,14 @@ class Gateway:
 
         async def settle() -> None:
             try:
-                await asyncio.gather(*(asyncio.wrap_future(f) for f in stored.pending))
+                await stored.pending()  # type: ignore[misc]
             except Exception as error:
                 log.warning("late deliveries failed; a retry publishes again", error=str(error))
                 self.idempotency.abandon(scope)
                 return
             accepted = stored.accepted or {}
             self.idempotency.finish(scope, StoredResponse(202, accepted))
-            log.info("late deliveries confirmed", events=len(stored.pending))
+            log.info("late deliveries confirmed", events=accepted.get("accepted"))
 
         task = asyncio.ensure_future(settle())
         self._settling.add(task)
@@ -418,26 +440,28 @@ class Gateway:
         except InvalidInputError as error:
             self.metrics.refused.labels("unencodable").inc()
             raise _Reject(422, f"{error}; nothing was published") from None
+        reports = self._deliveries_here().expect(len(prepared))
         try:
             if inline and self.publisher.frames_known(prepared):
-                futures = self.publisher.send_prepared(prepared)
+                self.publisher.send_reported(prepared, reports)
             else:  # the schema id is looked up once per topic: keep that HTTP call off the event loop
-                futures = await asyncio.to_thread(self.publisher.send_prepared, prepared)
+                await asyncio.to_thread(self.publisher.send_reported, prepared, reports)
         except Exception as error:
+            self._deliveries_here().forget(reports)
             log.error("publish failed before sending", error=str(error))
             return StoredResponse(503, {"error": "could not publish; retry later", "problems": []})
         accepted = {"accepted": len(prepared), "event_ids": [_event_of(p).event_id for p in prepared]}
         try:
-            await self._deliveries_here().wait(futures, self.settings.delivery_timeout_s)
+            await self._deliveries_here().wait(reports, self.settings.delivery_timeout_s)
         except TimeoutError:
             log.error("delivery not confirmed in time", events=len(prepared))
             problem = {"error": "Kafka did not confirm delivery in time; retry later", "problems": []}
-            return StoredResponse(503, problem, pending=tuple(futures), accepted=accepted)
+            return StoredResponse(503, problem, pending=reports.settled, accepted=accepted)
         except Exception as error:
             log.error("delivery failed", error=str(error), events=len(prepared))
             return StoredResponse(503, {"error": "Kafka did not take the events; retry later", "problems": []})
         for record in prepared:
-            self.metrics.published.labels(_event_of(record).event_type).inc()
+            self.metrics.published_of(_event_of(record).event_type).inc()
         return StoredResponse(202, accepted)
 
     def _prepare(self, events: Sequence[Event]) -> list[Any]:
@@ -447,7 +471,7 @@ class Gateway:
         """The delivery hand-off of the running loop (one loop in production; a test client may use several)."""
         loop = asyncio.get_running_loop()
         if self._deliveries is None or self._deliveries.loop is not loop:
-            self._deliveries = Deliveries(loop)
+            self._deliveries = Deliveries(loop, self.publisher.poll)
         return self._deliveries
 
 
@@ -682,8 +706,10 @@ class AccessLog:
         try:
             if lean is None:
                 await self.app(scope, receive, send_and_note)
-            else:
-                await self._serve(lean, scope, receive, send_and_note)
+            else:  # the answer's status is known before it is sent: no wrapper around `send`
+                answer = await self._answer(lean, scope, receive)
+                status = answer.status
+                await answer.send(send)
         except OSError as error:  # the transport went away while answering
             log.info("client disconnected", error=type(error).__name__)
             status = CLIENT_CLOSED
@@ -696,11 +722,10 @@ class AccessLog:
             self._record(scope, status, time.perf_counter() - started)
 
     @staticmethod
-    async def _serve(lean: LeanRoute, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _answer(lean: LeanRoute, scope: Scope, receive: Receive) -> Answer:
         route, handle = lean
         scope["route"] = route
-        answer = await _handled(handle(Incoming(scope, receive)))
-        await answer.send(send)
+        return await _handled(handle(Incoming(scope, receive)))
 
     def _record(self, scope: Scope, status: int, elapsed: float) -> None:
         route = getattr(scope.get("route"), "path", "unmatched")

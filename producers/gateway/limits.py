@@ -16,9 +16,8 @@ import hashlib
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 Clock = Callable[[], float]
@@ -66,8 +65,9 @@ def retry_after(seconds: float) -> str:
 class StoredResponse:
     status: int
     body: dict[str, Any]
-    pending: tuple[Future[Any], ...] = ()
-    """Deliveries not confirmed when the response was given (a 503): the request stays in flight."""
+    pending: Callable[[], Awaitable[None]] | None = None
+    """Waits for the deliveries not confirmed when the response was given (a 503): the request stays in
+    flight until they settle."""
     accepted: dict[str, Any] | None = None
     """The answer to give once `pending` is delivered."""
 
@@ -76,12 +76,25 @@ RECORD_OVERHEAD = 400
 """Bytes a record costs besides its response's ids (digests, future, dict slots), roughly."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Record:
+    """One idempotency key's request: its answer once it has one. The future duplicates wait on is made
+    only when one asks (`outcome`): most keys are never repeated, and a future per record was an object
+    for every collection to walk, up to `max_keys` of them."""
+
     body_hash: bytes
     created: float
     size: int = RECORD_OVERHEAD
-    done: asyncio.Future[StoredResponse] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    response: StoredResponse | None = None
+    waiting: asyncio.Future[StoredResponse] | None = None
+
+    def outcome(self) -> asyncio.Future[StoredResponse]:
+        """The answer, now or once the first request has it (`_Abandoned` if it failed transiently)."""
+        if self.waiting is None:
+            self.waiting = asyncio.get_running_loop().create_future()
+            if self.response is not None:
+                self.waiting.set_result(self.response)
+        return self.waiting
 
 
 class IdempotencyConflict(Exception):
@@ -109,12 +122,14 @@ class IdempotencyStore:
         if record.body_hash != body_hash:
             raise IdempotencyConflict(key)
         self._records.move_to_end(digest)
-        return record.done
+        return record.outcome()
 
     def finish(self, key: str, response: StoredResponse) -> None:
         record = self._records.get(_digest(key))
-        if record is not None and not record.done.done():
-            record.done.set_result(response)
+        if record is not None and record.response is None:
+            record.response = response
+            if record.waiting is not None and not record.waiting.done():
+                record.waiting.set_result(response)
             added = sum(len(i) for i in response.body.get("event_ids", ())) + len(str(response.body.get("error", "")))
             record.size += added
             self._bytes += added
@@ -126,9 +141,9 @@ class IdempotencyStore:
         if record is None:
             return
         self._bytes -= record.size
-        if not record.done.done():
-            record.done.set_exception(_Abandoned())
-            record.done.exception()  # mark retrieved: waiters re-run, nobody else needs it
+        if record.waiting is not None and not record.waiting.done():
+            record.waiting.set_exception(_Abandoned())
+            record.waiting.exception()  # mark retrieved: waiters re-run, nobody else needs it
 
     def __len__(self) -> int:
         return len(self._records)
@@ -147,7 +162,7 @@ class IdempotencyStore:
         cutoff = self._clock() - self._ttl
         while self._records:
             key, record = next(iter(self._records.items()))
-            if record.created >= cutoff or not record.done.done():
+            if record.created >= cutoff or record.response is None:
                 break
             del self._records[key]
             self._bytes -= record.size

@@ -128,7 +128,8 @@ def run_gateway(settings: Settings, gateway_settings: GatewaySettings | None = N
             "the gateway has no API keys and no webhook secrets, so it would refuse every request",
             hint='set BACKBONE_GATEWAY_API_KEYS=\'{"name": "key"}\' and/or BACKBONE_GATEWAY_WEBHOOK_SECRETS',
         )
-    with Emitter(settings, linger_ms=config.linger_ms) as emitter:
+    # The event loop serves the delivery reports itself (`Deliveries`): no polling thread.
+    with Emitter(settings, linger_ms=config.linger_ms, poll_thread=False) as emitter:
 
         def ready() -> bool:
             try:

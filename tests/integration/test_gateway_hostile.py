@@ -120,7 +120,8 @@ class Live:
                 **overrides,
             }
         )
-        self.emitter = Emitter(settings, topics=topics, delivery_timeout_s=20)
+        # As `run_gateway` makes it: no polling thread, the event loop serves the delivery reports.
+        self.emitter = Emitter(settings, topics=topics, delivery_timeout_s=20, poll_thread=False)
         self.app = create_app(config, self.emitter)
         self.server = uvicorn.Server(server_config(self.app, config, port=0))
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -6,7 +6,6 @@ import asyncio
 import json
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 import httpx
@@ -44,12 +43,13 @@ TOGGL_BODY = json.dumps(
 
 
 class FakePublisher:
-    """Records sends; each future resolves at once, fails, or never, as the test decides."""
+    """Records sends; each record's delivery is reported at once, as a failure, or when the test says
+    (`pending`: one call each), as the test decides."""
 
     def __init__(self, outcome: str = "deliver") -> None:
         self.outcome = outcome
         self.sent: list[Event] = []
-        self.pending: list[Future[Any]] = []
+        self.pending: list[Callable[[], None]] = []
         self.lock = threading.Lock()
 
     def prepare(self, event: Event, headers: Any = None) -> Event:
@@ -58,20 +58,22 @@ class FakePublisher:
     def frames_known(self, records: Any) -> bool:
         return True
 
-    def send_prepared(self, events: list[Event]) -> list[Future[Any]]:
-        return [self._send(event) for event in events]
+    def poll(self, timeout: float) -> int:
+        return 0  # reports are made at once, or by the test
 
-    def _send(self, event: Event) -> Future[Any]:
-        future: Future[Any] = Future()
+    def send_reported(self, events: list[Event], report: Callable[[Any, Any], None]) -> None:
+        for event in events:
+            self._send(event, report)
+
+    def _send(self, event: Event, report: Callable[[Any, Any], None]) -> None:
         with self.lock:
             self.sent.append(event)
         if self.outcome == "deliver":
-            future.set_result(event.event_id)
+            report(None, None)
         elif self.outcome == "fail":
-            future.set_exception(RuntimeError("broker down"))
+            report(RuntimeError("broker down"), None)
         else:
-            self.pending.append(future)
-        return future
+            self.pending.append(lambda: report(None, None))
 
 
 def _settings(**overrides: Any) -> GatewaySettings:
@@ -199,14 +201,13 @@ def test_concurrent_duplicate_deliveries_publish_once() -> None:
             return original_begin(key, body_hash)
 
         store.begin = counting_begin
-        original_send = publisher.send_prepared
+        original_send = publisher.send_reported
 
-        def signalling_send(events: list[Event]) -> list[Future[Any]]:
-            futures = original_send(events)
+        def signalling_send(events: list[Event], report: Callable[[Any, Any], None]) -> None:
+            original_send(events, report)
             loop.call_soon_threadsafe(first_sent.set)
-            return futures
 
-        publisher.send_prepared = signalling_send  # type: ignore[method-assign]
+        publisher.send_reported = signalling_send  # type: ignore[method-assign]
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
             tasks = [
@@ -216,7 +217,7 @@ def test_concurrent_duplicate_deliveries_publish_once() -> None:
                 for _ in range(5)
             ]
             await asyncio.wait_for(asyncio.gather(all_arrived.wait(), first_sent.wait()), timeout=10)
-            publisher.pending[0].set_result("ok")  # only now does Kafka "confirm" the first delivery
+            publisher.pending[0]()  # only now does Kafka "confirm" the first delivery
             return await asyncio.gather(*tasks)
 
     responses = asyncio.run(scenario())

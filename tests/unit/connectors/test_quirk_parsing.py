@@ -22,6 +22,7 @@ from producers.parsing import (
     read_csv,
     revision_at,
     rows_of,
+    text_of,
 )
 
 
@@ -260,3 +261,42 @@ def test_csv_reader_does_not_treat_backslash_as_escape() -> None:
 def test_row_shapes(record: list[str], expected: CsvRow | Rejection) -> None:
     [row] = list(rows_of([(1, ["A", "B", "C"]), (2, record)], required={"a", "b"}))
     assert row == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("  Workshop ", "Workshop"),
+        ("   ", None),
+        ("", None),
+        (None, None),
+        (1234, "1234"),
+        (-7, "-7"),
+        (10**30, "1" + "0" * 30),
+        (True, "true"),
+        (False, "false"),
+        (1.5, "1.5"),
+        ({"refName": " Acme "}, "Acme"),
+        ({"id": 42}, "42"),
+        ({}, None),
+        ([1], None),
+    ],
+    ids=[
+        "text-is-stripped",
+        "blank-text-is-none",
+        "empty-text-is-none",
+        "null-is-none",
+        "integer",
+        "negative-integer",
+        "big-integer",
+        "true-is-not-1",
+        "false-is-not-0",
+        "float",
+        "netsuite-refname",
+        "object-id",
+        "empty-object-is-none",
+        "list-is-none",
+    ],
+)
+def test_text_of_reads_json_scalars_the_same_on_its_fast_paths(value: object, text: str | None) -> None:
+    assert text_of(value) == text
