@@ -78,8 +78,6 @@ class Prepared:
 
 Encoded = tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]
 """(key, Avro body without framing, headers): an event ready for `publish_encoded`."""
-Placed = tuple[int, bytes, bytes, list[tuple[str, str | bytes | None]]]
-"""(partition, key, Avro body without framing, headers): an event ready for `publish_placed`."""
 
 
 def encode_for_spool(event: Event, serde: TopicSerde) -> Encoded:
@@ -205,7 +203,7 @@ class Emitter:
 
         `logger` (anything with `log(level, message, *args)`) gets librdkafka's log lines instead of
         standard error, when this emitter serves its queue (`poll`, `flush`): `emit` connects while it
-        validates and shows them only if it goes on to publish.
+        validates and shows them only if it goes on to publish (`backbone.cli.connecting`).
         """
         settings = settings or load_settings()
         self._topics = {**BY_EVENT_TYPE, **(topics or {})}
@@ -249,9 +247,8 @@ class Emitter:
         """Fail fast, with a hint, when the broker is unreachable or `topic` does not exist."""
         self.ensure_topics([topic], timeout)
 
-    def ensure_topics(self, topics: Iterable[Topic], timeout: float = 10.0) -> dict[str, int]:
-        """Fail fast, with a hint, when the broker is unreachable or any of `topics` does not exist;
-        else each topic's partition count, as the broker has it."""
+    def ensure_topics(self, topics: Iterable[Topic], timeout: float = 10.0) -> None:
+        """Fail fast, with a hint, when the broker is unreachable or any of `topics` does not exist."""
         try:
             # Asking for all topics: a metadata request naming one makes brokers auto-create it.
             metadata = self._producer.list_topics(timeout=timeout)
@@ -259,22 +256,18 @@ class Emitter:
             raise ServiceUnavailableError(
                 f"Kafka at {self._servers} is not reachable: {error}", hint=KAFKA_HINT
             ) from error
-        found = {t.name: metadata.topics.get(t.name) for t in topics}
-        missing = sorted(name for name, meta in found.items() if meta is None or meta.error is not None)
+        missing = sorted(
+            {t.name for t in topics if (found := metadata.topics.get(t.name)) is None or found.error is not None}
+        )
         if missing:
             raise BackboneError(
                 f"topic{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
                 f"do{'' if len(missing) > 1 else 'es'} not exist",
                 hint="create the catalog topics with `backbone up` (or `backbone topics apply`)",
             )
-        return {name: len(meta.partitions) for name, meta in found.items() if meta is not None}
-
-    def partition_count(self, topic: Topic, timeout: float = 10.0) -> int:
-        """`topic`'s partitions on the broker (`ensure_topic`'s errors when it cannot say)."""
-        return self.ensure_topics([topic], timeout)[topic.name]
 
     def frame_header(self, topic: Topic) -> bytes:
-        """The Confluent wire-format header of `topic`'s values (its schema id, from the registry once)."""
+        """The Confluent wire-format header of `topic`'s values: its schema id, asked of the registry once."""
         return self._serdes.for_topic(topic).header()
 
     def send(self, event: Event, headers: Headers | None = None) -> Future[Delivery]:
@@ -391,34 +384,6 @@ class Emitter:
         self._wait_for(sent, failures)
         return EmitReport(published=sent, seconds=time.monotonic() - started, by_topic={topic: sent} if sent else {})
 
-    def publish_placed(
-        self, topic: Topic, records: Iterable[Placed], header: bytes | None = None, progress: Progress | None = None
-    ) -> EmitReport:
-        """`publish_encoded` of records whose partition was chosen by the caller (bulk emitters only).
-
-        Two processes publishing one input split it by partition (`backbone.cli.emit`), each partition
-        from one producer in the input's order; the partition must be the key's murmur2 partition
-        (`backbone.streams.partitioner`) for keys to land where any other producer puts them. `header`
-        is the value framing (`frame_header`) when the caller looked it up already."""
-        if not self._bulk:
-            raise BackboneError("Emitter.publish_placed reports failures only; make the emitter with bulk=True")
-        started = time.monotonic()
-        header = self.frame_header(topic) if header is None else header
-        self._failures = failures = _Tally()
-        produce, poll, name = self._producer.produce, self._producer.poll, topic.name
-        sent = 0
-        for sent, (partition, key, body, headers) in enumerate(records, start=1):
-            try:
-                produce(name, header + body, key, partition=partition, headers=headers)
-            except BufferError:
-                self._produce_bytes(name, key, header + body, headers, None, partition)
-            if sent % POLL_EVERY == 0:
-                poll(0)
-                if progress is not None and sent % PROGRESS_EVERY == 0:
-                    progress(sent, self._delivered(sent, failures))
-        self._wait_for(sent, failures)
-        return EmitReport(published=sent, seconds=time.monotonic() - started, by_topic={name: sent} if sent else {})
-
     def _on_failure(self, error: KafkaError | None, message: Message) -> None:
         self._failures.on_delivery(error, message)
 
@@ -489,13 +454,10 @@ class Emitter:
         value: bytes,
         headers: list[tuple[str, str | bytes | None]],
         on_delivery: Callable[..., None] | None,
-        partition: int | None = None,
     ) -> None:
         while True:
             try:
-                if partition is not None:  # bulk only (`publish_placed`)
-                    self._producer.produce(topic, value, key, partition=partition, headers=headers)
-                elif on_delivery is None:  # a bulk emitter's producer reports failures to `_on_failure`
+                if on_delivery is None:  # a bulk emitter's producer reports failures to `_on_failure`
                     self._producer.produce(topic, value, key, headers=headers)
                 else:
                     self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)

@@ -1,8 +1,8 @@
 """The producer `emit` publishes with, connected while the input is still being validated.
 
-Asking the broker for the topic's partitions and the registry for the schema id used to follow validation
+Asking the broker whether the topic exists and the registry for the schema id used to follow validation
 and took 0.1–0.4 s of waiting on a loaded machine (docs/benchmarks.md, "Eighth session"). `EarlyConnection`
-asks both on a thread while the lines are validated, and `ready` hands the answers over (or raises what went
+asks both on a thread while the lines are validated, and `ready` hands the emitter over (or raises what went
 wrong, as asking afterwards would have) only when the command goes on to publish. librdkafka's own log lines
 (an unreachable broker's connection errors) are held until then as well, so a refused input shows its
 problems and nothing else, whatever the state of the broker; a refused input never waits for the broker.
@@ -53,7 +53,7 @@ class HeldLogs:
 
 
 class EarlyConnection:
-    """A bulk emitter asking, on its own thread, for `topic`'s partition count and schema id."""
+    """A bulk emitter asking, on its own thread, whether `topic` exists and what its schema id is."""
 
     def __init__(self, topic: Topic, timeout: float = 10.0) -> None:
         """`timeout`: how long the broker has to answer (`Emitter.ensure_topic`)."""
@@ -62,23 +62,23 @@ class EarlyConnection:
         self.logs = HeldLogs()
         self.emitter: Emitter = Emitter(load_settings(), bulk=True, logger=self.logs)
         self._topic, self._timeout = topic, timeout
-        self._answer: tuple[int, bytes] | None = None
+        self._answered = False
         self._error: BaseException | None = None
         self._lock = threading.Lock()
         self._done = self._abandoned = False
         self._asking = threading.Thread(target=self._ask, name="emit-connect", daemon=True)
         self._asking.start()
 
-    def ready(self) -> tuple[int, bytes]:
-        """(partition count, value header) of the topic; raises what went wrong asking (`Emitter.ensure_topic`,
-        the registry's errors), after showing librdkafka's lines."""
+    def ready(self) -> Emitter:
+        """The emitter, once the topic is known to exist and its schema id known; raises what went wrong
+        asking (`Emitter.ensure_topic`, the registry's errors), after showing librdkafka's lines."""
         self._asking.join()
         self.emitter.flush(0)  # serves the log queue: the lines held so far reach `logs`
         self.logs.show()
         if self._error is not None:
             raise self._error
-        assert self._answer is not None
-        return self._answer
+        assert self._answered
+        return self.emitter
 
     def close(self) -> None:
         """Releases the producer; while the thread still waits for the broker (the input was refused first),
@@ -91,8 +91,9 @@ class EarlyConnection:
 
     def _ask(self) -> None:
         try:
-            partitions = self.emitter.partition_count(self._topic, self._timeout)
-            self._answer = (partitions, self.emitter.frame_header(self._topic))
+            self.emitter.ensure_topic(self._topic, self._timeout)
+            self.emitter.frame_header(self._topic)  # the serde keeps it: publishing asks no more
+            self._answered = True
         except BaseException as error:
             self._error = error
         finally:

@@ -9,10 +9,9 @@ is refused. A line is parsed with orjson and written by the event type's compile
 names every problem; the bytes are the same either way. The second pass produces without a Python
 callback per record (a bulk emitter hears of failures only). A file of 4 MiB or more is validated in two
 halves at once, the second by a forked child (`backbone.cli.halves`), with the line numbers, rejections
-and published records of one pass; once both halves are valid, both processes publish, each half of the
-topic's partitions (read from both spools in file order, so each partition gets the file's order, from
-one producer), and the command fails, naming the partitions, if either did not get every record to the
-broker. By default one invalid line means nothing
+and published records of one pass. Meanwhile the producer connects and asks whether the topic exists and
+what its schema id is (`backbone.cli.connecting`), showing what went wrong only if the input is valid.
+By default one invalid line means nothing
 is published (exit 2, each problem printed as `line N: field: reason`); `--skip-invalid` publishes the
 valid lines and writes the rejected ones, with their reasons, to `--rejects FILE` (for a file the
 default is `FILE.rejects.jsonl`; for standard input and pipes there is no default: the rejects are only
@@ -26,7 +25,6 @@ a FIFO or a character device is spooled to a temporary file first.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import stat
 import struct
@@ -45,9 +43,7 @@ import orjson
 from backbone.cli import halves
 from backbone.cli.connecting import EarlyConnection
 from backbone.domain.models import INPUT_EVENTS
-from backbone.errors import BackboneError, InvalidInputError
-from backbone.settings import load_settings
-from backbone.streams.partitioner import murmur2
+from backbone.errors import InvalidInputError
 from producers.jsonl import MAX_LINE_BYTES, ParsedEvent, Rejection, event_class, iter_raw_lines, parse_raw_line
 
 if TYPE_CHECKING:
@@ -55,7 +51,7 @@ if TYPE_CHECKING:
     from backbone.kafka.compiled_writer import LineWriter, Written
     from backbone.kafka.serde import TopicSerde
     from backbone.kafka.topics import Topic
-    from producers.emitter import Emitter, Placed, Progress
+    from producers.emitter import Emitter
 
 Spooled = tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]
 
@@ -65,10 +61,6 @@ SNIFF_BYTES = 8192
 COPY_CHUNK = 1 << 20
 _LENGTHS = struct.Struct("<IIHH")
 """A spooled record: lengths of key, Avro body, source_system and correlation_id (0: none)."""
-_PLACED = struct.Struct("<IIHHI")
-"""A record spooled for two publishing processes: the lengths, then its key's murmur2 hash (31 bits), which
-gives its partition once the broker has said how many the topic has."""
-_HASH_MASK = 0x7FFFFFFF
 
 
 @click.command()
@@ -113,46 +105,35 @@ def emit(
         target = dataclasses.replace(target, name=topic)
     rejects = _Rejects(rejects_path or (_default_rejects(source) if skip_invalid else None))
     with _readable(source) as handle, tempfile.TemporaryFile() as spool, ExitStack() as stack:
-        spools = _Spools([spool])
+        spools: list[IO[bytes]] = [spool]
+        connection = _Connection(target, stack)
         try:
-            valid = _validate_all(handle, event_type, target, spools, stack, rejects, max_line_bytes, quiet)
+            valid = _validate_all(handle, event_type, target, spools, connection, rejects, max_line_bytes, quiet)
         finally:
             rejects.close()
         if rejects.count:
             _report_rejections(rejects, valid, skip_invalid)
-        assert spools.connection is not None
-        published = _publish(spools.connection, target, event_type, spools, valid, quiet)
+        spool.seek(0)
+        records = chain.from_iterable(_spooled(part, event_type) for part in spools)
+        published = _publish(connection.ready() if valid else None, target, records, valid, quiet)
     seconds = time.monotonic() - started
     rate = published / seconds if seconds > 0 else 0.0
     click.echo(f"published {published}, rejected {rejects.count}, {seconds:.2f} s, {rate:,.0f} records/s")
-
-
-@dataclasses.dataclass
-class _Spools:
-    """The validated records: one spool, or the first and second half's (then `second` is the child process
-    that validated the second half and publishes half of the partitions when ordered to)."""
-
-    parts: list[IO[bytes]]
-    second: halves.SecondHalf | None = None
-    connection: EarlyConnection | None = None
-
-    def connect(self, topic: Topic, stack: ExitStack) -> None:
-        """Starts connecting (`EarlyConnection`): after the fork, whose child must not inherit a producer."""
-        self.connection = stack.enter_context(closing(EarlyConnection(topic)))
 
 
 def _validate_all(
     handle: IO[bytes],
     event_type: str,
     topic: Topic,
-    spools: _Spools,
-    stack: ExitStack,
+    spools: list[IO[bytes]],
+    connection: _Connection,
     rejects: _Rejects,
     max_line_bytes: int,
     quiet: bool,
 ) -> int:
-    """Validate every line into the first spool, or a large file in two halves at once (`halves`): the
-    second half's spool is appended to `spools` and its rejections to `rejects`, after the first half's."""
+    """Validate every line into `spools[0]`, or a large file in two halves at once (`halves`): the second
+    half's spool is appended to `spools` and its rejections to `rejects`, after the first half's. The
+    `connection` starts once the child is forked (it must not inherit a producer's threads)."""
     from backbone.kafka.serde import TopicSerde
     from producers.emitter import line_writer
 
@@ -161,31 +142,28 @@ def _validate_all(
     lines = _Lines(event_cls, line_writer(event_cls), serde, max_line_bytes)
     where = halves.cut(handle) if halves.can_split(handle) else None
     if where is None:
-        spools.connect(topic, stack)
-        return _validate(handle, lines, spools.parts[0], rejects, quiet)
+        connection.start()
+        return _validate(handle, lines, spools[0], rejects, quiet)
     offset, lines_before = where
 
     def second_half(part: IO[bytes], spool: IO[bytes], path: Path | None, before: int) -> halves.HalfOutcome:
         its_rejects = _Rejects(path)
         try:
-            valid = _validate(part, lines, spool, its_rejects, True, before, placed=True)
+            valid = _validate(part, lines, spool, its_rejects, True, before)
         finally:
             its_rejects.close()
         return halves.HalfOutcome(valid, its_rejects.count, its_rejects.problems, its_rejects.shown)
 
-    publish_share = functools.partial(_publish_share, topic, event_type)
-    second = stack.enter_context(
-        closing(halves.SecondHalf(handle, offset, lines_before, second_half, rejects.path is not None, publish_share))
+    second = connection.stack.enter_context(
+        closing(halves.SecondHalf(handle, offset, lines_before, second_half, rejects.path is not None))
     )
-    spools.connect(topic, stack)
-    first = halves.FirstPart(handle, offset)
-    valid = _validate(first, lines, spools.parts[0], rejects, quiet, placed=True)  # type: ignore[arg-type]
+    connection.start()
+    valid = _validate(halves.FirstPart(handle, offset), lines, spools[0], rejects, quiet)  # type: ignore[arg-type]
     outcome = second.outcome()
     if outcome.error is not None:
         raise outcome.error
     rejects.absorb(outcome, second.rejects_path)
-    spools.parts.append(second.spool)
-    spools.second = second
+    spools.append(second.spool)
     return valid + outcome.valid
 
 
@@ -200,24 +178,15 @@ class _Lines:
 
 
 def _validate(
-    handle: IO[bytes],
-    lines: _Lines,
-    spool: IO[bytes],
-    rejects: _Rejects,
-    quiet: bool,
-    before: int = 0,
-    *,
-    placed: bool = False,
+    handle: IO[bytes], lines: _Lines, spool: IO[bytes], rejects: _Rejects, quiet: bool, before: int = 0
 ) -> int:
     """Validate and encode every line; spool the valid ones, hand the rest to `rejects`. Returns the count spooled.
 
     A line the compiled writer vouches for is written straight from its parsed JSON; any other line
     is validated through the model, which accepts it or says exactly why not (`_through_model`).
-    `before` counts the input's lines before `handle`'s first (its second half's). `placed` spools each
-    record with its key's hash (`_PLACED`), for publishing from two processes split by partition."""
+    `before` counts the input's lines before `handle`'s first (its second half's)."""
     event_cls, serde, writer = lines.event_cls, lines.serde, lines.writer
     loads, pack, write = orjson.loads, _LENGTHS.pack, spool.write
-    pack_placed, mask = _PLACED.pack, _HASH_MASK
     valid = 0
     for item in iter_raw_lines(handle, lines.max_line_bytes, before):
         if isinstance(item, Rejection):
@@ -231,11 +200,7 @@ def _validate(
             rejects.add(outcome)
             continue
         key, body, source, correlation = outcome
-        if placed:
-            head = pack_placed(len(key), len(body), len(source), len(correlation), murmur2(key) & mask)
-        else:
-            head = pack(len(key), len(body), len(source), len(correlation))
-        write(head + key + body + source + correlation)
+        write(pack(len(key), len(body), len(source), len(correlation)) + key + body + source + correlation)
         valid += 1
         if not quiet and valid % PROGRESS_EVERY == 0:
             click.echo(f"validated {valid} lines", err=True)
@@ -296,31 +261,6 @@ def _spooled(spool: IO[bytes], event_type: str) -> Iterator[Spooled]:
         if correlation_len:
             headers.append(("correlation_id", payload[body_end + source_len :]))
         yield payload[:key_len], payload[key_len:body_end], headers
-
-
-def _placed(spool: IO[bytes], event_type: str, partitions: int, mine: tuple[bool, ...]) -> Iterator[Placed]:
-    """The records spooled with their keys' hashes (`_PLACED`) that go to partitions `mine` marks, with their
-    partitions and the emitter's headers; the others are skipped unread."""
-    read, seek, size, unpack = spool.read, spool.seek, _PLACED.size, _PLACED.unpack
-    type_header = ("event_type", event_type.encode())
-    while True:
-        head = read(size)
-        if len(head) < size:
-            return
-        key_len, body_len, source_len, correlation_len, hashed = unpack(head)
-        partition = hashed % partitions
-        if not mine[partition]:
-            seek(key_len + body_len + source_len + correlation_len, 1)
-            continue
-        payload = read(key_len + body_len + source_len + correlation_len)
-        body_end = key_len + body_len
-        headers: list[tuple[str, str | bytes | None]] = [
-            type_header,
-            ("source_system", payload[body_end : body_end + source_len]),
-        ]
-        if correlation_len:
-            headers.append(("correlation_id", payload[body_end + source_len :]))
-        yield partition, payload[:key_len], payload[key_len:body_end], headers
 
 
 class _Rejects:
@@ -393,89 +333,33 @@ def _default_rejects(source: str) -> Path | None:
     return Path(f"{source}.rejects.jsonl") if regular else None
 
 
-def _publish(
-    connection: EarlyConnection, topic: Topic, event_type: str, spools: _Spools, total: int, quiet: bool
-) -> int:
+class _Connection:
+    """The `EarlyConnection` of one emit: started during validation, closed with the command (`stack`)."""
+
+    def __init__(self, topic: Topic, stack: ExitStack) -> None:
+        self.topic, self.stack = topic, stack
+        self._early: EarlyConnection | None = None
+
+    def start(self) -> None:
+        self._early = self.stack.enter_context(closing(EarlyConnection(self.topic)))
+
+    def ready(self) -> Emitter:
+        if self._early is None:  # validation ended before it began (an unreadable input raises instead)
+            self.start()
+        assert self._early is not None
+        return self._early.ready()
+
+
+def _publish(emitter: Emitter | None, topic: Topic, records: Iterator[Spooled], total: int, quiet: bool) -> int:
+    """Produces the spooled records with the early connection's emitter (none when there is nothing to send)."""
     show = (
         (lambda sent, delivered: click.echo(f"sent {sent}/{total}, delivered {delivered}", err=True))
         if not quiet
         else None
     )
-    if total == 0:
+    if emitter is None or total == 0:
         return 0
-    partitions, header = connection.ready()
-    if spools.second is None:
-        spools.parts[0].seek(0)
-        records = chain.from_iterable(_spooled(part, event_type) for part in spools.parts)
-        return connection.emitter.publish_encoded(topic, records, progress=show).published
-    return _publish_from_both(connection.emitter, topic, event_type, spools, (partitions, header), show)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Share:
-    """What one of the two processes publishes: the partitions `mine` marks (of `partitions`), read from
-    both halves' spools (the descriptors `spools`, the same in both processes) in file order."""
-
-    partitions: int
-    mine: tuple[bool, ...]
-    header: bytes
-    spools: tuple[int, ...]
-
-    @classmethod
-    def split(cls, partitions: int, header: bytes, spools: tuple[int, ...]) -> tuple[_Share, _Share]:
-        """This process's share (the even partitions) and the child's (the odd ones)."""
-        even = tuple(partition % 2 == 0 for partition in range(partitions))
-        odd = tuple(not mine for mine in even)
-        return cls(partitions, even, header, spools), cls(partitions, odd, header, spools)
-
-    def names(self) -> str:
-        return ", ".join(str(partition) for partition, mine in enumerate(self.mine) if mine)
-
-    def records(self, event_type: str) -> Iterator[Placed]:
-        for descriptor in self.spools:
-            # Its own open file description: the other process reads the same spools at its own pace.
-            with open(f"/proc/self/fd/{descriptor}", "rb") as part:
-                yield from _placed(part, event_type, self.partitions, self.mine)
-
-
-def _publish_from_both(
-    emitter: Emitter, topic: Topic, event_type: str, spools: _Spools, where: tuple[int, bytes], show: Progress | None
-) -> int:
-    """Both processes publish their share of the partitions at once; fails, naming the partitions, when
-    either did not get every one of its records to the broker (after its delivery timeout)."""
-    from producers.emitter import DeliveryError
-
-    assert spools.second is not None
-    for part in spools.parts:
-        part.flush()
-    partitions, header = where  # the schema id was looked up once, by this process: the child gets it
-    ours, theirs = _Share.split(partitions, header, tuple(part.fileno() for part in spools.parts))
-    spools.second.order(theirs if any(theirs.mine) else None)
-    published, failures = 0, []
-    try:
-        published = emitter.publish_placed(topic, ours.records(event_type), header, progress=show).published
-    except BackboneError as error:
-        failures.append(f"partitions {ours.names()}: {error.args[0]}")
-    if any(theirs.mine):
-        result = spools.second.result()
-        if result.error is not None:
-            reason = result.error.args[0] if isinstance(result.error, BackboneError) else repr(result.error)
-            failures.append(f"partitions {theirs.names()} (the second process): {reason}")
-        else:
-            published += result.value
-    if failures:
-        raise DeliveryError(
-            "; ".join(failures), hint="delivered records are safe to send again: ids are derived from the payload"
-        )
-    return published
-
-
-def _publish_share(topic: Topic, event_type: str, share: _Share) -> int:
-    """The child's follow-up (`halves.SecondHalf.order`): publishes its share with its own producer."""
-    from producers.emitter import Emitter
-
-    with Emitter(load_settings(), bulk=True) as emitter:
-        return emitter.publish_placed(topic, share.records(event_type), share.header).published
+    return emitter.publish_encoded(topic, records, progress=show).published
 
 
 class _readable:

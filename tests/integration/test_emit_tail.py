@@ -23,7 +23,6 @@ from backbone.domain.models import INPUT_EVENTS, Event
 from backbone.kafka import topics as catalog
 from backbone.kafka.serde import check_compatibility
 from backbone.settings import Settings
-from backbone.streams.partitioner import murmur2_partition
 from producers.emitter import Emitter, with_envelope_defaults
 from tests.examples import RICH, minimal_time_entry
 from tests.support import create_topic, unique_name
@@ -284,12 +283,9 @@ def published(bootstrap: str, topic: catalog.Topic) -> list[list[tuple[Any, ...]
     return partitions
 
 
-@pytest.mark.parametrize("partitions", [3, 4, 1], ids=["odd-count", "even-count", "one-partition-parent-only"])
 def test_a_file_validated_in_halves_publishes_what_one_pass_publishes(
-    runner: CliRunner, make_topic: Any, bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, partitions: int
+    runner: CliRunner, make_topic: Any, bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Both processes publish (each its partitions, from both halves): each partition gets exactly the records
-    and the order one pass gives it, so the partition of every key is librdkafka's too."""
     from backbone.cli import halves
 
     # revisions of one entry on both sides of the cut: their order must survive
@@ -298,41 +294,13 @@ def test_a_file_validated_in_halves_publishes_what_one_pass_publishes(
     topics = []
     for threshold in (1 << 40, 1):  # one pass, then two halves
         monkeypatch.setattr(halves, "PARALLEL_BYTES", threshold)
-        topics.append(make_topic(catalog.TIME_ENTRIES, partitions))
+        topics.append(make_topic(catalog.TIME_ENTRIES))
         emitted = emit(runner, "time-entry", source, topics[-1])
         assert emitted.exit_code == 0, emitted.output
         assert "published 2100, rejected 0" in emitted.stdout
     one_pass, in_halves = (published(bootstrap, topic) for topic in topics)
     assert in_halves == one_pass
     assert sum(map(len, in_halves)) == 2100
-
-
-def test_a_failure_publishing_in_the_second_process_fails_the_command_and_names_its_partitions(
-    runner: CliRunner, make_topic: Any, bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from backbone.cli import emit as emit_command
-    from backbone.cli import halves
-    from producers.emitter import DeliveryError
-
-    def broker_refuses(topic: catalog.Topic, event_type: str, share: Any) -> int:
-        raise DeliveryError("7 of 1000 records were not delivered (first error: Broker: Not enough in-sync replicas)")
-
-    monkeypatch.setattr(halves, "PARALLEL_BYTES", 1)
-    monkeypatch.setattr(emit_command, "_publish_share", broker_refuses)  # what the forked child runs
-    topic = make_topic(catalog.TIME_ENTRIES, 4)
-    source = write_lines(tmp_path / "in.jsonl", [minimal_time_entry(index) for index in range(2000)])
-    emitted = emit(runner, "time-entry", source, topic)
-    assert emitted.exit_code == 1, emitted.output
-    assert "published" not in emitted.stdout
-    assert (
-        "error: partitions 1, 3 (the second process): 7 of 1000 records were not delivered "
-        "(first error: Broker: Not enough in-sync replicas)" in emitted.stderr
-    )
-    assert "safe to send again" in emitted.stderr
-    on_broker = published(bootstrap, topic)  # this process published its partitions, every record once
-    assert not on_broker[1] and not on_broker[3]
-    expected = [len([i for i in range(2000) if murmur2_partition(f"TE-{i}".encode(), 4) == p]) for p in (0, 2)]
-    assert [len(on_broker[0]), len(on_broker[2])] == expected
 
 
 def test_a_file_validated_in_halves_refuses_a_missing_topic(
