@@ -187,6 +187,7 @@ class Emitter:
         bulk: bool = False,
         linger_ms: int | None = None,
         poll_thread: bool = True,
+        logger: Any = None,
     ) -> None:
         """`topics` overrides the catalog topic of some event types (e.g. a test's own topic).
 
@@ -205,6 +206,10 @@ class Emitter:
         `poll_thread=False`: `send`, `send_prepared` and `send_reported` start no thread serving the
         delivery reports; the caller serves them with `poll` (the gateway's event loop does, so its
         callbacks run on the loop's own thread).
+
+        `logger` (anything with `log(level, message, *args)`) gets librdkafka's log lines instead of
+        standard error, when this emitter serves its queue (`poll`, `flush`): `emit` connects while it
+        validates and shows them only if it goes on to publish (`backbone.cli.connecting`).
         """
         settings = settings or load_settings()
         self._topics = {**BY_EVENT_TYPE, **(topics or {})}
@@ -225,6 +230,8 @@ class Emitter:
         self._failures = _Tally()
         if bulk:
             config.update({"delivery.report.only.error": True, "on_delivery": self._on_failure})
+        if logger is not None:
+            config["logger"] = logger
         self._producer = Producer(config)
         if transactional_id is not None:
             self._init_transactions()
@@ -265,6 +272,10 @@ class Emitter:
                 f"do{'' if len(missing) > 1 else 'es'} not exist",
                 hint="create the catalog topics with `backbone up` (or `backbone topics apply`)",
             )
+
+    def frame_header(self, topic: Topic) -> bytes:
+        """The Confluent wire-format header of `topic`'s values: its schema id, asked of the registry once."""
+        return self._serdes.for_topic(topic).header()
 
     def send(self, event: Event, headers: Headers | None = None) -> Future[Delivery]:
         """Start sending one event; the future resolves with its `Delivery` once the broker has it.

@@ -9,7 +9,9 @@ is refused. A line is parsed with orjson and written by the event type's compile
 names every problem; the bytes are the same either way. The second pass produces without a Python
 callback per record (a bulk emitter hears of failures only). A file of 4 MiB or more is validated in two
 halves at once, the second by a forked child (`backbone.cli.halves`), with the line numbers, rejections
-and published records of one pass. By default one invalid line means nothing
+and published records of one pass. Meanwhile the producer connects and asks whether the topic exists and
+what its schema id is (`backbone.cli.connecting`), showing what went wrong only if the input is valid.
+By default one invalid line means nothing
 is published (exit 2, each problem printed as `line N: field: reason`); `--skip-invalid` publishes the
 valid lines and writes the rejected ones, with their reasons, to `--rejects FILE` (for a file the
 default is `FILE.rejects.jsonl`; for standard input and pipes there is no default: the rejects are only
@@ -39,9 +41,9 @@ import click
 import orjson
 
 from backbone.cli import halves
+from backbone.cli.connecting import EarlyConnection
 from backbone.domain.models import INPUT_EVENTS
 from backbone.errors import InvalidInputError
-from backbone.settings import load_settings
 from producers.jsonl import MAX_LINE_BYTES, ParsedEvent, Rejection, event_class, iter_raw_lines, parse_raw_line
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from backbone.kafka.compiled_writer import LineWriter, Written
     from backbone.kafka.serde import TopicSerde
     from backbone.kafka.topics import Topic
+    from producers.emitter import Emitter
 
 Spooled = tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]
 
@@ -103,15 +106,16 @@ def emit(
     rejects = _Rejects(rejects_path or (_default_rejects(source) if skip_invalid else None))
     with _readable(source) as handle, tempfile.TemporaryFile() as spool, ExitStack() as stack:
         spools: list[IO[bytes]] = [spool]
+        connection = _Connection(target, stack)
         try:
-            valid = _validate_all(handle, event_type, target, spools, stack, rejects, max_line_bytes, quiet)
+            valid = _validate_all(handle, event_type, target, spools, connection, rejects, max_line_bytes, quiet)
         finally:
             rejects.close()
         if rejects.count:
             _report_rejections(rejects, valid, skip_invalid)
         spool.seek(0)
         records = chain.from_iterable(_spooled(part, event_type) for part in spools)
-        published = _publish(target, records, valid, quiet)
+        published = _publish(connection.ready() if valid else None, target, records, valid, quiet)
     seconds = time.monotonic() - started
     rate = published / seconds if seconds > 0 else 0.0
     click.echo(f"published {published}, rejected {rejects.count}, {seconds:.2f} s, {rate:,.0f} records/s")
@@ -122,13 +126,14 @@ def _validate_all(
     event_type: str,
     topic: Topic,
     spools: list[IO[bytes]],
-    stack: ExitStack,
+    connection: _Connection,
     rejects: _Rejects,
     max_line_bytes: int,
     quiet: bool,
 ) -> int:
     """Validate every line into `spools[0]`, or a large file in two halves at once (`halves`): the second
-    half's spool is appended to `spools` and its rejections to `rejects`, after the first half's."""
+    half's spool is appended to `spools` and its rejections to `rejects`, after the first half's. The
+    `connection` starts once the child is forked (it must not inherit a producer's threads)."""
     from backbone.kafka.serde import TopicSerde
     from producers.emitter import line_writer
 
@@ -137,6 +142,7 @@ def _validate_all(
     lines = _Lines(event_cls, line_writer(event_cls), serde, max_line_bytes)
     where = halves.cut(handle) if halves.can_split(handle) else None
     if where is None:
+        connection.start()
         return _validate(handle, lines, spools[0], rejects, quiet)
     offset, lines_before = where
 
@@ -148,9 +154,10 @@ def _validate_all(
             its_rejects.close()
         return halves.HalfOutcome(valid, its_rejects.count, its_rejects.problems, its_rejects.shown)
 
-    second = stack.enter_context(
+    second = connection.stack.enter_context(
         closing(halves.SecondHalf(handle, offset, lines_before, second_half, rejects.path is not None))
     )
+    connection.start()
     valid = _validate(halves.FirstPart(handle, offset), lines, spools[0], rejects, quiet)  # type: ignore[arg-type]
     outcome = second.outcome()
     if outcome.error is not None:
@@ -326,20 +333,33 @@ def _default_rejects(source: str) -> Path | None:
     return Path(f"{source}.rejects.jsonl") if regular else None
 
 
-def _publish(topic: Topic, records: Iterator[Spooled], total: int, quiet: bool) -> int:
-    # Imported here so that validation errors never wait for confluent-kafka to load.
-    from producers.emitter import Emitter
+class _Connection:
+    """The `EarlyConnection` of one emit: started during validation, closed with the command (`stack`)."""
 
+    def __init__(self, topic: Topic, stack: ExitStack) -> None:
+        self.topic, self.stack = topic, stack
+        self._early: EarlyConnection | None = None
+
+    def start(self) -> None:
+        self._early = self.stack.enter_context(closing(EarlyConnection(self.topic)))
+
+    def ready(self) -> Emitter:
+        if self._early is None:  # validation ended before it began (an unreadable input raises instead)
+            self.start()
+        assert self._early is not None
+        return self._early.ready()
+
+
+def _publish(emitter: Emitter | None, topic: Topic, records: Iterator[Spooled], total: int, quiet: bool) -> int:
+    """Produces the spooled records with the early connection's emitter (none when there is nothing to send)."""
     show = (
         (lambda sent, delivered: click.echo(f"sent {sent}/{total}, delivered {delivered}", err=True))
         if not quiet
         else None
     )
-    with Emitter(load_settings(), bulk=True) as emitter:
-        if total == 0:
-            return 0
-        emitter.ensure_topic(topic)
-        return emitter.publish_encoded(topic, records, progress=show).published
+    if emitter is None or total == 0:
+        return 0
+    return emitter.publish_encoded(topic, records, progress=show).published
 
 
 class _readable:
