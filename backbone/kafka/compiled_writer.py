@@ -29,7 +29,7 @@ from typing import Any
 from backbone.domain.ids import ADDED_LATER, event_id_from_sorted, event_id_from_trimmed
 from backbone.domain.models import ID_MAX_LENGTH, Event, _decimal_from_text, _fits_scale
 from backbone.kafka import avro_writer, wire
-from backbone.kafka.compiled import _ID_CHECK, CannotCompile, Rule, model_rules
+from backbone.kafka.compiled import _ID_CHECK, _NOT_BLANK, CannotCompile, Rule, _length_checks, model_rules
 from backbone.kafka.compiled import _RUNTIME as _READER_RUNTIME
 from backbone.kafka.generated import define
 
@@ -82,7 +82,7 @@ def compile_writer(event_cls: type[Event], *, correlate_with: str | None = None)
         "    return None",
         f"{', '.join(local[name] for name in required)} = _take_required(d)",
     ]
-    ids = [rule for rule in rules if rule.name in required and rule.kind == "string" and rule.checks == _ID_CHECKS]
+    ids = [rule for rule in rules if rule.name in required and rule.kind == "string" and rule.checks == _ID_RULE]
     if len(ids) > 1:
         lines += _ids_at_once([local[rule.name] for rule in ids])
     for rule in rules:
@@ -102,7 +102,9 @@ _REQUIRED_NAME, _ALLOWED_NAME = "_REQUIRED", "_ALLOWED"
 
 
 _ID_CHECKS = (f"1 <= len(v) <= {ID_MAX_LENGTH}", _ID_CHECK)
-"""What `model_rules` demands of an identifier (`models.Id`)."""
+"""What the model demands of an identifier (`models.Id`), as this writer tests it."""
+_ID_RULE = (*_length_checks(1, ID_MAX_LENGTH), _NOT_BLANK)
+"""The checks `model_rules` gives an identifier (the reader's: lengths tested on `n` where that decides)."""
 
 
 def _ids_at_once(targets: list[str]) -> list[str]:
@@ -136,7 +138,10 @@ def _read(rule: Rule, event_cls: type[Event], target: str, constants: dict[str, 
 
 
 def _check_string(rule: Rule, target: str, constants: dict[str, Any]) -> list[str]:
-    return _checked(rule, "type(v) is str", target)
+    # `model_rules` tests some lengths on `n`, a string's length in bytes as the reader knows it before
+    # decoding; a line's string has no bytes, and with `n` its length in characters each test means
+    # exactly the model's bound (`compiled._length_checks`)
+    return _checked(rule, "type(v) is str and (n := len(v)) >= 0" if rule.checks else "type(v) is str", target)
 
 
 def _check_int(rule: Rule, target: str, constants: dict[str, Any]) -> list[str]:
