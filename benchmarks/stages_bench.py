@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import hashlib
+import os
 import pstats
 import statistics
 import tempfile
@@ -63,6 +64,7 @@ class MemoryContext:
     def __init__(self, stores: StateStores) -> None:
         self.stores = stores
         self.produced: list[Produced] = []
+        self.local_books = False
 
     def produce(
         self,
@@ -77,6 +79,9 @@ class MemoryContext:
 
     def store(self, name: str, partition: int) -> Store:
         return self.stores.get(name, partition)
+
+    def holds(self, name: str, partition: int) -> bool:
+        return self.local_books and self.stores.holds(name, partition)
 
     def dead_letter(self, message: Message, error: BaseException, processor: str, error_class: str = "") -> None:
         raise AssertionError(f"{processor} dead-lettered {message.topic()}@{message.offset()}: {error}")
@@ -151,6 +156,7 @@ def _run(
     stages, stores, serdes, topics = build(projects, workers, disk)
     messages = input_messages(serdes, topics, Firm(projects=projects, workers=workers), entries)
     context = MemoryContext(stores)
+    context.local_books = os.environ.get("STAGES_LOCAL_BOOKS") == "1"
     changelog: list[Produced] = []
 
     def flush() -> None:
@@ -166,8 +172,9 @@ def _run(
             flush()
     flush()
     cpu["entries"] = time.process_time() - began
-    commands = [consumed(r, n) for n, r in enumerate(context.produced)]
-    context.produced = []
+    command_topic = stages.internal.book_commands.name
+    commands = [consumed(r, n) for n, r in enumerate(context.produced) if r.topic == command_topic]
+    context.produced = [r for r in context.produced if r.topic != command_topic]
     began = time.process_time()
     for n, message in enumerate(commands, 1):
         stages.book(message, context)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ this machine's wall clock), reported as p50 / p95 / p99 / max with the rate actu
 from __future__ import annotations
 
 import argparse
+import itertools
 import shlex
 import subprocess
 import sys
@@ -24,7 +25,9 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 from confluent_kafka import Message, Producer
 from confluent_kafka.admin import AdminClient
 from workload import (
@@ -95,7 +98,12 @@ class Arrivals(threading.Thread):
 
     def run(self) -> None:
         while not self.done.is_set():
-            messages = self.consumer.consume(1000, 0.05)
+            # the first record as soon as it is there, then what is already fetched: consume(1000, 0.05)
+            # would hold the records it has until 1,000 arrive or 50 ms pass, adding up to 50 ms to each
+            first = self.consumer.poll(0.05)
+            if first is None:
+                continue
+            messages = [first, *self.consumer.consume(999, 0)]
             now = time.time()
             self.arrived += [(now, m) for m in messages if m.error() is None]
         self.consumer.close()
@@ -132,6 +140,47 @@ def offer(producer: Producer, records: list[tuple[str, Record, Record]], rate: f
     return approved
 
 
+def print_breakdown(
+    approved: dict[str, float],
+    counted: set[str],
+    candidates: list[tuple[float, Message]],
+    commands: list[tuple[float, Message]],
+    serde: Any,
+) -> None:
+    """Each entry's latency in four parts, from the records' create times (set when the worker produced
+    them) and their arrival at a read_committed reader (once their transaction committed):
+    approval handed → book command produced (the entry stage's fetch and queue); → book command visible
+    (the first transaction); → candidate produced (the books stage's fetch and queue); → candidate visible
+    (the second transaction and this reader's fetch)."""
+    command_at: dict[str, tuple[float, float]] = {}
+    for at, message in commands:
+        command = orjson.loads(message.value() or b"null")
+        if isinstance(command, list):  # an entry change (reference commands are JSON objects)
+            command_at.setdefault(command[1], (message.timestamp()[1] / 1000, at))
+    candidate_at: dict[str, tuple[float, float]] = {}
+    for at, message in candidates:
+        entry_id = serde.decode(message).time_entry_id
+        candidate_at.setdefault(entry_id, (message.timestamp()[1] / 1000, at))
+    parts: list[list[float]] = [[], [], [], []]
+    for entry_id in counted:
+        if entry_id in command_at and entry_id in candidate_at:
+            marks = (approved[entry_id], *command_at[entry_id], *candidate_at[entry_id])
+            for part, (start, end) in zip(parts, itertools.pairwise(marks), strict=True):
+                part.append((end - start) * 1000)
+    names = (
+        "approval → command produced",
+        "command produced → visible",
+        "visible → candidate produced",
+        "candidate produced → visible",
+    )
+    print(f"breakdown over {len(parts[0]):,} entries (ms):")
+    for name, part in zip(names, parts, strict=True):
+        part.sort()
+        if part:
+            cuts = ", ".join(f"p{round(q * 100)} {percentile(part, q):,.0f}" for q in (0.5, 0.95, 0.99))
+            print(f"  {name:<30} {cuts}, max {part[-1]:,.0f}")
+
+
 def percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
@@ -147,6 +196,11 @@ def main() -> None:
     parser.add_argument("--topology-workers", type=int, default=1)
     parser.add_argument("--linger-ms", type=int, default=1, help="of the load generator's producer")
     parser.add_argument("--keep-topics", action="store_true", help="leave this run's topics on the broker")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also follow the internal book commands and split each latency into the hops it crossed",
+    )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress shows in a log file
     print(f"$ {shlex.join([sys.executable, *sys.argv])}")
@@ -175,6 +229,9 @@ def main() -> None:
         counter.close()
         arrivals = Arrivals(settings, topics.invoice_candidates.name)
         arrivals.start()
+        commands = Arrivals(settings, f"{prefix}app-book-commands") if args.breakdown else None
+        if commands is not None:
+            commands.start()
         producer = Producer(
             settings.kafka.client_config()
             | {"enable.idempotence": True, "linger.ms": args.linger_ms, "partitioner": "murmur2_random"}
@@ -186,8 +243,10 @@ def main() -> None:
         deadline = time.monotonic() + DRAIN_DEADLINE_S
         while len(arrivals.arrived) < len(records) and time.monotonic() < deadline:
             time.sleep(0.2)  # waiting for the last candidates, bounded by the deadline
-        arrivals.done.set()
-        arrivals.join()
+        for thread in (arrivals, commands):
+            if thread is not None:
+                thread.done.set()
+                thread.join()
         rss = [peak_rss_mib(w.pid) for w in workers]
     finally:
         stop(workers)
@@ -208,6 +267,8 @@ def main() -> None:
     if latencies:
         cuts = ", ".join(f"p{round(q * 100)} {percentile(latencies, q):,.0f} ms" for q in (0.5, 0.95, 0.99))
         print(f"approval → candidate latency over {len(latencies):,} entries: {cuts}, max {latencies[-1]:,.0f} ms")
+    if commands is not None:
+        print_breakdown(approved, counted, arrivals.arrived, commands.arrived, serde)
     print(f"peak RSS per worker (MiB): {', '.join(f'{mib:,.0f}' for mib in rss)}")
     print(f"finished {stamp()}, load average {load()}")
     clean_up(settings, prefix, args.keep_topics)

@@ -27,7 +27,8 @@ from backbone.domain.models import ContractVersion, Project, TimeEntry, Worker
 from topology.state_codecs import TIME_ENTRY_FIELDS
 
 CHANGE_FORMAT = 1
-"""`[CHANGE_FORMAT, time_entry_id, project_id, time entry values or null, correlation_id, occurred_at]`."""
+"""`[CHANGE_FORMAT, time_entry_id, project_id, time entry values or null, correlation_id, occurred_at,
+sequence]` (`sequence` came last and later: a change without it is change 0, always applied)."""
 
 
 class Position(BaseModel):
@@ -58,7 +59,15 @@ def encode_change(change: EntryChange) -> bytes:
     entry = change.entry
     values = None if entry is None else [entry.__dict__[name] for name in TIME_ENTRY_FIELDS]
     return orjson.dumps(
-        [CHANGE_FORMAT, change.time_entry_id, change.project_id, values, change.correlation_id, change.occurred_at]
+        [
+            CHANGE_FORMAT,
+            change.time_entry_id,
+            change.project_id,
+            values,
+            change.correlation_id,
+            change.occurred_at,
+            change.sequence,
+        ]
     )
 
 
@@ -72,9 +81,9 @@ def decode_command(data: bytes) -> BookCommand:
     if data[:1] != b"[":
         return BookCommand.model_validate_json(data)
     values = orjson.loads(data)
-    if len(values) != 6 or values[0] != CHANGE_FORMAT:
+    if len(values) not in (6, 7) or values[0] != CHANGE_FORMAT:
         raise ValueError(f"not a format-{CHANGE_FORMAT} book command: {bytes(data[:60])!r}")
-    _, time_entry_id, project_id, entry, correlation_id, occurred_at = values
+    _, time_entry_id, project_id, entry, correlation_id, occurred_at = values[:6]
     change = construct(
         EntryChange,
         time_entry_id=time_entry_id,
@@ -82,6 +91,7 @@ def decode_command(data: bytes) -> BookCommand:
         entry=None if entry is None else _time_entry(entry),
         correlation_id=correlation_id,
         occurred_at=datetime.fromisoformat(occurred_at),
+        sequence=values[6] if len(values) > 6 else 0,  # a change written before changes were numbered: 0
     )
     return construct(
         BookCommand,

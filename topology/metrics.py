@@ -21,6 +21,13 @@ REPRICES_SKIPPED = Counter(
     "backbone_topology_reprices_skipped_total",
     "Master-data book commands not re-priced: every ledger of the partition was priced with that master data",
 )
+CHANGES_PRICED = Counter(
+    "backbone_topology_entry_changes_total",
+    "Entry changes handed to a book: in place (this worker holds the book) or through the book-commands topic",
+    ["path"],
+)
+CHANGES_IN_PLACE = CHANGES_PRICED.labels("in_place")
+CHANGES_THROUGH_TOPIC = CHANGES_PRICED.labels("topic")
 IGNORED = Counter("backbone_topology_ignored_after_deletion_total", "Revisions/approvals ignored after a deletion")
 LATENCY = HistogramFamily(
     "backbone_topology_processing_seconds",

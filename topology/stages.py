@@ -2,7 +2,8 @@
 
     psa.time-entries.v1, psa.approvals.v1 ──entries (store: EntryState per entry)──► <app>-book-commands
         (a record on another partition than its key's murmur2 partition is moved, undecoded, to
-         <app>-entry-inputs on that partition first, so an entry's state always lives in one partition)
+         <app>-entry-inputs on that partition first, so an entry's state always lives in one partition;
+         a change whose book this worker holds is priced in place, in the same transaction)
     ref.projects/contracts/workers.v1 ──references──► <app>-book-commands (workers: every partition)
     <app>-book-commands ──books (store: one Ledger per entry)──► billing.invoice-candidates.v1,
                                                    erp.posting-requests.v1, ops.exceptions.v1
@@ -158,10 +159,27 @@ class BillingStages:
         if recorded.outcome == entries.Outcome.IGNORED_AFTER_DELETION:
             metrics.IGNORED.inc()
         for change in recorded.changes:
-            self._send_book(messages.encode_change(change), change.project_id, context)
+            self._hand_to_book(change, context)
         store.put(key, recorded.state)
         self._track_awaiting(key, recorded.state)
         _observe_latency("entries", message)
+
+    def _hand_to_book(self, change: entries.EntryChange, context: Context) -> None:
+        """Price the change in its book now when this worker holds the book's partition, else send it there.
+
+        In place, the change and the candidates it prices commit in one transaction, instead of the
+        change committing first and the books stage reading it back in the next (half the latency of an
+        approval, and no book command to encode, produce, fetch and decode). Both paths can reach one
+        book for one entry (its entry partition and book partition move between workers), so a change sent
+        before may arrive after a later one priced in place: changes are numbered per entry and a book
+        ignores one older than what it priced (`billing.book_entry`)."""
+        partition = murmur2_partition(change.project_id.encode(), self.partitions)
+        if context.holds("ledgers", partition):
+            metrics.CHANGES_IN_PLACE.inc()
+            self._price_change(change, self._books_of(context.store("ledgers", partition)), context)
+        else:
+            metrics.CHANGES_THROUGH_TOPIC.inc()
+            self._send_book(messages.encode_change(change), change.project_id, context)
 
     def _track_awaiting(self, key: str, state: entries.EntryState) -> None:
         waiting = entries.awaiting_approval(state)
@@ -221,8 +239,7 @@ class BillingStages:
         context_ = billing.Context(reference=self.reference.data, routing=self.routing(), at=_time_of(command))
         settle = functools.partial(self._settle, books=books, context=context)
         if command.change is not None:
-            change = command.change
-            settle(change.project_id, lambda b: billing.book_entry(b, change, context_))
+            self._price_change(command.change, books, context)
         elif command.refusal is not None:
             refusal = command.refusal
             if books.has_ledgers(refusal.project_id):  # else no book of ours emitted the line
@@ -236,6 +253,10 @@ class BillingStages:
             if books.has_ledgers(project_id):
                 settle(project_id, lambda b: billing.reprice(b, context_))
         _observe_latency("books", message)
+
+    def _price_change(self, change: entries.EntryChange, books: Books, context: Context) -> None:
+        priced = billing.Context(reference=self.reference.data, routing=self.routing(), at=change.occurred_at)
+        self._settle(change.project_id, lambda b: billing.book_entry(b, change, priced), books=books, context=context)
 
     def _books_of(self, store: Store) -> Books:
         """The partition's books over its ledger store (opened anew after every restore)."""

@@ -61,6 +61,9 @@ SAME_AS_TIME_CANDIDATE = 1
 """A line's candidate id written as this when it is the ledger's `time_candidate_id` (the usual case: the
 entry's one TIME line), not a second copy."""
 
+ENTRY_STATE_FIELDS_BEFORE_HANDED_OFF = 7
+"""How many values an entry state record held before changes were numbered (`EntryState.handed_off`)."""
+
 LEDGER_FIELDS_BEFORE_LINES = 19
 """How many values a ledger record held before lines were kept; such a ledger has no lines (a refusal of
 one of its candidates then finds nothing to take back, and BILLING_REJECTED waits for an operator)."""
@@ -185,7 +188,9 @@ def _unpack(data: bytes, what: str) -> list[Any]:
 
 class EntryStateCodec:
     """`EntryState` ↔ `[FORMAT, time_entry_id, [revision…], [[revision, decision]…], deleted_revision,
-    [seen event id…], ignored, booked_project_id]`."""
+    [seen event id…], ignored, booked_project_id, handed_off]`. `handed_off` came last and later: a
+    record without it counts 0 changes handed off (its books then hold ledgers of sequence 0, which
+    every numbered change supersedes)."""
 
     def encode(self, state: EntryState) -> bytes:
         return orjson.dumps(
@@ -198,11 +203,20 @@ class EntryStateCodec:
                 list(state.seen_event_ids),
                 state.ignored,
                 state.booked_project_id,
+                state.handed_off,
             ]
         )
 
     def decode(self, data: bytes) -> EntryState:
-        entry_id, revisions, decisions, deleted, seen, ignored, booked = _unpack(data, "entry state")
+        values = _unpack(data, "entry state")
+        if len(values) not in (ENTRY_STATE_FIELDS_BEFORE_HANDED_OFF, ENTRY_STATE_FIELDS_BEFORE_HANDED_OFF + 1):
+            raise CodecError(
+                f"an entry state record has {len(values)} values, not {ENTRY_STATE_FIELDS_BEFORE_HANDED_OFF + 1}"
+            )
+        entry_id, revisions, decisions, deleted, seen, ignored, booked = values[:ENTRY_STATE_FIELDS_BEFORE_HANDED_OFF]
+        handed_off = (
+            values[ENTRY_STATE_FIELDS_BEFORE_HANDED_OFF] if len(values) > ENTRY_STATE_FIELDS_BEFORE_HANDED_OFF else 0
+        )
         entries = [_to_time_entry(values) for values in revisions]
         return EntryState(
             time_entry_id=entry_id,
@@ -212,6 +226,7 @@ class EntryStateCodec:
             seen_event_ids=dict.fromkeys(seen),
             ignored=ignored,
             booked_project_id=booked,
+            handed_off=handed_off,
         )
 
 
@@ -246,14 +261,16 @@ class LedgerCodec:
                 ledger.erp_target,
                 _exceptions(ledger.exceptions),
                 _lines(ledger),
+                ledger.sequence,
             ]
         )
 
     def decode(self, data: bytes) -> Ledger:
         values = _unpack(data, "ledger")
-        if len(values) not in (LEDGER_FIELDS_BEFORE_LINES, LEDGER_FIELDS_BEFORE_LINES + 1):
-            raise CodecError(f"a ledger record has {len(values)} values, not {LEDGER_FIELDS_BEFORE_LINES + 1}")
+        if not LEDGER_FIELDS_BEFORE_LINES <= len(values) <= LEDGER_FIELDS_BEFORE_LINES + 2:
+            raise CodecError(f"a ledger record has {len(values)} values, not {LEDGER_FIELDS_BEFORE_LINES + 2}")
         lines = values[LEDGER_FIELDS_BEFORE_LINES] if len(values) > LEDGER_FIELDS_BEFORE_LINES else []
+        sequence = values[LEDGER_FIELDS_BEFORE_LINES + 1] if len(values) > LEDGER_FIELDS_BEFORE_LINES + 1 else 0
         (
             time_entry_id,
             correlation_id,
@@ -298,6 +315,7 @@ class LedgerCodec:
             erp_target=erp_target,
             exceptions=_to_exceptions(exceptions),
             lines=_to_lines(lines, billed_pricing_, time_candidate_id),
+            sequence=sequence,
         )
 
 

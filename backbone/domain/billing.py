@@ -186,6 +186,8 @@ class Ledger:
     exceptions: dict[ExceptionKind, RaisedException] = field(default_factory=dict)
     lines: tuple[Line, ...] = ()
     """Every candidate emitted for the entry, in order (replaced as a whole, never mutated)."""
+    sequence: int = 0
+    """The `EntryChange.sequence` of the latest change of the entry this book priced (0: none known)."""
 
 
 _LEDGER_FIELDS = tuple(f.name for f in fields(Ledger))
@@ -442,11 +444,18 @@ def _roll_back(book: ProjectBook, settling: _Settling) -> None:
 
 
 def book_entry(book: ProjectBook, change: EntryChange, context: Context) -> Settled:
-    """The entry stage says what to price for one entry now (a new revision, an un-approval, a deletion)."""
+    """The entry stage says what to price for one entry now (a new revision, an un-approval, a deletion).
+
+    A change older than the latest one the book priced for the entry changes nothing: each change
+    carries the entry's whole priced view, so the later one already says what the entry is worth."""
+    known = book.ledgers.get(change.time_entry_id)
+    if known is not None and change.sequence and known.sequence >= change.sequence:
+        return Settled(book, ())
     settling = _Settling.of(book, context)
 
     def operation() -> None:
         ledger = _ledger_for(book, change.time_entry_id, change.correlation_id, settling)
+        ledger.sequence = max(ledger.sequence, change.sequence)
         ledger.entry = change.entry
         ledger.correlation_id = change.correlation_id
         ledger.last_seen = change.entry or ledger.last_seen

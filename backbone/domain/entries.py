@@ -58,6 +58,8 @@ class EntryState:
     ignored: int = 0
     booked_project_id: str | None = None
     """The project whose book last heard about this entry (it must hear again when the entry moves)."""
+    handed_off: int = 0
+    """How many changes this entry has handed to books: each change carries its number (`sequence`)."""
 
 
 class EntryChange(BaseModel):
@@ -73,6 +75,11 @@ class EntryChange(BaseModel):
     entry: TimeEntry | None
     correlation_id: str
     occurred_at: datetime
+    sequence: int = 0
+    """The entry's count of changes handed off, this one included: a change carries the entry's whole
+    priced view, so a book holding a later change of the entry ignores an earlier one that reaches it
+    late (a change can reach a book directly or through a topic; see `billing.book_entry`). 0: unknown,
+    always applied."""
 
 
 @dataclass(slots=True)  # a value; not frozen because a frozen dataclass is three times as dear to build
@@ -167,21 +174,22 @@ def _hand_off(state: EntryState, view_before: TimeEntry | None, booked_before: s
     changes = []
     if booked_before is not None and booked_before != target:
         # the entry moved to another project: the old book reverses what it billed
-        changes.append(_change(state.time_entry_id, booked_before, None, correlation, at))
-    changes.append(_change(state.time_entry_id, target, view, correlation, at))
+        state.handed_off += 1
+        changes.append(_change(state, booked_before, None, correlation, at))
+    state.handed_off += 1
+    changes.append(_change(state, target, view, correlation, at))
     state.booked_project_id = target
     return Recorded(state, Outcome.APPLIED, tuple(changes))
 
 
-def _change(
-    time_entry_id: str, project_id: str, entry: TimeEntry | None, correlation: str, at: datetime
-) -> EntryChange:
+def _change(state: EntryState, project_id: str, entry: TimeEntry | None, correlation: str, at: datetime) -> EntryChange:
     # built without validation (see backbone.domain.construction): every value comes from a validated event
     return construct(
         EntryChange,
-        time_entry_id=time_entry_id,
+        time_entry_id=state.time_entry_id,
         project_id=project_id,
         entry=entry,
         correlation_id=correlation,
         occurred_at=at,
+        sequence=state.handed_off,
     )

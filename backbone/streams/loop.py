@@ -97,6 +97,10 @@ class Context:
     def store(self, name: str, partition: int) -> Store:
         return self._worker.stores.get(name, partition)
 
+    def holds(self, name: str, partition: int) -> bool:
+        """Whether this worker holds store `name`'s `partition` now (for the rest of the transaction)."""
+        return self._worker.stores.holds(name, partition)
+
     def dead_letter(self, message: Message, error: BaseException, processor: str, error_class: str = "") -> None:
         """Send `message` as it is to its topic's dead-letter topic, with `backbone.error.*` headers."""
         self._worker.dead_letter(message, error, processor, error_class)

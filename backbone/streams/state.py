@@ -411,6 +411,9 @@ class StateStores:
             raise KeyError(f"store {name} partition {partition} is not held by this worker (not assigned/restored)")
         return store
 
+    def holds(self, name: str, partition: int) -> bool:
+        return (name, partition) in self._stores
+
     def held(self) -> list[tuple[str, int]]:
         return list(self._stores)
 

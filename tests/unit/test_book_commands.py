@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+import orjson
 import pytest
 
 from backbone.domain.entries import EntryChange
@@ -16,7 +17,9 @@ AT = datetime(2026, 11, 2, 9, 30, 0, 123456, tzinfo=UTC)
 
 
 def _change(time_entry=None) -> EntryChange:
-    return EntryChange(time_entry_id="E1", project_id="P1", entry=time_entry, correlation_id="corr-1", occurred_at=AT)
+    return EntryChange(
+        time_entry_id="E1", project_id="P1", entry=time_entry, correlation_id="corr-1", occurred_at=AT, sequence=7
+    )
 
 
 @pytest.mark.parametrize(
@@ -38,6 +41,13 @@ def test_an_entry_change_comes_back_field_for_field(time_entry) -> None:
         assert received.entry.__dict__ == time_entry.__dict__
         assert received.entry.occurred_at.tzinfo is not None
         assert isinstance(received.entry.work_date, date)
+
+
+def test_a_change_written_before_changes_were_numbered_is_change_zero() -> None:
+    sent = _change(entry())
+    older = orjson.loads(encode_change(sent))[:-1]  # the layout before `sequence`
+    received = decode_command(orjson.dumps(older)).change
+    assert received == sent.model_copy(update={"sequence": 0})
 
 
 def test_the_pydantic_form_is_still_read() -> None:

@@ -78,6 +78,13 @@ class Worker:
     def store(self, name: str, partition: int) -> Store:
         return self.stores.get(name, partition)
 
+    in_place = True
+    """Whether the entry stage prices a change in its book at once (a worker holding every partition does)
+    or sends it through the book-commands topic (a worker not holding the book's partition does)."""
+
+    def holds(self, name: str, partition: int) -> bool:
+        return self.in_place and self.stores.holds(name, partition)
+
     def dead_letter(self, message: Message, error: BaseException, processor: str, error_class: str = "") -> None:
         raise AssertionError(f"{processor} dead-lettered {message.topic()}: {error}")
 
@@ -120,6 +127,7 @@ class Worker:
 
     def _books(self) -> list[Produced]:
         commands = [p for p in self.produced if p.topic == self.internal.book_commands.name]
+        priced_in_place = [p for p in self.produced if p.topic != self.internal.book_commands.name]
         self.produced = []
         for n, command in enumerate(commands):
             message = Message(
@@ -135,7 +143,7 @@ class Worker:
         self.offsets[self.internal.book_commands.name] = self.offsets.get(self.internal.book_commands.name, -1) + len(
             commands
         )
-        outputs, self.produced = self.produced, []
+        outputs, self.produced = priced_in_place + self.produced, []
         return outputs
 
     def changelog(self) -> list[Produced]:
@@ -167,6 +175,11 @@ def _as_message(record: Produced) -> Message:
 
 def skipped() -> float:
     return REGISTRY.get_sample_value("backbone_topology_reprices_skipped_total") or 0.0
+
+
+@pytest.fixture(autouse=True, params=["in place", "through the topic"])
+def change_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Worker, "in_place", request.param == "in place")
 
 
 @pytest.fixture(params=["disk", "memory"])

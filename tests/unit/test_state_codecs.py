@@ -154,6 +154,13 @@ def test_entry_state_keeps_its_seen_event_ids_in_order() -> None:
     assert decoded == state
 
 
+def test_an_entry_state_written_before_changes_were_numbered_restores_with_none_handed_off() -> None:
+    state = _pipeline(client(), project(), worker(), contract(), entry(), approval()).entries["E1"]
+    assert state.handed_off == 1
+    older = orjson.loads(ENTRY_STATE.encode(state))[:-1]  # the layout before `handed_off`
+    assert ENTRY_STATE.decode(orjson.dumps(older)) == replace(state, handed_off=0)
+
+
 def test_a_ledger_writes_its_priced_revision_once() -> None:
     priced = entry(notes="x" * 200)
     ledger = Ledger(time_entry_id="E1", correlation_id="E1", entry=priced, last_seen=priced)
@@ -268,5 +275,12 @@ def test_a_ledger_keeps_its_lines_and_their_refusals_through_the_changelog() -> 
 
 def test_a_ledger_written_before_lines_were_kept_restores_with_none() -> None:
     ledger = _refused_and_billed_again()
-    older = orjson.loads(LEDGER.encode(ledger))[:-1]  # the layout before `lines`
-    assert LEDGER.decode(orjson.dumps(older)) == replace(ledger, lines=())
+    older = orjson.loads(LEDGER.encode(ledger))[:-2]  # the layout before `lines` (and `sequence`)
+    assert LEDGER.decode(orjson.dumps(older)) == replace(ledger, lines=(), sequence=0)
+
+
+def test_a_ledger_written_before_changes_were_numbered_restores_at_sequence_zero() -> None:
+    ledger = _refused_and_billed_again()
+    assert ledger.sequence > 0  # the pipeline numbers the changes it hands to the book
+    older = orjson.loads(LEDGER.encode(ledger))[:-1]  # the layout before `sequence`
+    assert LEDGER.decode(orjson.dumps(older)) == replace(ledger, sequence=0)

@@ -99,6 +99,35 @@ def test_a_booked_change_always_reports_its_ledger() -> None:
     assert settled.book.ledgers["E1"] is settled.changed[0]
 
 
+def test_a_change_reaching_the_book_after_a_later_one_of_its_entry_changes_nothing() -> None:
+    """A change can reach its book through the book-commands topic after a later one priced in place
+    (topology/stages.py): the later one carries the entry's whole priced view, so the earlier is stale."""
+    state = new_entry("E1")
+    approved = record(record(state, entry()).state, approval()).changes
+    longer = record(record(state, entry(revision=2, duration_seconds=7200)).state, approval(revision=2)).changes
+    rejected = record(state, reject(revision=2)).changes
+    (first,), (second,), (third,) = approved, longer, rejected
+    assert (first.sequence, second.sequence, third.sequence) == (1, 2, 3)
+    book, context = billing.new_book("P1"), _context(ReferenceData.of(*master_data()))
+
+    in_order = [billing.book_entry(book, change, context) for change in (first, third)]
+    # revision 1 billed; revision 2 approved, then rejected: back to revision 1, which the book already prices
+    assert billing.net_billed(e for settled in in_order for e in settled.events) == {"E1": D("150.00")}
+    late = billing.book_entry(book, second, context)
+    assert late.events == () and late.changed == ()
+    assert book.ledgers["E1"].sequence == 3 and book.ledgers["E1"].billed == D("150.00")
+
+
+def test_a_change_without_a_number_is_always_priced() -> None:
+    """Changes written before they were numbered (sequence 0) are priced as they come, as before."""
+    state = new_entry("E1")
+    (first,) = record(record(state, entry()).state, approval()).changes
+    (rejected,) = record(state, reject()).changes
+    book, context = billing.new_book("P1"), _context(ReferenceData.of(*master_data()))
+    billing.book_entry(book, rejected, context)
+    assert billing.book_entry(book, first.model_copy(update={"sequence": 0}), context).events  # billed again
+
+
 def test_an_operation_that_fails_half_way_leaves_the_book_as_it_was() -> None:
     pipeline, _ = run(*CAPPED)
     book = pipeline.books["P1"]

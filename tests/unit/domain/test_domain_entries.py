@@ -82,6 +82,12 @@ def test_hand_off_to_the_project_book(events, handed_off) -> None:
     assert [(c.project_id, c.entry.revision if c.entry else None) for c in changes] == handed_off
 
 
+def test_changes_are_numbered_per_entry_in_the_order_they_are_handed_off() -> None:
+    state, changes = fold(E1, A1, entry(revision=2, project_id="P2"), A2, R2)
+    assert [(c.project_id, c.sequence) for c in changes] == [("P1", 1), ("P1", 2), ("P2", 3), ("P2", 4), ("P1", 5)]
+    assert state.handed_off == 5
+
+
 def test_correlation_id_defaults_to_the_time_entry_id() -> None:
     _, changes = fold(E1, A1)
     assert changes[0].correlation_id == "E1"
