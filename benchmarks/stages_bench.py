@@ -1,7 +1,8 @@
 """The topology's handlers alone: what one worker spends per entry besides Kafka itself, in one process.
 
 Runs `topology.stages.BillingStages` exactly as a worker does (`entry` on every time entry and approval,
-then `book` on every book command the entry stage produced), over records encoded by the catalog's
+which prices each change in its book at once, as a worker holding every partition does; with
+`--through-topic`, `book` on every book command the entry stage produced instead), over records encoded by the catalog's
 serdes, with an in-memory registry (confluent-kafka's mock client) and a context that keeps what the
 handlers produce instead of sending it. Every `--commit-every` records the stores are flushed, as the
 worker's commit does, so changelog encoding is included. What it leaves out is what the transactional
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import hashlib
-import os
 import pstats
 import statistics
 import tempfile
@@ -64,7 +64,7 @@ class MemoryContext:
     def __init__(self, stores: StateStores) -> None:
         self.stores = stores
         self.produced: list[Produced] = []
-        self.local_books = False
+        self.in_place = True
 
     def produce(
         self,
@@ -81,7 +81,7 @@ class MemoryContext:
         return self.stores.get(name, partition)
 
     def holds(self, name: str, partition: int) -> bool:
-        return self.local_books and self.stores.holds(name, partition)
+        return self.in_place and self.stores.holds(name, partition)
 
     def dead_letter(self, message: Message, error: BaseException, processor: str, error_class: str = "") -> None:
         raise AssertionError(f"{processor} dead-lettered {message.topic()}@{message.offset()}: {error}")
@@ -143,20 +143,24 @@ def consumed(record: Produced, offset: int) -> Message:
 
 
 def run(
-    projects: int, workers: int, entries: int, commit_every: int, on_disk: bool = True
+    projects: int, workers: int, entries: int, commit_every: int, on_disk: bool = True, in_place: bool = True
 ) -> tuple[dict[str, float], list[Produced]]:
-    """CPU seconds of each stage over `entries` entries, and every record produced (changelogs included)."""
+    """CPU seconds of each stage over `entries` entries, and every record produced (changelogs included).
+
+    `in_place`: the entry stage prices each change in its book at once, as a worker holding every partition
+    does; otherwise every change goes through the book commands, as to a book another worker holds."""
     with tempfile.TemporaryDirectory(prefix="stages-bench-") as state:
-        return _run(projects, workers, entries, commit_every, Path(state) / "state" if on_disk else None)
+        disk = Path(state) / "state" if on_disk else None
+        return _run(projects, workers, entries, commit_every, disk, in_place)
 
 
 def _run(
-    projects: int, workers: int, entries: int, commit_every: int, disk: Path | None
+    projects: int, workers: int, entries: int, commit_every: int, disk: Path | None, in_place: bool
 ) -> tuple[dict[str, float], list[Produced]]:
     stages, stores, serdes, topics = build(projects, workers, disk)
     messages = input_messages(serdes, topics, Firm(projects=projects, workers=workers), entries)
     context = MemoryContext(stores)
-    context.local_books = os.environ.get("STAGES_LOCAL_BOOKS") == "1"
+    context.in_place = in_place
     changelog: list[Produced] = []
 
     def flush() -> None:
@@ -212,8 +216,20 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--digest", action="store_true")
     parser.add_argument("--memory", action="store_true", help="entries and ledgers in memory, not on disk")
+    parser.add_argument(
+        "--through-topic",
+        action="store_true",
+        help="send every entry change through the book commands, as to a book another worker holds",
+    )
     args = parser.parse_args()
-    shape = (args.projects, args.workers_in_firm, args.entries, args.commit_every, not args.memory)
+    shape = (
+        args.projects,
+        args.workers_in_firm,
+        args.entries,
+        args.commit_every,
+        not args.memory,
+        not args.through_topic,
+    )
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(run, *shape)

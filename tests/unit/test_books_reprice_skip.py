@@ -120,10 +120,14 @@ class Worker:
 
     def book(self, *events: Event) -> list[Produced]:
         """Time entries and approvals through the entry stage, then their book commands through the books."""
+        self.book_inputs(*events)
+        return self._books()
+
+    def book_inputs(self, *events: Event) -> None:
+        """Time entries and approvals through the entry stage only."""
         for event in events:
             topic = self.topics.time_entries if event.event_type == "time-entry" else self.topics.approvals
             self.stages.entry(self.message(topic.name, event), self)  # type: ignore[arg-type]
-        return self._books()
 
     def _books(self) -> list[Produced]:
         commands = [p for p in self.produced if p.topic == self.internal.book_commands.name]
