@@ -32,7 +32,7 @@ from operator import attrgetter
 from typing import Any, Protocol
 
 from backbone.domain import ids
-from backbone.domain.construction import construct
+from backbone.domain.construction import construct, construct_from
 from backbone.domain.entries import EntryChange
 from backbone.domain.feedback import Refusal
 from backbone.domain.models import (
@@ -333,7 +333,7 @@ def evaluate(entry: TimeEntry | None, reference: ReferenceData) -> Valuation:
 
 def _terms(entry: TimeEntry, worker: Worker, reference: ReferenceData) -> tuple[ContractVersion | None, Decimal | None]:
     """The contract version covering the work date and the rate it gives this work (§3, §4)."""
-    version = select_contract_version(reference.contract_versions(entry.project_id), entry.work_date)
+    version = select_contract_version(reference.versions_of(entry.project_id), entry.work_date)
     if version is None:
         return None, None
     return version, resolve_rate(version, entry.worker_id, worker.role, entry.task_id)
@@ -407,7 +407,7 @@ class _Settling:
     def cap(self, project_id: str, contract_id: str) -> Decimal | None:
         caps = self.caps
         if contract_id not in caps:
-            caps[contract_id] = contract_cap(self.context.reference.contract_versions(project_id), contract_id)
+            caps[contract_id] = contract_cap(self.context.reference.versions_of(project_id), contract_id)
         return caps[contract_id]
 
     @classmethod
@@ -444,16 +444,17 @@ def _roll_back(book: ProjectBook, settling: _Settling) -> None:
 def book_entry(book: ProjectBook, change: EntryChange, context: Context) -> Settled:
     """The entry stage says what to price for one entry now (a new revision, an un-approval, a deletion)."""
     settling = _Settling.of(book, context)
-
-    def operation() -> None:
+    try:  # `_atomically` spelt out: this operation runs for every approved entry, a closure per entry costs
         ledger = _ledger_for(book, change.time_entry_id, change.correlation_id, settling)
         ledger.entry = change.entry
         ledger.correlation_id = change.correlation_id
         ledger.last_seen = change.entry or ledger.last_seen
         settling.changed[change.time_entry_id] = ledger  # its entry changed, whatever settling does next
         _settle(book, [change.time_entry_id], settling)
-
-    return _atomically(book, settling, operation)
+    except BaseException:
+        _roll_back(book, settling)
+        raise
+    return settling.settled(book)
 
 
 def _ledger_for(book: ProjectBook, entry_id: str, correlation_id: str, settling: _Settling) -> Ledger:
@@ -523,8 +524,8 @@ def _settle_entry(book: ProjectBook, entry_id: str, settling: _Settling) -> None
     else:
         _bill(book.project_id, ledger, target, valuation.pricing, settling)
     _post_cost(book.project_id, ledger, valuation, settling)
-    ledger.worth = valuation.worth
-    ledger.at_risk = valuation.worth - target
+    ledger.worth = worth = valuation.worth
+    ledger.at_risk = worth - target
     ledger.contract_id = valuation.pricing.contract_id if valuation.pricing else None
     _flag(book.project_id, ledger, wanted, settling)
     _count(book, ledger)
@@ -581,7 +582,7 @@ class _Line:
     capped: bool
 
 
-# Output events are built with `construct`, i.e. without validation: every value is already valid by
+# Output events are built with `construct`/`construct_from`, i.e. without validation: every value is already valid by
 # construction (ids are UUIDs, amounts are quantized to the currency's minor units — at most 4 places —,
 # everything else is copied from validated events, and `Context.at` is normalised to UTC). Validation was
 # the largest single cost of the core; tests/unit/domain/test_domain_outputs.py re-validates the outputs.
@@ -603,33 +604,35 @@ def _emit_candidate(project_id: str, ledger: Ledger, line: _Line, settling: _Set
     )
     first = line.kind == CandidateKind.TIME
     settling.events.append(
-        construct(
+        construct_from(
             InvoiceCandidate,
-            event_id=candidate_id,
-            occurred_at=settling.context.at,
-            source_system=SOURCE_SYSTEM,
-            correlation_id=ledger.correlation_id,
-            candidate_id=candidate_id,
-            kind=line.kind,
-            time_entry_id=ledger.time_entry_id,
-            revision=entry.revision,
-            project_id=project_id,
-            client_id=pricing.client_id,
-            worker_id=entry.worker_id,
-            role=pricing.role,
-            task_id=entry.task_id,
-            work_date=entry.work_date,
-            contract_id=pricing.contract_id,
-            contract_version=pricing.contract_version,
-            billable_minutes=line.minutes,
-            hourly_rate=pricing.hourly_rate,
-            discount_percent=pricing.discount_percent,
-            amount=line.amount,
-            currency=pricing.currency,
-            tax_code=pricing.tax_code,
-            billing_entity=pricing.billing_entity,
-            replaces_candidate_id=None if first else ledger.time_candidate_id,
-            capped=line.capped,
+            {
+                "event_id": candidate_id,
+                "occurred_at": settling.context.at,
+                "source_system": SOURCE_SYSTEM,
+                "correlation_id": ledger.correlation_id,
+                "candidate_id": candidate_id,
+                "kind": line.kind,
+                "time_entry_id": ledger.time_entry_id,
+                "revision": entry.revision,
+                "project_id": project_id,
+                "client_id": pricing.client_id,
+                "worker_id": entry.worker_id,
+                "role": pricing.role,
+                "task_id": entry.task_id,
+                "work_date": entry.work_date,
+                "contract_id": pricing.contract_id,
+                "contract_version": pricing.contract_version,
+                "billable_minutes": line.minutes,
+                "hourly_rate": pricing.hourly_rate,
+                "discount_percent": pricing.discount_percent,
+                "amount": line.amount,
+                "currency": pricing.currency,
+                "tax_code": pricing.tax_code,
+                "billing_entity": pricing.billing_entity,
+                "replaces_candidate_id": None if first else ledger.time_candidate_id,
+                "capped": line.capped,
+            },
         )
     )
     # REVENUE postings follow the candidates one for one: same amounts, same deltas
@@ -708,23 +711,25 @@ def _posting(
         posted_before=before,
         amount=amount,
     )
-    return construct(
+    return construct_from(
         PostingRequest,
-        event_id=posting_id,
-        occurred_at=context.at,
-        source_system=SOURCE_SYSTEM,
-        correlation_id=ledger.correlation_id,
-        posting_id=posting_id,
-        posting_type=posting_type,
-        time_entry_id=ledger.time_entry_id,
-        revision=entry.revision,
-        project_id=project_id,
-        worker_id=entry.worker_id,
-        work_date=entry.work_date,
-        amount=amount,
-        currency=currency,
-        erp_target=ledger.erp_target,
-        reverses_posting_id=reverses,
+        {
+            "event_id": posting_id,
+            "occurred_at": context.at,
+            "source_system": SOURCE_SYSTEM,
+            "correlation_id": ledger.correlation_id,
+            "posting_id": posting_id,
+            "posting_type": posting_type,
+            "time_entry_id": ledger.time_entry_id,
+            "revision": entry.revision,
+            "project_id": project_id,
+            "worker_id": entry.worker_id,
+            "work_date": entry.work_date,
+            "amount": amount,
+            "currency": currency,
+            "erp_target": ledger.erp_target,
+            "reverses_posting_id": reverses,
+        },
     )
 
 

@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from backbone.domain.construction import construct
+from backbone.domain.construction import construct_from
 from backbone.domain.ids import derive_event_id
 from backbone.domain.models import ApprovalDecision, Decision, TimeEntry
 
@@ -96,6 +96,9 @@ def record(state: EntryState, event: EntryEvent) -> Recorded:
     if state.deleted_revision is not None:
         state.ignored += 1
         return Recorded(state, Outcome.IGNORED_AFTER_DELETION)
+    if _unpriced(state, event):
+        state.revisions[event.revision] = event  # type: ignore[assignment]  # a TimeEntry: see _unpriced
+        return Recorded(state, Outcome.APPLIED)
     view_before, booked_before = priced_view(state), state.booked_project_id
     _fold(state, event)
     return _hand_off(state, view_before, booked_before, event.occurred_at)
@@ -107,6 +110,15 @@ def _remember(state: EntryState, event_id: str) -> None:
     seen[event_id] = None
     if len(seen) > SEEN_EVENT_IDS:
         del seen[next(iter(seen))]
+
+
+def _unpriced(state: EntryState, event: EntryEvent) -> bool:
+    """A revision that is not deleting and not approved: recording it cannot change what is priced (the
+    billed revision is an approved one), so there is nothing to compare or hand off. Half of all events
+    are such revisions, arriving before their approval."""
+    return (
+        isinstance(event, TimeEntry) and not event.deleted and state.decisions.get(event.revision) != Decision.APPROVED
+    )
 
 
 def _fold(state: EntryState, event: EntryEvent) -> None:
@@ -156,7 +168,8 @@ def correlation_of(state: EntryState) -> str:
 def _hand_off(state: EntryState, view_before: TimeEntry | None, booked_before: str | None, at: datetime) -> Recorded:
     view = priced_view(state)
     # `is` first: the views are usually the very same revision object, and pydantic's == compares fields
-    if view is view_before or view == view_before:
+    # (a Python call even against None, which is what a first revision's view before is)
+    if view is view_before or (view is not None and view_before is not None and view == view_before):
         return Recorded(state, Outcome.APPLIED)
     billed = None if state.deleted_revision is not None else view  # the priced view is the billed revision
     if booked_before is None and billed is None:
@@ -177,11 +190,13 @@ def _change(
     time_entry_id: str, project_id: str, entry: TimeEntry | None, correlation: str, at: datetime
 ) -> EntryChange:
     # built without validation (see backbone.domain.construction): every value comes from a validated event
-    return construct(
+    return construct_from(
         EntryChange,
-        time_entry_id=time_entry_id,
-        project_id=project_id,
-        entry=entry,
-        correlation_id=correlation,
-        occurred_at=at,
+        {
+            "time_entry_id": time_entry_id,
+            "project_id": project_id,
+            "entry": entry,
+            "correlation_id": correlation,
+            "occurred_at": at,
+        },
     )
