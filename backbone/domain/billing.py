@@ -95,6 +95,12 @@ DETAILS: dict[ExceptionKind, str] = {
 REPORTED_ONLY = frozenset({ExceptionKind.INVOICED_AT_SOURCE})
 """Kinds that report a fact nobody has to act on: emitted once, RESOLVED from the start, never at risk."""
 
+_PROJECT_ACTIVE, _TIME_AND_MATERIALS = ProjectStatus.ACTIVE, BillingType.TIME_AND_MATERIALS
+_CANDIDATE_TIME, _POSTING_REVENUE, _POSTING_COST = CandidateKind.TIME, PostingType.REVENUE, PostingType.COST
+"""Enum members the core reads per entry, read once: in Python 3.11 `Enum.MEMBER` goes through the enum
+metaclass's `__getattr__` hook, ~0.3 µs a read, some twenty reads per entry (docs/core-performance.md,
+"Ninth session")."""
+
 
 # --- state -----------------------------------------------------------------------------------------
 # Slotted dataclasses updated in place (docs/core-performance.md): copying a ledger per change and a book per
@@ -310,12 +316,12 @@ def evaluate(entry: TimeEntry | None, reference: ReferenceData) -> Valuation:
     project = reference.projects.get(entry.project_id)
     if project is None:
         return Valuation(blocked=ExceptionKind.UNKNOWN_PROJECT)
-    if project.status != ProjectStatus.ACTIVE:
+    if project.status != _PROJECT_ACTIVE:
         return Valuation(
             blocked=ExceptionKind.PROJECT_NOT_ACTIVE, project=project, estimate=price(entry, worker, project, reference)
         )
     cost = cost_amount(entry.duration_seconds, worker.cost_rate, worker.cost_currency)
-    if not (entry.billable and project.billing_type == BillingType.TIME_AND_MATERIALS):
+    if not (entry.billable and project.billing_type == _TIME_AND_MATERIALS):
         return Valuation(cost=cost, cost_currency=worker.cost_currency, project=project)
     if entry.invoiced_at_source:
         # billable, but the source invoiced it: worth nothing here (no candidate, no REVENUE), cost still posted
@@ -559,7 +565,7 @@ def _bill(project_id: str, ledger: Ledger, target: Decimal, pricing: Pricing | N
     if target == 0 or pricing is None:
         return
     if ledger.billed == 0:
-        line = _Line(CandidateKind.TIME, target, pricing, pricing.billable_minutes, capped)
+        line = _Line(_CANDIDATE_TIME, target, pricing, pricing.billable_minutes, capped)
     elif target != ledger.billed:
         line = _Line(
             CandidateKind.ADJUSTMENT,
@@ -602,7 +608,7 @@ def _emit_candidate(project_id: str, ledger: Ledger, line: _Line, settling: _Set
         billed_before=ledger.billed,
         amount=line.amount,
     )
-    first = line.kind == CandidateKind.TIME
+    first = line.kind == _CANDIDATE_TIME
     settling.events.append(
         construct_from(
             InvoiceCandidate,
@@ -639,7 +645,7 @@ def _emit_candidate(project_id: str, ledger: Ledger, line: _Line, settling: _Set
     revenue = _posting(
         project_id,
         ledger,
-        PostingType.REVENUE,
+        _POSTING_REVENUE,
         ledger.candidates,
         ledger.billed,
         line.amount,
@@ -673,7 +679,7 @@ def _emit_cost(project_id: str, ledger: Ledger, amount: Decimal, currency: str, 
     posting = _posting(
         project_id,
         ledger,
-        PostingType.COST,
+        _POSTING_COST,
         ledger.cost_postings,
         ledger.cost_posted,
         amount,
