@@ -187,7 +187,8 @@ def candidate_id(
         f"{time_entry_id!s}\n{project_id!s}\n{sequence!s}\n{kind!s}\n{revision!s}\n{contract_id!s}\n"
         f"{contract_version!s}\n{billed_before:.4f}\n{amount:.4f}".encode()
     )
-    return _uuid5_of(sha.hexdigest())
+    digest = sha.hexdigest()  # `_uuid5_of`, spelt out: three ids per entry, a call each was measurable
+    return f"{digest[:8]}-{digest[8:12]}-5{digest[13:16]}-{_VARIANT[digest[16]]}{digest[17:20]}-{digest[20:32]}"
 
 
 def posting_id(
@@ -206,7 +207,8 @@ def posting_id(
         f"{posting_type!s}\n{time_entry_id!s}\n{project_id!s}\n{sequence!s}\n{revision!s}\n"
         f"{posted_before:.4f}\n{amount:.4f}".encode()
     )
-    return _uuid5_of(sha.hexdigest())
+    digest = sha.hexdigest()  # `_uuid5_of`, spelt out (see `candidate_id`)
+    return f"{digest[:8]}-{digest[8:12]}-5{digest[13:16]}-{_VARIANT[digest[16]]}{digest[17:20]}-{digest[20:32]}"
 
 
 def exception_id(*, kind: str, subject_type: str, subject_id: str) -> str:

@@ -7,7 +7,7 @@ for yen and dinars alike).
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Context, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from functools import lru_cache
 
 from backbone.domain.models import RoundingMode
@@ -50,6 +50,8 @@ _WIDE = 60
 """Working precision: wide enough that only the final quantize ever rounds."""
 
 _CONTEXT = Context(prec=_WIDE, rounding=ROUND_HALF_UP)
+_TOO_MANY_UNITS = 10**_WIDE
+"""Where `quantize` in `_CONTEXT` raises: an amount whose minor units need more digits than the precision."""
 """One shared context passed to each operation: `localcontext()` per call costs more than the arithmetic."""
 
 
@@ -69,15 +71,20 @@ def round_money(amount: Decimal, currency: str) -> Decimal:
     return amount.quantize(_quantum(currency), rounding=ROUND_HALF_UP, context=_CONTEXT)
 
 
+_UP, _DOWN, _NEAREST = RoundingMode.UP, RoundingMode.DOWN, RoundingMode.NEAREST
+"""Read once: in Python 3.11 `Enum.MEMBER` goes through the enum metaclass's `__getattr__` hook, ~0.3 µs a
+read, and the core read some twenty per entry (docs/core-performance.md, "Ninth session")."""
+
+
 def _divide_rounded(numerator: int, denominator: int, mode: RoundingMode) -> int:
     """numerator / denominator rounded to a whole number, exactly, in integers (denominator > 0).
 
     NEAREST is half up, i.e. half away from zero like Decimal's ROUND_HALF_UP; UP and DOWN are
     ceiling and floor, which is what `//` does on either side of zero.
     """
-    if mode == RoundingMode.UP:
+    if mode == _UP:
         return -(-numerator // denominator)
-    if mode == RoundingMode.DOWN:
+    if mode == _DOWN:
         return numerator // denominator
     half_up = (2 * abs(numerator) + denominator) // (2 * denominator)
     return half_up if numerator >= 0 else -half_up
@@ -101,25 +108,47 @@ _MODES = frozenset(RoundingMode)
 
 
 def line_amount(minutes: int, hourly_rate: Decimal, discount_percent: Decimal, currency: str) -> Decimal:
-    """HALF_UP(minutes × rate × (100 − discount) / 6000): one rounding, at the end, per line."""
-    exact = _CONTEXT.divide(
-        _CONTEXT.multiply(
-            _CONTEXT.multiply(Decimal(minutes), hourly_rate), _CONTEXT.subtract(_HUNDRED, discount_percent)
-        ),
-        _SIX_THOUSAND,
-    )
-    return round_money(exact, currency)
+    """HALF_UP(minutes × rate × (100 − discount) / 6000): one rounding, at the end, per line.
+
+    Computed in integers (`_rounded_minor`): both decimals are exact fractions, so the amount in minor
+    units is one exact integer division rounded half up. Decimal's 60-digit division of a quotient that
+    rarely terminates (÷ 6000) was most of an entry's pricing cost; the result is the same Decimal.
+    """
+    rate, rate_scale = hourly_rate.as_integer_ratio()
+    share, share_scale = (_HUNDRED - discount_percent).as_integer_ratio()
+    negative = hourly_rate.is_signed() ^ (share < 0) ^ (minutes < 0)
+    return _rounded_minor(abs(minutes * rate * share), rate_scale * share_scale * 6000, negative, currency)
+
+
+def _rounded_minor(numerator: int, denominator: int, negative: bool, currency: str) -> Decimal:
+    """±numerator / denominator (both ≥ 0) rounded half up to the minor units of `currency`, as a Decimal
+    with exactly those places: what `round_money` gives for the exact quotient, signed zero included
+    (Decimal keeps the sign of a product that rounds to zero, and its text shows it)."""
+    places = minor_units(currency)
+    units = (2 * numerator * 10**places + denominator) // (2 * denominator)
+    if units >= _TOO_MANY_UNITS:
+        raise InvalidOperation(f"an amount of {units} minor units does not fit {_WIDE} digits")  # as quantize
+    if units == 0 and negative:
+        return Decimal((1, (0,), -places))
+    return _CONTEXT.multiply(Decimal(-units if negative else units), _QUANTA[places])  # exact: places' exponent
+
+
+_QUANTA = {places: Decimal(1).scaleb(-places) for places in {DEFAULT_MINOR_UNITS, *MINOR_UNITS.values()}}
+"""The smallest amount with so many decimals: units × it is the amount, with exactly that exponent."""
 
 
 def cost_minutes(duration_seconds: int) -> int:
     """Minutes that carry cost: the exact minutes rounded half up to whole minutes."""
-    return _divide_rounded(duration_seconds, 60, RoundingMode.NEAREST)
+    return _divide_rounded(duration_seconds, 60, _NEAREST)
 
 
 def cost_amount(duration_seconds: int, cost_rate: Decimal, cost_currency: str) -> Decimal:
-    """HALF_UP(cost_minutes × cost_rate / 60) in the minor units of the cost currency."""
-    exact = _CONTEXT.divide(_CONTEXT.multiply(Decimal(cost_minutes(duration_seconds)), cost_rate), _SIXTY)
-    return round_money(exact, cost_currency)
+    """HALF_UP(cost_minutes × cost_rate / 60) in the minor units of the cost currency (in integers, as
+    `line_amount`)."""
+    minutes = cost_minutes(duration_seconds)
+    rate, rate_scale = cost_rate.as_integer_ratio()
+    negative = cost_rate.is_signed() ^ (minutes < 0)
+    return _rounded_minor(abs(minutes * rate), rate_scale * 60, negative, cost_currency)
 
 
 def hours(billable_minutes: int) -> Decimal:

@@ -14,10 +14,13 @@ from decimal import Decimal
 
 from backbone.domain.models import ContractStatus, ContractVersion, RateCardLine
 
+_ACTIVE = ContractStatus.ACTIVE
+"""Read once (it is read per entry): `Enum.MEMBER` is slow in Python 3.11 (docs/core-performance.md)."""
+
 
 def covers(version: ContractVersion, work_date: date) -> bool:
     """Whether `version` applies to work done on `work_date` (terminated versions cover nothing)."""
-    if version.status != ContractStatus.ACTIVE or work_date < version.effective_from:
+    if version.status != _ACTIVE or work_date < version.effective_from:
         return False
     return version.effective_to is None or work_date <= version.effective_to
 

@@ -63,3 +63,7 @@ class ReferenceData:
 
     def contract_versions(self, project_id: str) -> list[ContractVersion]:
         return list(self._by_project.get(project_id, ()))
+
+    def versions_of(self, project_id: str) -> tuple[ContractVersion, ...]:
+        """`contract_versions` without the copy, for the billing core's lookups (one per priced entry)."""
+        return self._by_project.get(project_id, ())
