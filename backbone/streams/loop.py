@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import os
 import signal
 import threading
@@ -50,6 +51,14 @@ MAX_BACKOFF = 5.0
 LAG_REPORT_INTERVAL = 5.0
 IDLE_WAIT = 0.2
 """How long an idle worker waits for a record before it looks at its broadcast tables and lag again."""
+GC_THRESHOLDS = (50_000, 20, 20)
+"""The cyclic garbage collector's thresholds in a worker process (CPython's defaults: 700, 10, 10).
+
+A handler allocates some hundred container objects per record and reference counting frees nearly all
+of them; with the default 700 the youngest generation was collected every few records and the older
+ones often, 10-20 % of the billing core's time (docs/core-performance.md, ninth session). What a worker
+loads to keep (master data, restored state) is moved out of the collector's sight (`gc.freeze`) once
+loaded, so a full collection does not walk millions of objects that live as long as the process."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,14 @@ class Context:
         self._worker.dead_letter(message, error, processor, error_class)
 
 
+def _keep_for_good() -> None:
+    """Move every object alive now out of the cyclic collector's sight (see `GC_THRESHOLDS`): garbage
+    cycles are collected first, as frozen ones would never be; frozen objects are still freed by
+    reference counting when nothing refers to them any more."""
+    gc.collect()
+    gc.freeze()
+
+
 def where(message: Message) -> tuple[str, int, int]:
     """(topic, partition, offset) of a consumed record: never None for one, though the stubs allow it."""
     return message.topic(), message.partition(), message.offset()  # type: ignore[return-value]
@@ -153,6 +170,7 @@ class StreamWorker:
         """`state_dir`: where this worker keeps its on-disk stores (`StoreSpec.on_disk`); None keeps every
         store in memory. The directory is the worker slot's: emptied at start, removed at exit."""
         limit_malloc_arenas()  # before this worker's Kafka clients start their threads (docs in native.py)
+        gc.set_threshold(*GC_THRESHOLDS)
         self.streams = streams
         self.slot = slot
         self.app = slot.app_id
@@ -245,6 +263,7 @@ class StreamWorker:
         self._call(lambda: self.producer.init_transactions(KAFKA_CALL_TIMEOUT), "init_transactions")
         if self.broadcast is not None:
             self.broadcast.load()
+            _keep_for_good()  # the master data lives as long as the worker
         self.consumer.subscribe(
             list(self._stage_of), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -438,6 +457,7 @@ class StreamWorker:
         held = set(self.stores.held())
         wanted = [(spec.name, p) for name, p in tasks for spec in stages[name].stores if (spec.name, p) not in held]
         records = self.stores.restore(self.restore_reader, wanted)
+        _keep_for_good()  # restored state is long-lived; a forgotten partition's objects are still freed
         metrics.RESTORED_RECORDS.labels(self.app).inc(records)
         metrics.RESTORE_SECONDS.labels(self.app).observe(time.monotonic() - started)
 
