@@ -9,8 +9,12 @@ half way, and bytes that are not HTTP.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -242,3 +246,63 @@ def test_a_header_value_with_a_newline_is_refused_before_anything_is_sent() -> N
         assert connections == []
 
     run(keep_answering, test)
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for localhost and 127.0.0.1, signed by its own key: (certificate, key) PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["trusted-certificate", "untrusted-certificate"])
+def test_https_verifies_the_servers_certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trusted: bool) -> None:
+    cert_file, key_file = self_signed(tmp_path)
+    if trusted:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))  # the default context's trust store
+    else:
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-such-bundle.pem"))
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert_file, key_file)
+
+    async def main() -> None:
+        server = await asyncio.start_server(keep_answering, "127.0.0.1", 0, ssl=server_tls)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            client = HttpClient(f"https://127.0.0.1:{port}", 1, timeout=5)
+            try:
+                if trusted:
+                    first = await client.post_json("/v1/x", {"a": 1}, {})
+                    second = await client.post_json("/v1/x", {"a": 2}, {})  # over the same TLS connection
+                    assert (first.json(), second.json(), len(client._open)) == ({"a": 1}, {"a": 2}, 1)
+                else:
+                    with pytest.raises(CannotReach, match="SSLCertVerificationError"):
+                        await client.post_json("/v1/x", {}, {})
+            finally:
+                await client.aclose()
+
+    asyncio.run(main())
