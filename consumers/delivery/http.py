@@ -149,6 +149,11 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def ended(self) -> bool:
+        """Whether this connection is closed or closing (a transport failure closes it a moment before
+        `connection_lost` is called; a request written then would wait out its whole timeout)."""
+        return self.closed or self.transport is None or self.transport.is_closing()
+
     def server_closed(self) -> bool:
         """Whether the server has closed this idle connection, asked of the socket without blocking (plain TCP).
 
@@ -223,7 +228,7 @@ class HttpClient:
         while self._idle:
             connection = self._idle.pop()
             idle = now - connection.idle_since
-            if connection.closed or idle > IDLE_LIMIT_S or (idle > PEEK_AFTER_S and connection.server_closed()):
+            if connection.ended() or idle > IDLE_LIMIT_S or (idle > PEEK_AFTER_S and connection.server_closed()):
                 connection.close()
                 self._open.discard(connection)
                 continue

@@ -306,3 +306,17 @@ def test_https_verifies_the_servers_certificate(tmp_path: Path, monkeypatch: pyt
                 await client.aclose()
 
     asyncio.run(main())
+
+
+def test_an_idle_connection_whose_transport_is_closing_is_not_reused() -> None:
+    async def test(url: str, connections: list[int]) -> None:
+        client = HttpClient(url, 1, timeout=5)
+        await client.post_json("/", {}, {})
+        idle = client._idle[0]
+        idle.transport.close()  # type: ignore[union-attr]  # closing; connection_lost not called yet
+        assert not idle.closed
+        again = await client.post_json("/", {}, {})
+        await client.aclose()
+        assert again.status == 200 and len(connections) == 2
+
+    run(keep_answering, test)
