@@ -16,6 +16,10 @@ Starts `backbone run billing-sim` with `--latency-ms` of simulated latency in a 
    process that answers every item after the same latency, no database), which shows what the
    connector itself can carry when the system on the other end is not the bottleneck.
 Prints one JSON object with the rates and the ratios; the target is 2,000 candidates/s.
+
+`--connector-tree DIR` runs the connector process from another source tree (`git archive <base> | tar
+-x -C DIR`), everything else (engine, client, topics) from this one, so old and new connectors are
+timed against the same engine and the same baseline in alternation (docs/delivery.md, "Throughput").
 """
 
 from __future__ import annotations
@@ -156,7 +160,9 @@ def publish(settings: Settings, prefix: str, first: int, count: int) -> None:
     assert producer.flush(60) == 0
 
 
-def time_connector(settings: Settings, prefix: str, url: str, count: int, concurrency: int) -> dict[str, float]:
+def time_connector(
+    settings: Settings, prefix: str, url: str, count: int, concurrency: int, tree: str | None = None
+) -> dict[str, float]:
     """Start a connector, let it answer `WARM_UP` candidates, then time `count` more from publish to last answer."""
     responses = prefixed(BILLING_RESPONSES, prefix).name
     publish(settings, prefix, 0, WARM_UP)
@@ -166,10 +172,12 @@ def time_connector(settings: Settings, prefix: str, url: str, count: int, concur
     )
     reader.subscribe([responses])
     env = dict(os.environ) | {"BACKBONE_LOG_LEVEL": "WARNING", "BACKBONE_BILLING_CONNECTOR_URL": url}
+    if tree is not None:
+        env["PYTHONPATH"] = tree
     args = [BACKBONE, "run", "billing-connector", "--topic-prefix", prefix, "--app-id", f"{prefix}connector"]
     args += ["--max-in-flight", str(concurrency)]
     launched = time.perf_counter()
-    connector = subprocess.Popen(args, env=env, cwd=ROOT)
+    connector = subprocess.Popen(args, env=env, cwd=tree or ROOT)
     try:
         warm = _await_answers(reader, connector, WARM_UP)
         started, cpu = time.perf_counter(), cpu_seconds(connector.pid)
@@ -208,7 +216,9 @@ def measure(settings: Settings, options: argparse.Namespace, port: int, schema: 
         engine_cpu = cpu_seconds(engine.pid)
         alone, client_cpu = asyncio.run(direct_load(url, options.candidates, options.concurrency))
         engine_cpu_alone, engine_cpu = cpu_seconds(engine.pid) - engine_cpu, cpu_seconds(engine.pid)
-        connector = time_connector(settings, prefix, url, options.candidates, options.concurrency)
+        connector = time_connector(
+            settings, prefix, url, options.candidates, options.concurrency, options.connector_tree
+        )
         engine_cpu_connector = cpu_seconds(engine.pid) - engine_cpu
     finally:
         engine.terminate()
@@ -234,6 +244,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--port", type=int, default=31150)
+    parser.add_argument("--connector-tree", default=None, help="run the connector from this source tree")
     parser.add_argument("--serve-stub", action="store_true", help="(internal) run the stub engine")
     options = parser.parse_args()
     if options.serve_stub:
@@ -245,6 +256,7 @@ def main() -> None:
         "latency_ms": options.latency_ms,
         "concurrency": options.concurrency,
         "load_average_before": os.getloadavg()[0],
+        "connector_tree": options.connector_tree or str(ROOT),
     }
     try:
         simulator_options = argparse.Namespace(**vars(options))

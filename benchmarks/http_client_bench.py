@@ -1,17 +1,20 @@
-"""CPU per request of the delivery connector's HTTP client, aiohttp (in use) against httpx (before), same stub.
+"""CPU per request of the delivery connector's HTTP client against aiohttp and httpx (before), same stub.
 
     python benchmarks/http_client_bench.py --requests 4000 --concurrency 64 --latency-ms 5 [--port 31160] [--rounds 3]
 
 Starts the stub billing engine of `delivery_bench.py` (a bare asyncio HTTP server in its own process
 that answers every request 200 after `--latency-ms`, no database), then alternates, `--rounds` times,
-the two clients sending the same invoice-item body with `--concurrency` requests in flight:
-- **httpx**, held the way the connector held it until this benchmark: one single-connection
+the clients sending the same invoice-item body with `--concurrency` requests in flight:
+- **httpx**, held the way the connector held it until the sixth session: one single-connection
   `httpx.AsyncClient` per slot (httpcore's pool re-scans every connection for each queued request);
-- **aiohttp**: `consumers.delivery.http.HttpClient`, what the connector uses now.
+- **aiohttp**: one `ClientSession` with a pool of `--concurrency` connections, what the connector
+  used until the ninth session;
+- **connector**: `consumers.delivery.http.HttpClient`, what the connector uses now (asyncio protocol
+  and httptools).
 Each run warms its connections first, then times `--requests` requests; CPU is this process's own
 (user + system, from /proc). Prints one JSON object: per client the median rate and CPU per request,
-and the ratio httpx / aiohttp of CPU per request. The stub runs in another process, so its CPU is not
-counted; on a shared machine the rate depends on the stub and the load, the CPU per request much less.
+and the ratios of CPU per request to the connector's. The stub runs in another process, so its CPU is
+not counted; on a shared machine the rate depends on the stub and the load, the CPU per request much less.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
+import orjson
 
 from consumers.delivery.http import HttpClient
 
@@ -85,6 +90,22 @@ async def with_httpx(url: str, count: int, concurrency: int) -> tuple[float, flo
 
 
 async def with_aiohttp(url: str, count: int, concurrency: int) -> tuple[float, float]:
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+    session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30))
+    slots = asyncio.Semaphore(concurrency)
+
+    async def send(i: int) -> None:
+        headers = {"Idempotency-Key": f"k-{i}", "Content-Type": "application/json"}
+        async with slots, session.post(url + PATH, data=orjson.dumps(BODY), headers=headers) as response:
+            orjson.loads(await response.read())
+
+    try:
+        return await timed(send, count, concurrency)
+    finally:
+        await session.close()
+
+
+async def with_connector(url: str, count: int, concurrency: int) -> tuple[float, float]:
     client = HttpClient(url, concurrency, timeout=30)
 
     async def send(i: int) -> None:
@@ -123,11 +144,12 @@ def main() -> None:
     options = parser.parse_args()
     url = f"http://127.0.0.1:{options.port}"
     stub = start_stub(options.port, options.latency_ms)
-    runs: dict[str, list[tuple[float, float]]] = {"httpx": [], "aiohttp": []}
+    clients = {"httpx": with_httpx, "aiohttp": with_aiohttp, "connector": with_connector}
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in clients}
     load_before = os.getloadavg()[0]
     try:
         for _ in range(options.rounds):
-            for name, run in (("httpx", with_httpx), ("aiohttp", with_aiohttp)):
+            for name, run in clients.items():
                 runs[name].append(asyncio.run(run(url, options.requests, options.concurrency)))
     finally:
         stub.terminate()
@@ -143,9 +165,10 @@ def main() -> None:
             "per_s": round(statistics.median(rate for rate, _ in results)),
             "cpu_us_per_request": round(1e6 * statistics.median(cpu for _, cpu in results)),
         }
-    report["cpu_ratio_httpx_to_aiohttp"] = round(
-        report["httpx"]["cpu_us_per_request"] / report["aiohttp"]["cpu_us_per_request"], 1
-    )
+    for name in ("httpx", "aiohttp"):
+        report[f"cpu_ratio_{name}_to_connector"] = round(
+            report[name]["cpu_us_per_request"] / report["connector"]["cpu_us_per_request"], 1
+        )
     report["load_average_after"] = os.getloadavg()[0]
     print(json.dumps(report, indent=2))
 

@@ -5,6 +5,14 @@ system's idempotency key (a candidate's `candidate_id` as Stripe's `Idempotency-
 `posting_id` as the ERP's `externalId`), and turns the system's answer into the acknowledgment event
 (`BillingResponse`, `PostingAck`). Sending the same record twice therefore makes one document, which
 is what makes at-least-once calls safe (docs/delivery.md). Pure mapping: no client, no Kafka.
+
+An acknowledgment is built without pydantic's validation when it may be (`acknowledge`): its values
+are the validated record's own, the current instant and constants, except the few the system
+answered (its document id, code and message), which are taken as they are only when they are plain
+strings, the only values their fields accept; anything else is validated by the model, which accepts
+it or says why not. Validating every acknowledgment, then copying it to add its id, was a fifth of
+the connector's CPU per record once its HTTP client was cheap (docs/delivery.md, "Throughput").
+tests/unit/test_delivery_systems.py holds both ways to the same event, id and bytes.
 """
 
 from __future__ import annotations
@@ -12,9 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from backbone.domain import ids
+from backbone.domain.construction import construct_from
 from backbone.domain.models import (
     BillingResponse,
     BillingStatus,
@@ -80,6 +89,21 @@ def _with_id(event: Event) -> Event:
     return event.model_copy(update={"event_id": ids.derive_event_id(event)})
 
 
+E = TypeVar("E", bound=Event)
+
+
+def acknowledge(model: type[E], values: dict[str, Any], answered: tuple[str, ...]) -> E:
+    """The acknowledgment `model` holding `values` (every field but `event_id`), with its derived id.
+
+    `answered` names the values that came from the system's answer: when each is None or a plain
+    string, every value is one the model accepts as it is, so the event is constructed without
+    validation and its id derived from the same values; otherwise the model validates them."""
+    if all(values[name] is None or type(values[name]) is str for name in answered):
+        # the id's payload is every field but event_id, as derive_event_id reads it from a validated event
+        return construct_from(model, {"event_id": ids.event_id_from_payload(model.event_type, values), **values})
+    return _with_id(model(**values))  # type: ignore[return-value]
+
+
 class BillingEngine:
     """The Stripe-shaped billing engine: an invoice item per candidate, `Idempotency-Key` = candidate id."""
 
@@ -122,22 +146,21 @@ class BillingEngine:
         assert isinstance(event, InvoiceCandidate)
         accepted = judgement.verdict is Verdict.ACCEPTED
         invoice = body.get("invoice") if accepted and isinstance(body, dict) else None
-        return _with_id(
-            BillingResponse(
-                occurred_at=_now(),
-                source_system="billing-engine",
-                correlation_id=event.correlation_id,
-                candidate_id=event.candidate_id,
-                status=BillingStatus.ACCEPTED if accepted else BillingStatus.REJECTED,
-                invoice_id=invoice,
-                reason_code=None if accepted else judgement.code,
-                message=None if accepted else (judgement.message or "")[:1000],
-                project_id=event.project_id,
-                amount=event.amount,
-                currency=event.currency,
-                time_entry_id=event.time_entry_id,
-            )
-        )
+        values = {
+            "occurred_at": _now(),
+            "source_system": "billing-engine",
+            "correlation_id": event.correlation_id,
+            "candidate_id": event.candidate_id,
+            "status": BillingStatus.ACCEPTED if accepted else BillingStatus.REJECTED,
+            "invoice_id": invoice,
+            "reason_code": None if accepted else judgement.code,
+            "message": None if accepted else (judgement.message or "")[:1000],
+            "project_id": event.project_id,
+            "amount": event.amount,
+            "currency": event.currency,
+            "time_entry_id": event.time_entry_id,
+        }
+        return acknowledge(BillingResponse, values, ("invoice_id", "reason_code", "message"))
 
 
 class Erp:
@@ -178,19 +201,18 @@ class Erp:
         assert isinstance(event, PostingRequest)
         posted = judgement.verdict is Verdict.ACCEPTED
         document = body.get("id") if posted and isinstance(body, dict) else None
-        return _with_id(
-            PostingAck(
-                occurred_at=_now(),
-                source_system=self.name,
-                correlation_id=event.correlation_id,
-                posting_id=event.posting_id,
-                erp_target=self.name,
-                status=PostingStatus.POSTED if posted else PostingStatus.REJECTED,
-                erp_document_id=None if document is None else str(document),
-                error_code=None if posted else judgement.code,
-                error_message=None if posted else (judgement.message or "")[:1000],
-                project_id=event.project_id,
-                amount=event.amount,
-                currency=event.currency,
-            )
-        )
+        values = {
+            "occurred_at": _now(),
+            "source_system": self.name,
+            "correlation_id": event.correlation_id,
+            "posting_id": event.posting_id,
+            "erp_target": self.name,
+            "status": PostingStatus.POSTED if posted else PostingStatus.REJECTED,
+            "erp_document_id": None if document is None else str(document),
+            "error_code": None if posted else judgement.code,
+            "error_message": None if posted else (judgement.message or "")[:1000],
+            "project_id": event.project_id,
+            "amount": event.amount,
+            "currency": event.currency,
+        }
+        return acknowledge(PostingAck, values, ("erp_document_id", "error_code", "error_message"))

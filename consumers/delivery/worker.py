@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -118,6 +118,8 @@ class Work:
     error_class: str = ""
     until: float = 0.0
     """For POSTPONED: when (monotonic) its partition may be read again."""
+    tried_at: float = 0.0
+    """When (monotonic) its first attempt began: its retries' time budget counts from there."""
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
     @property
@@ -212,12 +214,15 @@ class DeliveryWorker(StreamWorker):
         self._scanned = 0.0
         metrics.BREAKER_STATE.labels(connector, system.name).set(0)
         labels = (connector, system.name)  # the per-request series' children, looked up once
-        self._in_flight = metrics.IN_FLIGHT.labels(*labels)
+        self._calls_out = 0
+        """Requests in flight now (read by the in-flight gauge when scraped)."""
+        metrics.IN_FLIGHT.labels(*labels).set_function(lambda: self._calls_out)
         self._latency = metrics.LATENCY.labels(*labels)
         self._requests = {
             outcome: metrics.REQUESTS.labels(*labels, outcome)
             for outcome in ("timeout", "connection", *(verdict.value for verdict in Verdict))
         }
+        self._fates = {fate: metrics.RECORDS.labels(connector, fate.value) for fate in Fate}
 
     # --- the batch ----------------------------------------------------------------------------------
 
@@ -264,26 +269,62 @@ class DeliveryWorker(StreamWorker):
         return works
 
     async def _deliver_all(self, works: list[Work]) -> None:
+        """Each time entry's records in order, `max_in_flight` entries at a time.
+
+        A fixed pool of that many coroutines takes the entries one after another (a task per record
+        was a tenth of the connector's CPU). A record whose first attempt fails continues, with the
+        rest of its entry, in a task of its own, so its backoff never holds a place of the pool; every
+        request still takes one of the client's `max_in_flight` slots, which bounds what is in flight."""
         if self._http is None:
             self._open_http()
         sequences: dict[str, list[Work]] = {}
         for work in works:
             sequences.setdefault(sequence_key(work.event), []).append(work)  # type: ignore[arg-type]
-        await asyncio.gather(*(self._deliver_sequence(key, seq) for key, seq in sequences.items()))
+        pending = deque(sequences.items())
+        retrying: list[asyncio.Task[None]] = []
+        pool = min(self.config.max_in_flight, len(pending))
+        await asyncio.gather(*(self._take_sequences(pending, retrying) for _ in range(pool)))
+        if retrying:
+            await asyncio.gather(*retrying)
 
-    async def _deliver_sequence(self, key: str, works: list[Work]) -> None:
-        """One time entry's records, in order; once one waits (retry topic, open circuit) the rest follow it."""
+    async def _take_sequences(self, pending: deque[tuple[str, list[Work]]], retrying: list[asyncio.Task[None]]) -> None:
+        """One place of the pool: deliver entries until none is left; hand a failing one to a task of its own."""
+
+        def hand_over(rest: Coroutine[Any, Any, None]) -> None:
+            retrying.append(asyncio.ensure_future(rest))
+
+        while pending:
+            key, works = pending.popleft()
+            await self._deliver_sequence(key, works, hand_over=hand_over)
+
+    async def _deliver_sequence(
+        self,
+        key: str,
+        works: list[Work],
+        *,
+        queue: list[str] | None = None,
+        failed: TransientFailure | None = None,
+        hand_over: Callable[[Coroutine[Any, Any, None]], None] | None = None,
+    ) -> None:
+        """One time entry's records, in order; once one waits (retry topic, open circuit) the rest follow it.
+
+        With `hand_over`, a record whose first attempt fails is not retried here: the rest of the entry
+        (from that record, with its failure and the entry's queue) is handed over, to go on elsewhere."""
         held: Work | None = None
-        queue = list(self._parked.get(key, ()))
+        if queue is None:
+            queue = list(self._parked.get(key, ()))
         """Ids of this entry's records in the retry topic, oldest first: only the oldest may be delivered."""
-        for work in works:
+        for index, work in enumerate(works):
             rid = record_id(work.event)  # type: ignore[arg-type]
             if held is not None:
                 self._follow(work, held)
             elif queue and queue[0] != rid:
                 self._follow(work, None)
             else:
-                await self._deliver(work)
+                first_failure = await self._deliver(work, failed if index == 0 else None, retry=hand_over is None)
+                if first_failure is not None and hand_over is not None:
+                    hand_over(self._deliver_sequence(key, works[index:], queue=queue, failed=first_failure))
+                    return
                 if queue and work.fate in (Fate.ACKNOWLEDGED, Fate.REJECTED):
                     queue.pop(0)
             if work.fate in (Fate.RETRY_TOPIC, Fate.POSTPONED):
@@ -298,17 +339,30 @@ class DeliveryWorker(StreamWorker):
             work.round = max(work.round - 1, 0)  # following is not a failed attempt of its own
             work.not_before = 0.0
 
-    async def _deliver(self, work: Work) -> None:
+    async def _deliver(
+        self, work: Work, failed: TransientFailure | None = None, *, retry: bool = True
+    ) -> TransientFailure | None:
+        """Call the system for `work` and settle its fate; with `retry` off, a failed first attempt is
+        returned instead (its retries go on elsewhere, `_deliver(work, failed)` taking them up)."""
         event = work.event
         assert event is not None
         try:
-            judgement, body = await self._call_with_retries(event)
+            if failed is not None:
+                judgement, body = await self._retry(event, failed, work.tried_at)
+            else:
+                work.tried_at = time.monotonic()
+                try:
+                    judgement, body = await self._attempt(event)
+                except TransientFailure as error:
+                    if not retry:
+                        return error
+                    judgement, body = await self._retry(event, error, work.tried_at)
         except BreakerOpen:
             work.fate, work.until = Fate.POSTPONED, self._breaker_resume_at()
-            return
+            return None
         except TransientFailure as error:
             work.fate, work.error, work.error_class = Fate.RETRY_TOPIC, str(error), "TransientFailure"
-            return
+            return None
         work.ack = self.system.acknowledgment(event, judgement, body)
         work.fate = Fate.ACKNOWLEDGED if judgement.verdict is Verdict.ACCEPTED else Fate.REJECTED
         if work.fate is Fate.REJECTED:
@@ -320,8 +374,15 @@ class DeliveryWorker(StreamWorker):
                 code=judgement.code,
                 reason=(judgement.message or "")[:300],
             )
+        return None
 
-    async def _call_with_retries(self, event: Event) -> tuple[Judgement, Any]:
+    async def _retry(self, event: Event, first: TransientFailure, tried_at: float) -> tuple[Judgement, Any]:
+        """The attempts after a failed first one, by tenacity (backoff with jitter, Retry-After honoured).
+
+        Only a failure pays for tenacity: the first attempt is made without it (tenacity's per-call
+        state was an eighth of the connector's CPU). Its failure is given to tenacity as attempt 1,
+        and the time budget counts from when it began, so the attempts, waits and budget are those of
+        one tenacity loop around every attempt."""
         retrying = AsyncRetrying(  # per call (it holds the call's state); its stop and wait are shared
             stop=self._retry_stop,
             wait=self._retry_wait,
@@ -331,6 +392,10 @@ class DeliveryWorker(StreamWorker):
         )
         async for attempt in retrying:
             with attempt:
+                state = attempt.retry_state  # type: ignore[attr-defined]
+                if state.attempt_number == 1:
+                    state.start_time = tried_at
+                    raise first  # the attempt already made: its outcome, not another call
                 return await self._attempt(event)
         raise AssertionError("tenacity ended without an outcome")  # pragma: no cover - reraise=True
 
@@ -344,7 +409,7 @@ class DeliveryWorker(StreamWorker):
         subject = record_id(event)
         async with self._http.slot():
             await self.breaker.enter()
-            self._in_flight.inc()
+            self._calls_out += 1
             started = time.perf_counter()
             try:
                 answer = await self._http.post_json(call.path, call.body, call.headers)
@@ -362,7 +427,7 @@ class DeliveryWorker(StreamWorker):
                 )  # cancelled or unexpected: never leave a half-open probe unanswered
                 raise
             finally:
-                self._in_flight.dec()
+                self._calls_out -= 1
                 self._latency.observe(time.perf_counter() - started)
         return self._judge(answer, subject)
 
@@ -403,7 +468,8 @@ class DeliveryWorker(StreamWorker):
             self._positions[(topic, partition)] = offset + 1
             self._records_in[topic] += 1
             self._uncommitted += 1
-            metrics.RECORDS.labels(self.connector, work.fate.value if work.fate else "unknown").inc()
+            if work.fate is not None:
+                self._fates[work.fate].inc()
         for (topic, partition), work in blocked.items():
             self._postpone(topic, partition, work)
 
@@ -505,7 +571,7 @@ class DeliveryWorker(StreamWorker):
         self.consumer.seek(tp)
         self.consumer.pause([TopicPartition(topic, partition)])
         self._paused[(topic, partition)] = work.until
-        metrics.RECORDS.labels(self.connector, Fate.POSTPONED.value).inc()
+        self._fates[Fate.POSTPONED].inc()
 
     def _resume_due(self) -> None:
         now = time.monotonic()

@@ -36,7 +36,7 @@ from consumers.simulators.faults import FaultSchedule
 from consumers.simulators.group_commit import GroupCommit
 from consumers.simulators.idempotency import Decision, StoredRequest, decide, fingerprint, key_problem
 from consumers.simulators.pool import ConnectionPool
-from consumers.simulators.service import PlainRoute, SimulatorMetrics, install_common
+from consumers.simulators.service import WITHOUT_TELEMETRY, PlainRoute, SimulatorMetrics, install_common
 from consumers.simulators.settings import BillingSimSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "billing"
@@ -579,6 +579,7 @@ def create_billing_app(
         version="1",
         description="Stripe-shaped invoice items and draft invoices, with Stripe's Idempotency-Key rules.",
         lifespan=lifespan,
+        telemetry=WITHOUT_TELEMETRY,
     )
     app.state.store = store
     app.state.schedule = schedule or FaultSchedule(settings.faults)

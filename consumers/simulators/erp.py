@@ -39,7 +39,7 @@ from consumers.simulators.amounts import AmountError, check_currency, fits_curre
 from consumers.simulators.faults import FaultSchedule
 from consumers.simulators.group_commit import GroupCommit
 from consumers.simulators.pool import ConnectionPool
-from consumers.simulators.service import PlainRoute, SimulatorMetrics, install_common
+from consumers.simulators.service import WITHOUT_TELEMETRY, PlainRoute, SimulatorMetrics, install_common
 from consumers.simulators.settings import ErpSimSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "erp"
@@ -352,6 +352,7 @@ def create_erp_app(settings: ErpSimSettings, conninfo: str, *, schedule: FaultSc
         version="1",
         description="Journal lines like NetSuite / Dynamics 365 project actuals, upserted by externalId.",
         lifespan=lifespan,
+        telemetry=WITHOUT_TELEMETRY,
     )
     app.state.store = store
     app.state.schedule = schedule or FaultSchedule(settings.faults)

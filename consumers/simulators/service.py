@@ -16,7 +16,7 @@ import hmac
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import psycopg
 import structlog
@@ -32,8 +32,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backbone.errors import ServiceUnavailableError
 from consumers.simulators.faults import FaultDecision, FaultPlan, FaultSchedule
 
+if TYPE_CHECKING:
+    from fastapi.telemetry import TelemetryConfig  # FastAPI ≥ 0.165; only named in an annotation
+
 API_PREFIX = "/v1/"
 CORRELATION_HEADER = "X-Correlation-Id"
+WITHOUT_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+"""`FastAPI(telemetry=...)` for the simulators: FastAPI's own OpenTelemetry hooks off. The simulators
+have their own Prometheus metrics and logs, and with the hooks on FastAPI asked the global tracer,
+meter and logger providers whether they were configured on every request: ~6% of the billing
+simulator's CPU per item in a py-spy profile (docs/delivery.md, "Throughput"). Older FastAPI versions
+keep an unknown keyword in `app.extra`, so this is harmless there."""
 
 
 class ProblemFormat(Protocol):
