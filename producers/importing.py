@@ -29,8 +29,18 @@ import orjson
 from backbone.domain.models import Event
 from backbone.errors import InvalidInputError
 from producers.dates import DateOrderError, DateOrderEvidence, is_date_column
-from producers.parsing import CsvRow, Outcome, ReadOptions, Rejection, is_json_file, normalise_header, rows_of
+from producers.parsing import (
+    ROW,
+    CsvRow,
+    Outcome,
+    ReadOptions,
+    Rejection,
+    is_json_file,
+    normalise_header,
+    rows_of,
+)
 from producers.signatures import SignatureError, check_signature
+from producers.spool import Spool
 from producers.tabular import ExportReadError, detect_table, table_records
 
 SHOWN_PROBLEMS = 50
@@ -143,18 +153,30 @@ class Validation:
 
 
 def validate(
-    outcomes: Iterable[Outcome], on_rejection: Callable[[Rejection], None] | None = None, *, keep: int = 0
+    outcomes: Iterable[Outcome],
+    on_rejection: Callable[[Rejection], None] | None = None,
+    *,
+    keep: int = 0,
+    spool: Spool | None = None,
 ) -> Validation:
     """Count the accepted events and rejected records of a whole read, streaming.
 
     Up to `keep` accepted events are kept, so a small file need not be parsed a second time to publish.
+    With a `spool`, every accepted record's events are encoded into it instead (nothing is kept): a
+    record whose events cannot be encoded is rejected like any other invalid record.
     """
-    checked = Validation(kept=[] if keep else None)
+    checked = Validation(kept=[] if keep and spool is None else None)
     for outcome in _refusing_unreadable(outcomes):
         checked.records += 1
         if isinstance(outcome, Rejection):
             _reject(checked, outcome, on_rejection)
             continue
+        if spool is not None:
+            try:
+                spool.add_all(outcome.events)
+            except ValueError as error:
+                _reject(checked, Rejection(outcome.where, str(error), ROW), on_rejection)
+                continue
         checked.events += len(outcome.events)
         if checked.kept is not None:
             checked.kept.extend(outcome.events)
