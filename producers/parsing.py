@@ -180,7 +180,13 @@ class CsvRow:
 
     def optional(self, parse: Callable[[str], T], *names: str, label: str) -> T | None:
         """Like `parsed`, but None when every column of `names` is empty or absent."""
-        return self.parsed(parse, *names, label=label) if self.get(*names) is not None else None
+        text = self.get(*names)
+        if text is None:
+            return None
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise FieldError(label, str(error)) from None
 
 
 def read_csv(

@@ -5,9 +5,12 @@ a whole (empty, undecodable, another tracker's export, undecidable or contradict
 and every record is validated before anything is published. By default one rejected record means
 nothing is published (exit 2, each problem printed as `line N: field: reason`), as with `backbone emit`;
 `--skip-invalid` publishes the valid records and writes the rejected ones with their reasons to a
-rejects file. The publish pass reads the file again (unless it is small enough for the validation pass to
-keep its events), so memory stays bounded whatever its size.
-`--dry-run` prints the canonical JSON lines instead of publishing.
+rejects file. A plain import encodes every accepted event into a spool (temporary files) while it
+validates, by the compiled line writers without a model per row (`producers.spool`), and publishes the
+spool once the file is valid, with the emitter that checked the topics before the file was read; memory
+stays bounded whatever the file's size. `--dry-run` and `--period` read the file again for their models
+(unless it is small enough for the validation pass to keep them). `--dry-run` prints the canonical JSON
+lines instead of publishing.
 
 With `--period FROM..TO` (tracker imports) the file is the tracker's truth for that period, for its
 source and `--workspace`: what earlier imports of the period published and the file no longer has is
