@@ -245,3 +245,25 @@ def test_a_file_too_large_to_keep_is_read_again_to_publish_the_same_events(monke
     reread = _events(_invoke("toggl", str(FIXTURES / "toggl_detailed_12h.csv"), "--dry-run"))
     assert len(kept) == 10
     assert reread == kept
+
+
+def test_the_published_records_are_the_bytes_the_model_path_encodes(emitter: type[FakeEmitter]) -> None:
+    """`backbone import` publishes its spool (rows written without models); the records must be those
+    `Emitter.publish` made of the models, topic by topic in the file's order."""
+    from datetime import UTC, datetime
+
+    from producers.harvest import read_harvest
+    from producers.identity import EntryMapper
+    from producers.importing import inspect_export
+    from producers.parsing import Parsed, ReadOptions
+    from producers.spool import EventEncoder
+
+    path = FIXTURES / "harvest_invoiced.csv"
+    result = _invoke("harvest", str(path))
+    assert result.exit_code == 0, result.stderr
+    options = inspect_export(path, ReadOptions(exported_at=datetime(2024, 11, 1, tzinfo=UTC)), "harvest").options
+    models = [e for o in read_harvest(path, options, EntryMapper()) if isinstance(o, Parsed) for e in o.events]
+    encoder = EventEncoder()
+    expected = [(t, encoder.model(e)[1][:2]) for t in ("time-entry", "approval") for e in models if e.event_type == t]
+    assert [(e.event_type, (e.key, e.body)) for e in emitter.published] == expected
+    assert {event_type for event_type, _ in expected} == {"time-entry", "approval"}
