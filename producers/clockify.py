@@ -64,11 +64,11 @@ def read_clockify(path: Path, options: ReadOptions, mapper: EntryMapper) -> Iter
     if is_json_file(path):
         return map_records(
             read_json_records(path, LIST_KEYS),
-            lambda item: mapper.events(clockify_api_entry(item, options, options.exported_at)),
+            lambda item: mapper.convert(clockify_api_entry(item, options, options.exported_at)),
         )
     occurrences = Occurrences()
     rows = read_table(path, options, REQUIRED_COLUMNS)
-    return map_records(rows, lambda row: mapper.events(clockify_csv_entry(row, options, occurrences)))
+    return map_records(rows, lambda row: mapper.convert(clockify_csv_entry(row, options, occurrences)))
 
 
 def clockify_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrences) -> SourceEntry:

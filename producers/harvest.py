@@ -54,10 +54,10 @@ REQUIRED_COLUMNS = frozenset({"date", "spent date", "hours"})
 def read_harvest(path: Path, options: ReadOptions, mapper: EntryMapper) -> Iterator[Outcome]:
     """Every record of a Harvest export (CSV or API JSON) as accepted events or a rejection."""
     if is_json_file(path):
-        return map_records(read_json_records(path, LIST_KEYS), lambda item: mapper.events(harvest_api_entry(item)))
+        return map_records(read_json_records(path, LIST_KEYS), lambda item: mapper.convert(harvest_api_entry(item)))
     occurrences = Occurrences()
     rows = read_table(path, options, REQUIRED_COLUMNS)
-    return map_records(rows, lambda row: mapper.events(harvest_csv_entry(row, options, occurrences)))
+    return map_records(rows, lambda row: mapper.convert(harvest_csv_entry(row, options, occurrences)))
 
 
 def harvest_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrences) -> SourceEntry:

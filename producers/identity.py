@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from backbone.domain.models import ApprovalDecision, Decision, Event, TimeEntry
 from producers.parsing import FieldError, revision_at
+
+if TYPE_CHECKING:
+    from producers.spool import Encoded, EventEncoder
 
 Kind = Literal["worker", "project", "task"]
 UnmappedPolicy = Literal["publish", "report"]
@@ -216,36 +219,82 @@ class SourceEntry:
 
 
 class EntryMapper:
-    """Maps `SourceEntry`s to canonical events under one identity map and unmapped policy."""
+    """Maps `SourceEntry`s to canonical events under one identity map and unmapped policy.
+
+    `convert` gives the events as models (`events`), or, once `encode_with` gave it an encoder, encoded
+    for the spool (`encoded`): the canonical values written by the compiled line writers, a model built
+    only for values they cannot vouch for (it then names what is wrong). Both give the same bytes.
+    """
 
     def __init__(self, identity: IdentityMap | None = None, unmapped: UnmappedPolicy = "publish") -> None:
         self.identity = identity or IdentityMap()
         self.unmapped = unmapped
         self._resolved: dict[SourceRef, Resolved] = {}
+        self._encoder: EventEncoder | None = None
+        self._instant: tuple[datetime, str, int] | None = None
+        self.convert: Callable[[SourceEntry], tuple[Any, ...]] = self.events
+
+    def encode_with(self, encoder: EventEncoder) -> None:
+        """From now on `convert` gives encoded events (`encoded`) instead of models."""
+        self._encoder = encoder
+        self.convert = self.encoded
 
     def events(self, entry: SourceEntry) -> tuple[Event, ...]:
+        worker, project, task = self._references(entry)
+        time_entry = _time_entry(entry, worker, project, task)
+        if entry.deleted or (entry.decision is None and not entry.invoiced):
+            return (time_entry,)
+        return (time_entry, _decision(entry))
+
+    def encoded(self, entry: SourceEntry) -> tuple[Encoded, ...]:
+        """The events of `events`, encoded by `encode_with`'s encoder without a model per event."""
+        assert self._encoder is not None
+        worker, project, task = self._references(entry)
+        at, revision = self._instant_of(entry.updated_at)
+        values = {
+            "occurred_at": at,
+            "source_system": entry.source,
+            "time_entry_id": entry.entry_id,
+            "revision": revision,
+            "worker_id": worker,
+            "project_id": project,
+            "task_id": task,
+            "work_date": entry.work_date.isoformat(),
+            "duration_seconds": entry.duration_seconds,
+            "billable": entry.billable,
+            "notes": entry.notes,
+            "deleted": entry.deleted,
+            "invoiced_at_source": entry.invoiced,
+            "source_invoice_id": entry.invoice_id,
+        }
+        time_entry = self._encoder.values(TimeEntry, values, lambda: _time_entry(entry, worker, project, task))
+        if entry.deleted or (entry.decision is None and not entry.invoiced):
+            return (time_entry,)
+        decision, approver, comment = _decided(entry)
+        approval = {
+            "occurred_at": at,
+            "source_system": entry.source,
+            "time_entry_id": entry.entry_id,
+            "revision": revision,
+            "decision": decision.value,
+            "approver_id": approver,
+            "decided_at": at,
+            "comment": comment,
+        }
+        return (time_entry, self._encoder.values(ApprovalDecision, approval, lambda: _decision(entry)))
+
+    def _instant_of(self, instant: datetime) -> tuple[str, int]:
+        """An update time's RFC 3339 text and revision; a file's rows mostly share one (the export's)."""
+        last = self._instant
+        if last is None or last[0] is not instant:
+            last = self._instant = (instant, instant.isoformat(), revision_at(instant))
+        return last[1], last[2]
+
+    def _references(self, entry: SourceEntry) -> tuple[str, str, str | None]:
         worker = self._required(entry.worker)
         project = self._required(entry.project)
         task = self._resolve(entry.task).canonical_id if entry.task else None
-        time_entry = TimeEntry(
-            occurred_at=entry.updated_at,
-            source_system=entry.source,
-            time_entry_id=entry.entry_id,
-            revision=entry.revision,
-            worker_id=worker,
-            project_id=project,
-            task_id=task,
-            work_date=entry.work_date,
-            duration_seconds=entry.duration_seconds,
-            billable=entry.billable,
-            notes=entry.notes,
-            deleted=entry.deleted,
-            invoiced_at_source=entry.invoiced,
-            source_invoice_id=entry.invoice_id,
-        )
-        if entry.deleted or (entry.decision is None and not entry.invoiced):
-            return (time_entry,)
-        return (time_entry, self._decision(entry))
+        return worker, project, task
 
     def _resolve(self, ref: SourceRef) -> Resolved:
         """`IdentityMap.resolve`, remembered: an export names the same few people and projects on every
@@ -265,20 +314,45 @@ class EntryMapper:
             raise UnmappedIdentityError(ref.kind, f"{ref.describe()} has no mapping (tried {tried})")
         return resolved.canonical_id
 
-    @staticmethod
-    def _decision(entry: SourceEntry) -> ApprovalDecision:
-        decision, approver, comment = entry.decision, entry.approver, entry.comment
-        if decision is None:  # invoiced at the source and not decided there: the invoice decided it
-            decision, approver = Decision.APPROVED, approver or f"{entry.source}:invoice"
-            invoice = f" ({entry.invoice_id})" if entry.invoice_id else ""
-            comment = comment or f"invoiced in {entry.source}{invoice}"
-        return ApprovalDecision(
-            occurred_at=entry.updated_at,
-            source_system=entry.source,
-            time_entry_id=entry.entry_id,
-            revision=entry.revision,
-            decision=decision,
-            approver_id=approver or f"{entry.source}:approver-unknown",
-            decided_at=entry.updated_at,
-            comment=comment,
-        )
+
+def _time_entry(entry: SourceEntry, worker: str, project: str, task: str | None) -> TimeEntry:
+    return TimeEntry(
+        occurred_at=entry.updated_at,
+        source_system=entry.source,
+        time_entry_id=entry.entry_id,
+        revision=entry.revision,
+        worker_id=worker,
+        project_id=project,
+        task_id=task,
+        work_date=entry.work_date,
+        duration_seconds=entry.duration_seconds,
+        billable=entry.billable,
+        notes=entry.notes,
+        deleted=entry.deleted,
+        invoiced_at_source=entry.invoiced,
+        source_invoice_id=entry.invoice_id,
+    )
+
+
+def _decided(entry: SourceEntry) -> tuple[Decision, str, str | None]:
+    """The decision, approver and comment of an entry the source decided or invoiced."""
+    decision, approver, comment = entry.decision, entry.approver, entry.comment
+    if decision is None:  # invoiced at the source and not decided there: the invoice decided it
+        decision, approver = Decision.APPROVED, approver or f"{entry.source}:invoice"
+        invoice = f" ({entry.invoice_id})" if entry.invoice_id else ""
+        comment = comment or f"invoiced in {entry.source}{invoice}"
+    return decision, approver or f"{entry.source}:approver-unknown", comment
+
+
+def _decision(entry: SourceEntry) -> ApprovalDecision:
+    decision, approver, comment = _decided(entry)
+    return ApprovalDecision(
+        occurred_at=entry.updated_at,
+        source_system=entry.source,
+        time_entry_id=entry.entry_id,
+        revision=entry.revision,
+        decision=decision,
+        approver_id=approver,
+        decided_at=entry.updated_at,
+        comment=comment,
+    )

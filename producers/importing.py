@@ -8,8 +8,9 @@ An import reads its file in streaming passes, holding no more than a row at a ti
    separator, workbook) and the date order for the next passes.
 2. `validate` runs the connector over the file and counts what it accepts and rejects, handing each
    rejection to a sink (the rejects file) as it streams past.
-3. Only then does the caller publish `accepted_events` of a third read (or, for a file of at most
-   `KEEP_IN_MEMORY` events, the events the validation pass kept).
+3. Only then does the caller publish: the events `validate` encoded into a `Spool` as it went (a plain
+   import, `producers.spool`), or `accepted_events` of a third read (a period import or a dry run, which
+   need the models; for a file of at most `KEEP_IN_MEMORY` events, the models the validation pass kept).
 
 By default one rejected record refuses the file (`backbone import` exits 2 and lists `line N: field:
 reason`), exactly as `backbone emit` does with canonical JSON lines; with `--skip-invalid` the valid
@@ -29,8 +30,9 @@ import orjson
 from backbone.domain.models import Event
 from backbone.errors import InvalidInputError
 from producers.dates import DateOrderError, DateOrderEvidence, is_date_column
-from producers.parsing import CsvRow, Outcome, ReadOptions, Rejection, is_json_file, normalise_header, rows_of
+from producers.parsing import ROW, Outcome, ReadOptions, Rejection, is_json_file, normalise_header
 from producers.signatures import SignatureError, check_signature
+from producers.spool import Spool
 from producers.tabular import ExportReadError, detect_table, table_records
 
 SHOWN_PROBLEMS = 50
@@ -99,27 +101,26 @@ def inspect_export(path: Path, options: ReadOptions, importer: str, encoding: st
 
 
 def _scan(path: Path, options: ReadOptions, importer: str) -> tuple[int, DateOrderEvidence]:
+    """The file's records and the evidence of its dates' order, from the values by position: what `rows_of`
+    would make rows of (blank records skipped, every other one counted), without making them."""
     assert options.table is not None
     records = table_records(path, options.table)
     first = next(records, None)
     header = [normalise_header(name) for name in first[1]] if first else []
     check_signature(importer, [name for name in header if name])
     evidence, rows = DateOrderEvidence(), 0
-    dated = [name for name in header if is_date_column(name)]
-    for row in rows_of(_with_header(first, records), required=()):
+    position = {name: index for index, name in enumerate(header)}  # a repeated name: its last column, as rows'
+    dated = [(name, position[name]) for name in header if is_date_column(name)]
+    width = len(header)
+    for line, values in records:
+        if not values or not "".join(values).strip():
+            continue
         rows += 1
-        if isinstance(row, CsvRow):
-            for column in dated:
-                evidence.add(row.line, column, row.fields.get(column, ""))
+        if len(values) > width and "".join(values[width:]).strip():
+            continue  # too many values: rejected when read, so its dates are no evidence
+        for column, index in dated:
+            evidence.add(line, column, values[index] if index < len(values) else "")
     return rows, evidence
-
-
-def _with_header(
-    first: tuple[int, list[str]] | None, rest: Iterator[tuple[int, list[str]]]
-) -> Iterator[tuple[int, list[str]]]:
-    if first is not None:
-        yield first
-        yield from rest
 
 
 # --- validation and publication ---------------------------------------------------------------
@@ -143,18 +144,30 @@ class Validation:
 
 
 def validate(
-    outcomes: Iterable[Outcome], on_rejection: Callable[[Rejection], None] | None = None, *, keep: int = 0
+    outcomes: Iterable[Outcome],
+    on_rejection: Callable[[Rejection], None] | None = None,
+    *,
+    keep: int = 0,
+    spool: Spool | None = None,
 ) -> Validation:
     """Count the accepted events and rejected records of a whole read, streaming.
 
     Up to `keep` accepted events are kept, so a small file need not be parsed a second time to publish.
+    With a `spool`, every accepted record's events are encoded into it instead (nothing is kept): a
+    record whose events cannot be encoded is rejected like any other invalid record.
     """
-    checked = Validation(kept=[] if keep else None)
+    checked = Validation(kept=[] if keep and spool is None else None)
     for outcome in _refusing_unreadable(outcomes):
         checked.records += 1
         if isinstance(outcome, Rejection):
             _reject(checked, outcome, on_rejection)
             continue
+        if spool is not None:
+            try:
+                spool.add_all(outcome.events)
+            except ValueError as error:
+                _reject(checked, Rejection(outcome.where, str(error), ROW), on_rejection)
+                continue
         checked.events += len(outcome.events)
         if checked.kept is not None:
             checked.kept.extend(outcome.events)

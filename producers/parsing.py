@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import re
@@ -41,6 +42,11 @@ if TYPE_CHECKING:
 
 BOM = "\ufeff"
 REVISION_EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
+PARSED_KEPT = 8192
+"""Distinct texts each date, time, duration and yes/no parser remembers the value of: an export repeats
+them (a day's rows share a date, durations and clock times recur), and parsing one was a tenth of a row's
+mapping (docs/benchmarks.md, "Ninth session"). The parsers are pure; a text that fails is not kept, so
+its error is raised afresh each time."""
 DateOrder = Literal["MDY", "DMY", "YMD"]
 T = TypeVar("T")
 
@@ -148,10 +154,11 @@ class CsvRow:
 
     def get(self, *names: str) -> str | None:
         """The first non-empty value among the columns `names` (normalised header names)."""
+        fields = self.fields
         for name in names:
-            value = self.fields.get(name)
-            if value is not None and value.strip() != "":
-                return value.strip()
+            value = fields.get(name)
+            if value and (value := value.strip()):  # a dozen times a row: one strip, no comparison
+                return value
         return None
 
     def has(self, *names: str) -> bool:
@@ -173,7 +180,13 @@ class CsvRow:
 
     def optional(self, parse: Callable[[str], T], *names: str, label: str) -> T | None:
         """Like `parsed`, but None when every column of `names` is empty or absent."""
-        return self.parsed(parse, *names, label=label) if self.get(*names) is not None else None
+        text = self.get(*names)
+        if text is None:
+            return None
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise FieldError(label, str(error)) from None
 
 
 def read_csv(
@@ -214,7 +227,10 @@ def rows_of(records: Iterable[tuple[int, list[str]]], required: Collection[str] 
         if header is None:
             header = [normalise_header(h) for h in values]
             continue
-        if not values or all(not value.strip() for value in values):
+        if not values or not "".join(values).strip():  # every value blank (one strip, not one a value)
+            continue
+        if len(values) == len(header):  # the common case, without the shape checks of `_row`
+            yield CsvRow(line, dict(zip(header, values, strict=True)))
             continue
         yield _row(line, header, values, required)
 
@@ -342,6 +358,7 @@ _TRUE = {"yes", "y", "true", "t", "1", "x", "ja", "oui", "approved", "billable"}
 _FALSE = {"no", "n", "false", "f", "0", "", "nein", "non", "not approved", "non-billable"}
 
 
+@functools.lru_cache(maxsize=PARSED_KEPT)
 def parse_bool(text: str | None, *, default: bool | None = None) -> bool:
     """`Yes`/`No`, `true`/`false`, `1`/`0`, `x`; empty means `default` (an error when there is none)."""
     value = (text or "").strip().lower()
@@ -372,6 +389,7 @@ def parse_iso_duration(text: str) -> int:
     return int(total.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+@functools.lru_cache(maxsize=PARSED_KEPT)
 def parse_clock_duration(text: str) -> int:
     """Seconds in `1:30`, `1:30:00` or `125:00:00`; also Toggl's 12-hour rendering (`12:20:00 AM` = 20 min).
 
@@ -400,6 +418,7 @@ def hours_to_seconds(hours: Decimal) -> int:
     return int((hours * 3600).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+@functools.lru_cache(maxsize=PARSED_KEPT)
 def parse_duration(text: str) -> int:
     """Seconds from any duration a tracker writes: `PT1H30M`, `1:30:00`, `01:30:00 AM`, `1.5`, `1,5` (hours)."""
     value = text.strip()
@@ -416,6 +435,7 @@ _ISO_DATE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
 _SLASHED = re.compile(r"^(\d{1,4})[/.\-](\d{1,2})[/.\-](\d{1,4})$")
 
 
+@functools.lru_cache(maxsize=PARSED_KEPT)
 def parse_date(text: str, order: DateOrder | None = None) -> date:
     """A date from ISO `2024-10-15` (always) or `10/15/2024`, `15.10.2024`, `15/10/2024` in `order`.
 
@@ -455,6 +475,7 @@ def _checked_date(text: str, year: int, month: int, day: int, fmt: str) -> date:
 _TIME = re.compile(r"^(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2}))?\s*(?P<ampm>[AaPp][Mm])?$")
 
 
+@functools.lru_cache(maxsize=PARSED_KEPT)
 def parse_clock_time(text: str) -> time:
     """A time of day from `10:23:52`, `10:23`, `10:23:52 AM`, `10:23 PM`, `12:05 AM` (= 00:05)."""
     match = _TIME.match(text.strip())

@@ -50,11 +50,11 @@ def read_toggl(path: Path, options: ReadOptions, mapper: EntryMapper) -> Iterato
     """Every record of a Toggl export (CSV, API JSON or webhook JSON) as events or a rejection."""
     if is_json_file(path):
         return map_records(
-            read_json_records(path, LIST_KEYS), lambda item: mapper.events(toggl_api_entry(item, options))
+            read_json_records(path, LIST_KEYS), lambda item: mapper.convert(toggl_api_entry(item, options))
         )
     occurrences = Occurrences()
     rows = read_table(path, options, REQUIRED_COLUMNS)
-    return map_records(rows, lambda row: mapper.events(toggl_csv_entry(row, options, occurrences)))
+    return map_records(rows, lambda row: mapper.convert(toggl_csv_entry(row, options, occurrences)))
 
 
 def toggl_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrences) -> SourceEntry:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
-import struct
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from backbone.cli.connecting import EarlyConnection
 from backbone.domain.models import INPUT_EVENTS
 from backbone.errors import InvalidInputError
 from producers.jsonl import MAX_LINE_BYTES, ParsedEvent, Rejection, event_class, iter_raw_lines, parse_raw_line
+from producers.spool import LENGTHS, spooled
 
 if TYPE_CHECKING:
     from backbone.domain.models import Event
@@ -59,8 +59,6 @@ SHOWN_PROBLEMS = 50
 PROGRESS_EVERY = 100_000
 SNIFF_BYTES = 8192
 COPY_CHUNK = 1 << 20
-_LENGTHS = struct.Struct("<IIHH")
-"""A spooled record: lengths of key, Avro body, source_system and correlation_id (0: none)."""
 
 
 @click.command()
@@ -114,7 +112,7 @@ def emit(
         if rejects.count:
             _report_rejections(rejects, valid, skip_invalid)
         spool.seek(0)
-        records = chain.from_iterable(_spooled(part, event_type) for part in spools)
+        records = chain.from_iterable(spooled(part, event_type) for part in spools)
         published = _publish(connection.ready() if valid else None, target, records, valid, quiet)
     seconds = time.monotonic() - started
     rate = published / seconds if seconds > 0 else 0.0
@@ -186,7 +184,7 @@ def _validate(
     is validated through the model, which accepts it or says exactly why not (`_through_model`).
     `before` counts the input's lines before `handle`'s first (its second half's)."""
     event_cls, serde, writer = lines.event_cls, lines.serde, lines.writer
-    loads, pack, write = orjson.loads, _LENGTHS.pack, spool.write
+    loads, pack, write = orjson.loads, LENGTHS.pack, spool.write
     valid = 0
     for item in iter_raw_lines(handle, lines.max_line_bytes, before):
         if isinstance(item, Rejection):
@@ -240,27 +238,6 @@ def _as_bytes(value: str | bytes | None) -> bytes:
     if value is None:
         return b""
     return value if isinstance(value, bytes) else value.encode("utf-8")
-
-
-def _spooled(spool: IO[bytes], event_type: str) -> Iterator[Spooled]:
-    """The spooled records back, with the headers the emitter writes (`event_type`, `source_system`,
-    `correlation_id`)."""
-    read, size = spool.read, _LENGTHS.size
-    type_header = ("event_type", event_type.encode())
-    while True:
-        lengths = read(size)
-        if len(lengths) < size:
-            return
-        key_len, body_len, source_len, correlation_len = _LENGTHS.unpack(lengths)
-        payload = read(key_len + body_len + source_len + correlation_len)
-        body_end = key_len + body_len
-        headers: list[tuple[str, str | bytes | None]] = [
-            type_header,
-            ("source_system", payload[body_end : body_end + source_len]),
-        ]
-        if correlation_len:
-            headers.append(("correlation_id", payload[body_end + source_len :]))
-        yield payload[:key_len], payload[key_len:body_end], headers
 
 
 class _Rejects:

@@ -5,9 +5,12 @@ a whole (empty, undecodable, another tracker's export, undecidable or contradict
 and every record is validated before anything is published. By default one rejected record means
 nothing is published (exit 2, each problem printed as `line N: field: reason`), as with `backbone emit`;
 `--skip-invalid` publishes the valid records and writes the rejected ones with their reasons to a
-rejects file. The publish pass reads the file again (unless it is small enough for the validation pass to
-keep its events), so memory stays bounded whatever its size.
-`--dry-run` prints the canonical JSON lines instead of publishing.
+rejects file. A plain import encodes every accepted event into a spool (temporary files) while it
+validates, by the compiled line writers without a model per row (`producers.spool`), and publishes the
+spool once the file is valid, with the emitter that checked the topics before the file was read; memory
+stays bounded whatever the file's size. `--dry-run` and `--period` read the file again for their models
+(unless it is small enough for the validation pass to keep them). `--dry-run` prints the canonical JSON
+lines instead of publishing.
 
 With `--period FROM..TO` (tracker imports) the file is the tracker's truth for that period, for its
 source and `--workspace`: what earlier imports of the period published and the file no longer has is
@@ -18,7 +21,9 @@ events and the import ledger are written in one Kafka transaction (`producers.pe
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,9 +44,12 @@ from producers.importing import (
     validate,
 )
 from producers.parsing import Outcome, ReadOptions, exported_at_of, parse_instant
+from producers.spool import Spool
 
 if TYPE_CHECKING:
     from backbone.settings import Settings
+    from producers.emitter import Emitter
+    from producers.identity import EntryMapper
     from producers.periods import PeriodImport
 
 FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -171,6 +179,7 @@ def _tracker_command(name: str, reader_path: str) -> click.Command:
             skip_invalid=skip_invalid,
             rejects_path=rejects_path,
             period=PeriodImport(Scope(name, workspace), Period.parse(period)) if period else None,
+            mapper=mapper,
         )
 
     return command
@@ -246,37 +255,48 @@ def run_import(
     period: PeriodImport | None = None,
     settings: Settings | None = None,
     publishes: Sequence[str] = TRACKER_EVENT_TYPES,
+    mapper: EntryMapper | None = None,
 ) -> None:
     """Refuse a file that is wrong, or publish (print) its events: validated whole before the first one.
 
     `publishes` names the event types the file can hold; their topics are checked before the file is read,
-    so a missing topic or an unreachable broker is said at once, not after minutes of validation.
+    so a missing topic or an unreachable broker is said at once, not after minutes of validation. A plain
+    import (no period, not a dry run) encodes the events into a spool while validating (`mapper`, the one
+    `read` maps with, then writes them without a model per row) and publishes the spool with the emitter
+    that checked the topics; the file is read twice (inspected, validated), not three times.
     """
     if period is not None:
         read = _within(read, period)
+    spooling = period is None and not dry_run
     try:
-        if not dry_run:
-            _preflight(publishes, period, settings)
-        inspection = inspect_export(file, options, importer, encoding)
-        _echo(inspection.notes)
-        if inspection.rows == 0 and period is None:
-            click.echo(f"warning: {file} has a header but no records; nothing to import", err=True)
-            return
-        if inspection.rows == 0 and period is not None:
-            click.echo(
-                f"warning: {file} has a header but no records: the tracker has nothing dated in {period.period}, "
-                "so what earlier imports published for the period is withdrawn",
-                err=True,
-            )
-        checked = _validate(read, inspection.options, skip_invalid, rejects_path or default_rejects_path(file))
-        inspection.ensure_unchanged(file)
-        events = checked.kept if checked.kept is not None else accepted_events(read(inspection.options))
-        if period is not None:
-            _publish_period(events, period, inspection.options.exported_at, dry_run=dry_run, settings=settings)
-        elif dry_run:
-            _print_events(events)
-        else:
-            _publish(events, settings)
+        with ExitStack() as stack:
+            emitter = None if dry_run else _preflight(publishes, period, settings, stack if spooling else None)
+            inspection = inspect_export(file, options, importer, encoding)
+            _echo(inspection.notes)
+            if inspection.rows == 0 and period is None:
+                click.echo(f"warning: {file} has a header but no records; nothing to import", err=True)
+                return
+            if inspection.rows == 0 and period is not None:
+                click.echo(
+                    f"warning: {file} has a header but no records: the tracker has nothing dated in {period.period}, "
+                    "so what earlier imports published for the period is withdrawn",
+                    err=True,
+                )
+            spool = stack.enter_context(Spool()) if spooling else None
+            if spool is not None and mapper is not None:
+                mapper.encode_with(spool.encoder)
+            rejects = rejects_path or default_rejects_path(file)
+            checked = _validate(read, inspection.options, skip_invalid, rejects, spool)
+            inspection.ensure_unchanged(file)
+            if spool is not None:
+                assert emitter is not None
+                _publish_spool(emitter, spool)
+            else:
+                events = checked.kept if checked.kept is not None else accepted_events(read(inspection.options))
+                if period is not None:
+                    _publish_period(events, period, inspection.options.exported_at, dry_run=dry_run, settings=settings)
+                else:
+                    _print_events(events)
     except RefusedExportError as error:
         _echo(error.problems)
         raise
@@ -286,8 +306,12 @@ def run_import(
     click.echo(f"{checked.records} records read, {checked.events} events {done}, {checked.rejected} rejected", err=True)
 
 
-def _preflight(event_types: Sequence[str], period: PeriodImport | None, settings: Settings | None) -> None:
-    """Kafka reachable and the topics this import publishes to there, before a long validation pass."""
+def _preflight(
+    event_types: Sequence[str], period: PeriodImport | None, settings: Settings | None, keep: ExitStack | None
+) -> Emitter:
+    """Kafka reachable and the topics this import publishes to there, before a long validation pass.
+
+    With `keep`, the (bulk) emitter stays open on it, to publish the spool with once the file is valid."""
     from backbone.kafka.topics import BY_EVENT_TYPE
     from backbone.settings import load_settings
     from producers.emitter import Emitter
@@ -296,8 +320,13 @@ def _preflight(event_types: Sequence[str], period: PeriodImport | None, settings
     required = [topics[event_type] for event_type in event_types]
     if period is not None:
         required.append(period.ledger_topic)
-    with Emitter(settings or load_settings()) as emitter:
+    emitter = Emitter(settings or load_settings(), bulk=keep is not None)
+    with ExitStack() as closing:
+        closing.enter_context(emitter)
         emitter.ensure_topics(required)
+        if keep is not None:
+            keep.enter_context(closing.pop_all())
+    return emitter
 
 
 def _within(read: Callable[[ReadOptions], Iterator[Outcome]], period: PeriodImport) -> Callable[..., Iterator[Outcome]]:
@@ -337,10 +366,15 @@ def _publish_period(
 
 
 def _validate(
-    read: Callable[[ReadOptions], Iterator[Outcome]], options: ReadOptions, skip_invalid: bool, rejects_path: Path
+    read: Callable[[ReadOptions], Iterator[Outcome]],
+    options: ReadOptions,
+    skip_invalid: bool,
+    rejects_path: Path,
+    spool: Spool | None = None,
 ) -> Validation:
     with RejectsFile(rejects_path) as rejects:
-        checked = validate(read(options), rejects.write if skip_invalid else None, keep=KEEP_IN_MEMORY)
+        on_rejection = rejects.write if skip_invalid else None
+        checked = validate(read(options), on_rejection, keep=KEEP_IN_MEMORY, spool=spool)
     if not skip_invalid:
         refuse_invalid(checked)
     _echo(checked.messages())
@@ -362,13 +396,21 @@ def _print_events(events: Iterable[Event]) -> None:
         sys.stdout.write(f'{{"event_type":"{event.event_type}",{line[1:]}\n')
 
 
-def _publish(events: Iterable[Event], settings: Settings | None = None) -> None:
-    from backbone.settings import load_settings
-    from producers.emitter import Emitter
+def _publish_spool(emitter: Emitter, spool: Spool) -> None:
+    """Produce the spooled events, event type by event type, each in the file's order."""
+    from backbone.kafka.topics import BY_EVENT_TYPE
 
-    with Emitter(settings or load_settings(), bulk=True) as emitter:
-        result = emitter.publish(events, progress=lambda sent, done: click.echo(f"{sent} sent", err=True))
-    click.echo(f"published {result.published} events ({result.records_per_second:,.0f}/s)", err=True)
+    started, published = time.monotonic(), 0
+    for event_type in spool.event_types:
+        shown = published
+
+        def progress(sent: int, delivered: int, before: int = shown) -> None:
+            click.echo(f"{before + sent} sent", err=True)
+
+        report = emitter.publish_encoded(BY_EVENT_TYPE[event_type], spool.records(event_type), progress=progress)
+        published += report.published
+    rate = published / max(time.monotonic() - started, 1e-9)
+    click.echo(f"published {published} events ({rate:,.0f}/s)", err=True)
 
 
 @click.group(name="import")

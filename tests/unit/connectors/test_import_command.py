@@ -149,7 +149,7 @@ class FakeEmitter:
     """Stands in for `producers.emitter.Emitter`; records what would have been published."""
 
     built: ClassVar[int] = 0
-    published: ClassVar[list[Event]] = []
+    published: ClassVar[list[Any]] = []
     publishes: ClassVar[int] = 0
     checked: ClassVar[set[str]] = set()
     missing: ClassVar[set[str]] = set()  # topics the fake broker lacks
@@ -173,6 +173,13 @@ class FakeEmitter:
         FakeEmitter.published.extend(events)
         FakeEmitter.publishes += 1
         return SimpleNamespace(published=len(FakeEmitter.published), records_per_second=0.0)
+
+    def publish_encoded(self, topic: Topic, records: Iterable[Any], progress: object = None) -> SimpleNamespace:
+        """What `backbone import` publishes its spool with: one call per event type (topic)."""
+        sent = [SimpleNamespace(event_type=topic.event_type, key=key, body=body) for key, body, _ in records]
+        FakeEmitter.published.extend(sent)
+        FakeEmitter.publishes += 1
+        return SimpleNamespace(published=len(sent), records_per_second=0.0)
 
 
 @pytest.fixture
@@ -206,7 +213,7 @@ def test_a_refused_file_never_reaches_the_emitter(args: list[str], emitter: type
 def test_a_valid_file_is_published_once_whole(emitter: type[FakeEmitter]) -> None:
     result = _invoke("toggl", str(FIXTURES / "toggl_detailed_12h.csv"))
     assert result.exit_code == 0, result.stderr
-    assert emitter.publishes == 1
+    assert emitter.publishes == 1  # one topic: the file has time entries only
     assert len(emitter.published) == 10
     assert emitter.checked == {"psa.time-entries.v1", "psa.approvals.v1"}
 
@@ -225,13 +232,8 @@ def test_skip_invalid_publishes_only_the_valid_records(emitter: type[FakeEmitter
     rejects = tmp_path / "r.jsonl"
     result = _invoke("harvest", str(FIXTURES / "harvest_detailed_eu.csv"), "--skip-invalid", "--rejects", str(rejects))
     assert result.exit_code == 0, result.stderr
-    assert [e.event_type for e in emitter.published] == [
-        "time-entry",
-        "approval",
-        "time-entry",
-        "time-entry",
-        "time-entry",
-    ]
+    # each topic's records in the file's order, the time entries' topic first
+    assert [e.event_type for e in emitter.published] == ["time-entry"] * 4 + ["approval"]
     assert len(rejects.read_text().splitlines()) == 3
 
 
@@ -243,3 +245,25 @@ def test_a_file_too_large_to_keep_is_read_again_to_publish_the_same_events(monke
     reread = _events(_invoke("toggl", str(FIXTURES / "toggl_detailed_12h.csv"), "--dry-run"))
     assert len(kept) == 10
     assert reread == kept
+
+
+def test_the_published_records_are_the_bytes_the_model_path_encodes(emitter: type[FakeEmitter]) -> None:
+    """`backbone import` publishes its spool (rows written without models); the records must be those
+    `Emitter.publish` made of the models, topic by topic in the file's order."""
+    from datetime import UTC, datetime
+
+    from producers.harvest import read_harvest
+    from producers.identity import EntryMapper
+    from producers.importing import inspect_export
+    from producers.parsing import Parsed, ReadOptions
+    from producers.spool import EventEncoder
+
+    path = FIXTURES / "harvest_invoiced.csv"
+    result = _invoke("harvest", str(path))
+    assert result.exit_code == 0, result.stderr
+    options = inspect_export(path, ReadOptions(exported_at=datetime(2024, 11, 1, tzinfo=UTC)), "harvest").options
+    models = [e for o in read_harvest(path, options, EntryMapper()) if isinstance(o, Parsed) for e in o.events]
+    encoder = EventEncoder()
+    expected = [(t, encoder.model(e)[1][:2]) for t in ("time-entry", "approval") for e in models if e.event_type == t]
+    assert [(e.event_type, (e.key, e.body)) for e in emitter.published] == expected
+    assert {event_type for event_type, _ in expected} == {"time-entry", "approval"}
