@@ -212,13 +212,16 @@ def test_a_refused_connection_cannot_reach() -> None:
 
 def test_requests_in_flight_are_bounded_by_the_slots() -> None:
     in_flight, most = [0], [0]
+    full = asyncio.Event()  # no answer until three requests were in flight at once
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             await read_request(reader)
             in_flight[0] += 1
             most[0] = max(most[0], in_flight[0])
-            await asyncio.sleep(0.01)
+            if in_flight[0] == 3:
+                full.set()
+            await full.wait()
             in_flight[0] -= 1
             writer.write(answer())
 
