@@ -459,7 +459,7 @@ def book_entry(book: ProjectBook, change: EntryChange, context: Context) -> Sett
         return Settled(book, ())
     settling = _Settling.of(book, context)
     try:  # `_atomically` spelt out: this operation runs for every approved entry, a closure per entry costs
-        ledger = _ledger_for(book, change.time_entry_id, change.correlation_id, settling)
+        ledger = _ledger_for(book, change.time_entry_id, change.correlation_id, settling, known)
         ledger.sequence = max(ledger.sequence, change.sequence)
         ledger.entry = change.entry
         ledger.correlation_id = change.correlation_id
@@ -472,9 +472,11 @@ def book_entry(book: ProjectBook, change: EntryChange, context: Context) -> Sett
     return settling.settled(book)
 
 
-def _ledger_for(book: ProjectBook, entry_id: str, correlation_id: str, settling: _Settling) -> Ledger:
-    """The entry's ledger, created empty (counting nothing yet: no contract, nothing billed) if new."""
-    ledger = book.ledgers.get(entry_id)
+def _ledger_for(
+    book: ProjectBook, entry_id: str, correlation_id: str, settling: _Settling, ledger: Ledger | None
+) -> Ledger:
+    """The entry's ledger (`ledger`: what the book holds, looked up once by the caller, as a book on
+    disk pays for each lookup), created empty (counting nothing yet: no contract, nothing billed) if new."""
     if ledger is None:
         ledger = book.ledgers[entry_id] = Ledger(time_entry_id=entry_id, correlation_id=correlation_id)
         settling.undo[entry_id] = None
