@@ -379,13 +379,19 @@ def topology_command(app_id: str, prefix: str) -> list[str]:
 class Run:
     """A timed run: seconds from start and from the first output to the last, peak RSS per process, and
     the CPU seconds each process spent from the first output to the last (what a loaded machine changes
-    least: the rate depends on how much of a core the process got, its CPU per record much less)."""
+    least: the rate depends on how much of a core the process got, its CPU per record much less), and
+    from its start to the last output.
+
+    The first output is not where the work starts: a processor that emits late (one whose first stage
+    runs far ahead of its last) does part of its work before it, so its CPU from the first output to the
+    last understates its cost. `total_cpu_s` has no such bias; it includes start-up."""
 
     records: int
     total_s: float
     steady_s: float
     peak_rss_mib: list[float]
     steady_cpu_s: list[float]
+    total_cpu_s: list[float]
 
     def rate(self, units: int) -> float:
         return units / self.steady_s if self.steady_s > 0 else float("inf")
@@ -424,9 +430,10 @@ def run_until(
                 print(f"\r  {topic}: {counter.count:,}/{records:,}", end="", file=sys.stderr, flush=True)
         rss = [peak_rss_mib(p.pid) for p in processes]
         firsts = cpu_at_first or [0.0] * len(processes)
-        cpu = [cpu_seconds(p.pid) - first for p, first in zip(processes, firsts, strict=True)]
+        total_cpu = [cpu_seconds(p.pid) for p in processes]
+        cpu = [total - first for total, first in zip(total_cpu, firsts, strict=True)]
         done = counter.last_at or time.perf_counter()
-        return Run(counter.count, done - started, done - (counter.first_at or done), rss, cpu)
+        return Run(counter.count, done - started, done - (counter.first_at or done), rss, cpu, total_cpu)
     finally:
         print(file=sys.stderr)
         stop(processes)
