@@ -26,9 +26,7 @@ import pstats
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from confluent_kafka import Message
 from confluent_kafka.schema_registry._sync.mock_schema_registry_client import MockSchemaRegistryClient
@@ -38,8 +36,9 @@ from backbone.domain.models import Event
 from backbone.domain.routing import parse_routing
 from backbone.kafka import topics as catalog
 from backbone.kafka.serde import SerdeCache
+from backbone.streams.memory import MemoryContext, Produced
 from backbone.streams.partitioner import murmur2_partition
-from backbone.streams.state import StateStores, Store
+from backbone.streams.state import StateStores
 from topology.app import INTERNAL_PARTITIONS
 from topology.messages import Position
 from topology.reference import ReferenceStore
@@ -49,47 +48,9 @@ ROUTING = Path(__file__).resolve().parents[1] / "topology" / "routing.toml"
 APP = "stages-bench"
 
 
-class Produced:
-    """A record a handler produced."""
-
-    __slots__ = ("headers", "key", "partition", "topic", "value")
-
-    def __init__(self, topic: str, value: bytes | None, key: bytes | None, headers: Any, partition: int | None):
-        self.topic, self.value, self.key, self.headers, self.partition = topic, value, key, headers, partition
-
-
-class MemoryContext:
-    """The worker's `Context` without Kafka: produced records are kept, stores live in memory."""
-
-    def __init__(self, stores: StateStores) -> None:
-        self.stores = stores
-        self.produced: list[Produced] = []
-        self.in_place = True
-
-    def produce(
-        self,
-        topic: str,
-        value: bytes | None,
-        *,
-        key: bytes | None = None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-    ) -> None:
-        self.produced.append(Produced(topic, value, key, headers, partition))
-
-    def store(self, name: str, partition: int) -> Store:
-        return self.stores.get(name, partition)
-
-    def holds(self, name: str, partition: int) -> bool:
-        return self.in_place and self.stores.holds(name, partition)
-
-    def dead_letter(self, message: Message, error: BaseException, processor: str, error_class: str = "") -> None:
-        raise AssertionError(f"{processor} dead-lettered {message.topic()}@{message.offset()}: {error}")
-
-
 def build(
     projects: int, workers: int, disk: Path | None = None
-) -> tuple[BillingStages, StateStores, SerdeCache, TopologyTopics]:
+) -> tuple[BillingStages, MemoryContext, SerdeCache, TopologyTopics]:
     """The stages over a reference store holding the firm; entries and ledgers on `disk` as in a worker
     (None: in memory)."""
     topics = TopologyTopics()
@@ -100,12 +61,8 @@ def build(
     stages = BillingStages(topics, internal, serdes, reference, lambda: routing)
     for offset, event in enumerate(reference_events(Firm(projects=projects, workers=workers))):
         reference.apply(event, Position(topic=f"ref.{event.event_type}", partition=0, offset=offset))  # type: ignore[arg-type]
-    specs = (stages.entry_store, stages.ledger_store, stages.rejection_store)
-    stores = StateStores(specs, disk)
-    for spec in specs:
-        for partition in range(INTERNAL_PARTITIONS):
-            stores._stores[(spec.name, partition)] = stores.open(spec.name, partition)
-    return stages, stores, serdes, topics
+    stores = StateStores((stages.entry_store, stages.ledger_store, stages.rejection_store), disk)
+    return stages, MemoryContext(stores, INTERNAL_PARTITIONS), serdes, topics
 
 
 def input_messages(serdes: SerdeCache, topics: TopologyTopics, firm: Firm, entries: int) -> list[Message]:
@@ -157,39 +114,30 @@ def run(
 def _run(
     projects: int, workers: int, entries: int, commit_every: int, disk: Path | None, in_place: bool
 ) -> tuple[dict[str, float], list[Produced]]:
-    stages, stores, serdes, topics = build(projects, workers, disk)
+    stages, context, serdes, topics = build(projects, workers, disk)
     messages = input_messages(serdes, topics, Firm(projects=projects, workers=workers), entries)
-    context = MemoryContext(stores)
-    context.in_place = in_place
+    context.holding = in_place
     changelog: list[Produced] = []
-
-    def flush() -> None:
-        stores.flush(
-            lambda topic, partition, key, value: changelog.append(Produced(topic, value, key, None, partition))
-        )
-
     cpu: dict[str, float] = {}
     began = time.process_time()
     for n, message in enumerate(messages, 1):
-        stages.entry(message, context)  # type: ignore[arg-type]
+        stages.entry(message, context)
         if n % commit_every == 0:
-            flush()
-    flush()
+            changelog += context.flush()
+    changelog += context.flush()
     cpu["entries"] = time.process_time() - began
-    command_topic = stages.internal.book_commands.name
-    commands = [consumed(r, n) for n, r in enumerate(context.produced) if r.topic == command_topic]
-    context.produced = [r for r in context.produced if r.topic != command_topic]
+    commands = [consumed(r, n) for n, r in enumerate(context.take_produced([stages.internal.book_commands.name]))]
     began = time.process_time()
     for n, message in enumerate(commands, 1):
-        stages.book(message, context)  # type: ignore[arg-type]
+        stages.book(message, context)
         if n % commit_every == 0:
-            flush()
-    flush()
+            changelog += context.flush()
+    changelog += context.flush()
     cpu["books"] = time.process_time() - began
     assert sum(r.topic == topics.invoice_candidates.name for r in context.produced) == entries
     # a flush writes a store's dirty keys in set order, which changes with the interpreter's hash seed
-    changelog.sort(key=lambda r: (r.topic, r.partition, r.key))
-    stores.close()
+    changelog.sort(key=lambda r: (r.topic, r.partition or 0, r.key or b""))
+    context.stores.close()
     return cpu, context.produced + changelog
 
 

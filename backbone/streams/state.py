@@ -398,6 +398,12 @@ class StateStores:
             return DiskStore(spec, partition, self.disk, self.cache_keys)
         return Store(spec, partition)
 
+    def take(self, name: str, partition: int) -> Store:
+        """Hold an empty store partition from now on, without a restore (processing without Kafka: see
+        `backbone.streams.memory`)."""
+        store = self._stores[(name, partition)] = self.open(name, partition)
+        return store
+
     def close(self) -> None:
         """Give back the disk (the stores are rebuilt from their changelogs by the next worker)."""
         self._stores.clear()

@@ -14,7 +14,7 @@ catalog's serdes with an in-memory registry, without Kafka.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,9 @@ from backbone.domain.models import Event, InvoiceCandidate
 from backbone.domain.routing import parse_routing
 from backbone.kafka import topics as catalog
 from backbone.kafka.serde import SerdeCache
+from backbone.streams.memory import MemoryContext, Produced
 from backbone.streams.partitioner import murmur2_partition
-from backbone.streams.state import StateStores, Store
+from backbone.streams.state import StateStores
 from tests.unit.domain.domain_builders import approval, client, contract, entry, project, worker
 from topology.app import INTERNAL_PARTITIONS
 from topology.reference import ReferenceStore, position_of
@@ -38,15 +39,9 @@ from topology.stages import BillingStages, TopologyTopics, event_headers
 ROUTING = Path(__file__).resolve().parents[2] / "topology" / "routing.toml"
 
 
-class Produced:
-    __slots__ = ("headers", "key", "partition", "topic", "value")
-
-    def __init__(self, topic: str, value: bytes | None, key: bytes | None, headers: Any, partition: int | None):
-        self.topic, self.value, self.key, self.headers, self.partition = topic, value, key, headers, partition
-
-
-class Worker:
-    """One worker's stages, stores and what its handlers produced, driven record by record."""
+class Worker(MemoryContext):
+    """One worker's stages and stores, driven record by record; `holding` False: the worker holds no book
+    partition, so the entry stage sends every change through the book-commands topic."""
 
     def __init__(self, state: Path | None) -> None:
         self.topics = TopologyTopics()
@@ -56,37 +51,8 @@ class Worker:
         routing = parse_routing(ROUTING.read_text())
         self.stages = BillingStages(self.topics, self.internal, self.serdes, self.reference, lambda: routing)
         specs = (self.stages.entry_store, self.stages.ledger_store, self.stages.rejection_store)
-        self.stores = StateStores(specs, state)
-        for spec in specs:
-            for partition in range(INTERNAL_PARTITIONS):
-                self.stores._stores[(spec.name, partition)] = self.stores.open(spec.name, partition)
-        self.produced: list[Produced] = []
+        super().__init__(StateStores(specs, state), INTERNAL_PARTITIONS)
         self.offsets: dict[str, int] = {}
-
-    # the worker's `Context`
-    def produce(
-        self,
-        topic: str,
-        value: bytes | None,
-        *,
-        key: bytes | None = None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-    ) -> None:
-        self.produced.append(Produced(topic, value, key, headers, partition))
-
-    def store(self, name: str, partition: int) -> Store:
-        return self.stores.get(name, partition)
-
-    in_place = True
-    """Whether the entry stage prices a change in its book at once (a worker holding every partition does)
-    or sends it through the book-commands topic (a worker not holding the book's partition does)."""
-
-    def holds(self, name: str, partition: int) -> bool:
-        return self.in_place and self.stores.holds(name, partition)
-
-    def dead_letter(self, message: Message, error: BaseException, processor: str, error_class: str = "") -> None:
-        raise AssertionError(f"{processor} dead-lettered {message.topic()}: {error}")
 
     # driving it
     def message(self, topic: str, event: Event, offset: int | None = None) -> Message:
@@ -115,7 +81,7 @@ class Worker:
 
     def announce(self, message: Message) -> list[Produced]:
         """A reference record through the references stage, then its book commands through the books."""
-        self.stages.announce(message, self)  # type: ignore[arg-type]
+        self.stages.announce(message, self)
         return self._books()
 
     def book(self, *events: Event) -> list[Produced]:
@@ -127,12 +93,11 @@ class Worker:
         """Time entries and approvals through the entry stage only."""
         for event in events:
             topic = self.topics.time_entries if event.event_type == "time-entry" else self.topics.approvals
-            self.stages.entry(self.message(topic.name, event), self)  # type: ignore[arg-type]
+            self.stages.entry(self.message(topic.name, event), self)
 
     def _books(self) -> list[Produced]:
-        commands = [p for p in self.produced if p.topic == self.internal.book_commands.name]
-        priced_in_place = [p for p in self.produced if p.topic != self.internal.book_commands.name]
-        self.produced = []
+        commands = self.take_produced([self.internal.book_commands.name])
+        priced_in_place = self.take_produced()
         for n, command in enumerate(commands):
             message = Message(
                 topic=command.topic,
@@ -143,19 +108,11 @@ class Worker:
                 headers=command.headers,
                 timestamp=(1, 1_790_000_000_000),
             )
-            self.stages.book(message, self)  # type: ignore[arg-type]
+            self.stages.book(message, self)
         self.offsets[self.internal.book_commands.name] = self.offsets.get(self.internal.book_commands.name, -1) + len(
             commands
         )
-        outputs, self.produced = priced_in_place + self.produced, []
-        return outputs
-
-    def changelog(self) -> list[Produced]:
-        records: list[Produced] = []
-        self.stores.flush(
-            lambda topic, partition, key, value: records.append(Produced(topic, value, key, None, partition))
-        )
-        return records
+        return priced_in_place + self.take_produced()
 
     def _reference_topic(self, event: Event) -> str:
         return next(t.name for t in self.topics.reference if t.event is type(event))
@@ -183,7 +140,7 @@ def skipped() -> float:
 
 @pytest.fixture(autouse=True, params=["in place", "through the topic"])
 def change_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Worker, "in_place", request.param == "in place")
+    monkeypatch.setattr(Worker, "holding", request.param == "in place")
 
 
 @pytest.fixture(params=["disk", "memory"])
@@ -239,7 +196,7 @@ def test_books_restored_with_ledgers_priced_elsewhere_are_re_priced(state: Path 
     first = Worker(state if state is None else state / "first")
     first.load(client(), project(), worker(), contract())
     first.book(entry(), approval())
-    changelog = first.changelog()
+    changelog = first.flush()
 
     # the next owner of the partitions restores the ledgers; the old owner priced them under a rate the
     # master data no longer has (a correction it had not read yet)

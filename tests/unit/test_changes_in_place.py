@@ -19,10 +19,10 @@ from tests.unit.test_books_reprice_skip import Worker, candidates
 
 def _through_the_topic(worker_: Worker, *events) -> list:
     """The events through the entry stage of a worker that does not hold their book: the commands it sent."""
-    worker_.in_place = False
+    worker_.holding = False
     worker_.book_inputs(*events)
-    sent, worker_.produced = worker_.produced, []
-    worker_.in_place = True
+    sent = worker_.take_produced()
+    worker_.holding = True
     return sent
 
 

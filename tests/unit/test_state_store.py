@@ -126,7 +126,7 @@ def test_after_a_flush_a_disk_store_keeps_few_values_decoded_and_reads_the_rest_
     disk: tuple[StateStores, CountingJson],
 ) -> None:
     stores, codec = disk
-    stores._stores[("ledgers", 0)] = store = stores.open("ledgers", 0)
+    store = stores.take("ledgers", 0)
     for n in range(10):
         store.put(f"k{n}", {"n": n})
     assert stores.flush(lambda *record: None) == 10
@@ -138,8 +138,8 @@ def test_after_a_flush_a_disk_store_keeps_few_values_decoded_and_reads_the_rest_
 
 def test_a_disk_store_only_read_since_the_last_flush_is_cut_back_too(disk: tuple[StateStores, CountingJson]) -> None:
     stores, _ = disk
-    stores._stores[("ledgers", 0)] = read = stores.open("ledgers", 0)
-    stores._stores[("ledgers", 1)] = written = stores.open("ledgers", 1)
+    read = stores.take("ledgers", 0)
+    written = stores.take("ledgers", 1)
     for n in range(10):
         read.put(f"k{n}", {"n": n})
     stores.flush(lambda *record: None)
@@ -214,7 +214,7 @@ def test_forgetting_a_partition_erases_only_its_keys_and_closing_removes_the_dir
     spec = StoreSpec("ledgers", "app-ledgers-changelog", CountingJson(), on_disk=True)
     stores = StateStores([spec], tmp_path / "state", 0)
     for partition in (0, 1):
-        stores._stores[("ledgers", partition)] = store = stores.open("ledgers", partition)
+        store = stores.take("ledgers", partition)
         store.put("k", {"partition": partition})
         list(store.changes())
     stores.forget([("ledgers", 0)])
