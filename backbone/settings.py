@@ -194,6 +194,12 @@ class StreamsSettings(_Section):
         default=100, ge=1, description="Commit the open transaction at least this often (bounds latency)."
     )
     commit_records: int = Field(default=20_000, ge=1, description="...or after this many input records.")
+    commit_idle_ms: int = Field(
+        default=25,
+        ge=0,
+        description="...or once the transaction is this old when no more input is waiting (latency under light "
+        "load; under full load batches stay full and commits keep to commit_interval_ms); 0: never early.",
+    )
     batch_size: int = Field(default=2_000, ge=1, description="Records one consume() call returns at most.")
     transaction_timeout_ms: int = Field(
         default=15_000,

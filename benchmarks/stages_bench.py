@@ -2,7 +2,8 @@
 
 Runs `topology.stages.BillingStages` exactly as a worker does (`entry` on every time entry and approval,
 which prices each change in its book at once, as a worker holding every partition does; with
-`--through-topic`, `book` on every book command the entry stage produced instead), over records encoded by the catalog's
+`--through-topic`, `book` on every book command the entry stage produced instead), with the worker's
+garbage-collector settings, over records encoded by the catalog's
 serdes, with an in-memory registry (confluent-kafka's mock client) and a context that keeps what the
 handlers produce instead of sending it. Every `--commit-every` records the stores are flushed, as the
 worker's commit does, so changelog encoding is included. What it leaves out is what the transactional
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import hashlib
 import pstats
 import statistics
@@ -36,6 +38,7 @@ from backbone.domain.models import Event
 from backbone.domain.routing import parse_routing
 from backbone.kafka import topics as catalog
 from backbone.kafka.serde import SerdeCache
+from backbone.streams.loop import GC_THRESHOLDS, keep_for_good
 from backbone.streams.memory import MemoryContext, Produced
 from backbone.streams.partitioner import murmur2_partition
 from backbone.streams.state import StateStores
@@ -116,6 +119,8 @@ def _run(
 ) -> tuple[dict[str, float], list[Produced]]:
     stages, context, serdes, topics = build(projects, workers, disk)
     messages = input_messages(serdes, topics, Firm(projects=projects, workers=workers), entries)
+    gc.set_threshold(*GC_THRESHOLDS)  # the garbage collector as in a worker: master data (and here the
+    keep_for_good()  # input, which a worker would be fetching) out of its sight, young collections rare
     context.holding = in_place
     changelog: list[Produced] = []
     cpu: dict[str, float] = {}

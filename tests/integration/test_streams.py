@@ -150,7 +150,7 @@ def test_a_batch_aborted_midway_leaves_no_output_and_is_processed_again(pipe: Pi
             raise ServiceUnavailableError("the schema registry went away for a moment")
 
     pipe.hook = fail_once_midway
-    running = Running(pipe.worker(0, commit_interval_ms=60_000, commit_records=10_000))
+    running = Running(pipe.worker(0, commit_interval_ms=60_000, commit_records=10_000, commit_idle_ms=0))
     try:
         wait_until(lambda: failures["left"] == 0 and sum(pipe.handled.values()) >= 90, timeout=60)
     finally:
@@ -171,7 +171,7 @@ def test_a_zombie_with_the_same_transactional_id_is_fenced_and_its_output_never_
             release.wait(60)
 
     pipe.hook = zombie_hangs
-    zombie = Running(pipe.worker(0, commit_interval_ms=60_000))
+    zombie = Running(pipe.worker(0, commit_interval_ms=60_000, commit_idle_ms=0))
     wait_until(zombie_inside.is_set, timeout=60, message="the zombie is mid-transaction")
     successor = Running(pipe.worker(0))
     try:
@@ -189,7 +189,7 @@ def test_a_zombie_with_the_same_transactional_id_is_fenced_and_its_output_never_
 
 def test_revocation_during_a_batch_commits_it_and_the_next_owner_continues_the_state(pipe: Pipe) -> None:
     pipe.publish(KEYS, 3)
-    first = Running(pipe.worker(0, commit_interval_ms=600_000, commit_records=1_000_000))
+    first = Running(pipe.worker(0, commit_interval_ms=600_000, commit_records=1_000_000, commit_idle_ms=0))
     try:
         wait_until(lambda: sum(pipe.handled.values()) == 36, timeout=60, message="first batch handled")
         assert pipe.committed_outputs() == []  # nothing committed: the transaction is still open
