@@ -147,11 +147,15 @@ def print_breakdown(
     commands: list[tuple[float, Message]],
     serde: Any,
 ) -> None:
-    """Each entry's latency in four parts, from the records' create times (set when the worker produced
-    them) and their arrival at a read_committed reader (once their transaction committed):
-    approval handed → book command produced (the entry stage's fetch and queue); → book command visible
-    (the first transaction); → candidate produced (the books stage's fetch and queue); → candidate visible
-    (the second transaction and this reader's fetch)."""
+    """Each entry's latency in parts, from the records' create times (set when the worker produced them)
+    and their arrival at a read_committed reader (once their transaction committed).
+
+    An entry priced in place (its worker held its book) crossed one transaction: approval handed →
+    candidate produced (fetch, queue and processing); → candidate visible (the transaction and this
+    reader's fetch). One whose change went through the book-commands topic crossed two: approval handed →
+    book command produced (the entry stage's fetch and queue); → command visible (the first
+    transaction); → candidate produced (the books stage's fetch and queue); → candidate visible (the
+    second transaction and this reader's fetch)."""
     command_at: dict[str, tuple[float, float]] = {}
     for at, message in commands:
         command = orjson.loads(message.value() or b"null")
@@ -161,24 +165,41 @@ def print_breakdown(
     for at, message in candidates:
         entry_id = serde.decode(message).time_entry_id
         candidate_at.setdefault(entry_id, (message.timestamp()[1] / 1000, at))
-    parts: list[list[float]] = [[], [], [], []]
+    in_place: list[list[float]] = [[], []]
+    through_topic: list[list[float]] = [[], [], [], []]
     for entry_id in counted:
-        if entry_id in command_at and entry_id in candidate_at:
-            marks = (approved[entry_id], *command_at[entry_id], *candidate_at[entry_id])
-            for part, (start, end) in zip(parts, itertools.pairwise(marks), strict=True):
-                part.append((end - start) * 1000)
-    names = (
-        "approval → command produced",
-        "command produced → visible",
-        "visible → candidate produced",
-        "candidate produced → visible",
+        if entry_id not in candidate_at:
+            continue
+        command = command_at.get(entry_id)
+        marks = (approved[entry_id], *(command or ()), *candidate_at[entry_id])
+        parts = in_place if command is None else through_topic
+        for part, (start, end) in zip(parts, itertools.pairwise(marks), strict=True):
+            part.append((end - start) * 1000)
+    _print_parts(
+        "priced in place (one transaction)",
+        in_place,
+        ("approval → candidate produced", "candidate produced → visible"),
     )
-    print(f"breakdown over {len(parts[0]):,} entries (ms):")
+    _print_parts(
+        "through the book-commands topic (two transactions)",
+        through_topic,
+        (
+            "approval → command produced",
+            "command produced → visible",
+            "visible → candidate produced",
+            "candidate produced → visible",
+        ),
+    )
+
+
+def _print_parts(path: str, parts: list[list[float]], names: tuple[str, ...]) -> None:
+    if not parts[0]:
+        return
+    print(f"breakdown of the {len(parts[0]):,} entries {path} (ms):")
     for name, part in zip(names, parts, strict=True):
         part.sort()
-        if part:
-            cuts = ", ".join(f"p{round(q * 100)} {percentile(part, q):,.0f}" for q in (0.5, 0.95, 0.99))
-            print(f"  {name:<30} {cuts}, max {part[-1]:,.0f}")
+        cuts = ", ".join(f"p{round(q * 100)} {percentile(part, q):,.0f}" for q in (0.5, 0.95, 0.99))
+        print(f"  {name:<30} {cuts}, max {part[-1]:,.0f}")
 
 
 def percentile(ordered: list[float], q: float) -> float:
