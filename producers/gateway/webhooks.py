@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 from backbone.domain.models import INPUT_EVENTS, Event
 from producers.clockify import clockify_api_entry
@@ -51,16 +52,17 @@ def events_of(
     options: ReadOptions,
     *,
     max_events: int = 1000,
-) -> Sequence[Event]:
-    """The canonical events a delivery means; `ValueError` when it is malformed."""
+) -> Sequence[Any]:
+    """The canonical events a delivery means, as `mapper.convert` gives them (models, or encoded once
+    the mapper was given an encoder); `ValueError` when it is malformed."""
     if source == "canonical":
         return _canonical(body, max_events)
     if source == "toggl":
-        return mapper.events(_or_running(lambda: toggl_api_entry(body, options)))
+        return mapper.convert(_or_running(lambda: toggl_api_entry(body, options)))
     if source == "clockify":
-        return mapper.events(_clockify_entry(body, headers, options))
+        return mapper.convert(_clockify_entry(body, headers, options))
     if source == "harvest":
-        return mapper.events(_or_running(lambda: harvest_api_entry(body)))
+        return mapper.convert(_or_running(lambda: harvest_api_entry(body)))
     raise ValueError(f"unknown source {source!r}")
 
 
