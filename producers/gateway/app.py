@@ -313,7 +313,13 @@ class Gateway:
         try:
             events = list(
                 events_of(
-                    source, document, request.headers, self.mapper, options, max_events=self.settings.max_batch_events
+                    source,
+                    document,
+                    request.headers,
+                    self.mapper,
+                    options,
+                    max_events=self.settings.max_batch_events,
+                    write=self.publisher.prepare_values,
                 )
             )
         except NotAnEntry as reason:

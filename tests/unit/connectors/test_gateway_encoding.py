@@ -272,7 +272,9 @@ def test_the_written_path_is_taken(pair: Pair) -> None:
     status, _, _ = pair.post("/v1/webhooks/toggl", raw, _signed("toggl", raw))
     raw = json.dumps({**ENTRY, "time_entry_id": "H-written"}).encode()
     pair.post("/v1/events/time-entry", raw, {"X-API-Key": KEY})
-    assert status == 202 and pair.written.written == before + 2
+    raw = json.dumps({"event_type": "time-entry", "event": {**ENTRY, "time_entry_id": "H-canonical"}}).encode()
+    pair.post("/v1/webhooks/canonical", raw, _signed("canonical", raw))
+    assert status == 202 and pair.written.written == before + 3
     assert pair.models.written == 0
 
 
