@@ -3,7 +3,9 @@
 `POST /v1/events/{event_type}` takes one canonical event or a list, authenticated by API key;
 `POST /v1/webhooks/{source}` takes a tracker's signed delivery. Both answer 202 only after Kafka's
 delivery report for every event of the request. A request is published all or nothing: every event is
-validated and Avro-encoded before the first is produced, so a refused request (422) published nothing.
+validated and Avro-encoded before the first is produced, so a refused request (422) published nothing
+(written straight from its values by its compiled writer, or, for values that writer cannot vouch for,
+judged and encoded through its model, which names what is wrong).
 When the delivery report does not come in time the answer is 503, and the request stays in flight: a
 retry of the same content waits for the first attempt's deliveries instead of producing them again.
 
