@@ -45,12 +45,19 @@ UNREACHABLE = Settings(
 )
 
 
+class _Quiet:
+    """Takes librdkafka's log lines (its failed connections to the closed port): nothing to see here."""
+
+    def log(self, level: int, message: str, *args: Any) -> None:
+        pass
+
+
 class Recording(Emitter):
     """The real emitter's encoding; each record captured (topic, key, framed value, headers) and reported
     delivered at once. `models_only`: every event built as a model, as before the written path."""
 
     def __init__(self, serdes: SerdeCache, *, models_only: bool) -> None:
-        super().__init__(UNREACHABLE, serdes=serdes, delivery_timeout_s=1.0, poll_thread=False)
+        super().__init__(UNREACHABLE, serdes=serdes, delivery_timeout_s=1.0, poll_thread=False, logger=_Quiet())
         self.models_only = models_only
         self.records: list[tuple[str, bytes, bytes, Any]] = []
         self.written = 0
