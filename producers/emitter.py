@@ -33,7 +33,7 @@ from backbone.domain.ids import event_id_from_payload
 from backbone.domain.models import ApprovalDecision, ContractVersion, Event, TimeEntry
 from backbone.errors import BackboneError, InvalidInputError, ServiceUnavailableError
 from backbone.kafka.compiled import CannotCompile
-from backbone.kafka.compiled_writer import LineWriter, compile_writer
+from backbone.kafka.compiled_writer import IdentifiedWriter, LineWriter, compile_identified_writer, compile_writer
 from backbone.kafka.schema_ids import PlainRegistry
 from backbone.kafka.serde import SerdeCache, TopicSerde
 from backbone.kafka.topics import BY_EVENT_TYPE, Topic
@@ -49,6 +49,8 @@ POLL_EVERY = 100
 system call); a full local queue is served at once (`_produce_bytes`)."""
 KAFKA_HINT = "start it with `backbone up`, or set BACKBONE_KAFKA_BOOTSTRAP_SERVERS to a running cluster"
 _CORRELATED_BY_ENTRY = (TimeEntry, ApprovalDecision)
+_NO_WRITER: Any = object()
+"""`Emitter.prepare_values` has not looked for an event class's compiled writer yet."""
 
 
 class DeliveryError(BackboneError):
@@ -71,6 +73,19 @@ class Prepared:
     """One event encoded for the wire (its Avro body, key and headers), not produced yet."""
 
     event: Event
+    serde: TopicSerde
+    key: bytes
+    body: bytes
+    headers: list[tuple[str, str | bytes | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedValues:
+    """One event written from its canonical values by its compiled writer (no model), not produced yet:
+    what `Prepared` holds, with the event's type and id in place of the model."""
+
+    event_type: str
+    event_id: str
     serde: TopicSerde
     key: bytes
     body: bytes
@@ -112,6 +127,15 @@ def line_writer(event_cls: type[Event]) -> LineWriter | None:
     except CannotCompile as reason:
         _log().info("lines of this event type are validated through the model", event_type=event_cls.event_type,
                  reason=str(reason))  # fmt: skip
+        return None
+
+
+def identified_writer(event_cls: type[Event]) -> IdentifiedWriter | None:
+    """`line_writer`'s writer that also gives the event id it wrote (`Emitter.prepare_values`)."""
+    correlate_with = "time_entry_id" if issubclass(event_cls, _CORRELATED_BY_ENTRY) else None
+    try:
+        return compile_identified_writer(event_cls, correlate_with=correlate_with)
+    except CannotCompile:
         return None
 
 
@@ -240,6 +264,7 @@ class Emitter:
         self._poller: threading.Thread | None = None
         self._poller_lock = threading.Lock()
         self._poll_thread = poll_thread
+        self._writers: dict[type[Event], IdentifiedWriter | None] = {}
 
     def __enter__(self) -> Emitter:
         return self
@@ -296,7 +321,28 @@ class Emitter:
         # The spool's headers are those of `_headers` without extra ones: not built twice.
         return Prepared(event, serde, key, body, spooled if not headers else _headers(event, headers))
 
-    def frames_known(self, records: Sequence[Prepared]) -> bool:
+    def prepare_values(self, event_cls: type[Event], values: Any) -> PreparedValues | None:
+        """`values` (a JSON object's dict, or a mapper's canonical values) written by `event_cls`'s
+        compiled writer: the key, body and headers `prepare` gives for the model they validate into,
+        without building it. None when the writer cannot vouch for them (or there is none): the caller
+        then builds the model, which accepts them or says exactly why not, and `prepare`s it."""
+        writer = self._writers.get(event_cls, _NO_WRITER)
+        if writer is _NO_WRITER:
+            writer = self._writers[event_cls] = identified_writer(event_cls)
+        written = writer(values) if writer is not None else None
+        if written is None:
+            return None
+        key, body, source, correlation, event_id = written
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("event_type", event_cls.event_type.encode()),
+            ("source_system", source),
+        ]
+        if correlation:
+            headers.append(("correlation_id", correlation))
+        serde = self._serdes.for_topic(self._topics[event_cls.event_type])
+        return PreparedValues(event_cls.event_type, event_id, serde, key, body, headers)
+
+    def frames_known(self, records: Sequence[Prepared | PreparedValues]) -> bool:
         """Whether `send_prepared` needs no registry call for these (their schema ids are known)."""
         return all(record.serde.header_known for record in records)
 
@@ -317,7 +363,9 @@ class Emitter:
         # per gateway request, and the reports it found came back on the caller's thread, not a batch).
         return futures
 
-    def send_reported(self, records: Sequence[Prepared], report: Callable[[KafkaError | None, Message], None]) -> None:
+    def send_reported(
+        self, records: Sequence[Prepared | PreparedValues], report: Callable[[KafkaError | None, Message], None]
+    ) -> None:
         """Produce encoded events; librdkafka calls `report(error, message)` once for each, on the polling
         thread, once the broker has it (`error` None) or refused it.
 

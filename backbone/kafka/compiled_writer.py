@@ -38,6 +38,8 @@ Written = tuple[bytes, bytes, bytes, bytes]
 
 LineWriter = Callable[[Any], Written | None]
 """Writes one parsed line; None when only the model can say whether it is valid."""
+IdentifiedWriter = Callable[[Any], tuple[bytes, bytes, bytes, bytes, str] | None]
+"""A `LineWriter` whose result also carries the event id it wrote (`compile_identified_writer`)."""
 
 CACHE_LIMIT = 4096
 """Distinct date and instant texts remembered (exports repeat them: a day's entries share a work date)."""
@@ -59,6 +61,16 @@ class _Unfit(Exception):
 def compile_writer(event_cls: type[Event], *, correlate_with: str | None = None) -> LineWriter:
     """A writer of `event_cls` lines; `correlate_with` names the field a missing correlation id takes
     (the emitter's envelope default). `CannotCompile` when the class is beyond it."""
+    return _compile(event_cls, correlate_with, with_event_id=False)
+
+
+def compile_identified_writer(event_cls: type[Event], *, correlate_with: str | None = None) -> IdentifiedWriter:
+    """`compile_writer`'s writer that also gives the event id it wrote (derived or given): the HTTP
+    gateway answers each request with its events' ids (docs/gateway.md, "Speed")."""
+    return _compile(event_cls, correlate_with, with_event_id=True)
+
+
+def _compile(event_cls: type[Event], correlate_with: str | None, *, with_event_id: bool) -> Callable[[Any], Any]:
     rules = model_rules(event_cls)
     if nested := [rule.name for rule in rules if rule.kind not in _CHECKS]:
         raise CannotCompile(f"{event_cls.__name__}: no compiled writing of {nested} (records in an array)")
@@ -92,8 +104,10 @@ def compile_writer(event_cls: type[Event], *, correlate_with: str | None = None)
     writes = [_write(avro_types[name], local[name], constants) for name in avro_types]
     lines += [f"body = b''.join(({', '.join(writes)},))"]
     key, corr = local[event_cls.key_field], local["correlation_id"]
+    identified = f", {local['event_id']}" if with_event_id else ""
     lines += [
-        f"return ({key}.encode(), body, {local['source_system']}.encode(), b'' if {corr} is None else {corr}.encode())"
+        f"return ({key}.encode(), body, {local['source_system']}.encode(), "
+        f"b'' if {corr} is None else {corr}.encode(){identified})"
     ]
     return _build(lines, constants)
 

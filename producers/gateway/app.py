@@ -3,7 +3,9 @@
 `POST /v1/events/{event_type}` takes one canonical event or a list, authenticated by API key;
 `POST /v1/webhooks/{source}` takes a tracker's signed delivery. Both answer 202 only after Kafka's
 delivery report for every event of the request. A request is published all or nothing: every event is
-validated and Avro-encoded before the first is produced, so a refused request (422) published nothing.
+validated and Avro-encoded before the first is produced, so a refused request (422) published nothing
+(written straight from its values by its compiled writer, or, for values that writer cannot vouch for,
+judged and encoded through its model, which names what is wrong).
 When the delivery report does not come in time the answer is 503, and the request stays in flight: a
 retry of the same content waits for the first attempt's deliveries instead of producing them again.
 
@@ -27,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import DecimalException
 from functools import partial
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import orjson
 import structlog
@@ -59,6 +61,9 @@ from producers.identity import EntryMapper, IdentityMap, IdentityRules
 from producers.jsonl import describe
 from producers.parsing import ReadOptions
 
+if TYPE_CHECKING:
+    from producers.spool import EventEncoder
+
 log = structlog.get_logger("gateway")
 
 Source = Literal["toggl", "clockify", "harvest", "canonical"]
@@ -74,9 +79,14 @@ timedelta(seconds=1e20), Decimal("1e300") overflowing): the payload's fault, ans
 
 class Publisher(Protocol):
     """What the gateway needs from the emitter: encode a batch, then send it; `report(error, message)` is
-    called once per record when the broker took it (error None) or refused it."""
+    called once per record when the broker took it (error None) or refused it. `prepare_values` writes
+    an event from its canonical values without a model, or gives None when only the model can judge
+    them; its record, like `prepare`'s, carries the event's `event_type` and `event_id` (itself or as
+    its `event`)."""
 
     def prepare(self, event: Event, headers: Mapping[str, str] | None = None) -> Any: ...
+
+    def prepare_values(self, event_cls: type[Event], values: Any) -> Any | None: ...
 
     def frames_known(self, records: Sequence[Any]) -> bool: ...
 
@@ -209,6 +219,9 @@ class Gateway:
             IdentityMap.from_file(settings.identity_file, rules) if settings.identity_file else IdentityMap(rules=rules)
         )
         self.mapper = EntryMapper(identity)
+        # The mapper gives each delivery's events as written records, or as models for the values the
+        # compiled writers cannot vouch for (`_Written`); it only ever calls the encoder's `values`.
+        self.mapper.encode_with(cast("EventEncoder", _Written(publisher)))
         self.timezone = settings.timezone
         self._settling: set[asyncio.Task[None]] = set()
         self._deliveries: Deliveries | None = None
@@ -238,16 +251,20 @@ class Gateway:
             raise _Reject(422, f"Idempotency-Key must be 1 to {limit} printable ASCII characters")
         return key
 
-    def _parse_events(self, event_type: str, body: bytes) -> list[Event]:
+    def _parse_events(self, event_type: str, body: bytes) -> list[Any]:
         document = _json(body)
         items = document if isinstance(document, list) else [document]
         if not items or len(items) > self.settings.max_batch_events:
             raise _Reject(422, f"send 1 to {self.settings.max_batch_events} events per request")
         model = INPUT_EVENTS[event_type]
-        events, problems = [], []
+        write = self.publisher.prepare_values
+        events: list[Any] = []
+        problems: list[dict[str, Any]] = []
         for index, item in enumerate(items):
             try:
-                events.append(model.model_validate(item))
+                # Written without a model when the compiled writer vouches for the item; else the model
+                # accepts it or names every problem, word for word as before.
+                events.append(write(model, item) or model.model_validate(item))
             except ValidationError as error:
                 problems += [
                     dict(zip(("field", "reason"), describe(e), strict=True), index=index)
@@ -293,12 +310,18 @@ class Gateway:
             scope, body, lambda: self._publish(self._webhook_events(source, document, request))
         )
 
-    def _webhook_events(self, source: str, document: object, request: Incoming) -> list[Event]:
+    def _webhook_events(self, source: str, document: object, request: Incoming) -> list[Any]:
         options = self._read_options()
         try:
             events = list(
                 events_of(
-                    source, document, request.headers, self.mapper, options, max_events=self.settings.max_batch_events
+                    source,
+                    document,
+                    request.headers,
+                    self.mapper,
+                    options,
+                    max_events=self.settings.max_batch_events,
+                    write=self.publisher.prepare_values,
                 )
             )
         except NotAnEntry as reason:
@@ -433,7 +456,9 @@ class Gateway:
                 return StoredResponse(200, {"accepted": 0, "event_ids": [], "note": reject.error})
             return StoredResponse(reject.status, {"error": reject.error, "problems": reject.problems})
 
-    async def _publish(self, events: Sequence[Event]) -> StoredResponse:
+    async def _publish(self, events: Sequence[Any]) -> StoredResponse:
+        """Publish a request's events (models, or records already written by `prepare_values`) all or
+        nothing: every model is encoded before the first record is produced."""
         inline = len(events) <= INLINE_EVENTS
         try:
             prepared = self._prepare(events) if inline else await asyncio.to_thread(self._prepare, events)
@@ -464,8 +489,8 @@ class Gateway:
             self.metrics.published_of(_event_of(record).event_type).inc()
         return StoredResponse(202, accepted)
 
-    def _prepare(self, events: Sequence[Event]) -> list[Any]:
-        return [self.publisher.prepare(event) for event in events]
+    def _prepare(self, events: Sequence[Any]) -> list[Any]:
+        return [self.publisher.prepare(event) if isinstance(event, Event) else event for event in events]
 
     def _deliveries_here(self) -> Deliveries:
         """The delivery hand-off of the running loop (one loop in production; a test client may use several)."""
@@ -475,8 +500,23 @@ class Gateway:
         return self._deliveries
 
 
-def _event_of(prepared: Any) -> Event:
-    return prepared.event if hasattr(prepared, "event") else prepared  # type: ignore[no-any-return]
+def _event_of(prepared: Any) -> Any:
+    """What carries a prepared record's `event_type` and `event_id`: its model, or the record itself."""
+    return prepared.event if hasattr(prepared, "event") else prepared
+
+
+class _Written:
+    """The gateway's encoder for `EntryMapper.encoded`: an event's canonical values written by the
+    publisher's compiled writer (`Publisher.prepare_values`), without a model; else the model, built
+    here, so values the writer cannot vouch for are refused by the model in its own words (a
+    `ValidationError`, answered 422 as before) and a valid one is encoded with the rest of the request.
+    The bytes are the model path's either way (tests/unit/connectors/test_gateway_encoding.py)."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+
+    def values(self, event_cls: type[Event], values: Mapping[str, Any], model: Callable[[], Event]) -> Any:
+        return self.publisher.prepare_values(event_cls, values) or model()
 
 
 def _short(error: BaseException) -> str:

@@ -14,9 +14,10 @@ Approval events (NEW_APPROVAL_REQUEST, APPROVAL_REQUEST_STATUS_UPDATED) describe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 from backbone.domain.models import INPUT_EVENTS, Event
 from producers.clockify import clockify_api_entry
@@ -29,6 +30,10 @@ SOURCES = ("toggl", "clockify", "harvest", "canonical")
 CLOCKIFY_EVENT_HEADER = "clockify-webhook-event-type"
 CLOCKIFY_ENTRY_EVENTS = frozenset({"NEW_TIME_ENTRY", "TIME_ENTRY_UPDATED", "TIMER_STOPPED", "TIME_ENTRY_RESTORED"})
 CLOCKIFY_DELETION = "TIME_ENTRY_DELETED"
+
+
+Write = Callable[[type[Event], Any], Any]
+"""Writes an event from its canonical values without a model (`Emitter.prepare_values`), or gives None."""
 
 
 class NotAnEntry(Exception):
@@ -51,16 +56,19 @@ def events_of(
     options: ReadOptions,
     *,
     max_events: int = 1000,
-) -> Sequence[Event]:
-    """The canonical events a delivery means; `ValueError` when it is malformed."""
+    write: Write | None = None,
+) -> Sequence[Any]:
+    """The canonical events a delivery means, as `mapper.convert` gives them (models, or encoded once
+    the mapper was given an encoder); `ValueError` when it is malformed. `write` writes a canonical
+    delivery's event without a model, or gives None when only the model can judge it."""
     if source == "canonical":
-        return _canonical(body, max_events)
+        return _canonical(body, max_events, write)
     if source == "toggl":
-        return mapper.events(_or_running(lambda: toggl_api_entry(body, options)))
+        return mapper.convert(_or_running(lambda: toggl_api_entry(body, options)))
     if source == "clockify":
-        return mapper.events(_clockify_entry(body, headers, options))
+        return mapper.convert(_clockify_entry(body, headers, options))
     if source == "harvest":
-        return mapper.events(_or_running(lambda: harvest_api_entry(body)))
+        return mapper.convert(_or_running(lambda: harvest_api_entry(body)))
     raise ValueError(f"unknown source {source!r}")
 
 
@@ -96,13 +104,14 @@ def _stopped(body: object) -> object:
     return {**body, "timeInterval": interval}
 
 
-def _canonical(body: object, max_events: int) -> list[Event]:
+def _canonical(body: object, max_events: int, write: Write | None) -> list[Any]:
     items = body if isinstance(body, list) else [body]
     if not items or len(items) > max_events:
         raise ValueError(f"send 1 to {max_events} events per delivery (as the events API takes)")
-    events: list[Event] = []
+    events: list[Any] = []
     for index, item in enumerate(items):
         if not isinstance(item, Mapping) or item.get("event_type") not in INPUT_EVENTS:
             raise ValueError(f"item {index}: needs event_type (one of {', '.join(INPUT_EVENTS)}) and event")
-        events.append(INPUT_EVENTS[str(item["event_type"])].model_validate(item.get("event")))
+        model, event = INPUT_EVENTS[str(item["event_type"])], item.get("event")
+        events.append((write and write(model, event)) or model.model_validate(event))
     return events
