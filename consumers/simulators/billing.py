@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 import psycopg
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import Query, Response
 from fastapi.responses import JSONResponse
 from psycopg.rows import dict_row
 
@@ -36,7 +36,15 @@ from consumers.simulators.faults import FaultSchedule
 from consumers.simulators.group_commit import GroupCommit
 from consumers.simulators.idempotency import Decision, StoredRequest, decide, fingerprint, key_problem
 from consumers.simulators.pool import ConnectionPool
-from consumers.simulators.service import WITHOUT_TELEMETRY, PlainRoute, SimulatorMetrics, install_common
+from consumers.simulators.service import (
+    WITHOUT_TELEMETRY,
+    Answer,
+    Incoming,
+    SimulatorApp,
+    SimulatorMetrics,
+    add_hot_route,
+    install_common,
+)
 from consumers.simulators.settings import BillingSimSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "billing"
@@ -59,17 +67,17 @@ class StripeProblem(Exception):
         self.kind = kind or ("api_error" if status >= 500 else "invalid_request_error")
 
 
-def stripe_problem(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    return _problem_response(StripeProblem(status, code, message, field))
+def stripe_problem(status: int, code: str, message: str, field: str | None = None) -> Answer:
+    return _problem_answer(StripeProblem(status, code, message, field))
 
 
-def _problem_response(problem: StripeProblem) -> JSONResponse:
+def _problem_answer(problem: StripeProblem) -> Answer:
     error: dict[str, Any] = {"type": problem.kind, "message": problem.message}
     if problem.code is not None:
         error["code"] = problem.code
     if problem.param is not None:
         error["param"] = problem.param
-    return JSONResponse({"error": error}, status_code=problem.status)
+    return Answer(problem.status, orjson.dumps({"error": error}))
 
 
 # --- parameters ---------------------------------------------------------------------------------
@@ -558,7 +566,7 @@ _ITEM_BODY = {
 
 def create_billing_app(
     settings: BillingSimSettings, conninfo: str, *, schedule: FaultSchedule | None = None
-) -> FastAPI:
+) -> SimulatorApp:
     """The billing simulator's app; its schema must be migrated already (`run_billing_sim` does that)."""
     pool = ConnectionPool(conninfo, settings.db_schema, settings.pool_size)
     store = BillingStore(
@@ -570,11 +578,11 @@ def create_billing_app(
     metrics = SimulatorMetrics("billing-sim")
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: SimulatorApp) -> AsyncIterator[None]:
         yield
         await pool.close()
 
-    app = FastAPI(
+    app = SimulatorApp(
         title="Billing engine simulator",
         version="1",
         description="Stripe-shaped invoice items and draft invoices, with Stripe's Idempotency-Key rules.",
@@ -593,7 +601,7 @@ def create_billing_app(
         admin_token=admin_token,
     )
 
-    async def create_invoice_item(request: Request) -> Response:
+    async def create_invoice_item(request: Incoming) -> Answer:
         key = request.headers.get("idempotency-key")
         try:
             params = parse_params(await request.body(), request.headers.get("content-type", ""))
@@ -606,27 +614,26 @@ def create_billing_app(
                 request_fingerprint = fingerprint("POST", ITEMS_PATH, item.canonical())
                 outcome = await store.create_item_once(key, request_fingerprint, item)
         except StripeProblem as problem:
-            return _problem_response(problem)
+            return _problem_answer(problem)
         metrics.count_document("replayed" if outcome.replayed else "created")
-        headers = {"Idempotency-Key": key} if key is not None else {}
+        headers: tuple[tuple[str, str], ...] = (("Idempotency-Key", key),) if key is not None else ()
         if outcome.replayed:
-            headers["Idempotent-Replayed"] = "true"
-        return Response(outcome.body, status_code=outcome.status, headers=headers, media_type="application/json")
+            headers += (("Idempotent-Replayed", "true"),)
+        return Answer(outcome.status, outcome.body, headers)
 
-    app.router.add_api_route(
+    add_hot_route(
+        app,
         ITEMS_PATH,
         create_invoice_item,
-        methods=["POST"],
         summary="Create an invoice item (Stripe parameters, form or JSON)",
         openapi_extra=_ITEM_BODY,
-        route_class_override=PlainRoute,
     )
 
     @app.get(ITEMS_PATH + "/{item_id}", summary="One invoice item")
     async def get_invoice_item(item_id: str) -> Response:
         found = await store.item(item_id)
         if found is None:
-            return stripe_problem(404, "resource_missing", f"No such invoiceitem: '{item_id}'", "id")
+            return stripe_problem(404, "resource_missing", f"No such invoiceitem: '{item_id}'", "id").response()
         return JSONResponse(found)
 
     @app.get(ITEMS_PATH, summary="Invoice items, by customer or invoice")
@@ -640,7 +647,7 @@ def create_billing_app(
     async def get_invoice(invoice_id: str) -> Response:
         found = await store.invoices({"id": invoice_id}, 1)
         if not found:
-            return stripe_problem(404, "resource_missing", f"No such invoice: '{invoice_id}'", "id")
+            return stripe_problem(404, "resource_missing", f"No such invoice: '{invoice_id}'", "id").response()
         return JSONResponse(found[0])
 
     @app.get("/v1/invoices", summary="Draft invoices by customer and period (YYYY-MM), with totals")
@@ -651,7 +658,7 @@ def create_billing_app(
         limit: int = Query(default=100, ge=1, le=1000),
     ) -> Response:
         if period is not None and not _PERIOD.match(period):
-            return stripe_problem(400, "parameter_invalid", "period is a month, YYYY-MM", "period")
+            return stripe_problem(400, "parameter_invalid", "period is a month, YYYY-MM", "period").response()
         wanted = (("customer", customer), ("period", period), ("currency", currency))
         filters = {column: value for column, value in wanted if value}
         return JSONResponse(_listed("/v1/invoices", await store.invoices(filters, limit)))

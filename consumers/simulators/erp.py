@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 import orjson
 import psycopg
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import Query, Request, Response
 from fastapi.responses import JSONResponse
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -39,7 +39,15 @@ from consumers.simulators.amounts import AmountError, check_currency, fits_curre
 from consumers.simulators.faults import FaultSchedule
 from consumers.simulators.group_commit import GroupCommit
 from consumers.simulators.pool import ConnectionPool
-from consumers.simulators.service import WITHOUT_TELEMETRY, PlainRoute, SimulatorMetrics, install_common
+from consumers.simulators.service import (
+    WITHOUT_TELEMETRY,
+    Answer,
+    Incoming,
+    SimulatorApp,
+    SimulatorMetrics,
+    add_hot_route,
+    install_common,
+)
 from consumers.simulators.settings import ErpSimSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "erp"
@@ -319,13 +327,13 @@ def _values(line: JournalLineIn, amount: Decimal) -> tuple[Any, ...]:
     )
 
 
-def erp_problem(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+def erp_problem(status: int, code: str, message: str, field: str | None = None) -> Answer:
     """An error the way NetSuite's REST API words one, plus a top-level `code` for convenience."""
     detail: dict[str, Any] = {"detail": message, "o:errorCode": code.upper()}
     if field is not None:
         detail["o:errorPath"] = field
     body = {"status": status, "code": code.upper(), "title": message, "o:errorDetails": [detail]}
-    return JSONResponse(body, status_code=status)
+    return Answer(status, orjson.dumps(body))
 
 
 def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
@@ -336,18 +344,18 @@ _STATUS_OF: dict[UpsertResult, int] = {"created": 201, "unchanged": 200, "update
 _FILTERS = {"project": "project", "worker": "worker", "type": "line_type", "externalId": "external_id"}
 
 
-def create_erp_app(settings: ErpSimSettings, conninfo: str, *, schedule: FaultSchedule | None = None) -> FastAPI:
+def create_erp_app(settings: ErpSimSettings, conninfo: str, *, schedule: FaultSchedule | None = None) -> SimulatorApp:
     """The ERP simulator's app; its schema must be migrated already (`run_erp_sim` does that)."""
     pool = ConnectionPool(conninfo, settings.db_schema, settings.pool_size)
     store = ErpStore(pool, settings, group_commit_s=settings.group_commit_ms / 1000)
     metrics = SimulatorMetrics(f"erp-sim:{settings.name}")
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: SimulatorApp) -> AsyncIterator[None]:
         yield
         await pool.close()
 
-    app = FastAPI(
+    app = SimulatorApp(
         title=f"ERP simulator {settings.name}",
         version="1",
         description="Journal lines like NetSuite / Dynamics 365 project actuals, upserted by externalId.",
@@ -366,31 +374,32 @@ def create_erp_app(settings: ErpSimSettings, conninfo: str, *, schedule: FaultSc
         admin_token=admin_token,
     )
 
-    async def post_line(request: Request) -> Response:
+    async def post_line(request: Incoming) -> Answer:
         try:
             line, amount = parse_line(await request.body())
             result, row = await store.upsert(line, amount)
         except ErpProblem as problem:
             return erp_problem(problem.status, problem.code, problem.message, problem.field)
         metrics.count_document(result)
-        headers = {"X-Upsert-Result": result, "Location": f"/v1/journal-lines/{quote(row['external_id'], safe='')}"}
-        return JSONResponse(document(row, settings.name), status_code=_STATUS_OF[result], headers=headers)
+        location = f"/v1/journal-lines/{quote(row['external_id'], safe='')}"
+        headers = (("X-Upsert-Result", result), ("Location", location))
+        return Answer(_STATUS_OF[result], orjson.dumps(document(row, settings.name)), headers)
 
-    app.router.add_api_route(
+    add_hot_route(
+        app,
         "/v1/journal-lines",
         post_line,
-        methods=["POST"],
         status_code=201,
         summary="Upsert a journal line by externalId (201 created; 200 unchanged or updated)",
         openapi_extra=_json_body(JournalLineIn.model_json_schema(by_alias=True)),
-        route_class_override=PlainRoute,
     )
 
     @app.get("/v1/journal-lines/{external_id}", summary="One journal line by externalId")
     async def get_line(external_id: str) -> Response:
         row = await store.get(external_id)
         if row is None:
-            return erp_problem(404, "RECORD_NOT_FOUND", f"no journal line has external id {external_id}", "externalId")
+            message = f"no journal line has external id {external_id}"
+            return erp_problem(404, "RECORD_NOT_FOUND", message, "externalId").response()
         return JSONResponse(document(row, settings.name))
 
     @app.get("/v1/journal-lines", summary="Journal lines, filtered by project, worker, type or externalId")
