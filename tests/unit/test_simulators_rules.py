@@ -3,6 +3,8 @@ billing parameters and the ERP's validation rules."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -42,6 +44,30 @@ def test_the_fingerprint_ignores_parameter_order_but_not_values_or_endpoint() ->
     assert a == b
     assert a != fingerprint("POST", "/v1/invoiceitems", {"amount": 1501, "metadata": {"a": "1", "b": "2"}})
     assert a != fingerprint("POST", "/v1/invoices", {"amount": 1500, "metadata": {"a": "1", "b": "2"}})
+
+
+def _standard_library_fingerprint(method: str, path: str, params: dict[str, object]) -> str:
+    """The fingerprint as the simulator first computed it, which the keys already stored carry."""
+    canonical = json.dumps([method.upper(), path, params], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param({"amount": -1500, "metadata": {"b": "2", "a": "1"}, "description": None}, id="plain-ascii"),
+        pytest.param({"description": 'quote " backslash \\ slash /'}, id="escaped-ascii"),
+        pytest.param({"description": "".join(map(chr, range(32)))}, id="control-characters"),
+        pytest.param({"description": "delete \x7f"}, id="delete-character"),
+        pytest.param({"description": "Zürich — 東京 😀"}, id="non-ascii-text"),
+        pytest.param({"metadata": {"é": "1", "z": "2", "e": "3"}}, id="non-ascii-keys-sorted"),
+        pytest.param({"work_date": date(2026, 1, 31)}, id="a-date-by-its-text"),
+    ],
+)
+def test_the_fingerprint_is_the_one_already_stored_with_keys(params: dict[str, object]) -> None:
+    assert fingerprint("post", "/v1/invoiceitems", params) == _standard_library_fingerprint(
+        "post", "/v1/invoiceitems", params
+    )
 
 
 @pytest.mark.parametrize(
