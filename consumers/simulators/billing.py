@@ -345,13 +345,19 @@ class BillingStore:
     """Invoices, items and idempotency records in PostgreSQL.
 
     Creates are group-committed (`group_commit.py`): the requests that arrive together are written by
-    three statements in one transaction, whatever their number: the keys they carry are read, the
-    draft invoices they land on are created or found, and the new items and their idempotency
-    records are inserted. The transaction holds an advisory lock of the schema, so batches of one
-    schema are written one after the other even by several processes, and a key is looked up after
-    every earlier write of it has committed. A second request with a key while the first is still
-    queued or being written is answered 409 `idempotency_key_in_use` at once, as Stripe does.
+    at most three statements in one transaction, whatever their number: the keys they carry are read,
+    the draft invoices they land on are created or found (unless this process knows them all already:
+    an invoice, once committed, keeps its id), and the new items and their idempotency records are
+    inserted. The transaction holds an advisory lock of the schema, so batches of one schema are written
+    one after the other even by several processes, and a key is looked up after every earlier write of
+    it has committed. The statements go out in psycopg's pipeline mode: BEGIN, the lock and the keys'
+    lookup in one round trip, the insert and COMMIT in another. A second request with a key while the
+    first is still queued or being written is answered 409 `idempotency_key_in_use` at once, as Stripe
+    does.
     """
+
+    MAX_KNOWN_INVOICES = 100_000
+    """Invoice ids remembered at most (customers x months x currencies); forgotten all at once beyond."""
 
     def __init__(
         self, pool: ConnectionPool, schema: str, idempotency_ttl: timedelta, *, group_commit_s: float = 0.002
@@ -360,6 +366,7 @@ class BillingStore:
         self._lock_id = _advisory_lock_id(schema)
         self._writes: GroupCommit[ItemRequest, Outcome] = GroupCommit(self._write, window_s=group_commit_s)
         self._keys_in_flight: set[str] = set()
+        self._known_invoices: dict[tuple[str, str, str], str] = {}
 
     async def create_item(self, item: InvoiceItemParams) -> Outcome:
         return await self._writes.submit(ItemRequest(item))
@@ -380,34 +387,47 @@ class BillingStore:
 
     async def _write(self, requests: Sequence[ItemRequest]) -> list[Outcome | Exception]:
         """One transaction for a batch of creates; each request's outcome, or its own StripeProblem."""
-        async with self.pool.connection() as conn, conn.transaction():
-            cursor = conn.cursor()
-            now, stored = await self._stored_keys(cursor, [r.key for r in requests if r.key is not None])
-            answers: list[Outcome | Exception | None] = []
-            created: list[tuple[ItemRequest, str]] = []
-            for request in requests:
-                answer = self._answer_from_key(request, stored.get(request.key or ""), now)
-                answers.append(answer)
-                if answer is None:
-                    created.append((request, _new_id("ii")))
-            invoices = await self._draft_invoices(cursor, [r.item for r, _ in created])
-            bodies = [
-                orjson.dumps(_new_item_object(item_id, invoices[_invoice_of(r.item)], r.item, now))
-                for r, item_id in created
-            ]
-            await self._insert(cursor, created, invoices, bodies, now)
+        try:
+            async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+                cursor = conn.cursor()
+                now, stored = await self._stored_keys(cursor, [r.key for r in requests if r.key is not None])
+                answers: list[Outcome | Exception | None] = []
+                created: list[tuple[ItemRequest, str]] = []
+                for request in requests:
+                    answer = self._answer_from_key(request, stored.get(request.key or ""), now)
+                    answers.append(answer)
+                    if answer is None:
+                        created.append((request, _new_id("ii")))
+                invoices = await self._draft_invoices(cursor, [r.item for r, _ in created])
+                bodies = [
+                    orjson.dumps(_new_item_object(item_id, invoices[_invoice_of(r.item)], r.item, now))
+                    for r, item_id in created
+                ]
+                await self._insert(cursor, created, invoices, bodies, now)
+        except BaseException:
+            self._known_invoices.clear()  # in case an invoice was removed under this process
+            raise
+        self._remember(invoices)  # committed: they exist
         fresh = iter(Outcome(200, body) for body in bodies)
         return [answer if answer is not None else next(fresh) for answer in answers]
+
+    def _remember(self, invoices: dict[tuple[str, str, str], str]) -> None:
+        if len(self._known_invoices) + len(invoices) > self.MAX_KNOWN_INVOICES:
+            self._known_invoices.clear()
+        self._known_invoices.update(invoices)
 
     async def _stored_keys(
         self, cursor: psycopg.AsyncCursor[Any], keys: list[str]
     ) -> tuple[datetime, dict[str, tuple[str, int, str, datetime]]]:
-        """The transaction's time and the records kept for `keys`, after taking the schema's write lock."""
+        """The transaction's time and the records kept for `keys`, after taking the schema's write lock
+        (a statement of its own: the lookup's snapshot must be taken once the lock is held)."""
         await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_id,))
+        # the keys travel as one JSON array: psycopg's array dumper quotes each in Python
         await cursor.execute(
             "SELECT now(), k.key, k.fingerprint, k.status_code, k.response, k.created_at"
-            " FROM (SELECT 1) AS one LEFT JOIN idempotency_keys AS k ON k.key = ANY(%s)",
-            (keys,),
+            " FROM (SELECT 1) AS one LEFT JOIN idempotency_keys AS k"
+            " ON k.key = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))",
+            (orjson.dumps(keys).decode(),),
         )
         rows = await cursor.fetchall()
         stored = {row[1]: (row[2], row[3], row[4], row[5]) for row in rows if row[1] is not None}
@@ -437,10 +457,13 @@ class BillingStore:
     async def _draft_invoices(
         self, cursor: psycopg.AsyncCursor[Any], items: list[InvoiceItemParams]
     ) -> dict[tuple[str, str, str], str]:
-        """The draft invoice of each (customer, month, currency), created on first use; one statement."""
-        wanted = sorted({_invoice_of(item) for item in items})
-        if not wanted:
-            return {}
+        """The draft invoice of each (customer, month, currency), created on first use; one statement, none
+        when every one is known already."""
+        invoices = {_invoice_of(item) for item in items}
+        known = self._known_invoices
+        if all(invoice in known for invoice in invoices):
+            return {invoice: known[invoice] for invoice in invoices}
+        wanted = sorted(invoices)
         rows = [
             {"id": _new_id("in"), "customer": customer, "period": period, "currency": currency}
             for customer, period, currency in wanted
