@@ -350,10 +350,10 @@ class BillingStore:
     an invoice, once committed, keeps its id), and the new items and their idempotency records are
     inserted. The transaction holds an advisory lock of the schema, so batches of one schema are written
     one after the other even by several processes, and a key is looked up after every earlier write of
-    it has committed. The statements go out in psycopg's pipeline mode: BEGIN, the lock and the keys'
-    lookup in one round trip, the insert and COMMIT in another. A second request with a key while the
-    first is still queued or being written is answered 409 `idempotency_key_in_use` at once, as Stripe
-    does.
+    it has committed. (psycopg's pipeline mode, which would save three round trips per batch, cost more
+    CPU than it saved: 0.37 against 0.33 ms per item, docs/delivery.md.) A second request with a key
+    while the first is still queued or being written is answered 409 `idempotency_key_in_use` at once,
+    as Stripe does.
     """
 
     MAX_KNOWN_INVOICES = 100_000
@@ -388,7 +388,7 @@ class BillingStore:
     async def _write(self, requests: Sequence[ItemRequest]) -> list[Outcome | Exception]:
         """One transaction for a batch of creates; each request's outcome, or its own StripeProblem."""
         try:
-            async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            async with self.pool.connection() as conn, conn.transaction():
                 cursor = conn.cursor()
                 now, stored = await self._stored_keys(cursor, [r.key for r in requests if r.key is not None])
                 answers: list[Outcome | Exception | None] = []

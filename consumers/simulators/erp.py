@@ -207,7 +207,12 @@ class ErpStore:
     ) -> dict[str, dict[str, Any]]:
         """The stored lines of `external_ids`, after taking the schema's write lock."""
         await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_id,))
-        await cursor.execute(f"SELECT {_COLUMNS} FROM journal_lines WHERE external_id = ANY(%s)", (external_ids,))
+        # the ids travel as one JSON array: psycopg's array dumper quotes each in Python
+        await cursor.execute(
+            f"SELECT {_COLUMNS} FROM journal_lines"
+            " WHERE external_id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))",
+            (orjson.dumps(external_ids).decode(),),
+        )
         return {row["external_id"]: row for row in await cursor.fetchall()}
 
     async def _answer(
