@@ -32,7 +32,7 @@ from fastapi import Query, Response
 from fastapi.responses import JSONResponse
 from psycopg.rows import dict_row
 
-from consumers.simulators.amounts import from_minor_units
+from consumers.simulators.amounts import minor_units_text
 from consumers.simulators.faults import FaultSchedule
 from consumers.simulators.group_commit import GroupCommit
 from consumers.simulators.idempotency import Decision, StoredRequest, decide, fingerprint, key_problem
@@ -251,7 +251,7 @@ def item_object(row: Mapping[str, Any]) -> dict[str, Any]:
         "period": {"start": row["period_start"], "end": row["period_end"]},
         "tax_code": row["tax_code"],
         "work_date": row["work_date"].isoformat(),
-        "display_amount": str(from_minor_units(row["amount"], row["currency"])),
+        "display_amount": minor_units_text(row["amount"], row["currency"]),
     }
 
 
@@ -270,7 +270,7 @@ def invoice_object(row: Mapping[str, Any], items: list[dict[str, Any]]) -> dict[
         "subtotal": total,
         "total": total,
         "amount_due": total,
-        "display_total": str(from_minor_units(total, row["currency"])),
+        "display_total": minor_units_text(total, row["currency"]),
         "lines": {"object": "list", "data": items, "has_more": False, "total_count": len(items)},
     }
 

@@ -10,7 +10,14 @@ from decimal import Decimal
 
 import pytest
 
-from consumers.simulators.amounts import AmountError, fits_currency, from_minor_units, parse_decimal, to_minor_units
+from consumers.simulators.amounts import (
+    AmountError,
+    fits_currency,
+    from_minor_units,
+    minor_units_text,
+    parse_decimal,
+    to_minor_units,
+)
 from consumers.simulators.billing import StripeProblem, invoice_item_params, parse_params
 from consumers.simulators.erp import ErpProblem, business_problem, content_hash, parse_line
 from consumers.simulators.faults import FaultPlan, FaultSchedule
@@ -108,6 +115,16 @@ def test_an_amount_finer_than_the_currency_is_refused_never_rounded(amount: str,
     with pytest.raises(AmountError):
         to_minor_units(Decimal(amount), currency)
     assert not fits_currency(Decimal(amount), currency)
+
+
+@pytest.mark.parametrize("currency", ["EUR", "eur", "JPY", "KWD"])
+def test_the_text_of_minor_units_is_that_of_the_decimal_amount(currency: str) -> None:
+    samples = [0, 1, -1, 5, -5, 99, -99, 100, -100, 101, 1500, -1500, 123456, 10**15 - 1, -(10**15 - 1)]
+    assert [minor_units_text(units, currency) for units in samples] == [
+        str(from_minor_units(units, currency)) for units in samples
+    ]
+    with pytest.raises(AmountError):
+        minor_units_text(1, "EURO")
 
 
 def test_from_minor_units_shows_exactly_the_currency_places() -> None:
