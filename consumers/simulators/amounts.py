@@ -67,7 +67,11 @@ def parse_decimal(text: str) -> Decimal:
 
 
 def fits_currency(amount: Decimal, currency: str) -> bool:
-    """True when `amount` has no more decimal places than `currency`'s minor units."""
+    """True when `amount` has no more decimal places than `currency`'s minor units (written with at most
+    that many decimals, it does without the conversion's decimal context)."""
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent >= -minor_units(check_currency(currency)):
+        return True
     try:
         to_minor_units(amount, currency)
     except AmountError:

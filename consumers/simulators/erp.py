@@ -121,11 +121,29 @@ def business_problem(line: JournalLineIn, settings: ErpSimSettings) -> ErpProble
     return None
 
 
+_HASHED = tuple(sorted(name for name in JournalLineIn.model_fields if name != "external_id"))
+"""The fields a content hash covers, in the order of `json.dumps(..., sort_keys=True)`."""
+
+
 def content_hash(line: JournalLineIn, amount: Decimal) -> str:
-    """What makes two postings with one external id the same: every field, the amount by value."""
-    content = line.model_dump(mode="json", exclude={"external_id"})
+    """What makes two postings with one external id the same: every field, the amount by value.
+
+    The hash is stored with each line, so its text must stay that of `json.dumps(content,
+    sort_keys=True)`; when every value is a string or None (always, today) that text is written here
+    with the same string encoder, without `model_dump` and the generic encoder (~8% of a line's CPU)."""
+    content: dict[str, Any] = {name: getattr(line, name) for name in _HASHED}
     content["amount"] = str(amount.quantize(Decimal(1).scaleb(-minor_units(line.currency))))
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    content["tran_date"] = line.tran_date.isoformat()
+    if all(value is None or type(value) is str for value in content.values()):
+        text = ", ".join(f"{_quoted(name)}: {'null' if v is None else _quoted(v)}" for name, v in content.items())
+        canonical = "{" + text + "}"
+    else:  # a field of another type: the model's own JSON, as the hash was first made
+        content = line.model_dump(mode="json", exclude={"external_id"}) | {"amount": content["amount"]}
+        canonical = json.dumps(content, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_quoted = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
 _COLUMNS = (

@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 
+from backbone.domain.money import minor_units
 from consumers.simulators.amounts import (
     AmountError,
     fits_currency,
@@ -19,7 +20,7 @@ from consumers.simulators.amounts import (
     to_minor_units,
 )
 from consumers.simulators.billing import StripeProblem, invoice_item_params, parse_params
-from consumers.simulators.erp import ErpProblem, business_problem, content_hash, parse_line
+from consumers.simulators.erp import ErpProblem, JournalLineIn, business_problem, content_hash, parse_line
 from consumers.simulators.faults import FaultPlan, FaultSchedule
 from consumers.simulators.idempotency import Decision, StoredRequest, decide, fingerprint, key_problem
 from consumers.simulators.settings import BillingSimSettings, ErpSimSettings, settings_from_flags
@@ -335,6 +336,45 @@ def test_the_same_amount_written_differently_is_the_same_content() -> None:
     b, amount_b = parse_line(_line(amount="-150.0"))
     c, amount_c = parse_line(_line(amount="-150.01"))
     assert content_hash(a, amount_a) == content_hash(b, amount_b) != content_hash(c, amount_c)
+
+
+def _model_content_hash(line: JournalLineIn, amount: Decimal) -> str:
+    """The content hash as the simulator first computed it, which the lines already stored carry."""
+    content = line.model_dump(mode="json", exclude={"external_id"})
+    content["amount"] = str(amount.quantize(Decimal(1).scaleb(-minor_units(line.currency))))
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({}, id="plain"),
+        pytest.param({"amount": "-150.5", "costCentre": "CC-1", "reversesExternalId": "post-0"}, id="every-field"),
+        pytest.param({"memo": 'Zürich — 東京 😀 "quoted" \\ \x7f \n'}, id="escapes-and-non-ascii"),
+        pytest.param({"currency": "JPY", "amount": "150"}, id="no-decimals"),
+        pytest.param({"currency": "KWD", "amount": "1.5"}, id="three-decimals"),
+    ],
+)
+def test_the_content_hash_is_the_one_already_stored_with_lines(change: dict[str, object]) -> None:
+    line, amount = parse_line(_line(**change))
+    assert content_hash(line, amount) == _model_content_hash(line, amount)
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "fits"),
+    [
+        ("150", "EUR", True),
+        ("150.50", "EUR", True),
+        ("150.500", "EUR", True),
+        ("150.505", "EUR", False),
+        ("1.5", "JPY", False),
+        ("1.0", "JPY", True),
+        ("0.001", "KWD", True),
+        ("1E+3", "EUR", True),
+    ],
+)
+def test_an_amount_fits_its_currency_when_exact_in_its_minor_units(amount: str, currency: str, fits: bool) -> None:
+    assert fits_currency(Decimal(amount), currency) is fits
 
 
 # --- settings -------------------------------------------------------------------------------------
