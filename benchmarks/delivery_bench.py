@@ -52,6 +52,8 @@ from consumers.delivery.http import CannotReach, HttpClient
 from consumers.delivery.systems import BillingEngine
 
 ROOT = Path(__file__).resolve().parents[1]
+"""The source tree the child processes run from (given to them as PYTHONPATH: the console script alone
+would import the checkout the virtualenv was installed from)."""
 BACKBONE = str(Path(sys.executable).parent / "backbone")
 
 
@@ -94,8 +96,7 @@ def start_simulator(
     env = dict(os.environ) | {"BACKBONE_BILLING_SIM_POOL_SIZE": "40", "BACKBONE_LOG_LEVEL": "WARNING"}
     if schema == "stub":
         tree = None  # the stub is this file's
-    if tree is not None:
-        env["PYTHONPATH"] = tree
+    env["PYTHONPATH"] = tree or str(ROOT)  # explicit: a relative PYTHONPATH would be read from another cwd
     args = [BACKBONE, "run", "billing-sim", "--port", str(port), "--schema", schema, "--latency-ms", str(latency_ms)]
     if schema == "stub":
         args = [sys.executable, __file__, "--serve-stub", "--port", str(port), "--latency-ms", str(latency_ms)]
@@ -230,8 +231,7 @@ def time_connector(
     )
     reader.subscribe([responses])
     env = dict(os.environ) | {"BACKBONE_LOG_LEVEL": "WARNING", "BACKBONE_BILLING_CONNECTOR_URL": url}
-    if tree is not None:
-        env["PYTHONPATH"] = tree
+    env["PYTHONPATH"] = tree or str(ROOT)  # explicit: a relative PYTHONPATH would be read from another cwd
     args = [BACKBONE, "run", "billing-connector", "--topic-prefix", prefix, "--app-id", f"{prefix}connector"]
     args += ["--max-in-flight", str(concurrency)]
     launched = time.perf_counter()
