@@ -19,7 +19,9 @@ Prints one JSON object with the rates and the ratios; the target is 2,000 candid
 
 `--connector-tree DIR` runs the connector process from another source tree (`git archive <base> | tar
 -x -C DIR`), everything else (engine, client, topics) from this one, so old and new connectors are
-timed against the same engine and the same baseline in alternation (docs/delivery.md, "Throughput").
+timed against the same engine and the same baseline in alternation (docs/delivery.md, "Throughput");
+`--engine-tree DIR` does the same for the billing simulator. The CPU of the simulator's PostgreSQL
+backends (found by the simulator's connections to the server's port) is reported per item too.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ from consumers.delivery.http import CannotReach, HttpClient
 from consumers.delivery.systems import BillingEngine
 
 ROOT = Path(__file__).resolve().parents[1]
+"""The source tree the child processes run from (given to them as PYTHONPATH: the console script alone
+would import the checkout the virtualenv was installed from)."""
 BACKBONE = str(Path(sys.executable).parent / "backbone")
 
 
@@ -86,12 +90,17 @@ async def serve_stub(port: int, latency_ms: int) -> None:
         await server.serve_forever()
 
 
-def start_simulator(settings: Settings, port: int, schema: str, latency_ms: int) -> subprocess.Popen[bytes]:
+def start_simulator(
+    settings: Settings, port: int, schema: str, latency_ms: int, tree: str | None = None
+) -> subprocess.Popen[bytes]:
     env = dict(os.environ) | {"BACKBONE_BILLING_SIM_POOL_SIZE": "40", "BACKBONE_LOG_LEVEL": "WARNING"}
+    if schema == "stub":
+        tree = None  # the stub is this file's
+    env["PYTHONPATH"] = tree or str(ROOT)  # explicit: a relative PYTHONPATH would be read from another cwd
     args = [BACKBONE, "run", "billing-sim", "--port", str(port), "--schema", schema, "--latency-ms", str(latency_ms)]
     if schema == "stub":
         args = [sys.executable, __file__, "--serve-stub", "--port", str(port), "--latency-ms", str(latency_ms)]
-    process = subprocess.Popen(args, env=env, cwd=ROOT)
+    process = subprocess.Popen(args, env=env, cwd=tree or ROOT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -109,6 +118,56 @@ def cpu_seconds(pid: int | None = None) -> float:
     """User + system CPU seconds of a process so far (this one when None), from /proc."""
     fields = Path(f"/proc/{pid or 'self'}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class BackendCpu:
+    """CPU seconds of the PostgreSQL backends serving one process: its TCP connections to the server's
+    port, matched to backends by client port in `pg_stat_activity`; backends opened meanwhile count whole."""
+
+    def __init__(self, settings: Settings, pid: int) -> None:
+        self.settings, self.pid = settings, pid
+        self.start = self._now()
+
+    def seconds(self) -> float:
+        """CPU seconds the backends used since this was made."""
+        return sum(cpu - self.start.get(backend, 0.0) for backend, cpu in self._now().items())
+
+    def _now(self) -> dict[int, float]:
+        ports = _client_ports(self.pid, self.settings.postgres.port)
+        if not ports:
+            return {}
+        with psycopg.connect(self.settings.postgres.conninfo(), autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s) AND pid <> pg_backend_pid()",
+                (sorted(ports),),
+            ).fetchall()
+        found = {}
+        for (backend,) in rows:
+            try:
+                found[backend] = cpu_seconds(backend)
+            except OSError:  # gone meanwhile
+                continue
+        return found
+
+
+def _client_ports(pid: int, server_port: int) -> set[int]:
+    """The local ports of `pid`'s TCP connections to `server_port` (from /proc: its socket inodes)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if inode in inodes and int(remote.rsplit(":", 1)[1], 16) == server_port:
+                ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
 
 
 async def direct_load(url: str, count: int, concurrency: int) -> tuple[float, float]:
@@ -172,8 +231,7 @@ def time_connector(
     )
     reader.subscribe([responses])
     env = dict(os.environ) | {"BACKBONE_LOG_LEVEL": "WARNING", "BACKBONE_BILLING_CONNECTOR_URL": url}
-    if tree is not None:
-        env["PYTHONPATH"] = tree
+    env["PYTHONPATH"] = tree or str(ROOT)  # explicit: a relative PYTHONPATH would be read from another cwd
     args = [BACKBONE, "run", "billing-connector", "--topic-prefix", prefix, "--app-id", f"{prefix}connector"]
     args += ["--max-in-flight", str(concurrency)]
     launched = time.perf_counter()
@@ -211,27 +269,36 @@ def measure(settings: Settings, options: argparse.Namespace, port: int, schema: 
     """The engine alone, then one connector against it (fresh topics), at the same concurrency."""
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
     url = f"http://127.0.0.1:{port}"
-    engine = start_simulator(settings, port, schema, options.latency_ms)
+    engine = start_simulator(settings, port, schema, options.latency_ms, options.engine_tree)
     try:
-        engine_cpu = cpu_seconds(engine.pid)
+        engine_cpu, database = cpu_seconds(engine.pid), BackendCpu(settings, engine.pid)
+        load_alone = os.getloadavg()[0]
         alone, client_cpu = asyncio.run(direct_load(url, options.candidates, options.concurrency))
         engine_cpu_alone, engine_cpu = cpu_seconds(engine.pid) - engine_cpu, cpu_seconds(engine.pid)
+        database_cpu_alone, database = database.seconds(), BackendCpu(settings, engine.pid)
+        load_connector = os.getloadavg()[0]
         connector = time_connector(
             settings, prefix, url, options.candidates, options.concurrency, options.connector_tree
         )
         engine_cpu_connector = cpu_seconds(engine.pid) - engine_cpu
+        database_cpu_connector = database.seconds()
     finally:
         engine.terminate()
         engine.wait(30)
     return {
+        "load_average": [load_alone, load_connector, os.getloadavg()[0]],
         "alone_per_s": round(alone),
         "connector_per_s": round(connector["rate"]),
         "ratio": round(connector["rate"] / alone, 3),
         "client_cpu_ms_per_request": round(1000 * client_cpu, 3),
         "connector_cpu_ms_per_record": round(connector["cpu_ms_per_record"], 3),
         "engine_cpu_ms_per_request_alone": round(1000 * engine_cpu_alone / options.candidates, 3),
+        "postgres_cpu_ms_per_request_alone": round(1000 * database_cpu_alone / options.candidates, 3),
         # includes the warm-up candidates and the connector's start-up: an upper bound
         "engine_cpu_ms_per_record_connector": round(1000 * engine_cpu_connector / (options.candidates + WARM_UP), 3),
+        "postgres_cpu_ms_per_record_connector": round(
+            1000 * database_cpu_connector / (options.candidates + WARM_UP), 3
+        ),
         "connector_start_up_s": connector["start_up_s"],
         "connector_seconds": connector["seconds"],
     }
@@ -245,6 +312,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--port", type=int, default=31150)
     parser.add_argument("--connector-tree", default=None, help="run the connector from this source tree")
+    parser.add_argument("--engine-tree", default=None, help="run the billing simulator from this source tree")
     parser.add_argument("--serve-stub", action="store_true", help="(internal) run the stub engine")
     options = parser.parse_args()
     if options.serve_stub:
@@ -257,6 +325,7 @@ def main() -> None:
         "concurrency": options.concurrency,
         "load_average_before": os.getloadavg()[0],
         "connector_tree": options.connector_tree or str(ROOT),
+        "engine_tree": options.engine_tree or str(ROOT),
     }
     try:
         simulator_options = argparse.Namespace(**vars(options))

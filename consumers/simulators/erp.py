@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 import orjson
 import psycopg
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import Query, Request, Response
 from fastapi.responses import JSONResponse
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -39,7 +39,15 @@ from consumers.simulators.amounts import AmountError, check_currency, fits_curre
 from consumers.simulators.faults import FaultSchedule
 from consumers.simulators.group_commit import GroupCommit
 from consumers.simulators.pool import ConnectionPool
-from consumers.simulators.service import WITHOUT_TELEMETRY, PlainRoute, SimulatorMetrics, install_common
+from consumers.simulators.service import (
+    WITHOUT_TELEMETRY,
+    Answer,
+    Incoming,
+    SimulatorApp,
+    SimulatorMetrics,
+    add_hot_route,
+    install_common,
+)
 from consumers.simulators.settings import ErpSimSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "erp"
@@ -113,11 +121,29 @@ def business_problem(line: JournalLineIn, settings: ErpSimSettings) -> ErpProble
     return None
 
 
+_HASHED = tuple(sorted(name for name in JournalLineIn.model_fields if name != "external_id"))
+"""The fields a content hash covers, in the order of `json.dumps(..., sort_keys=True)`."""
+
+
 def content_hash(line: JournalLineIn, amount: Decimal) -> str:
-    """What makes two postings with one external id the same: every field, the amount by value."""
-    content = line.model_dump(mode="json", exclude={"external_id"})
+    """What makes two postings with one external id the same: every field, the amount by value.
+
+    The hash is stored with each line, so its text must stay that of `json.dumps(content,
+    sort_keys=True)`; when every value is a string or None (always, today) that text is written here
+    with the same string encoder, without `model_dump` and the generic encoder (~8% of a line's CPU)."""
+    content: dict[str, Any] = {name: getattr(line, name) for name in _HASHED}
     content["amount"] = str(amount.quantize(Decimal(1).scaleb(-minor_units(line.currency))))
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    content["tran_date"] = line.tran_date.isoformat()
+    if all(value is None or type(value) is str for value in content.values()):
+        text = ", ".join(f"{_quoted(name)}: {'null' if v is None else _quoted(v)}" for name, v in content.items())
+        canonical = "{" + text + "}"
+    else:  # a field of another type: the model's own JSON, as the hash was first made
+        content = line.model_dump(mode="json", exclude={"external_id"}) | {"amount": content["amount"]}
+        canonical = json.dumps(content, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_quoted = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
 _COLUMNS = (
@@ -199,7 +225,12 @@ class ErpStore:
     ) -> dict[str, dict[str, Any]]:
         """The stored lines of `external_ids`, after taking the schema's write lock."""
         await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_id,))
-        await cursor.execute(f"SELECT {_COLUMNS} FROM journal_lines WHERE external_id = ANY(%s)", (external_ids,))
+        # the ids travel as one JSON array: psycopg's array dumper quotes each in Python
+        await cursor.execute(
+            f"SELECT {_COLUMNS} FROM journal_lines"
+            " WHERE external_id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))",
+            (orjson.dumps(external_ids).decode(),),
+        )
         return {row["external_id"]: row for row in await cursor.fetchall()}
 
     async def _answer(
@@ -319,13 +350,13 @@ def _values(line: JournalLineIn, amount: Decimal) -> tuple[Any, ...]:
     )
 
 
-def erp_problem(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+def erp_problem(status: int, code: str, message: str, field: str | None = None) -> Answer:
     """An error the way NetSuite's REST API words one, plus a top-level `code` for convenience."""
     detail: dict[str, Any] = {"detail": message, "o:errorCode": code.upper()}
     if field is not None:
         detail["o:errorPath"] = field
     body = {"status": status, "code": code.upper(), "title": message, "o:errorDetails": [detail]}
-    return JSONResponse(body, status_code=status)
+    return Answer(status, orjson.dumps(body))
 
 
 def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
@@ -336,18 +367,18 @@ _STATUS_OF: dict[UpsertResult, int] = {"created": 201, "unchanged": 200, "update
 _FILTERS = {"project": "project", "worker": "worker", "type": "line_type", "externalId": "external_id"}
 
 
-def create_erp_app(settings: ErpSimSettings, conninfo: str, *, schedule: FaultSchedule | None = None) -> FastAPI:
+def create_erp_app(settings: ErpSimSettings, conninfo: str, *, schedule: FaultSchedule | None = None) -> SimulatorApp:
     """The ERP simulator's app; its schema must be migrated already (`run_erp_sim` does that)."""
     pool = ConnectionPool(conninfo, settings.db_schema, settings.pool_size)
     store = ErpStore(pool, settings, group_commit_s=settings.group_commit_ms / 1000)
     metrics = SimulatorMetrics(f"erp-sim:{settings.name}")
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: SimulatorApp) -> AsyncIterator[None]:
         yield
         await pool.close()
 
-    app = FastAPI(
+    app = SimulatorApp(
         title=f"ERP simulator {settings.name}",
         version="1",
         description="Journal lines like NetSuite / Dynamics 365 project actuals, upserted by externalId.",
@@ -366,31 +397,32 @@ def create_erp_app(settings: ErpSimSettings, conninfo: str, *, schedule: FaultSc
         admin_token=admin_token,
     )
 
-    async def post_line(request: Request) -> Response:
+    async def post_line(request: Incoming) -> Answer:
         try:
             line, amount = parse_line(await request.body())
             result, row = await store.upsert(line, amount)
         except ErpProblem as problem:
             return erp_problem(problem.status, problem.code, problem.message, problem.field)
         metrics.count_document(result)
-        headers = {"X-Upsert-Result": result, "Location": f"/v1/journal-lines/{quote(row['external_id'], safe='')}"}
-        return JSONResponse(document(row, settings.name), status_code=_STATUS_OF[result], headers=headers)
+        location = f"/v1/journal-lines/{quote(row['external_id'], safe='')}"
+        headers = (("X-Upsert-Result", result), ("Location", location))
+        return Answer(_STATUS_OF[result], orjson.dumps(document(row, settings.name)), headers)
 
-    app.router.add_api_route(
+    add_hot_route(
+        app,
         "/v1/journal-lines",
         post_line,
-        methods=["POST"],
         status_code=201,
         summary="Upsert a journal line by externalId (201 created; 200 unchanged or updated)",
         openapi_extra=_json_body(JournalLineIn.model_json_schema(by_alias=True)),
-        route_class_override=PlainRoute,
     )
 
     @app.get("/v1/journal-lines/{external_id}", summary="One journal line by externalId")
     async def get_line(external_id: str) -> Response:
         row = await store.get(external_id)
         if row is None:
-            return erp_problem(404, "RECORD_NOT_FOUND", f"no journal line has external id {external_id}", "externalId")
+            message = f"no journal line has external id {external_id}"
+            return erp_problem(404, "RECORD_NOT_FOUND", message, "externalId").response()
         return JSONResponse(document(row, settings.name))
 
     @app.get("/v1/journal-lines", summary="Journal lines, filtered by project, worker, type or externalId")

@@ -18,6 +18,8 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
+import orjson
+
 MAX_KEY_LENGTH = 255
 
 
@@ -39,9 +41,21 @@ class StoredRequest:
 
 
 def fingerprint(method: str, path: str, params: dict[str, Any]) -> str:
-    """A digest of the endpoint and its parameters, independent of their order and encoding (form or JSON)."""
-    canonical = json.dumps([method.upper(), path, params], sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """A digest of the endpoint and its parameters, independent of their order and encoding (form or JSON).
+
+    The digest is kept with the key in the simulator's database, so it must not change between versions:
+    it is that of the standard library's compact, key-sorted, ASCII-escaped JSON. orjson writes the very
+    same bytes when its output is printable ASCII apart from escapes (it leaves DEL and non-ASCII text
+    unescaped, and sorts keys by their UTF-8 bytes), at a tenth of the cost (~6% of an item's CPU);
+    anything else takes the standard library's path."""
+    document = [method.upper(), path, params]
+    try:
+        canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # a value JSON has no type for: the standard library's `default=str` below
+        canonical = b"\x7f"
+    if not canonical.isascii() or b"\x7f" in canonical:
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def decide(stored: StoredRequest | None, request_fingerprint: str, now: datetime, ttl: timedelta) -> Decision:

@@ -3,14 +3,24 @@ billing parameters and the ERP's validation rules."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
-from consumers.simulators.amounts import AmountError, fits_currency, from_minor_units, parse_decimal, to_minor_units
+from backbone.domain.money import minor_units
+from consumers.simulators.amounts import (
+    AmountError,
+    fits_currency,
+    from_minor_units,
+    minor_units_text,
+    parse_decimal,
+    to_minor_units,
+)
 from consumers.simulators.billing import StripeProblem, invoice_item_params, parse_params
-from consumers.simulators.erp import ErpProblem, business_problem, content_hash, parse_line
+from consumers.simulators.erp import ErpProblem, JournalLineIn, business_problem, content_hash, parse_line
 from consumers.simulators.faults import FaultPlan, FaultSchedule
 from consumers.simulators.idempotency import Decision, StoredRequest, decide, fingerprint, key_problem
 from consumers.simulators.settings import BillingSimSettings, ErpSimSettings, settings_from_flags
@@ -42,6 +52,30 @@ def test_the_fingerprint_ignores_parameter_order_but_not_values_or_endpoint() ->
     assert a == b
     assert a != fingerprint("POST", "/v1/invoiceitems", {"amount": 1501, "metadata": {"a": "1", "b": "2"}})
     assert a != fingerprint("POST", "/v1/invoices", {"amount": 1500, "metadata": {"a": "1", "b": "2"}})
+
+
+def _standard_library_fingerprint(method: str, path: str, params: dict[str, object]) -> str:
+    """The fingerprint as the simulator first computed it, which the keys already stored carry."""
+    canonical = json.dumps([method.upper(), path, params], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param({"amount": -1500, "metadata": {"b": "2", "a": "1"}, "description": None}, id="plain-ascii"),
+        pytest.param({"description": 'quote " backslash \\ slash /'}, id="escaped-ascii"),
+        pytest.param({"description": "".join(map(chr, range(32)))}, id="control-characters"),
+        pytest.param({"description": "delete \x7f"}, id="delete-character"),
+        pytest.param({"description": "Zürich — 東京 😀"}, id="non-ascii-text"),
+        pytest.param({"metadata": {"é": "1", "z": "2", "e": "3"}}, id="non-ascii-keys-sorted"),
+        pytest.param({"work_date": date(2026, 1, 31)}, id="a-date-by-its-text"),
+    ],
+)
+def test_the_fingerprint_is_the_one_already_stored_with_keys(params: dict[str, object]) -> None:
+    assert fingerprint("post", "/v1/invoiceitems", params) == _standard_library_fingerprint(
+        "post", "/v1/invoiceitems", params
+    )
 
 
 @pytest.mark.parametrize(
@@ -82,6 +116,16 @@ def test_an_amount_finer_than_the_currency_is_refused_never_rounded(amount: str,
     with pytest.raises(AmountError):
         to_minor_units(Decimal(amount), currency)
     assert not fits_currency(Decimal(amount), currency)
+
+
+@pytest.mark.parametrize("currency", ["EUR", "eur", "JPY", "KWD"])
+def test_the_text_of_minor_units_is_that_of_the_decimal_amount(currency: str) -> None:
+    samples = [0, 1, -1, 5, -5, 99, -99, 100, -100, 101, 1500, -1500, 123456, 10**15 - 1, -(10**15 - 1)]
+    assert [minor_units_text(units, currency) for units in samples] == [
+        str(from_minor_units(units, currency)) for units in samples
+    ]
+    with pytest.raises(AmountError):
+        minor_units_text(1, "EURO")
 
 
 def test_from_minor_units_shows_exactly_the_currency_places() -> None:
@@ -292,6 +336,45 @@ def test_the_same_amount_written_differently_is_the_same_content() -> None:
     b, amount_b = parse_line(_line(amount="-150.0"))
     c, amount_c = parse_line(_line(amount="-150.01"))
     assert content_hash(a, amount_a) == content_hash(b, amount_b) != content_hash(c, amount_c)
+
+
+def _model_content_hash(line: JournalLineIn, amount: Decimal) -> str:
+    """The content hash as the simulator first computed it, which the lines already stored carry."""
+    content = line.model_dump(mode="json", exclude={"external_id"})
+    content["amount"] = str(amount.quantize(Decimal(1).scaleb(-minor_units(line.currency))))
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({}, id="plain"),
+        pytest.param({"amount": "-150.5", "costCentre": "CC-1", "reversesExternalId": "post-0"}, id="every-field"),
+        pytest.param({"memo": 'Zürich — 東京 😀 "quoted" \\ \x7f \n'}, id="escapes-and-non-ascii"),
+        pytest.param({"currency": "JPY", "amount": "150"}, id="no-decimals"),
+        pytest.param({"currency": "KWD", "amount": "1.5"}, id="three-decimals"),
+    ],
+)
+def test_the_content_hash_is_the_one_already_stored_with_lines(change: dict[str, object]) -> None:
+    line, amount = parse_line(_line(**change))
+    assert content_hash(line, amount) == _model_content_hash(line, amount)
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "fits"),
+    [
+        ("150", "EUR", True),
+        ("150.50", "EUR", True),
+        ("150.500", "EUR", True),
+        ("150.505", "EUR", False),
+        ("1.5", "JPY", False),
+        ("1.0", "JPY", True),
+        ("0.001", "KWD", True),
+        ("1E+3", "EUR", True),
+    ],
+)
+def test_an_amount_fits_its_currency_when_exact_in_its_minor_units(amount: str, currency: str, fits: bool) -> None:
+    assert fits_currency(Decimal(amount), currency) is fits
 
 
 # --- settings -------------------------------------------------------------------------------------
