@@ -4,7 +4,7 @@ as ASGI messages, and delivery reports handed to the event loop in batches.
 The webhook and events routes are the hot ones (docs/gateway.md, "Speed"). FastAPI's routing, exception
 middleware, dependency solving and its `Request`/`Response` objects were about a fifth of the CPU a
 signed webhook cost (docs/benchmarks.md), so these routes are served by `AccessLog` itself (as the
-simulators' `PlainRoute`s are by their `Observed` middleware) with these small pieces instead; the
+simulators' hot routes are by their `Observed` front) with these small pieces instead; the
 routes stay declared on the FastAPI app for the OpenAPI document, and everything else goes through it.
 """
 

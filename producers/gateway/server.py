@@ -15,24 +15,25 @@ import gc
 from typing import Any
 
 import structlog
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from backbone.errors import BackboneError
+from backbone.serving import CorkedHttpToolsProtocol
 from backbone.settings import Settings
 from producers.gateway.settings import GatewaySettings
 
 log = structlog.get_logger("gateway")
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline on each request head (`header_timeout_s`, set on the
-    class): armed when the connection opens and after each response, disarmed once the head is parsed."""
+class GuardedHttpToolsProtocol(CorkedHttpToolsProtocol):
+    """uvicorn's httptools protocol (writing an answer in one system call: `backbone.serving`) with a
+    deadline on each request head (`header_timeout_s`, set on the class): armed when the connection opens
+    and after each response, disarmed once the head is parsed."""
 
     header_timeout_s = 10.0
     _head_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
+        super().connection_made(transport)
         self._arm_head_deadline()
 
     def on_headers_complete(self) -> None:
@@ -64,34 +65,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             client = self.client[0] if self.client else None
             log.info("request head not received in time; connection closed", client=client)
             self.transport.close()
-
-
-class CorkedTransport:
-    """A transport whose writes of one loop iteration leave in one system call: uvicorn writes a
-    response's head and body separately, and each write to a socket was a `send` of its own (together
-    about a seventh of a webhook's CPU under load). Everything else goes to the real transport; closing
-    sends what is held first."""
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport, self._loop = transport, loop
-        self._held: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        if not self._held:
-            self._loop.call_soon(self._send_held)
-        self._held.append(data)
-
-    def close(self) -> None:
-        self._send_held()
-        self._transport.close()
-
-    def _send_held(self) -> None:
-        held, self._held = self._held, []
-        if held and not self._transport.is_closing():  # a client gone meanwhile is owed nothing
-            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
 
 
 def server_config(app: Any, settings: GatewaySettings, *, port: int | None = None) -> Any:
