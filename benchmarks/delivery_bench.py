@@ -100,7 +100,11 @@ def start_simulator(
     args = [BACKBONE, "run", "billing-sim", "--port", str(port), "--schema", schema, "--latency-ms", str(latency_ms)]
     if schema == "stub":
         args = [sys.executable, __file__, "--serve-stub", "--port", str(port), "--latency-ms", str(latency_ms)]
-    process = subprocess.Popen(args, env=env, cwd=tree or ROOT)
+    return healthy(subprocess.Popen(args, env=env, cwd=tree or ROOT), port, "the billing simulator")
+
+
+def healthy(process: subprocess.Popen[bytes], port: int, what: str) -> subprocess.Popen[bytes]:
+    """`process` once it answers /healthz on `port` (a minute at most); SystemExit naming `what` if not."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -109,9 +113,9 @@ def start_simulator(
         except httpx.HTTPError:
             pass
         if process.poll() is not None:
-            raise SystemExit(f"the billing simulator exited with {process.returncode}")
+            raise SystemExit(f"{what} exited with {process.returncode}")
         time.sleep(0.1)  # polling a starting process
-    raise SystemExit("the billing simulator did not answer /healthz within 60 s")
+    raise SystemExit(f"{what} did not answer /healthz within 60 s")
 
 
 def cpu_seconds(pid: int | None = None) -> float:

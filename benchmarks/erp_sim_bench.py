@@ -23,9 +23,8 @@ import time
 import uuid
 from typing import Any
 
-import httpx
 import psycopg
-from delivery_bench import BACKBONE, ROOT, BackendCpu, cpu_seconds
+from delivery_bench import BACKBONE, ROOT, BackendCpu, cpu_seconds, healthy
 
 from backbone.settings import load_settings
 from consumers.delivery.http import CannotReach, HttpClient
@@ -70,18 +69,7 @@ def start_erp(port: int, name: str, latency_ms: int, tree: str | None) -> subpro
     env = dict(os.environ) | {"BACKBONE_ERP_SIM_POOL_SIZE": "40", "BACKBONE_LOG_LEVEL": "WARNING"}
     env["PYTHONPATH"] = tree or str(ROOT)  # explicit: a relative PYTHONPATH would be read from another cwd
     args = [BACKBONE, "run", "erp-sim", "--name", name, "--port", str(port), "--latency-ms", str(latency_ms)]
-    process = subprocess.Popen(args, env=env, cwd=tree or ROOT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).raise_for_status()
-            return process
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            raise SystemExit(f"the ERP simulator exited with {process.returncode}")
-        time.sleep(0.1)  # polling a starting process
-    raise SystemExit("the ERP simulator did not answer /healthz within 60 s")
+    return healthy(subprocess.Popen(args, env=env, cwd=tree or ROOT), port, "the ERP simulator")
 
 
 def main() -> None:
