@@ -13,7 +13,7 @@ splits the header into the most columns.
 number) with constant memory, raising `UndecodableError` at the first byte the encoding cannot read.
 Given a `TablePart`, it streams the header and then only the records of a byte range, with the line
 numbers they have in the whole file: a large export is validated in two processes, each reading half
-(`producers.halves`), and `line_start_near_middle` finds where a text export can be cut.
+(`producers.halves`), and `line_start_near` finds where a text export can be cut.
 """
 
 from __future__ import annotations
@@ -221,15 +221,15 @@ SPLITTABLE_ENCODINGS = frozenset({"utf-8", "ascii", "cp1252", "iso8859-1", "iso8
 """Encodings in which the bytes 0x0A and 0x0D are only ever line ends (a cut at one is a line start)."""
 
 
-def line_start_near_middle(path: Path, table: TableFormat) -> tuple[int, int] | None:
-    """(offset, lines before it): the start of the first line after the middle of a text export, and how
-    many lines (as `decoded_lines` counts them) precede it. None for a workbook, an encoding whose line
-    ends are not single bytes, or a file whose second half has no line feed."""
+def line_start_near(path: Path, table: TableFormat, fraction: float = 0.5) -> tuple[int, int] | None:
+    """(offset, lines before it): the start of the first line after `fraction` of a text export's bytes,
+    and how many lines (as `decoded_lines` counts them) precede it. None for a workbook, an encoding whose
+    line ends are not single bytes, or a file with no line feed after that point."""
     if table.kind != "csv" or codecs.lookup(table.encoding).name not in SPLITTABLE_ENCODINGS:
         return None
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
-        handle.seek(max(table.bom, size // 2))
+        handle.seek(max(table.bom, int(size * fraction)))
         while (piece := handle.read(CHUNK)) and b"\n" not in piece:
             pass
         if not piece:

@@ -25,7 +25,7 @@ from backbone.cli.main import cli
 from backbone.kafka.topics import Topic
 from producers.importing import inspect_export
 from producers.parsing import ReadOptions
-from producers.tabular import TablePart, detect_table, line_start_near_middle, table_records
+from producers.tabular import TablePart, detect_table, line_start_near, table_records
 
 EXPORTED = ["--exported-at", "2024-11-01T00:00:00Z"]
 ROWS = 400
@@ -88,7 +88,9 @@ def _toggl(path: Path, bad: dict[int, str]) -> Path:
     for i in range(ROWS):
         day = bad.get(i, f"2024-03-{i % 7 + 1:02d}")
         rows.append(["Ann", f"ann{i % 7}@example.com", "Acme", "Web", "", "same", "Yes", day, "09:00:00"])
-    return _write(path, [header, *[[*row, "", "", "1:00:00"] for row in rows]], extra=["End date", "End time", "Duration"])
+    return _write(
+        path, [header, *[[*row, "", "", "1:00:00"] for row in rows]], extra=["End date", "End time", "Duration"]
+    )
 
 
 def _harvest(path: Path, bad: dict[int, tuple[str, str]]) -> Path:
@@ -137,7 +139,12 @@ def _both_ways(monkeypatch: pytest.MonkeyPatch, args: list[str], rejects: Path |
 CLEAN = {
     "toggl-same-start-on-both-sides": lambda tmp: ["toggl", str(_toggl(tmp / "t.csv", {}))],
     "harvest-identical-rows-across-the-cut": lambda tmp: ["harvest", str(_harvest(tmp / "h.csv", {}))],
-    "clockify-same-start-on-both-sides": lambda tmp: ["clockify", str(_clockify(tmp / "c.csv", {})), "--date-order", "MDY"],
+    "clockify-same-start-on-both-sides": lambda tmp: [
+        "clockify",
+        str(_clockify(tmp / "c.csv", {})),
+        "--date-order",
+        "MDY",
+    ],
 }
 
 
@@ -177,7 +184,10 @@ def test_a_refused_file_lists_both_halves_problems_and_publishes_nothing(
     assert forks == [1]
     assert in_halves == one_pass
     assert one_pass[0] == 2
-    assert [line.split(":")[0] for line in one_pass[1].splitlines() if line.startswith("line")] == ["line 7", "line 392"]
+    assert [line.split(":")[0] for line in one_pass[1].splitlines() if line.startswith("line")] == [
+        "line 7",
+        "line 392",
+    ]
     assert one_pass[2] == []
 
 
@@ -194,7 +204,7 @@ def test_the_cut_is_a_line_start_and_each_half_keeps_the_files_line_numbers(tmp_
     source = tmp_path / "crlf.csv"
     source.write_bytes(b"\xef\xbb\xbfa,b\r\n" + b"".join(b"%d,x\r\n" % i for i in range(1, 100)))
     table = detect_table(source)
-    offset, before = line_start_near_middle(source, table) or (0, 0)
+    offset, before = line_start_near(source, table) or (0, 0)
     whole = list(table_records(source, table))
     first = list(table_records(source, table, TablePart(end=offset)))
     second = list(table_records(source, table, TablePart(start=offset, lines_before=before)))
@@ -211,11 +221,11 @@ def test_a_quoted_field_across_the_middle_keeps_the_file_in_one_pass(tmp_path: P
     rows += [["Ann", "a@x", "2024-03-01", "09:00", "1:00:00", note if i == 5 else "n"] for i in range(10)]
     _write(source, rows)
     options = ReadOptions(exported_at=datetime(2024, 11, 1, tzinfo=UTC))
-    assert line_start_near_middle(source, detect_table(source)) is not None  # a line starts after the middle...
+    assert line_start_near(source, detect_table(source)) is not None  # a line starts after the middle...
     assert inspect_export(source, options, "toggl", halves=True).halves is None  # ...but no record does
 
 
 def test_an_encoding_with_two_byte_line_ends_is_not_cut(tmp_path: Path) -> None:
     source = tmp_path / "utf16.csv"
     source.write_text("User,Email\n" + "Ann,a@x\n" * 50, encoding="utf-16")
-    assert line_start_near_middle(source, detect_table(source)) is None
+    assert line_start_near(source, detect_table(source)) is None
