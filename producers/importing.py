@@ -7,7 +7,8 @@ An import reads its file in streaming passes, holding no more than a row at a ti
    a file whose every date could be day-first or month-first. It settles the format (encoding,
    separator, workbook) and the date order for the next passes.
 2. `validate` runs the connector over the file and counts what it accepts and rejects, handing each
-   rejection to a sink (the rejects file) as it streams past.
+   rejection to a sink (the rejects file) as it streams past; a large CSV export is validated in two
+   processes, cut where the inspection pass found a record to start (`producers.halves`, `joined`).
 3. Only then does the caller publish: the events `validate` encoded into a `Spool` as it went (a plain
    import, `producers.spool`), or `accepted_events` of a third read (a period import or a dry run, which
    need the models; for a file of at most `KEEP_IN_MEMORY` events, the models the validation pass kept).

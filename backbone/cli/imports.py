@@ -8,8 +8,10 @@ nothing is published (exit 2, each problem printed as `line N: field: reason`), 
 rejects file. A plain import encodes every accepted event into a spool (temporary files) while it
 validates, by the compiled line writers without a model per row (`producers.spool`), and publishes the
 spool once the file is valid, with the emitter that checked the topics before the file was read; memory
-stays bounded whatever the file's size. `--dry-run` and `--period` read the file again for their models
-(unless it is small enough for the validation pass to keep them). `--dry-run` prints the canonical JSON
+stays bounded whatever the file's size. A tracker's CSV export of 1 MiB or more is validated in two
+processes (`producers.halves`), with the records, rejections and line numbers of one pass. `--dry-run`
+and `--period` read the file again for their models (unless it is small enough for the validation pass
+to keep them). `--dry-run` prints the canonical JSON
 lines instead of publishing.
 
 With `--period FROM..TO` (tracker imports) the file is the tracker's truth for that period, for its

@@ -229,3 +229,28 @@ def test_an_encoding_with_two_byte_line_ends_is_not_cut(tmp_path: Path) -> None:
     source = tmp_path / "utf16.csv"
     source.write_text("User,Email\n" + "Ann,a@x\n" * 50, encoding="utf-16")
     assert line_start_near(source, detect_table(source)) is None
+
+
+def test_what_fails_in_the_second_half_is_reported_and_nothing_is_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forks: list[int]
+) -> None:
+    """The child's error crosses the fork as it was raised: the file is refused with its problems."""
+    import producers.toggl
+    from producers.importing import RefusedExportError
+
+    read_toggl = producers.toggl.read_toggl
+
+    def failing_after_the_cut(path: Path, options: ReadOptions, mapper: Any) -> Any:
+        if options.part is not None and options.part.start:
+            problem = "line 301: (encoding): byte 0xff cannot be decoded as utf-8"
+            raise RefusedExportError("the file cannot be read; nothing was published", problems=[problem])
+        return read_toggl(path, options, mapper)
+
+    monkeypatch.setattr(producers.toggl, "read_toggl", failing_after_the_cut)
+    monkeypatch.setattr(producers.halves, "PARALLEL_BYTES", 1)
+    result = CliRunner().invoke(cli, ["import", "toggl", str(_toggl(tmp_path / "t.csv", {})), *EXPORTED])
+    assert forks == [1]
+    assert result.exit_code == 2, result.stderr
+    assert "line 301: (encoding): byte 0xff" in result.stderr
+    assert "nothing was published" in result.stderr
+    assert RecordingEmitter.published == []
