@@ -34,6 +34,7 @@ from producers.parsing import (
     get_path,
     is_json_file,
     map_records,
+    numbering,
     parse_bool,
     parse_clock_time,
     parse_date,
@@ -66,18 +67,15 @@ def read_clockify(path: Path, options: ReadOptions, mapper: EntryMapper) -> Iter
             read_json_records(path, LIST_KEYS),
             lambda item: mapper.convert(clockify_api_entry(item, options, options.exported_at)),
         )
-    occurrences = Occurrences()
+    occurrences = numbering(path, options, REQUIRED_COLUMNS, clockify_csv_key)
     rows = read_table(path, options, REQUIRED_COLUMNS)
     return map_records(rows, lambda row: mapper.convert(clockify_csv_entry(row, options, occurrences)))
 
 
 def clockify_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrences) -> SourceEntry:
-    start = _local(row, "start date", "start time", options)
+    start, (decision, comment), (invoiced, invoice_id), key = _csv_identity(row, options)
     email, user = row.get("email"), row.get("user")
-    key = (email or user, start.isoformat())
     task = row.get("task", "activity")
-    decision, comment = row.optional(_decision, "approval status", "approval", label="Approval Status") or (None, None)
-    invoiced, invoice_id = _invoice(row)
     return SourceEntry(
         source=SOURCE,
         entry_id=stable_id(SOURCE, (*key, occurrences.next(key))),
@@ -96,6 +94,22 @@ def clockify_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrenc
         invoiced=invoiced,
         invoice_id=invoice_id,
     )
+
+
+def clockify_csv_key(row: CsvRow, options: ReadOptions) -> tuple[object, ...]:
+    """A row's identity tuple, who started it and when (`producers.parsing.numbering`); raises what
+    `clockify_csv_entry` rejects the row for before numbering it."""
+    return _csv_identity(row, options)[-1]
+
+
+def _csv_identity(
+    row: CsvRow, options: ReadOptions
+) -> tuple[datetime, tuple[Decision | None, str | None], tuple[bool | None, str | None], tuple[object, ...]]:
+    """Start, decision, invoice and the identity tuple: what a row must have before it is numbered."""
+    start = _local(row, "start date", "start time", options)
+    decided = row.optional(_decision, "approval status", "approval", label="Approval Status") or (None, None)
+    invoice = _invoice(row)
+    return start, decided, invoice, (row.get("email") or row.get("user"), start.isoformat())
 
 
 def _invoice(row: CsvRow) -> tuple[bool | None, str | None]:

@@ -11,12 +11,13 @@ Dates that are impossible in both orders (`13/15/2024`) are not evidence; the ro
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
 
-from producers.parsing import DateOrder
+from producers.parsing import PARSED_KEPT, DateOrder
 
 SLASHED = re.compile(r"^\s*(\d{1,2})[/-](\d{1,2})[/-](\d{2}|\d{4})\s*$")
 DATE_COLUMN = re.compile(r"date|(effective|valid)[\s_]*(from|to)")
@@ -34,8 +35,12 @@ class DateOrderError(ValueError):
         self.hint = hint
 
 
+@functools.lru_cache(maxsize=PARSED_KEPT)
 def reading_of(text: str) -> Reading | None:
-    """How a slashed date with the year last can be read; None for anything else (ISO, dotted)."""
+    """How a slashed date with the year last can be read; None for anything else (ISO, dotted).
+
+    Remembered per text, as the date parsers are: an export repeats its dates, and reading them was
+    most of the inspection pass of a file with slashed dates."""
     match = SLASHED.match(text)
     if not match:
         return None

@@ -19,6 +19,7 @@ path emits one; a `--period` import withdraws what a re-export no longer has (`p
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from datetime import date
 from pathlib import Path
 
 from backbone.domain.models import Decision
@@ -34,6 +35,7 @@ from producers.parsing import (
     hours_to_seconds,
     is_json_file,
     map_records,
+    numbering,
     parse_bool,
     parse_date,
     parse_duration,
@@ -55,25 +57,20 @@ def read_harvest(path: Path, options: ReadOptions, mapper: EntryMapper) -> Itera
     """Every record of a Harvest export (CSV or API JSON) as accepted events or a rejection."""
     if is_json_file(path):
         return map_records(read_json_records(path, LIST_KEYS), lambda item: mapper.convert(harvest_api_entry(item)))
-    occurrences = Occurrences()
+    occurrences = numbering(path, options, REQUIRED_COLUMNS, harvest_csv_key)
     rows = read_table(path, options, REQUIRED_COLUMNS)
     return map_records(rows, lambda row: mapper.convert(harvest_csv_entry(row, options, occurrences)))
 
 
 def harvest_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrences) -> SourceEntry:
-    work_date = row.parsed(lambda text: parse_date(text, options.date_order), "date", "spent date", label="Date")
-    first, last = row.get("first name"), row.get("last name")
-    person = " ".join(p for p in (first, last) if p) or None
-    worker = SourceRef("worker", SOURCE, id=row.get("employee id", "user id"), email=row.get("email"), name=person)
+    work_date, worker, approved, invoiced, identity = _csv_identity(row, options)
     project = SourceRef(
         "project", SOURCE, code=row.get("project code"), name=row.get("project"), client=row.get("client")
     )
     task_name = row.get("task")
-    approved = row.optional(parse_bool, "approved?", "approved", label="Approved?") or False
-    invoiced = row.optional(parse_bool, "invoiced?", "invoiced", label="Invoiced?")
     return SourceEntry(
         source=SOURCE,
-        entry_id=_csv_entry_id(row, work_date.isoformat(), worker, occurrences),
+        entry_id=stable_id(SOURCE, (*identity, occurrences.next(identity))),
         updated_at=options.exported_at,
         worker=worker,
         project=project,
@@ -87,9 +84,22 @@ def harvest_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrence
     )
 
 
-def _csv_entry_id(row: CsvRow, work_date: str, worker: SourceRef, occurrences: Occurrences) -> str:
+def harvest_csv_key(row: CsvRow, options: ReadOptions) -> tuple[object, ...]:
+    """A row's identity tuple (`producers.parsing.numbering`); raises what `harvest_csv_entry` rejects the
+    row for before numbering it."""
+    return _csv_identity(row, options)[-1]
+
+
+def _csv_identity(row: CsvRow, options: ReadOptions) -> tuple[date, SourceRef, bool, bool | None, tuple[object, ...]]:
+    """Date, worker, approved, invoiced and the identity tuple: what a row must have before it is numbered."""
+    work_date = row.parsed(lambda text: parse_date(text, options.date_order), "date", "spent date", label="Date")
+    first, last = row.get("first name"), row.get("last name")
+    person = " ".join(p for p in (first, last) if p) or None
+    worker = SourceRef("worker", SOURCE, id=row.get("employee id", "user id"), email=row.get("email"), name=person)
+    approved = row.optional(parse_bool, "approved?", "approved", label="Approved?") or False
+    invoiced = row.optional(parse_bool, "invoiced?", "invoiced", label="Invoiced?")
     identity = (
-        work_date,
+        work_date.isoformat(),
         worker.id or worker.name,
         row.get("client"),
         row.get("project"),
@@ -98,7 +108,7 @@ def _csv_entry_id(row: CsvRow, work_date: str, worker: SourceRef, occurrences: O
         row.fields.get("notes", ""),
         *_reference(row),
     )
-    return stable_id(SOURCE, (*identity, occurrences.next(identity)))
+    return work_date, worker, approved, invoiced, identity
 
 
 def _reference(row: CsvRow) -> tuple[str, ...]:

@@ -7,7 +7,8 @@ An import reads its file in streaming passes, holding no more than a row at a ti
    a file whose every date could be day-first or month-first. It settles the format (encoding,
    separator, workbook) and the date order for the next passes.
 2. `validate` runs the connector over the file and counts what it accepts and rejects, handing each
-   rejection to a sink (the rejects file) as it streams past.
+   rejection to a sink (the rejects file) as it streams past; a large CSV export is validated in two
+   processes, cut where the inspection pass found a record to start (`producers.halves`, `joined`).
 3. Only then does the caller publish: the events `validate` encoded into a `Spool` as it went (a plain
    import, `producers.spool`), or `accepted_events` of a third read (a period import or a dry run, which
    need the models; for a file of at most `KEEP_IN_MEMORY` events, the models the validation pass kept).
@@ -20,6 +21,7 @@ records are published and the rejected ones are written with their reasons to th
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +35,14 @@ from producers.dates import DateOrderError, DateOrderEvidence, is_date_column
 from producers.parsing import ROW, Outcome, ReadOptions, Rejection, is_json_file, normalise_header
 from producers.signatures import SignatureError, check_signature
 from producers.spool import Spool
-from producers.tabular import ExportReadError, detect_table, table_records
+from producers.tabular import ExportReadError, TablePart, detect_table, line_start_near, table_records
 
 SHOWN_PROBLEMS = 50
 KEEP_IN_MEMORY = 10_000  # events of a file this small are published from the validation pass
+FIRST_HALF = 0.55
+"""Where a file validated in two processes is cut: the child, validating the rest, first counts the
+identity keys of the rows before the cut, about a fifth of the work of validating them
+(`producers.halves`), so the halves take as long when this process takes a little more than half."""
 
 
 class RefusedExportError(InvalidInputError):
@@ -55,6 +61,7 @@ class Inspection:
     rows: int | None  # None: not a table (JSON), rows are not counted
     notes: tuple[str, ...] = ()
     fingerprint: tuple[int, int] = (0, 0)
+    halves: tuple[TablePart, TablePart] | None = None  # where two processes can validate it (`producers.halves`)
 
     def ensure_unchanged(self, path: Path) -> None:
         """Refuse to publish when the file changed since it was validated (a later pass would differ)."""
@@ -70,8 +77,13 @@ def _fingerprint(path: Path) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
-def inspect_export(path: Path, options: ReadOptions, importer: str, encoding: str | None = None) -> Inspection:
-    """Refuse a file that cannot be imported as a whole, else settle its format and date order."""
+def inspect_export(
+    path: Path, options: ReadOptions, importer: str, encoding: str | None = None, *, halves: bool = False
+) -> Inspection:
+    """Refuse a file that cannot be imported as a whole, else settle its format and date order.
+
+    With `halves`, also find where a text export can be cut in two for two processes to validate: the
+    start of the first line after `FIRST_HALF` of it, when a record starts there (not inside a quoted field)."""
     try:
         empty = path.stat().st_size == 0
     except OSError as error:
@@ -83,7 +95,8 @@ def inspect_export(path: Path, options: ReadOptions, importer: str, encoding: st
         return Inspection(options, rows=None, fingerprint=fingerprint)
     try:
         table = options.table or detect_table(path, encoding)
-        rows, evidence = _scan(path, dataclasses.replace(options, table=table), importer)
+        cut = line_start_near(path, table, FIRST_HALF) if halves else None
+        rows, evidence, cut_is_record = _scan(path, dataclasses.replace(options, table=table), importer, cut)
         order = evidence.resolve(options.date_order)
     except ExportReadError as error:
         raise RefusedExportError(f"{path} cannot be read; nothing was imported", problems=[str(error)]) from None
@@ -97,12 +110,21 @@ def inspect_export(path: Path, options: ReadOptions, importer: str, encoding: st
     if order is not None and options.date_order is None:
         notes.append(f"dates are {'day' if order == 'DMY' else 'month'}-first ({order}), as the file's dates show")
     settled = dataclasses.replace(options, table=table, date_order=order)
-    return Inspection(settled, rows=rows, notes=tuple(notes), fingerprint=fingerprint)
+    parts = _halves(cut) if cut is not None and cut_is_record else None
+    return Inspection(settled, rows=rows, notes=tuple(notes), fingerprint=fingerprint, halves=parts)
 
 
-def _scan(path: Path, options: ReadOptions, importer: str) -> tuple[int, DateOrderEvidence]:
+def _halves(cut: tuple[int, int]) -> tuple[TablePart, TablePart]:
+    offset, lines_before = cut
+    return TablePart(end=offset), TablePart(start=offset, lines_before=lines_before)
+
+
+def _scan(
+    path: Path, options: ReadOptions, importer: str, cut: tuple[int, int] | None = None
+) -> tuple[int, DateOrderEvidence, bool]:
     """The file's records and the evidence of its dates' order, from the values by position: what `rows_of`
-    would make rows of (blank records skipped, every other one counted), without making them."""
+    would make rows of (blank records skipped, every other one counted), without making them; and whether
+    a record (not a quoted field's later line) starts at the line `cut` names."""
     assert options.table is not None
     records = table_records(path, options.table)
     first = next(records, None)
@@ -112,7 +134,10 @@ def _scan(path: Path, options: ReadOptions, importer: str) -> tuple[int, DateOrd
     position = {name: index for index, name in enumerate(header)}  # a repeated name: its last column, as rows'
     dated = [(name, position[name]) for name in header if is_date_column(name)]
     width = len(header)
+    cut_line, cut_is_record = (cut[1] + 1 if cut is not None and cut[1] > 0 else None), False
     for line, values in records:
+        if line == cut_line:
+            cut_is_record = True
         if not values or not "".join(values).strip():
             continue
         rows += 1
@@ -120,7 +145,7 @@ def _scan(path: Path, options: ReadOptions, importer: str) -> tuple[int, DateOrd
             continue  # too many values: rejected when read, so its dates are no evidence
         for column, index in dated:
             evidence.add(line, column, values[index] if index < len(values) else "")
-    return rows, evidence
+    return rows, evidence, cut_is_record
 
 
 # --- validation and publication ---------------------------------------------------------------
@@ -176,6 +201,18 @@ def validate(
     return checked
 
 
+def joined(first: Validation, second: Validation) -> Validation:
+    """The totals of a file validated in two halves (`producers.halves`), the first half's rejections first."""
+    room = max(0, SHOWN_PROBLEMS - len(first.shown))
+    return Validation(
+        records=first.records + second.records,
+        events=first.events + second.events,
+        rejected=first.rejected + second.rejected,
+        shown=[*first.shown, *second.shown[:room]],
+        kept=None,
+    )
+
+
 def _reject(checked: Validation, rejection: Rejection, on_rejection: Callable[[Rejection], None] | None) -> None:
     checked.rejected += 1
     if len(checked.shown) < SHOWN_PROBLEMS:
@@ -222,6 +259,16 @@ class RejectsFile:
             self._handle = self.path.open("wb")
         self._handle.write(orjson.dumps(rejection.to_json()) + b"\n")
         self.written += 1
+
+    def append(self, path: Path, count: int) -> None:
+        """The `count` rejections another process wrote to `path`, after this file's own."""
+        if not count:
+            return
+        if self._handle is None:
+            self._handle = self.path.open("wb")
+        with path.open("rb") as lines:
+            shutil.copyfileobj(lines, self._handle)
+        self.written += count
 
     def __enter__(self) -> RejectsFile:
         return self

@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from backbone.domain.models import Event
 
 if TYPE_CHECKING:
-    from producers.tabular import TableFormat
+    from producers.tabular import TableFormat, TablePart
 
 BOM = "\ufeff"
 REVISION_EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
@@ -259,7 +259,7 @@ def read_table(
     from producers.tabular import detect_table, table_records
 
     table = options.table or detect_table(path)
-    return rows_of(table_records(path, table), required)
+    return rows_of(table_records(path, table, options.part), required)
 
 
 # --- numbers, money and currencies ----------------------------------------------------------------
@@ -534,6 +534,32 @@ class Occurrences:
         return count
 
 
+IdentityKey = Callable[["CsvRow", "ReadOptions"], tuple[object, ...]]
+"""A tracker's identity tuple of a CSV row, raising what the row is rejected for before it is numbered."""
+
+
+def numbering(path: Path, options: ReadOptions, required: Collection[str], key_of: IdentityKey) -> Occurrences:
+    """The `Occurrences` a read numbers its rows with: a fresh one, or for the second half of a file read in
+    two processes (`options.part`), one that has counted the first half's rows as a single pass would
+    have, so identical rows on both sides of the cut are numbered 1st, 2nd... across the whole file.
+
+    A row counts when it is read and its identity key is known (`key_of` raises for a row rejected before
+    it is numbered: the tracker's entry function numbers a row only after the same checks)."""
+    occurrences = Occurrences()
+    part = options.part
+    if part is None or not part.start:
+        return occurrences
+    first = dataclasses.replace(options, part=dataclasses.replace(part, start=0, end=part.start, lines_before=0))
+    for row in read_table(path, first, required):
+        if isinstance(row, CsvRow):
+            try:
+                key = key_of(row, options)
+            except (ValueError, TypeError, KeyError):  # what `map_records` rejects a row for
+                continue
+            occurrences.next(key)
+    return occurrences
+
+
 def clean_text(text: str | None) -> str | None:
     """Free text as given, or None when blank."""
     return text if text is not None and text.strip() != "" else None
@@ -550,6 +576,7 @@ class ReadOptions:
     date_order: DateOrder | None = None
     timezone: str = "UTC"
     table: TableFormat | None = None  # None: detected when the file is read
+    part: TablePart | None = None  # None: every record; else the records of one half (`producers.halves`)
 
     @property
     def zone(self) -> tzinfo:

@@ -94,12 +94,27 @@ def _as_bytes(value: str | bytes | None) -> bytes:
 
 
 class Spool:
-    """Encoded events in temporary files, one per event type, in the order they were added."""
+    """Encoded events in temporary files, one per event type, in the order they were added.
 
-    def __init__(self, encoder: EventEncoder | None = None) -> None:
+    `files` are temporary files to spool those event types into, made before a fork: a child process
+    spools into them and the parent `adopt`s what it wrote (`producers.halves`)."""
+
+    def __init__(self, encoder: EventEncoder | None = None, files: Mapping[str, IO[bytes]] | None = None) -> None:
         self.encoder = encoder or EventEncoder()
         self._files: dict[str, IO[bytes]] = {}
+        self._given: dict[str, IO[bytes]] = dict(files or {})
         self.counts: dict[str, int] = {}
+
+    def adopt(self, counts: Mapping[str, int]) -> None:
+        """The records another process spooled into the given files: `counts` per event type, in the order
+        that process first spooled them."""
+        for event_type, count in counts.items():
+            self._files[event_type] = self._given.pop(event_type)
+            self.counts[event_type] = count
+
+    def flush(self) -> None:
+        for spool in self._files.values():
+            spool.flush()
 
     def add_all(self, events: Iterable[Encoded | Event]) -> None:
         """One record's events, encoded ones as they are and models through the encoder, all or none:
@@ -112,7 +127,8 @@ class Spool:
         event_type, (key, body, source, correlation) = encoded
         spool = self._files.get(event_type)
         if spool is None:
-            spool = self._files[event_type] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in `close`
+            spool = self._given.pop(event_type, None) or tempfile.TemporaryFile()  # noqa: SIM115 - closed in `close`
+            self._files[event_type] = spool
             self.counts[event_type] = 0
         lengths = LENGTHS.pack(len(key), len(body), len(source), len(correlation))
         spool.write(lengths + key + body + source + correlation)
@@ -131,9 +147,10 @@ class Spool:
         return spooled(spool, event_type)
 
     def close(self) -> None:
-        for spool in self._files.values():
+        for spool in (*self._files.values(), *self._given.values()):
             spool.close()
         self._files.clear()
+        self._given.clear()
 
     def __enter__(self) -> Spool:
         return self

@@ -11,6 +11,9 @@ splits the header into the most columns.
 
 `table_records` streams `(line, values)` pairs (line 1 is the header; a workbook's line is its row
 number) with constant memory, raising `UndecodableError` at the first byte the encoding cannot read.
+Given a `TablePart`, it streams the header and then only the records of a byte range, with the line
+numbers they have in the whole file: a large export is validated in two processes, each reading half
+(`producers.halves`), and `line_start_near` finds where a text export can be cut.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, Protocol
 
 CHUNK = 64 * 1024
 DETECTION_SAMPLE = 64 * 1024
@@ -152,31 +156,110 @@ def _delimiter(head: bytes, codec: str) -> str:
 # --- streaming records ----------------------------------------------------------------------------
 
 
-def table_records(path: Path, table: TableFormat) -> Iterator[tuple[int, list[str]]]:
-    """`(line, values)` for every record of the export, the header first."""
+@dataclass(frozen=True)
+class TablePart:
+    """The records one of two processes reads of a CSV export: the header, then those from byte `start`
+    (0: the first after the header) up to byte `end` (None: the file's end); `lines_before` counts the
+    lines before `start`, so each record keeps the line number it has in the whole file."""
+
+    start: int = 0
+    end: int | None = None
+    lines_before: int = 0
+
+
+def table_records(path: Path, table: TableFormat, part: TablePart | None = None) -> Iterator[tuple[int, list[str]]]:
+    """`(line, values)` for every record of the export (of `part` of it), the header first."""
     if table.kind == "xlsx":
+        if part is not None:
+            raise ValueError("a workbook is read whole, not in parts")
         yield from _xlsx_records(path)
         return
+    if part is None or not part.start:
+        yield from _csv_records(path, table, table.bom, part.end if part else None, 0)
+        return
+    with contextlib.closing(_csv_records(path, table, table.bom, None, 0)) as whole:
+        header = next(whole, None)
+    if header is not None:
+        yield header
+        yield from _csv_records(path, table, part.start, part.end, part.lines_before)
+
+
+def _csv_records(
+    path: Path, table: TableFormat, start: int, end: int | None, lines_before: int
+) -> Generator[tuple[int, list[str]], None, None]:
     with open(path, "rb") as handle:
-        handle.seek(table.bom)
-        reader = csv.reader(decoded_lines(handle, table.encoding), delimiter=table.delimiter, strict=False)
-        start = 1
+        handle.seek(start)
+        source: _Readable = handle if end is None else _Bounded(handle, end - start)
+        lines = decoded_lines(source, table.encoding, first_line=lines_before + 1)
+        reader = csv.reader(lines, delimiter=table.delimiter, strict=False)
+        first = lines_before + 1
         try:
             for record in reader:
-                yield start, record
-                start = reader.line_num + 1
+                yield first, record
+                first = lines_before + reader.line_num + 1
         except csv.Error as error:
-            raise ExportReadError(f"is not readable CSV: {error}", line=start, field="(row)") from None
+            raise ExportReadError(f"is not readable CSV: {error}", line=first, field="(row)") from None
 
 
-def decoded_lines(handle: BinaryIO, encoding: str) -> Iterator[str]:
+class _Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+class _Bounded:
+    """The next `size` bytes of a binary file (what follows is another process's to read)."""
+
+    def __init__(self, handle: BinaryIO, size: int) -> None:
+        self._handle, self._left = handle, size
+
+    def read(self, size: int) -> bytes:
+        piece = self._handle.read(min(size, self._left)) if self._left > 0 else b""
+        self._left -= len(piece)
+        return piece
+
+
+SPLITTABLE_ENCODINGS = frozenset({"utf-8", "ascii", "cp1252", "iso8859-1", "iso8859-15"})
+"""Encodings in which the bytes 0x0A and 0x0D are only ever line ends (a cut at one is a line start)."""
+
+
+def line_start_near(path: Path, table: TableFormat, fraction: float = 0.5) -> tuple[int, int] | None:
+    """(offset, lines before it): the start of the first line after `fraction` of a text export's bytes,
+    and how many lines (as `decoded_lines` counts them) precede it. None for a workbook, an encoding whose
+    line ends are not single bytes, or a file with no line feed after that point."""
+    if table.kind != "csv" or codecs.lookup(table.encoding).name not in SPLITTABLE_ENCODINGS:
+        return None
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        handle.seek(max(table.bom, int(size * fraction)))
+        while (piece := handle.read(CHUNK)) and b"\n" not in piece:
+            pass
+        if not piece:
+            return None
+        offset = handle.tell() - len(piece) + piece.index(b"\n") + 1
+        if offset >= size:
+            return None
+        handle.seek(table.bom)
+        return offset, _line_ends_before(_Bounded(handle, offset - table.bom))
+
+
+def _line_ends_before(source: _Readable) -> int:
+    """Line ends (`\\r\\n`, `\\r`, `\\n`) in `source`, a pair split between two chunks counted once."""
+    ends, last = 0, b""
+    while chunk := source.read(CHUNK):
+        ends += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+        if last == b"\r" and chunk[:1] == b"\n":
+            ends -= 1
+        last = chunk[-1:]
+    return ends
+
+
+def decoded_lines(handle: _Readable, encoding: str, first_line: int = 1) -> Iterator[str]:
     """The text lines (ends kept) of a binary stream, decoding incrementally: constant memory.
 
     Lines end with `\r\n`, `\n` or a lone `\r` (Excel for Mac's "CSV (Macintosh)"). An undecodable
-    byte raises `UndecodableError` naming its line, counted from the stream's start.
+    byte raises `UndecodableError` naming its line, counted from `first_line` (the stream's first).
     """
     decoder = codecs.getincrementaldecoder(encoding)("strict")
-    pending, line = "", 1
+    pending, line = "", first_line
     while True:
         chunk = handle.read(CHUNK)
         try:

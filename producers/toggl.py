@@ -28,6 +28,7 @@ from producers.parsing import (
     decimal_of,
     is_json_file,
     map_records,
+    numbering,
     parse_bool,
     parse_clock_time,
     parse_date,
@@ -52,15 +53,14 @@ def read_toggl(path: Path, options: ReadOptions, mapper: EntryMapper) -> Iterato
         return map_records(
             read_json_records(path, LIST_KEYS), lambda item: mapper.convert(toggl_api_entry(item, options))
         )
-    occurrences = Occurrences()
+    occurrences = numbering(path, options, REQUIRED_COLUMNS, toggl_csv_key)
     rows = read_table(path, options, REQUIRED_COLUMNS)
     return map_records(rows, lambda row: mapper.convert(toggl_csv_entry(row, options, occurrences)))
 
 
 def toggl_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrences) -> SourceEntry:
-    start = _local(row, "start date", "start time", options)
+    start, key = _csv_identity(row, options)
     email, user = row.get("email"), row.get("user")
-    key = (email or user, start.isoformat())
     task = row.get("task")
     return SourceEntry(
         source=SOURCE,
@@ -74,6 +74,17 @@ def toggl_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrences)
         billable=row.optional(parse_bool, "billable", label="Billable") or False,
         notes=clean_text(row.fields.get("description")),
     )
+
+
+def toggl_csv_key(row: CsvRow, options: ReadOptions) -> tuple[object, ...]:
+    """A row's identity tuple, who started it and when (`producers.parsing.numbering`); raises what
+    `toggl_csv_entry` rejects the row for before numbering it."""
+    return _csv_identity(row, options)[1]
+
+
+def _csv_identity(row: CsvRow, options: ReadOptions) -> tuple[datetime, tuple[object, ...]]:
+    start = _local(row, "start date", "start time", options)
+    return start, (row.get("email") or row.get("user"), start.isoformat())
 
 
 def _local(row: CsvRow, date_column: str, time_column: str, options: ReadOptions) -> datetime:

@@ -94,12 +94,22 @@ def wait_for_partitions(bootstrap: str, name: str, partitions: int, timeout: flo
 
 @dataclass
 class MeasuredRun:
-    """A finished `backbone` command: exit code, output and its own peak RSS."""
+    """A finished `backbone` command: exit code, output, its own peak RSS and its children's.
+
+    `emit` and `import` validate a large input in two processes (the second a fork of the first), so
+    what a command holds is both: `total_peak_rss_mib` adds the largest child's peak to the command's
+    own, an upper bound (pages a forked child shares with its parent count twice, and the two peaks need
+    not be at the same moment)."""
 
     returncode: int
     stdout: str
     stderr: str
     peak_rss_mib: float
+    children_peak_rss_mib: float
+
+    @property
+    def total_peak_rss_mib(self) -> float:
+        return self.peak_rss_mib + self.children_peak_rss_mib
 
 
 def run_backbone_measured(
@@ -112,8 +122,12 @@ def run_backbone_measured(
     with tempfile.TemporaryDirectory() as scratch:
         status_file = Path(scratch) / "status"
         code = (
-            "import atexit, sys\n"
-            f"atexit.register(lambda: open({str(status_file)!r}, 'w').write(open('/proc/self/status').read()))\n"
+            "import atexit, resource, sys\n"
+            "def report():\n"
+            "    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+            f"    status = open('/proc/self/status').read() + f'Children: {{children}} kB\\n'\n"
+            f"    open({str(status_file)!r}, 'w').write(status)\n"
+            "atexit.register(report)\n"
             "from backbone.cli.main import cli\n"
             "cli(sys.argv[1:], prog_name='backbone')\n"
         )
@@ -128,4 +142,7 @@ def run_backbone_measured(
         )
         status = status_file.read_text()
     peak_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
-    return MeasuredRun(done.returncode, done.stdout.decode(), done.stderr.decode(), peak_kib / 1024)
+    children_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Children:"))
+    return MeasuredRun(
+        done.returncode, done.stdout.decode(), done.stderr.decode(), peak_kib / 1024, children_kib / 1024
+    )

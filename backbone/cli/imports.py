@@ -8,8 +8,10 @@ nothing is published (exit 2, each problem printed as `line N: field: reason`), 
 rejects file. A plain import encodes every accepted event into a spool (temporary files) while it
 validates, by the compiled line writers without a model per row (`producers.spool`), and publishes the
 spool once the file is valid, with the emitter that checked the topics before the file was read; memory
-stays bounded whatever the file's size. `--dry-run` and `--period` read the file again for their models
-(unless it is small enough for the validation pass to keep them). `--dry-run` prints the canonical JSON
+stays bounded whatever the file's size. A tracker's CSV export of 1 MiB or more is validated in two
+processes (`producers.halves`), with the records, rejections and line numbers of one pass. `--dry-run`
+and `--period` read the file again for their models (unless it is small enough for the validation pass
+to keep them). `--dry-run` prints the canonical JSON
 lines instead of publishing.
 
 With `--period FROM..TO` (tracker imports) the file is the tracker's truth for that period, for its
@@ -20,11 +22,13 @@ events and the import ledger are written in one Kafka transaction (`producers.pe
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from datetime import datetime
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +36,7 @@ import click
 
 from backbone.domain.models import Event
 from backbone.errors import BackboneError
+from producers.halves import SecondHalf, worth_splitting
 from producers.importing import (
     KEEP_IN_MEMORY,
     RefusedExportError,
@@ -180,6 +185,7 @@ def _tracker_command(name: str, reader_path: str) -> click.Command:
             rejects_path=rejects_path,
             period=PeriodImport(Scope(name, workspace), Period.parse(period)) if period else None,
             mapper=mapper,
+            in_halves=True,
         )
 
     return command
@@ -256,6 +262,7 @@ def run_import(
     settings: Settings | None = None,
     publishes: Sequence[str] = TRACKER_EVENT_TYPES,
     mapper: EntryMapper | None = None,
+    in_halves: bool = False,
 ) -> None:
     """Refuse a file that is wrong, or publish (print) its events: validated whole before the first one.
 
@@ -263,7 +270,9 @@ def run_import(
     so a missing topic or an unreachable broker is said at once, not after minutes of validation. A plain
     import (no period, not a dry run) encodes the events into a spool while validating (`mapper`, the one
     `read` maps with, then writes them without a model per row) and publishes the spool with the emitter
-    that checked the topics; the file is read twice (inspected, validated), not three times.
+    that checked the topics; the file is read twice (inspected, validated), not three times. With
+    `in_halves` (`read` honours `ReadOptions.part`), a large CSV export is validated in two processes
+    (`producers.halves`) with the outcome of one pass.
     """
     if period is not None:
         read = _within(read, period)
@@ -271,7 +280,8 @@ def run_import(
     try:
         with ExitStack() as stack:
             emitter = None if dry_run else _preflight(publishes, period, settings, stack if spooling else None)
-            inspection = inspect_export(file, options, importer, encoding)
+            halves = spooling and in_halves and worth_splitting(file)
+            inspection = inspect_export(file, options, importer, encoding, halves=halves)
             _echo(inspection.notes)
             if inspection.rows == 0 and period is None:
                 click.echo(f"warning: {file} has a header but no records; nothing to import", err=True)
@@ -286,11 +296,22 @@ def run_import(
             if spool is not None and mapper is not None:
                 mapper.encode_with(spool.encoder)
             rejects = rejects_path or default_rejects_path(file)
-            checked = _validate(read, inspection.options, skip_invalid, rejects, spool)
+            read_options, second = inspection.options, None
+            if spool is not None and inspection.halves is not None:
+                first_part, second_part = inspection.halves
+                second = stack.enter_context(
+                    closing(
+                        _second_half(
+                            read, dataclasses.replace(read_options, part=second_part), skip_invalid, spool, publishes
+                        )
+                    )
+                )
+                read_options = dataclasses.replace(read_options, part=first_part)
+            checked = _validate(read, read_options, skip_invalid, rejects, spool, second)
             inspection.ensure_unchanged(file)
             if spool is not None:
                 assert emitter is not None
-                _publish_spool(emitter, spool)
+                _publish_spool(emitter, [spool] if second is None else [spool, second.spool])
             else:
                 events = checked.kept if checked.kept is not None else accepted_events(read(inspection.options))
                 if period is not None:
@@ -365,16 +386,38 @@ def _publish_period(
     )
 
 
+def _second_half(
+    read: Callable[[ReadOptions], Iterator[Outcome]],
+    options: ReadOptions,
+    skip_invalid: bool,
+    spool: Spool,
+    publishes: Sequence[str],
+) -> SecondHalf:
+    """A child process validating `options.part` of the file, with `spool`'s encoder (the mapper's)."""
+
+    def validate_half(its_spool: Spool, rejects_path: Path) -> tuple[Validation, int]:
+        with RejectsFile(rejects_path) as rejects:
+            checked = validate(read(options), rejects.write if skip_invalid else None, spool=its_spool)
+        return checked, rejects.written
+
+    return SecondHalf(validate_half, spool.encoder, publishes)
+
+
 def _validate(
     read: Callable[[ReadOptions], Iterator[Outcome]],
     options: ReadOptions,
     skip_invalid: bool,
     rejects_path: Path,
     spool: Spool | None = None,
+    second: SecondHalf | None = None,
 ) -> Validation:
+    """Validate the file (its first half, when a `second` process validates the rest); refuse it, or say
+    what was rejected."""
     with RejectsFile(rejects_path) as rejects:
         on_rejection = rejects.write if skip_invalid else None
         checked = validate(read(options), on_rejection, keep=KEEP_IN_MEMORY, spool=spool)
+        if second is not None:
+            checked = second.joined(checked, rejects)
     if not skip_invalid:
         refuse_invalid(checked)
     _echo(checked.messages())
@@ -396,18 +439,21 @@ def _print_events(events: Iterable[Event]) -> None:
         sys.stdout.write(f'{{"event_type":"{event.event_type}",{line[1:]}\n')
 
 
-def _publish_spool(emitter: Emitter, spool: Spool) -> None:
-    """Produce the spooled events, event type by event type, each in the file's order."""
+def _publish_spool(emitter: Emitter, spools: Sequence[Spool]) -> None:
+    """Produce the spooled events, event type by event type, each in the file's order (the first half's
+    spool first, when two processes validated the file)."""
     from backbone.kafka.topics import BY_EVENT_TYPE
 
     started, published = time.monotonic(), 0
-    for event_type in spool.event_types:
+    event_types = list(dict.fromkeys(event_type for spool in spools for event_type in spool.event_types))
+    for event_type in event_types:
         shown = published
 
         def progress(sent: int, delivered: int, before: int = shown) -> None:
             click.echo(f"{before + sent} sent", err=True)
 
-        report = emitter.publish_encoded(BY_EVENT_TYPE[event_type], spool.records(event_type), progress=progress)
+        records = chain.from_iterable(spool.records(event_type) for spool in spools if event_type in spool.counts)
+        report = emitter.publish_encoded(BY_EVENT_TYPE[event_type], records, progress=progress)
         published += report.published
     rate = published / max(time.monotonic() - started, 1e-9)
     click.echo(f"published {published} events ({rate:,.0f}/s)", err=True)
