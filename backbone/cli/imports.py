@@ -279,8 +279,11 @@ def run_import(
     spooling = period is None and not dry_run
     try:
         with ExitStack() as stack:
-            emitter = None if dry_run else _preflight(publishes, period, settings, stack if spooling else None)
             halves = spooling and in_halves and worth_splitting(file)
+            # A file that may be validated in two processes connects once the child is forked (below): the
+            # child must not inherit a producer's threads (`backbone emit` connects after its fork too).
+            keep = stack if spooling else None
+            emitter = None if dry_run or halves else _preflight(publishes, period, settings, keep)
             inspection = inspect_export(file, options, importer, encoding, halves=halves)
             _echo(inspection.notes)
             if inspection.rows == 0 and period is None:
@@ -307,6 +310,8 @@ def run_import(
                     )
                 )
                 read_options = dataclasses.replace(read_options, part=first_part)
+            if emitter is None and not dry_run:
+                emitter = _preflight(publishes, period, settings, keep)
             checked = _validate(read, read_options, skip_invalid, rejects, spool, second)
             inspection.ensure_unchanged(file)
             if spool is not None:

@@ -35,9 +35,11 @@ class RecordingEmitter:
     """Stands in for `producers.emitter.Emitter`: keeps what `backbone import` publishes from its spools."""
 
     published: ClassVar[list[tuple[str, bytes, bytes]]] = []
+    made: ClassVar[list[str]] = []
+    """"emitter", as each is made: with the `forks` fixture, shows what was made before the fork."""
 
     def __init__(self, settings: object, **_: object) -> None:
-        pass
+        RecordingEmitter.made.append("emitter")
 
     def ensure_topics(self, topics: Iterable[Topic], timeout: float = 10.0) -> None:
         return None
@@ -60,6 +62,7 @@ def emitter(monkeypatch: pytest.MonkeyPatch) -> type[RecordingEmitter]:
     import producers.emitter
 
     RecordingEmitter.published = []
+    RecordingEmitter.made = []
     monkeypatch.setattr(producers.emitter, "Emitter", RecordingEmitter)
     monkeypatch.setattr(backbone.settings, "load_settings", lambda: object())
     return RecordingEmitter
@@ -75,6 +78,7 @@ def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     class Counted(producers.halves.SecondHalf):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             made.append(1)
+            RecordingEmitter.made.append("fork")
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(backbone.cli.imports, "SecondHalf", Counted)
@@ -195,6 +199,16 @@ def test_a_small_file_stays_in_one_process(tmp_path: Path, forks: list[int]) -> 
     result = CliRunner().invoke(cli, ["import", "toggl", str(_toggl(tmp_path / "t.csv", {})), *EXPORTED])
     assert result.exit_code == 0, result.stderr
     assert forks == []
+    assert RecordingEmitter.made == ["emitter"]  # connected before the file is read, as ever
+
+
+def test_the_producer_is_made_after_the_fork_so_the_child_inherits_no_threads_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forks: list[int]
+) -> None:
+    monkeypatch.setattr(producers.halves, "PARALLEL_BYTES", 1)
+    result = CliRunner().invoke(cli, ["import", "toggl", str(_toggl(tmp_path / "t.csv", {})), *EXPORTED])
+    assert result.exit_code == 0, result.stderr
+    assert RecordingEmitter.made == ["fork", "emitter"]
 
 
 # --- where a file is cut ---------------------------------------------------------------------------
