@@ -137,6 +137,14 @@ def commit_due(streams: StreamsSettings, elapsed_ms: float, uncommitted: int, wa
     return not waiting and 0 < streams.commit_idle_ms <= elapsed_ms
 
 
+def open_wait_ms(streams: StreamsSettings) -> int:
+    """How long after its start an open transaction waits for more input before it is looked at again:
+    until an early commit would be due (`commit_due`), never past the commit interval."""
+    if streams.commit_idle_ms:
+        return min(streams.commit_idle_ms, streams.commit_interval_ms)
+    return streams.commit_interval_ms
+
+
 def where(message: Message) -> tuple[str, int, int]:
     """(topic, partition, offset) of a consumed record: never None for one, though the stubs allow it."""
     return message.topic(), message.partition(), message.offset()  # type: ignore[return-value]
@@ -338,7 +346,7 @@ class StreamWorker:
         """
         timeout = IDLE_WAIT
         if self._in_transaction:
-            due = self._began + (self.streams.commit_idle_ms or self.streams.commit_interval_ms) / 1000
+            due = self._began + open_wait_ms(self.streams) / 1000
             timeout = min(IDLE_WAIT, max(0.0, due - time.monotonic()))
         return clients.take(self.consumer, self.streams.batch_size, timeout)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from backbone.settings import StreamsSettings
-from backbone.streams.loop import commit_due
+from backbone.streams.loop import commit_due, open_wait_ms
 
 STREAMS = StreamsSettings(commit_interval_ms=100, commit_records=20_000, commit_idle_ms=25)
 
@@ -35,3 +35,9 @@ def test_an_idle_ms_of_zero_keeps_every_transaction_open_to_the_interval() -> No
     never_early = StreamsSettings(commit_interval_ms=100, commit_idle_ms=0)
     assert not commit_due(never_early, 99.0, 10, waiting=False)
     assert commit_due(never_early, 100.0, 10, waiting=False)
+
+
+def test_an_open_transaction_waits_for_input_until_an_early_commit_is_due_and_never_past_the_interval() -> None:
+    assert open_wait_ms(STREAMS) == 25
+    assert open_wait_ms(StreamsSettings(commit_interval_ms=100, commit_idle_ms=0)) == 100
+    assert open_wait_ms(StreamsSettings(commit_interval_ms=100, commit_idle_ms=500)) == 100
