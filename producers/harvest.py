@@ -23,7 +23,7 @@ from datetime import date
 from pathlib import Path
 
 from backbone.domain.models import Decision
-from producers.identity import EntryMapper, SourceEntry, SourceRef
+from producers.identity import EntryMapper, SourceEntry, SourceRef, source_ref
 from producers.parsing import (
     CsvRow,
     Occurrences,
@@ -64,7 +64,7 @@ def read_harvest(path: Path, options: ReadOptions, mapper: EntryMapper) -> Itera
 
 def harvest_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrences) -> SourceEntry:
     work_date, worker, approved, invoiced, identity = _csv_identity(row, options)
-    project = SourceRef(
+    project = source_ref(
         "project", SOURCE, code=row.get("project code"), name=row.get("project"), client=row.get("client")
     )
     task_name = row.get("task")
@@ -74,7 +74,7 @@ def harvest_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrence
         updated_at=options.exported_at,
         worker=worker,
         project=project,
-        task=SourceRef("task", SOURCE, name=task_name) if task_name else None,
+        task=source_ref("task", SOURCE, name=task_name) if task_name else None,
         work_date=work_date,
         duration_seconds=row.parsed(parse_duration, "hours", label="Hours"),
         billable=row.optional(parse_bool, "billable?", "billable", label="Billable?") or False,
@@ -95,7 +95,7 @@ def _csv_identity(row: CsvRow, options: ReadOptions) -> tuple[date, SourceRef, b
     work_date = row.parsed(lambda text: parse_date(text, options.date_order), "date", "spent date", label="Date")
     first, last = row.get("first name"), row.get("last name")
     person = " ".join(p for p in (first, last) if p) or None
-    worker = SourceRef("worker", SOURCE, id=row.get("employee id", "user id"), email=row.get("email"), name=person)
+    worker = source_ref("worker", SOURCE, id=row.get("employee id", "user id"), email=row.get("email"), name=person)
     approved = row.optional(parse_bool, "approved?", "approved", label="Approved?") or False
     invoiced = row.optional(parse_bool, "invoiced?", "invoiced", label="Invoiced?")
     identity = (
