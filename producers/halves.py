@@ -17,14 +17,12 @@ workbooks, JSON and encodings whose line ends are not single bytes take one pass
 from __future__ import annotations
 
 import os
-import pickle
-import signal
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backbone.forked_call import ForkedCall, empty_file
 from producers.importing import RejectsFile, Validation, joined
 from producers.spool import EventEncoder, Spool
 
@@ -50,83 +48,43 @@ def worth_splitting(path: Path) -> bool:
 class HalfOutcome:
     """What the child's half gave: its totals, the records it spooled per event type, its rejects written."""
 
-    checked: Validation | None = None
+    checked: Validation
     spooled: dict[str, int] = field(default_factory=dict)
     rejects_written: int = 0
-    error: BaseException | None = None
 
 
 class SecondHalf:
-    """The child process validating the second half of an import, from fork to outcome.
+    """The child process validating the second half of an import, from fork to outcome
+    (`backbone.forked_call`).
 
     `event_types` are those the import can publish: the child spools into files made for them here."""
 
     def __init__(self, validate: ValidateHalf, encoder: EventEncoder, event_types: Sequence[str]) -> None:
         files = {event_type: tempfile.TemporaryFile() for event_type in event_types}  # noqa: SIM115 - the spool closes them
         self.spool = Spool(encoder, files)
-        self.rejects_path = _empty_file()
-        read_end, write_end = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self._pid = os.fork()
-        if self._pid == 0:  # the child: validate, say how it went, and leave without running any cleanup
-            os.close(read_end)
-            _run_child(validate, self.spool, set(event_types), self.rejects_path, write_end)
-        os.close(write_end)
-        self._outcome = os.fdopen(read_end, "rb")
+        self.rejects_path = empty_file(".rejects.jsonl")
+        given = set(event_types)
+
+        def validate_second() -> HalfOutcome:
+            checked, written = validate(self.spool, self.rejects_path)
+            self.spool.flush()
+            if set(self.spool.counts) - given:
+                unknown = sorted(set(self.spool.counts) - given)
+                raise RuntimeError(f"the second half spooled {unknown}, which it had no file for")
+            return HalfOutcome(checked, dict(self.spool.counts), written)
+
+        self._child = ForkedCall(validate_second, "validating the second half")
 
     def joined(self, first: Validation, rejects: RejectsFile) -> Validation:
         """Both halves' totals, once the child is done: its spooled records adopted into `spool`, its
         rejections after `first`'s (and appended to `rejects`). Raises what failed in the child."""
-        outcome = self._wait()
-        if outcome.error is not None:
-            raise outcome.error
-        assert outcome.checked is not None
+        outcome = self._child.result()
         self.spool.adopt(outcome.spooled)
         rejects.append(self.rejects_path, outcome.rejects_written)
         return joined(first, outcome.checked)
 
-    def _wait(self) -> HalfOutcome:
-        with self._outcome:
-            data = self._outcome.read()
-        _, status = os.waitpid(self._pid, 0)
-        self._pid = 0
-        if not data:
-            return HalfOutcome(error=RuntimeError(f"validating the second half failed (exit status {status})"))
-        outcome: HalfOutcome = pickle.loads(data)
-        return outcome
-
     def close(self) -> None:
         """Stops the child if it still runs (this process failed first) and removes its files."""
-        if self._pid:
-            os.kill(self._pid, signal.SIGKILL)
-            os.waitpid(self._pid, 0)
-            self._pid = 0
-            self._outcome.close()
+        self._child.stop()
         self.spool.close()
         self.rejects_path.unlink(missing_ok=True)
-
-
-def _run_child(validate: ValidateHalf, spool: Spool, given: set[str], rejects: Path, out: int) -> None:
-    code = 0
-    try:
-        checked, written = validate(spool, rejects)
-        spool.flush()
-        if set(spool.counts) - given:
-            raise RuntimeError(f"the second half spooled {sorted(set(spool.counts) - given)}, which it had no file for")
-        outcome = HalfOutcome(checked, dict(spool.counts), written)
-    except BaseException as error:
-        outcome, code = HalfOutcome(error=error), 1
-    try:
-        data = pickle.dumps(outcome)
-    except Exception as error:
-        data, code = pickle.dumps(HalfOutcome(error=RuntimeError(repr(error)))), 1
-    with os.fdopen(out, "wb") as pipe:
-        pipe.write(data)
-    os._exit(code)
-
-
-def _empty_file() -> Path:
-    descriptor, name = tempfile.mkstemp(suffix=".rejects.jsonl")
-    os.close(descriptor)
-    return Path(name)

@@ -23,7 +23,7 @@ from datetime import date
 from pathlib import Path
 
 from backbone.domain.models import Decision
-from producers.identity import EntryMapper, SourceEntry, SourceRef
+from producers.identity import EntryMapper, SourceEntry, SourceRef, source_ref
 from producers.parsing import (
     CsvRow,
     Occurrences,
@@ -63,18 +63,16 @@ def read_harvest(path: Path, options: ReadOptions, mapper: EntryMapper) -> Itera
 
 
 def harvest_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrences) -> SourceEntry:
-    work_date, worker, approved, invoiced, identity = _csv_identity(row, options)
-    project = SourceRef(
-        "project", SOURCE, code=row.get("project code"), name=row.get("project"), client=row.get("client")
-    )
-    task_name = row.get("task")
+    work_date, worker, approved, invoiced, columns, identity = _csv_identity(row, options)
+    client, project_name, code, task_name = columns
+    project = source_ref("project", SOURCE, code=code, name=project_name, client=client)
     return SourceEntry(
         source=SOURCE,
         entry_id=stable_id(SOURCE, (*identity, occurrences.next(identity))),
         updated_at=options.exported_at,
         worker=worker,
         project=project,
-        task=SourceRef("task", SOURCE, name=task_name) if task_name else None,
+        task=source_ref("task", SOURCE, name=task_name) if task_name else None,
         work_date=work_date,
         duration_seconds=row.parsed(parse_duration, "hours", label="Hours"),
         billable=row.optional(parse_bool, "billable?", "billable", label="Billable?") or False,
@@ -90,25 +88,25 @@ def harvest_csv_key(row: CsvRow, options: ReadOptions) -> tuple[object, ...]:
     return _csv_identity(row, options)[-1]
 
 
-def _csv_identity(row: CsvRow, options: ReadOptions) -> tuple[date, SourceRef, bool, bool | None, tuple[object, ...]]:
-    """Date, worker, approved, invoiced and the identity tuple: what a row must have before it is numbered."""
+Columns = tuple[str | None, str | None, str | None, str | None]
+"""Client, project, project code and task, as a row's identity reads them (read once a row)."""
+
+
+def _csv_identity(
+    row: CsvRow, options: ReadOptions
+) -> tuple[date, SourceRef, bool, bool | None, Columns, tuple[object, ...]]:
+    """Date, worker, approved, invoiced, the project's columns and the identity tuple: what a row must have
+    before it is numbered."""
     work_date = row.parsed(lambda text: parse_date(text, options.date_order), "date", "spent date", label="Date")
     first, last = row.get("first name"), row.get("last name")
     person = " ".join(p for p in (first, last) if p) or None
-    worker = SourceRef("worker", SOURCE, id=row.get("employee id", "user id"), email=row.get("email"), name=person)
+    worker = source_ref("worker", SOURCE, id=row.get("employee id", "user id"), email=row.get("email"), name=person)
     approved = row.optional(parse_bool, "approved?", "approved", label="Approved?") or False
     invoiced = row.optional(parse_bool, "invoiced?", "invoiced", label="Invoiced?")
-    identity = (
-        work_date.isoformat(),
-        worker.id or worker.name,
-        row.get("client"),
-        row.get("project"),
-        row.get("project code"),
-        row.get("task"),
-        row.fields.get("notes", ""),
-        *_reference(row),
-    )
-    return work_date, worker, approved, invoiced, identity
+    columns = (row.get("client"), row.get("project"), row.get("project code"), row.get("task"))
+    notes = row.fields.get("notes", "")
+    identity = (work_date.isoformat(), worker.id or worker.name, *columns, notes, *_reference(row))
+    return work_date, worker, approved, invoiced, columns, identity
 
 
 def _reference(row: CsvRow) -> tuple[str, ...]:

@@ -78,6 +78,31 @@ class SourceRef:
         return f"{self.source} {self.kind} ({', '.join(shown) or 'no identifiers'})"
 
 
+_REFS: dict[tuple[str | None, ...], SourceRef] = {}
+
+
+def source_ref(
+    kind: Kind,
+    source: str,
+    *,
+    id: str | None = None,
+    email: str | None = None,
+    code: str | None = None,
+    name: str | None = None,
+    client: str | None = None,
+) -> SourceRef:
+    """`SourceRef(kind, source, ...)`, one object for the same identifiers: an export names the same few
+    people and projects on every row, and making a frozen dataclass per row cost about a microsecond
+    (docs/imports.md, "Eleventh session"). A `SourceRef` never changes, so sharing one is safe."""
+    key = (kind, source, id, email, code, name, client)
+    ref = _REFS.get(key)
+    if ref is None:
+        if len(_REFS) >= RESOLVED_KEPT:  # bounded memory whatever the file's size
+            _REFS.clear()
+        ref = _REFS[key] = SourceRef(kind, source, id, email, code, name, client)
+    return ref
+
+
 class IdentityRules(BaseModel):
     """Which attributes to match, in order, per kind; and which source attributes are canonical ids."""
 
@@ -192,9 +217,13 @@ def fallback_id(ref: SourceRef) -> str:
 # --- from a tracker's entry to canonical events ---------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SourceEntry:
-    """A time entry as any tracker describes it, before identity mapping."""
+    """A time entry as any tracker describes it, before identity mapping.
+
+    Made once per row of an export and never changed: not frozen, since a frozen dataclass's `__init__`
+    sets each of its sixteen fields through `object.__setattr__`, five times the cost (docs/imports.md,
+    "Eleventh session")."""
 
     source: str
     entry_id: str

@@ -96,7 +96,7 @@ class FieldError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # one a record, never changed; not frozen: a frozen `__init__` costs more (as `CsvRow`)
 class Parsed:
     """The events one input record became."""
 
@@ -141,9 +141,11 @@ def normalise_header(name: str) -> str:
     return " ".join(strip_bom(name).strip().lower().split())
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CsvRow:
-    """One CSV record: the line it starts on (the header is line 1) and its fields by header."""
+    """One CSV record: the line it starts on (the header is line 1) and its fields by header.
+
+    One a row, never changed; not frozen, for a frozen dataclass's `__init__` costs several times more."""
 
     line: int
     fields: Mapping[str, str]
@@ -518,7 +520,7 @@ def revision_at(instant: datetime) -> int:
 
 def stable_id(source: str, parts: Sequence[object]) -> str:
     """A deterministic id for a record whose source gives none (e.g. a Harvest CSV row)."""
-    text = "\x1f".join("" if p is None else str(p) for p in parts)
+    text = "\x1f".join(["" if p is None else p if type(p) is str else str(p) for p in parts])
     return f"{source}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
 
 

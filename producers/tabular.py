@@ -34,6 +34,8 @@ CHUNK = 64 * 1024
 DETECTION_SAMPLE = 64 * 1024
 DELIMITERS = (",", ";", "\t")
 LINE_END = re.compile(r"\r\n|\r|\n")
+_OTHER_BREAKS = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+"""What `str.splitlines` also ends a line at, which `LINE_END` does not."""
 XLSX_SUFFIXES = {".xlsx", ".xlsm"}
 ZIP_MAGIC = b"PK\x03\x04"
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # .xls and other pre-2007 Office files
@@ -277,6 +279,12 @@ def decoded_lines(handle: _Readable, encoding: str, first_line: int = 1) -> Iter
 
 def _split_lines(text: str, *, final: bool) -> tuple[list[str], str]:
     """The complete lines of `text` and the rest, which waits for the next chunk."""
+    if not _OTHER_BREAKS.search(text):  # then `splitlines` ends lines where `LINE_END` does, in C
+        lines = text.splitlines(keepends=True)
+        last = lines[-1] if lines else "\n"
+        # an unended line waits, and so does one ended by "\r": the "\n" of a "\r\n" may be in the next chunk
+        waits = not last.endswith(("\n", "\r")) or (last.endswith("\r") and not final)
+        return (lines[:-1], last) if waits else (lines, "")
     lines, start = [], 0
     for end in LINE_END.finditer(text):
         if end.group() == "\r" and end.end() == len(text) and not final:

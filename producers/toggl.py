@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from producers.identity import EntryMapper, SourceEntry, SourceRef
+from producers.identity import EntryMapper, SourceEntry, SourceRef, source_ref
 from producers.parsing import (
     CsvRow,
     FieldError,
@@ -66,9 +66,9 @@ def toggl_csv_entry(row: CsvRow, options: ReadOptions, occurrences: Occurrences)
         source=SOURCE,
         entry_id=stable_id(SOURCE, (*key, occurrences.next(key))),
         updated_at=options.exported_at,
-        worker=SourceRef("worker", SOURCE, email=email, name=user),
-        project=SourceRef("project", SOURCE, name=row.get("project"), client=row.get("client")),
-        task=SourceRef("task", SOURCE, name=task) if task else None,
+        worker=source_ref("worker", SOURCE, email=email, name=user),
+        project=source_ref("project", SOURCE, name=row.get("project"), client=row.get("client")),
+        task=source_ref("task", SOURCE, name=task) if task else None,
         work_date=start.date(),
         duration_seconds=_csv_duration(row, start, options),
         billable=row.optional(parse_bool, "billable", label="Billable") or False,

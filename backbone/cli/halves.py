@@ -14,14 +14,13 @@ offset), take one pass.
 from __future__ import annotations
 
 import os
-import pickle
-import signal
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from backbone.forked_call import ForkedCall, empty_file
 
 PARALLEL_BYTES = 4 << 20
 """Inputs at least this large are validated in two halves (a fork costs a few milliseconds)."""
@@ -36,7 +35,6 @@ class HalfOutcome:
     rejected: int = 0
     problems: int = 0
     shown: list[str] = field(default_factory=list)
-    error: BaseException | None = None
 
 
 Validate = Callable[[IO[bytes], IO[bytes], Path | None, int], HalfOutcome]
@@ -89,70 +87,35 @@ class FirstPart:
 
 
 class SecondHalf:
-    """The child process validating the second half, from fork to outcome."""
+    """The child process validating the second half, from fork to outcome (`backbone.forked_call`)."""
 
     def __init__(self, handle: IO[bytes], offset: int, lines_before: int, validate: Validate, keep_rejects: bool):
         self.spool = tempfile.TemporaryFile()  # noqa: SIM115 - the caller closes it (`close`)
-        self.rejects_path = _empty_file() if keep_rejects else None
+        self.rejects_path = empty_file(".rejects.jsonl") if keep_rejects else None
         # Its own open file description: a forked child would otherwise share this one's file offset.
         second = open(f"/proc/self/fd/{handle.fileno()}", "rb")  # noqa: SIM115 - closed below and in the child
+
+        def validate_second() -> HalfOutcome:
+            outcome = validate(second, self.spool, self.rejects_path, lines_before)
+            self.spool.flush()
+            return outcome
+
         second.seek(offset)
-        read_end, write_end = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self._pid = os.fork()
-        if self._pid == 0:  # the child: validate, say how it went, and leave without running any cleanup
-            os.close(read_end)
-            _run_child(validate, second, self.spool, self.rejects_path, lines_before, write_end)
-        os.close(write_end)
+        self._child = ForkedCall(validate_second, "validating the second half")
         second.close()
-        self._outcome = os.fdopen(read_end, "rb")
 
     def outcome(self) -> HalfOutcome:
-        """Waits for the child; its outcome (`error` set when it failed)."""
-        with self._outcome:
-            data = self._outcome.read()
-        _, status = os.waitpid(self._pid, 0)
-        self._pid = 0
-        if not data:
-            return HalfOutcome(error=RuntimeError(f"validating the second half failed (exit status {status})"))
-        outcome: HalfOutcome = pickle.loads(data)
+        """Waits for the child; its outcome, or raises what failed in it."""
+        outcome = self._child.result()
         self.spool.seek(0)
         return outcome
 
     def close(self) -> None:
         """Stops the child if it still runs (this process failed first) and removes its files."""
-        if self._pid:
-            os.kill(self._pid, signal.SIGKILL)
-            os.waitpid(self._pid, 0)
-            self._pid = 0
+        self._child.stop()
         self.spool.close()
         if self.rejects_path is not None:
             self.rejects_path.unlink(missing_ok=True)
-
-
-def _run_child(
-    validate: Validate, second: IO[bytes], spool: IO[bytes], rejects: Path | None, lines_before: int, out: int
-) -> None:
-    code = 0
-    try:
-        outcome = validate(second, spool, rejects, lines_before)
-        spool.flush()
-    except BaseException as error:
-        outcome, code = HalfOutcome(error=error), 1
-    try:
-        data = pickle.dumps(outcome)
-    except Exception as error:
-        data, code = pickle.dumps(HalfOutcome(error=RuntimeError(repr(error)))), 1
-    with os.fdopen(out, "wb") as pipe:
-        pipe.write(data)
-    os._exit(code)
-
-
-def _empty_file() -> Path:
-    descriptor, name = tempfile.mkstemp(suffix=".rejects.jsonl")
-    os.close(descriptor)
-    return Path(name)
 
 
 def copy_into(source: Path, target: IO[bytes]) -> None:

@@ -26,7 +26,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from backbone.domain.ids import ADDED_LATER, event_id_from_sorted, event_id_from_trimmed
+from backbone.domain.ids import ADDED_LATER, event_id_from_sorted
 from backbone.domain.models import ID_MAX_LENGTH, Event, _decimal_from_text, _fits_scale
 from backbone.kafka import avro_writer, wire
 from backbone.kafka.compiled import _ID_CHECK, _NOT_BLANK, CannotCompile, Rule, _length_checks, model_rules
@@ -214,18 +214,24 @@ def _envelope(names: list[str], local: dict[str, str], correlate_with: str | Non
     `backbone.domain.ids`)."""
     corr, event_id = local["correlation_id"], local["event_id"]
     lines = [f"if {corr} is None:", f"    {corr} = {local[correlate_with]}"] if correlate_with else []
-    # In sorted order: the id's canonical JSON then needs no sorting while no later-added field is set.
-    always = sorted(name for name in names if name != "event_id" and name not in ADDED_LATER)
+    # In sorted order, whichever later-added fields are set: the id's canonical JSON then needs no sorting.
+    always = [name for name in names if name != "event_id" and name not in ADDED_LATER]
     later = [name for name in names if name in ADDED_LATER]
-    payload = ", ".join(f"{name!r}: {local[name]}" for name in always)
-    lines += [f"if {event_id} is None:", f"    payload = {{{payload}}}"]
-    if not later:
-        return [*lines, f"    {event_id} = _event_id_sorted(_TYPE, payload)"]
-    lines += [f"    if {' and '.join(f'{local[name]} is None' for name in later)}:"]
-    lines += [f"        {event_id} = _event_id_sorted(_TYPE, payload)", "    else:"]
-    for name in later:
-        lines += [f"        if {local[name]} is not None:", f"            payload[{name!r}] = {local[name]}"]
-    return [*lines, f"        {event_id} = _event_id(_TYPE, payload)"]
+    lines += [f"if {event_id} is None:"]
+    for number, given in enumerate(_subsets(later)):
+        test = " and ".join(f"{local[name]} is {'not ' if name in given else ''}None" for name in later)
+        payload = ", ".join(f"{name!r}: {local[name]}" for name in sorted([*always, *given]))
+        lines += [f"    {'if' if number == 0 else 'elif'} {test}:"] if test else []
+        lines += [f"    {'    ' if test else ''}{event_id} = _event_id_sorted(_TYPE, {{{payload}}})"]
+    return lines
+
+
+def _subsets(names: list[str]) -> list[list[str]]:
+    """Every subset of `names`, the empty one first."""
+    subsets: list[list[str]] = [[]]
+    for name in names:
+        subsets += [[*subset, name] for subset in subsets]
+    return subsets
 
 
 def _write(avro_type: Any, target: str, constants: dict[str, Any]) -> str:
@@ -253,8 +259,8 @@ def _write(avro_type: Any, target: str, constants: dict[str, Any]) -> str:
 
 _WRITES = {
     "string": "((_LENGTHS[n] if (n := len(e := {v}.encode())) < _SHORT else _long(n)) + e)",
-    "long": "(_ONE[{v} + {v}] if 0 <= {v} < 64 else _long({v}))",
-    "int": "(_ONE[{v} + {v}] if 0 <= {v} < 64 else _int({v}))",
+    "long": "(_ONE[{v} + {v}] if 0 <= {v} < 64 else _longs.get({v}) or _long_kept({v}))",
+    "int": "(_ONE[{v} + {v}] if 0 <= {v} < 64 else _ints.get({v}) or _int_kept({v}))",
     "boolean": "(b'\\x01' if {v} else b'\\x00')",
     "date": "_date_bytes[{v}]",
     "timestamp-micros": "_instant_bytes[{v}]",
@@ -292,6 +298,22 @@ def _instant(text: str) -> datetime:
     return value
 
 
+def _long_kept(value: int) -> bytes:
+    """`write_long(value)`, remembered: an import's revisions are one number, its durations a few."""
+    return _kept(_LONG_BYTES, value, avro_writer.write_long(value))
+
+
+def _int_kept(value: int) -> bytes:
+    return _kept(_INT_BYTES, value, avro_writer.write_int(value))
+
+
+def _kept(cache: dict[int, bytes], value: int, written: bytes) -> bytes:
+    if len(cache) >= CACHE_LIMIT:  # bounded memory; a fresh start costs only writing them again
+        cache.clear()
+    cache[value] = written
+    return written
+
+
 def _remember(cache: dict[Any, Any], text: str, value: Any) -> None:
     if len(cache) >= CACHE_LIMIT:  # bounded memory; a fresh start costs only re-parsing
         cache.clear()
@@ -314,6 +336,8 @@ _DATES: dict[str, date] = {}
 _INSTANTS: dict[str, datetime] = {}
 _DATE_BYTES: dict[date, bytes] = {}
 _INSTANT_BYTES: dict[datetime, bytes] = {}
+_LONG_BYTES: dict[int, bytes] = {}
+_INT_BYTES: dict[int, bytes] = {}
 
 
 def _build(lines: list[str], constants: dict[str, Any]) -> LineWriter:
@@ -334,7 +358,6 @@ _RUNTIME: dict[str, Any] = {
     "_Unfit": _Unfit,
     "_ONE": avro_writer._ONE_BYTE,
     "_long": avro_writer.write_long,
-    "_int": avro_writer.write_int,
     "_LENGTHS": _LENGTHS,
     "_SHORT": _SHORT,
     "_date": _date,
@@ -344,7 +367,10 @@ _RUNTIME: dict[str, Any] = {
     "_instants": _INSTANTS,
     "_date_bytes": _DATE_BYTES,
     "_instant_bytes": _INSTANT_BYTES,
-    "_event_id": event_id_from_trimmed,
+    "_longs": _LONG_BYTES,
+    "_long_kept": _long_kept,
+    "_ints": _INT_BYTES,
+    "_int_kept": _int_kept,
     "_event_id_sorted": event_id_from_sorted,
     "_currency": _READER_RUNTIME["_currency"],  # the checks `model_rules` writes may call it
 }

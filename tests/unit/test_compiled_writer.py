@@ -124,6 +124,7 @@ ODD_BUT_VALID = {
     "explicit nulls": {"task_id": None, "notes": None, "invoiced_at_source": None, "source_invoice_id": None},
     "invoiced at the source": {"invoiced_at_source": True, "source_invoice_id": "INV-7"},
     "not invoiced, said so": {"invoiced_at_source": False},
+    "an invoice id alone": {"source_invoice_id": "INV-8"},
     "deleted": {"deleted": True},
     "ids at their longest": {"time_entry_id": "x" * 512, "worker_id": "w" * 300},
     "unicode ids and notes": {"worker_id": "Zoë 李", "notes": "naïve 🙂" * 100},
@@ -237,12 +238,14 @@ def test_decimals_the_model_refuses_are_left_to_it(cost_rate: Any) -> None:
     assert writer(orjson.loads(line_of(WORKER, cost_rate=cost_rate))) is None
 
 
-def test_instants_and_dates_stay_right_when_their_caches_start_over() -> None:
+def test_instants_dates_and_numbers_stay_right_when_their_caches_start_over() -> None:
     lines = [
         line_of(
             ENTRY,
             occurred_at=f"2026-11-02T09:{i // 60 % 60:02d}:{i % 60:02d}Z",
             work_date=f"{1900 + i % 8000:04d}-11-02",
+            revision=64 + i,
+            duration_seconds=64 + i,
         )
         for i in range(CACHE_LIMIT * 2 + 7)
     ]

@@ -224,6 +224,14 @@ def test_lines_may_end_in_crlf_lf_or_a_lone_cr_even_across_chunks(chunk: int, mo
     assert list(decoded_lines(io.BytesIO(text), "utf-8")) == ["a,b\r", '1,"x\r\n', 'y"\r\n', "2,z\n", "3,w\r"]
 
 
+@pytest.mark.parametrize("chunk", [3, 4, 5, 64 * 1024], ids=lambda size: f"chunk-{size}")
+def test_only_cr_and_lf_end_lines_not_the_other_unicode_breaks(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tabular, "CHUNK", chunk)
+    text = "a,b\n1,x\x0by\x0cz\r\n2,\x1c\x1d\x1e\x85\u2028\u2029\n3,w\r\n".encode()
+    expected = ["a,b\n", "1,x\x0by\x0cz\r\n", "2,\x1c\x1d\x1e\x85\u2028\u2029\n", "3,w\r\n"]
+    assert list(decoded_lines(io.BytesIO(text), "utf-8")) == expected
+
+
 def test_a_mac_excel_csv_with_cr_line_ends_is_read(tmp_path: Path) -> None:
     export = tmp_path / "mac.csv"
     export.write_bytes(b"Date;Hours\r2024-03-04;1,5\r2024-03-05;2\r")
