@@ -79,10 +79,10 @@ RECORD_OVERHEAD = 400
 
 _Record = tuple[bytes, float, int, bytes | StoredResponse | None]
 """One idempotency key's request: the body's hash, when it began, its size in bytes, and its answer once
-it has one (the answer's status and JSON body as bytes, `_frozen`). A tuple of bytes and numbers, which
-the garbage collector stops tracking: up to `max_keys` records of objects it tracked (a record, its
-response, the body's dict and list) made every full collection walk all of them, a pause that grew
-with the store to 200 ms at 40,000 records, in the middle of whichever requests were being answered
+it has one (status and JSON body in bytes, `_frozen`). A tuple of bytes and numbers, which the garbage
+collector stops tracking: records of tracked objects (a record, its response, the body's dict and list,
+up to `max_keys` of them) made every full collection walk them all, a pause of 200-300 ms of CPU with
+the store at its 100,000 records, in the middle of whichever requests were being answered
 (docs/gateway.md, "Eleventh session")."""
 
 
@@ -140,14 +140,6 @@ class IdempotencyStore:
             waiting.set_exception(_Abandoned())
             waiting.exception()  # mark retrieved: waiters re-run, nobody else needs it
 
-    def __len__(self) -> int:
-        return len(self._records)
-
-    @property
-    def bytes(self) -> int:
-        """Approximate memory held by the records."""
-        return self._bytes
-
     def _outcome(self, digest: bytes, answer: bytes | StoredResponse | None) -> asyncio.Future[StoredResponse]:
         """The answer, now or once the first request has it (`_Abandoned` if it failed transiently)."""
         if answer is None:
@@ -159,11 +151,19 @@ class IdempotencyStore:
         done.set_result(_thawed(answer))
         return done
 
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @property
+    def bytes(self) -> int:
+        """Approximate memory held by the records."""
+        return self._bytes
+
     def _evict(self) -> None:
         while len(self._records) > self._max or (self._bytes > self._max_bytes and len(self._records) > 1):
             digest, record = self._records.popitem(last=False)
             self._bytes -= record[2]
-            self._waiting.pop(digest, None)  # its duplicates wait on, and time out, as before
+            self._waiting.pop(digest, None)  # duplicates waiting for it time out, as before
 
     def _expire(self) -> None:
         cutoff = self._clock() - self._ttl
