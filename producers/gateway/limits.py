@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 Clock = Callable[[], float]
 
 
@@ -73,28 +75,15 @@ class StoredResponse:
 
 
 RECORD_OVERHEAD = 400
-"""Bytes a record costs besides its response's ids (digests, future, dict slots), roughly."""
+"""Bytes a record costs besides its response's ids (digests, tuple, dict slots), roughly."""
 
-
-@dataclass(slots=True)
-class _Record:
-    """One idempotency key's request: its answer once it has one. The future duplicates wait on is made
-    only when one asks (`outcome`): most keys are never repeated, and a future per record was an object
-    for every collection to walk, up to `max_keys` of them."""
-
-    body_hash: bytes
-    created: float
-    size: int = RECORD_OVERHEAD
-    response: StoredResponse | None = None
-    waiting: asyncio.Future[StoredResponse] | None = None
-
-    def outcome(self) -> asyncio.Future[StoredResponse]:
-        """The answer, now or once the first request has it (`_Abandoned` if it failed transiently)."""
-        if self.waiting is None:
-            self.waiting = asyncio.get_running_loop().create_future()
-            if self.response is not None:
-                self.waiting.set_result(self.response)
-        return self.waiting
+_Record = tuple[bytes, float, int, bytes | StoredResponse | None]
+"""One idempotency key's request: the body's hash, when it began, its size in bytes, and its answer once
+it has one (status and JSON body in bytes, `_frozen`). A tuple of bytes and numbers, which the garbage
+collector stops tracking: records of tracked objects (a record, its response, the body's dict and list,
+up to `max_keys` of them) made every full collection walk them all, a pause of 200-300 ms of CPU with
+the store at its 100,000 records, in the middle of whichever requests were being answered
+(docs/gateway.md, "Eleventh session")."""
 
 
 class IdempotencyConflict(Exception):
@@ -107,6 +96,9 @@ class IdempotencyStore:
     ) -> None:
         self._ttl, self._max, self._max_bytes, self._clock = ttl_s, max_keys, max_bytes, clock
         self._records: OrderedDict[bytes, _Record] = OrderedDict()
+        # The future duplicates of a request still in flight wait on, made only when one comes: most keys
+        # are never repeated.
+        self._waiting: dict[bytes, asyncio.Future[StoredResponse]] = {}
         self._bytes = 0
 
     def begin(self, key: str, body_hash: bytes) -> asyncio.Future[StoredResponse] | None:
@@ -115,35 +107,49 @@ class IdempotencyStore:
         digest = _digest(key)
         record = self._records.get(digest)
         if record is None:
-            self._records[digest] = _Record(body_hash, self._clock())
+            self._records[digest] = (body_hash, self._clock(), RECORD_OVERHEAD, None)
             self._bytes += RECORD_OVERHEAD
             self._evict()
             return None
-        if record.body_hash != body_hash:
+        if record[0] != body_hash:
             raise IdempotencyConflict(key)
         self._records.move_to_end(digest)
-        return record.outcome()
+        return self._outcome(digest, record[3])
 
     def finish(self, key: str, response: StoredResponse) -> None:
-        record = self._records.get(_digest(key))
-        if record is not None and record.response is None:
-            record.response = response
-            if record.waiting is not None and not record.waiting.done():
-                record.waiting.set_result(response)
+        digest = _digest(key)
+        record = self._records.get(digest)
+        if record is not None and record[3] is None:
+            waiting = self._waiting.pop(digest, None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(response)
             added = sum(len(i) for i in response.body.get("event_ids", ())) + len(str(response.body.get("error", "")))
-            record.size += added
+            self._records[digest] = (record[0], record[1], record[2] + added, _frozen(response))
             self._bytes += added
             self._evict()
 
     def abandon(self, key: str) -> None:
         """Forget a request that failed transiently (503) so a retry with the same key runs again."""
-        record = self._records.pop(_digest(key), None)
+        digest = _digest(key)
+        record = self._records.pop(digest, None)
         if record is None:
             return
-        self._bytes -= record.size
-        if record.waiting is not None and not record.waiting.done():
-            record.waiting.set_exception(_Abandoned())
-            record.waiting.exception()  # mark retrieved: waiters re-run, nobody else needs it
+        self._bytes -= record[2]
+        waiting = self._waiting.pop(digest, None)
+        if waiting is not None and not waiting.done():
+            waiting.set_exception(_Abandoned())
+            waiting.exception()  # mark retrieved: waiters re-run, nobody else needs it
+
+    def _outcome(self, digest: bytes, answer: bytes | StoredResponse | None) -> asyncio.Future[StoredResponse]:
+        """The answer, now or once the first request has it (`_Abandoned` if it failed transiently)."""
+        if answer is None:
+            waiting = self._waiting.get(digest)
+            if waiting is None:
+                waiting = self._waiting[digest] = asyncio.get_running_loop().create_future()
+            return waiting
+        done: asyncio.Future[StoredResponse] = asyncio.get_running_loop().create_future()
+        done.set_result(_thawed(answer))
+        return done
 
     def __len__(self) -> int:
         return len(self._records)
@@ -155,17 +161,35 @@ class IdempotencyStore:
 
     def _evict(self) -> None:
         while len(self._records) > self._max or (self._bytes > self._max_bytes and len(self._records) > 1):
-            _, record = self._records.popitem(last=False)
-            self._bytes -= record.size
+            digest, record = self._records.popitem(last=False)
+            self._bytes -= record[2]
+            self._waiting.pop(digest, None)  # duplicates waiting for it time out, as before
 
     def _expire(self) -> None:
         cutoff = self._clock() - self._ttl
         while self._records:
             key, record = next(iter(self._records.items()))
-            if record.created >= cutoff or record.response is None:
+            if record[1] >= cutoff or record[3] is None:
                 break
             del self._records[key]
-            self._bytes -= record.size
+            self._bytes -= record[2]
+
+
+def _frozen(response: StoredResponse) -> bytes | StoredResponse:
+    """An answer as a record keeps it: status and JSON body in bytes (what is sent is that JSON anyway);
+    the answer itself in the rare case it is more than that (a pending delivery) or not JSON."""
+    if response.pending is not None or response.accepted is not None:
+        return response
+    try:
+        return response.status.to_bytes(2, "big") + orjson.dumps(response.body)
+    except (TypeError, OverflowError):
+        return response
+
+
+def _thawed(answer: bytes | StoredResponse) -> StoredResponse:
+    if isinstance(answer, StoredResponse):
+        return answer
+    return StoredResponse(int.from_bytes(answer[:2], "big"), orjson.loads(answer[2:]))
 
 
 def _digest(key: str) -> bytes:
