@@ -369,7 +369,7 @@ class BillingStore:
         self, pool: ConnectionPool, schema: str, idempotency_ttl: timedelta, *, group_commit_s: float = 0.002
     ) -> None:
         self.pool, self.schema, self.ttl = pool, schema, idempotency_ttl
-        self._lock_id = _advisory_lock_id(schema)
+        self._begin_locked = b"BEGIN; SELECT pg_advisory_xact_lock(%d);" % _advisory_lock_id(schema)
         self._writes: GroupCommit[ItemRequest, Outcome] = GroupCommit(self._write, window_s=group_commit_s)
         self._keys_in_flight: set[str] = set()
         self._known_invoices: dict[tuple[str, str, str], str] = {}
@@ -432,8 +432,7 @@ class BillingStore:
         its own after the lock's, so its snapshot is taken once the lock is held."""
         # the keys travel as one JSON array: psycopg's array dumper quotes each in Python
         await cursor.execute(
-            b"BEGIN; SELECT pg_advisory_xact_lock(%d);" % self._lock_id
-            + b" SELECT now(), k.key, k.fingerprint, k.status_code, k.response, k.created_at"
+            self._begin_locked + b" SELECT now(), k.key, k.fingerprint, k.status_code, k.response, k.created_at"
             b" FROM (SELECT 1) AS one LEFT JOIN idempotency_keys AS k"
             b" ON k.key = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))" % literal(orjson.dumps(keys))
         )
