@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -30,6 +30,7 @@ import orjson
 import psycopg
 from fastapi import Query, Request, Response
 from fastapi.responses import JSONResponse
+from psycopg.pq import Escaping
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -190,13 +191,17 @@ class ErpStore:
     one statement and the new ones inserted by another, in one transaction that holds an advisory
     lock of the schema (so batches are written one after the other, even by several processes). Two
     upserts of one external id never share a batch: the second waits for the next one and finds the
-    first's document, exactly as if it had come later.
+    first's document, exactly as if it had come later. As in the billing simulator (`BillingStore`),
+    BEGIN, the lock and the lookup go to the server as one query string and the insert and COMMIT as
+    another: two round trips per batch instead of five (plus one per changed line).
     """
 
     def __init__(self, pool: ConnectionPool, settings: ErpSimSettings, *, group_commit_s: float = 0.002) -> None:
         self.pool, self.settings = pool, settings
         digest = hashlib.sha256(f"erp-sim\x00{settings.db_schema}".encode()).digest()
-        self._lock_id = int.from_bytes(digest[:8], "big", signed=True)
+        self._begin_locked = b"BEGIN; SELECT pg_advisory_xact_lock(%d);" % int.from_bytes(
+            digest[:8], "big", signed=True
+        )
         self._writes: GroupCommit[LineRequest, tuple[UpsertResult, dict[str, Any]]] = GroupCommit(
             self._write, window_s=group_commit_s, apart_by=lambda request: request.line.external_id
         )
@@ -207,30 +212,34 @@ class ErpStore:
 
     async def _write(self, requests: Sequence[LineRequest]) -> list[tuple[UpsertResult, dict[str, Any]] | Exception]:
         """One transaction for a batch of upserts; each line's result, or its own ErpProblem."""
-        async with self.pool.connection() as conn, conn.transaction():
-            cursor = conn.cursor(row_factory=dict_row)
-            existing = await self._existing(cursor, [r.line.external_id for r in requests])
+        # a failure leaves the transaction open: the pool closes such a connection, which rolls it back
+        async with self.pool.connection() as conn:
+            cursor, literal = conn.cursor(row_factory=dict_row), Escaping(conn.pgconn).escape_literal
+            existing = await self._begin_with_existing(cursor, literal, [r.line.external_id for r in requests])
             answers: list[tuple[UpsertResult, dict[str, Any]] | Exception | None] = []
             for request in requests:
                 answers.append(await self._answer(cursor, existing.get(request.line.external_id), request))
             new = [r for r, answer in zip(requests, answers, strict=True) if answer is None]
-            created = await self._insert(cursor, new)
+            created = await self._insert_and_commit(cursor, literal, new)
         return [
             answer if answer is not None else ("created", created[r.line.external_id])
             for r, answer in zip(requests, answers, strict=True)
         ]
 
-    async def _existing(
-        self, cursor: psycopg.AsyncCursor[dict[str, Any]], external_ids: list[str]
+    async def _begin_with_existing(
+        self, cursor: psycopg.AsyncCursor[dict[str, Any]], literal: Callable[[bytes], bytes], external_ids: list[str]
     ) -> dict[str, dict[str, Any]]:
-        """The stored lines of `external_ids`, after taking the schema's write lock."""
-        await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_id,))
+        """Begin the batch's transaction, take the schema's write lock and read the stored lines of
+        `external_ids`, in one round trip (the lookup's snapshot is taken once the lock is held)."""
         # the ids travel as one JSON array: psycopg's array dumper quotes each in Python
         await cursor.execute(
-            f"SELECT {_COLUMNS} FROM journal_lines"
-            " WHERE external_id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))",
-            (orjson.dumps(external_ids).decode(),),
+            self._begin_locked
+            + f" SELECT {_COLUMNS} FROM journal_lines".encode()
+            + b" WHERE external_id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))"
+            % literal(orjson.dumps(external_ids))
         )
+        while cursor.nextset():  # past BEGIN's and the lock's results to the lookup's, the last
+            pass
         return {row["external_id"]: row for row in await cursor.fetchall()}
 
     async def _answer(
@@ -246,22 +255,24 @@ class ErpStore:
             return problem
         return None
 
-    async def _insert(
-        self, cursor: psycopg.AsyncCursor[dict[str, Any]], requests: list[LineRequest]
+    async def _insert_and_commit(
+        self,
+        cursor: psycopg.AsyncCursor[dict[str, Any]],
+        literal: Callable[[bytes], bytes],
+        requests: list[LineRequest],
     ) -> dict[str, dict[str, Any]]:
-        """Insert the new lines with one statement (the rows travel as one JSON document); the rows by external id."""
+        """Insert the new lines with one statement (the rows travel as one JSON document) and COMMIT, in
+        one round trip; the inserted rows by external id."""
         if not requests:
+            await cursor.execute(b"COMMIT")
             return {}
         rows = [
             dict(zip(_INSERTED, (*_values(r.line, r.amount), r.digest), strict=True)) | {"amount": str(r.amount)}
             for r in requests
         ]
         await cursor.execute(
-            f"INSERT INTO journal_lines ({', '.join(_INSERTED)})"
-            f" SELECT * FROM jsonb_to_recordset(%s::jsonb) AS l ({_RECORD})"
-            f" RETURNING {_COLUMNS}",
-            (orjson.dumps(rows).decode(),),
-        )
+            _INSERT_AND_COMMIT % literal(orjson.dumps(rows))
+        )  # its first result, the inserted rows, is the cursor's
         return {row["external_id"]: row for row in await cursor.fetchall()}
 
     async def _against_existing(
@@ -333,6 +344,11 @@ _RECORD = (
     "external_id text, line_type text, project text, worker text, tran_date date, amount numeric, currency text,"
     " cost_centre text, memo text, reverses_external_id text, content_hash text"
 )
+_INSERT_AND_COMMIT = (
+    f"INSERT INTO journal_lines ({', '.join(_INSERTED)})"
+    f" SELECT * FROM jsonb_to_recordset(%s::jsonb) AS l ({_RECORD})"
+    f" RETURNING {_COLUMNS}; COMMIT"
+).encode()
 
 
 def _values(line: JournalLineIn, amount: Decimal) -> tuple[Any, ...]:
