@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -354,13 +355,34 @@ class BillingStore:
     it has committed. A batch costs two round trips to the server (three when an invoice is new): BEGIN,
     the lock and the lookup go as one query string, the inserts and COMMIT as another (PostgreSQL runs
     the statements of one string one after the other, each with a snapshot of its own, so the lookup
-    still sees every write committed before the lock was granted). Their documents travel as literals
-    escaped by libpq, as such strings take no parameters. Five round trips per batch made the batch's
-    wait, which all its requests share, a fifth to a third longer on a busy machine; psycopg's pipeline
-    mode, which saves the same round trips, cost more CPU than it saved (0.37 against 0.33 ms per item,
-    docs/delivery.md). A second request with a key while the first is still queued or being written is
-    answered 409 `idempotency_key_in_use` at once, as Stripe does.
+    still sees every write committed before the lock was granted). Such strings take no parameters, so
+    the lookup and the inserts are statements prepared once per connection (`STATEMENTS`) and EXECUTEd
+    with their documents as literals escaped by libpq. Five round trips per batch made the batch's
+    wait, which all its requests share, longer on a busy machine; psycopg's pipeline mode, which saves
+    the same round trips, cost more CPU than it saved (0.37 against 0.33 ms per item, docs/delivery.md).
+    A second request with a key while the first is still queued or being written is answered 409
+    `idempotency_key_in_use` at once, as Stripe does.
     """
+
+    STATEMENTS = (
+        b"PREPARE billing_sim_stored_keys (jsonb) AS"
+        b" SELECT now(), k.key, k.fingerprint, k.status_code, k.response, k.created_at"
+        b" FROM (SELECT 1) AS one LEFT JOIN idempotency_keys AS k"
+        b" ON k.key = ANY(ARRAY(SELECT jsonb_array_elements_text($1)));"
+        b" PREPARE billing_sim_insert (jsonb, jsonb) AS"
+        b" WITH items AS (INSERT INTO invoice_items (id, invoice_id, customer, amount, currency, description,"
+        b"   tax_code, period_start, period_end, work_date, metadata, created_at)"
+        b"   SELECT *, now() FROM jsonb_to_recordset($1) AS i (id text, invoice_id text,"
+        b"   customer text, amount bigint, currency text, description text, tax_code text, period_start bigint,"
+        b"   period_end bigint, work_date date, metadata jsonb))"
+        b" INSERT INTO idempotency_keys (key, fingerprint, status_code, response, created_at)"
+        b" SELECT key, fingerprint, 200, response, now()"
+        b"   FROM jsonb_to_recordset($2) AS k (key text, fingerprint text, response text)"
+        b" ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint,"
+        b" status_code = excluded.status_code, response = excluded.response, created_at = excluded.created_at"
+    )
+    """The batch's lookup and inserts, prepared on each connection before its first batch. The keys and
+    the rows travel as JSON documents: psycopg's array dumpers quote each value in Python."""
 
     MAX_KNOWN_INVOICES = 100_000
     """Invoice ids remembered at most (customers x months x currencies); forgotten all at once beyond."""
@@ -373,6 +395,8 @@ class BillingStore:
         self._writes: GroupCommit[ItemRequest, Outcome] = GroupCommit(self._write, window_s=group_commit_s)
         self._keys_in_flight: set[str] = set()
         self._known_invoices: dict[tuple[str, str, str], str] = {}
+        self._prepared: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()
+        """The connections `STATEMENTS` are prepared on."""
 
     async def create_item(self, item: InvoiceItemParams) -> Outcome:
         return await self._writes.submit(ItemRequest(item))
@@ -397,6 +421,9 @@ class BillingStore:
             # a failure leaves the transaction open: the pool closes such a connection, which rolls it back
             async with self.pool.connection() as conn:
                 cursor, literal = conn.cursor(), Escaping(conn.pgconn).escape_literal
+                if conn not in self._prepared:
+                    await cursor.execute(self.STATEMENTS)
+                    self._prepared.add(conn)
                 keys = [r.key for r in requests if r.key is not None]
                 now, stored = await self._begin_with_stored_keys(cursor, literal, keys)
                 answers: list[Outcome | Exception | None] = []
@@ -430,12 +457,7 @@ class BillingStore:
         """Begin the batch's transaction, take the schema's write lock and read the records kept for
         `keys`, in one round trip; the transaction's time and the records. The lookup is a statement of
         its own after the lock's, so its snapshot is taken once the lock is held."""
-        # the keys travel as one JSON array: psycopg's array dumper quotes each in Python
-        await cursor.execute(
-            self._begin_locked + b" SELECT now(), k.key, k.fingerprint, k.status_code, k.response, k.created_at"
-            b" FROM (SELECT 1) AS one LEFT JOIN idempotency_keys AS k"
-            b" ON k.key = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))" % literal(orjson.dumps(keys))
-        )
+        await cursor.execute(self._begin_locked + b" EXECUTE billing_sim_stored_keys(%s)" % literal(orjson.dumps(keys)))
         while cursor.nextset():  # past BEGIN's and the lock's results to the lookup's, the last
             pass
         rows = await cursor.fetchall()
@@ -523,20 +545,8 @@ class BillingStore:
             for (r, _), body in zip(created, bodies, strict=True)
             if r.key is not None
         ]
-        # the rows travel as one JSON document: psycopg's array dumpers cost more than the database's parse
-        await cursor.execute(
-            b"WITH items AS (INSERT INTO invoice_items (id, invoice_id, customer, amount, currency, description,"
-            b"   tax_code, period_start, period_end, work_date, metadata, created_at)"
-            b"   SELECT *, now() FROM jsonb_to_recordset(%s::jsonb) AS i (id text, invoice_id text,"
-            b"   customer text, amount bigint, currency text, description text, tax_code text, period_start bigint,"
-            b"   period_end bigint, work_date date, metadata jsonb))"
-            b" INSERT INTO idempotency_keys (key, fingerprint, status_code, response, created_at)"
-            b" SELECT key, fingerprint, 200, response, now()"
-            b"   FROM jsonb_to_recordset(%s::jsonb) AS k (key text, fingerprint text, response text)"
-            b" ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint,"
-            b" status_code = excluded.status_code, response = excluded.response, created_at = excluded.created_at;"
-            b" COMMIT" % (literal(orjson.dumps(rows)), literal(orjson.dumps(keys)))
-        )
+        documents = literal(orjson.dumps(rows)), literal(orjson.dumps(keys))
+        await cursor.execute(b"EXECUTE billing_sim_insert(%s, %s); COMMIT" % documents)
 
     async def item(self, item_id: str) -> dict[str, Any] | None:
         rows = await self._items("id = %s", [item_id], limit=1)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -184,6 +185,25 @@ class LineRequest:
     digest: str
 
 
+_INSERTED = (
+    "external_id",
+    "line_type",
+    "project",
+    "worker",
+    "tran_date",
+    "amount",
+    "currency",
+    "cost_centre",
+    "memo",
+    "reverses_external_id",
+    "content_hash",
+)
+_RECORD = (
+    "external_id text, line_type text, project text, worker text, tran_date date, amount numeric, currency text,"
+    " cost_centre text, memo text, reverses_external_id text, content_hash text"
+)
+
+
 class ErpStore:
     """The instance's journal lines in PostgreSQL.
 
@@ -193,8 +213,18 @@ class ErpStore:
     upserts of one external id never share a batch: the second waits for the next one and finds the
     first's document, exactly as if it had come later. As in the billing simulator (`BillingStore`),
     BEGIN, the lock and the lookup go to the server as one query string and the insert and COMMIT as
-    another: two round trips per batch instead of five (plus one per changed line).
+    another: two round trips per batch instead of five (plus one per changed line); the lookup and the
+    insert are prepared once per connection (`STATEMENTS`) and EXECUTEd with literal documents.
     """
+
+    STATEMENTS = (
+        f"PREPARE erp_sim_existing (jsonb) AS SELECT {_COLUMNS} FROM journal_lines"
+        " WHERE external_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1)));"
+        f" PREPARE erp_sim_insert (jsonb) AS INSERT INTO journal_lines ({', '.join(_INSERTED)})"
+        f" SELECT * FROM jsonb_to_recordset($1) AS l ({_RECORD}) RETURNING {_COLUMNS}"
+    ).encode()
+    """The batch's lookup and insert, prepared on each connection before its first batch (the ids and
+    rows travel as JSON documents: psycopg's array dumper quotes each value in Python)."""
 
     def __init__(self, pool: ConnectionPool, settings: ErpSimSettings, *, group_commit_s: float = 0.002) -> None:
         self.pool, self.settings = pool, settings
@@ -205,6 +235,8 @@ class ErpStore:
         self._writes: GroupCommit[LineRequest, tuple[UpsertResult, dict[str, Any]]] = GroupCommit(
             self._write, window_s=group_commit_s, apart_by=lambda request: request.line.external_id
         )
+        self._prepared: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()
+        """The connections `STATEMENTS` are prepared on."""
 
     async def upsert(self, line: JournalLineIn, amount: Decimal) -> tuple[UpsertResult, dict[str, Any]]:
         """Create, find unchanged, or update the line with `line.external_id`; ErpProblem when refused."""
@@ -215,6 +247,9 @@ class ErpStore:
         # a failure leaves the transaction open: the pool closes such a connection, which rolls it back
         async with self.pool.connection() as conn:
             cursor, literal = conn.cursor(row_factory=dict_row), Escaping(conn.pgconn).escape_literal
+            if conn not in self._prepared:
+                await cursor.execute(self.STATEMENTS)
+                self._prepared.add(conn)
             existing = await self._begin_with_existing(cursor, literal, [r.line.external_id for r in requests])
             answers: list[tuple[UpsertResult, dict[str, Any]] | Exception | None] = []
             for request in requests:
@@ -231,13 +266,8 @@ class ErpStore:
     ) -> dict[str, dict[str, Any]]:
         """Begin the batch's transaction, take the schema's write lock and read the stored lines of
         `external_ids`, in one round trip (the lookup's snapshot is taken once the lock is held)."""
-        # the ids travel as one JSON array: psycopg's array dumper quotes each in Python
-        await cursor.execute(
-            self._begin_locked
-            + f" SELECT {_COLUMNS} FROM journal_lines".encode()
-            + b" WHERE external_id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))"
-            % literal(orjson.dumps(external_ids))
-        )
+        ids = literal(orjson.dumps(external_ids))
+        await cursor.execute(self._begin_locked + b" EXECUTE erp_sim_existing(%s)" % ids)
         while cursor.nextset():  # past BEGIN's and the lock's results to the lookup's, the last
             pass
         return {row["external_id"]: row for row in await cursor.fetchall()}
@@ -270,9 +300,8 @@ class ErpStore:
             dict(zip(_INSERTED, (*_values(r.line, r.amount), r.digest), strict=True)) | {"amount": str(r.amount)}
             for r in requests
         ]
-        await cursor.execute(
-            _INSERT_AND_COMMIT % literal(orjson.dumps(rows))
-        )  # its first result, the inserted rows, is the cursor's
+        # its first result, the inserted rows, is the cursor's
+        await cursor.execute(b"EXECUTE erp_sim_insert(%s); COMMIT" % literal(orjson.dumps(rows)))
         return {row["external_id"]: row for row in await cursor.fetchall()}
 
     async def _against_existing(
@@ -325,30 +354,6 @@ class ErpStore:
                 [*values, limit, offset],
             )
             return await cursor.fetchall(), int(total["n"]) if total else 0
-
-
-_INSERTED = (
-    "external_id",
-    "line_type",
-    "project",
-    "worker",
-    "tran_date",
-    "amount",
-    "currency",
-    "cost_centre",
-    "memo",
-    "reverses_external_id",
-    "content_hash",
-)
-_RECORD = (
-    "external_id text, line_type text, project text, worker text, tran_date date, amount numeric, currency text,"
-    " cost_centre text, memo text, reverses_external_id text, content_hash text"
-)
-_INSERT_AND_COMMIT = (
-    f"INSERT INTO journal_lines ({', '.join(_INSERTED)})"
-    f" SELECT * FROM jsonb_to_recordset(%s::jsonb) AS l ({_RECORD})"
-    f" RETURNING {_COLUMNS}; COMMIT"
-).encode()
 
 
 def _values(line: JournalLineIn, amount: Decimal) -> tuple[Any, ...]:
