@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -119,11 +118,18 @@ class InvoiceItemParams:
     period_start: int | None = None
     period_end: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    invoice: tuple[str, str, str] = field(init=False, repr=False, compare=False)
+    """Which draft invoice the item lands on: its customer, month (`period`) and currency."""
 
-    @cached_property  # asked three times per write: which invoice, the item's answer and its row
+    def __post_init__(self) -> None:
+        # asked three times per write (which invoice, the item's answer and its row), so made once, here:
+        # a cached_property's first read takes a lock (Python 3.11)
+        object.__setattr__(self, "invoice", (self.customer, f"{self.work_date:%Y-%m}", self.currency))
+
+    @property
     def period(self) -> str:
         """The invoice period: the month of the work date."""
-        return f"{self.work_date:%Y-%m}"
+        return self.invoice[1]
 
     def canonical(self) -> dict[str, Any]:
         """The parameters as compared for idempotency (form and JSON spellings agree)."""
@@ -288,7 +294,7 @@ def _new_id(prefix: str) -> str:
 
 def _invoice_of(item: InvoiceItemParams) -> tuple[str, str, str]:
     """Which draft invoice an item lands on: its customer, month and currency."""
-    return item.customer, item.period, item.currency
+    return item.invoice
 
 
 def _new_item_object(item_id: str, invoice_id: str, item: InvoiceItemParams, created_at: datetime) -> dict[str, Any]:
