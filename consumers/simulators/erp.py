@@ -213,18 +213,23 @@ class ErpStore:
     upserts of one external id never share a batch: the second waits for the next one and finds the
     first's document, exactly as if it had come later. As in the billing simulator (`BillingStore`),
     BEGIN, the lock and the lookup go to the server as one query string and the insert and COMMIT as
-    another: two round trips per batch instead of five (plus one per changed line); the lookup and the
-    insert are prepared once per connection (`STATEMENTS`) and EXECUTEd with literal documents.
+    another: two round trips per batch instead of five (plus one per changed line); the insert is
+    prepared once per connection (`STATEMENTS`) and EXECUTEd, the documents travel as literals.
     """
 
+    LOOKUP = (
+        f" SELECT {_COLUMNS} FROM journal_lines"
+        " WHERE external_id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))"
+    ).encode()
+    """The batch's lookup, planned for each batch (a plan prepared while the table was empty may keep a
+    sequential scan as it grows: `BillingStore.LOOKUP`)."""
+
     STATEMENTS = (
-        f"PREPARE erp_sim_existing (jsonb) AS SELECT {_COLUMNS} FROM journal_lines"
-        " WHERE external_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1)));"
-        f" PREPARE erp_sim_insert (jsonb) AS INSERT INTO journal_lines ({', '.join(_INSERTED)})"
+        f"PREPARE erp_sim_insert (jsonb) AS INSERT INTO journal_lines ({', '.join(_INSERTED)})"
         f" SELECT * FROM jsonb_to_recordset($1) AS l ({_RECORD}) RETURNING {_COLUMNS}"
     ).encode()
-    """The batch's lookup and insert, prepared on each connection before its first batch (the ids and
-    rows travel as JSON documents: psycopg's array dumper quotes each value in Python)."""
+    """The batch's insert, prepared on each connection before its first batch (the ids and rows travel
+    as JSON documents: psycopg's array dumper quotes each value in Python)."""
 
     def __init__(self, pool: ConnectionPool, settings: ErpSimSettings, *, group_commit_s: float = 0.002) -> None:
         self.pool, self.settings = pool, settings
@@ -267,7 +272,7 @@ class ErpStore:
         """Begin the batch's transaction, take the schema's write lock and read the stored lines of
         `external_ids`, in one round trip (the lookup's snapshot is taken once the lock is held)."""
         ids = literal(orjson.dumps(external_ids))
-        await cursor.execute(self._begin_locked + b" EXECUTE erp_sim_existing(%s)" % ids)
+        await cursor.execute(self._begin_locked + self.LOOKUP % ids)
         while cursor.nextset():  # past BEGIN's and the lock's results to the lookup's, the last
             pass
         return {row["external_id"]: row for row in await cursor.fetchall()}
