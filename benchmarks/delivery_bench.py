@@ -21,7 +21,9 @@ Prints one JSON object with the rates and the ratios; the target is 2,000 candid
 -x -C DIR`), everything else (engine, client, topics) from this one, so old and new connectors are
 timed against the same engine and the same baseline in alternation (docs/delivery.md, "Throughput");
 `--engine-tree DIR` does the same for the billing simulator. The CPU of the simulator's PostgreSQL
-backends (found by the simulator's connections to the server's port) is reported per item too.
+backends (found by the simulator's connections to the server's port) is reported per item too, and so
+is the local broker's (`backbone up`'s, found by its pid file) over the connector's run, with its idle
+CPU per second measured before the run and subtracted (it serves this benchmark's publisher and reader too).
 """
 
 from __future__ import annotations
@@ -116,6 +118,25 @@ def healthy(process: subprocess.Popen[bytes], port: int, what: str) -> subproces
             raise SystemExit(f"{what} exited with {process.returncode}")
         time.sleep(0.1)  # polling a starting process
     raise SystemExit(f"{what} did not answer /healthz within 60 s")
+
+
+def broker_pid(settings: Settings) -> int | None:
+    """The pid of the broker `backbone up` started from this data directory, when there is one alive."""
+    try:
+        pid = int((settings.runtime.data_dir / "kafka" / "kafka.pid").read_text().split()[0])
+        cpu_seconds(pid)
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid
+
+
+def idle_cpu_per_s(pid: int | None, seconds: float = 2.0) -> float:
+    """CPU seconds per second `pid` uses while this benchmark sends it nothing (0 without a pid)."""
+    if pid is None:
+        return 0.0
+    cpu = cpu_seconds(pid)
+    time.sleep(seconds)  # measuring an idle interval
+    return (cpu_seconds(pid) - cpu) / seconds
 
 
 def cpu_seconds(pid: int | None = None) -> float:
@@ -226,7 +247,9 @@ def publish(settings: Settings, prefix: str, first: int, count: int) -> None:
 def time_connector(
     settings: Settings, prefix: str, url: str, count: int, concurrency: int, tree: str | None = None
 ) -> dict[str, float]:
-    """Start a connector, let it answer `WARM_UP` candidates, then time `count` more from publish to last answer."""
+    """Start a connector, let it answer `WARM_UP` candidates, then time `count` more from publish to last answer
+    (with the connector's CPU and the local broker's, its idle share subtracted)."""
+    broker = broker_pid(settings)
     responses = prefixed(BILLING_RESPONSES, prefix).name
     publish(settings, prefix, 0, WARM_UP)
     reader = Consumer(
@@ -242,10 +265,13 @@ def time_connector(
     connector = subprocess.Popen(args, env=env, cwd=tree or ROOT)
     try:
         warm = _await_answers(reader, connector, WARM_UP)
+        broker_idle = idle_cpu_per_s(broker)
         started, cpu = time.perf_counter(), cpu_seconds(connector.pid)
+        broker_cpu = cpu_seconds(broker) if broker else 0.0
         publish(settings, prefix, WARM_UP, count)
         _await_answers(reader, connector, count)
         done, cpu = time.perf_counter(), cpu_seconds(connector.pid) - cpu
+        broker_cpu = (cpu_seconds(broker) - broker_cpu - broker_idle * (done - started)) if broker else 0.0
     finally:
         connector.terminate()
         connector.wait(30)
@@ -255,6 +281,8 @@ def time_connector(
         "seconds": round(done - started, 2),
         "rate": count / (done - started),
         "cpu_ms_per_record": 1000 * cpu / count,
+        "broker_cpu_ms_per_record": 1000 * broker_cpu / count,
+        "broker_idle_cpu_ms_per_s": 1000 * broker_idle,
     }
 
 
@@ -296,6 +324,9 @@ def measure(settings: Settings, options: argparse.Namespace, port: int, schema: 
         "ratio": round(connector["rate"] / alone, 3),
         "client_cpu_ms_per_request": round(1000 * client_cpu, 3),
         "connector_cpu_ms_per_record": round(connector["cpu_ms_per_record"], 3),
+        # the local broker over the connector's run (publishing, the connector, the reader), idle CPU subtracted
+        "broker_cpu_ms_per_record_connector": round(connector["broker_cpu_ms_per_record"], 3),
+        "broker_idle_cpu_ms_per_s": round(connector["broker_idle_cpu_ms_per_s"], 1),
         "engine_cpu_ms_per_request_alone": round(1000 * engine_cpu_alone / options.candidates, 3),
         "postgres_cpu_ms_per_request_alone": round(1000 * database_cpu_alone / options.candidates, 3),
         # includes the warm-up candidates and the connector's start-up: an upper bound
