@@ -14,11 +14,9 @@ commit, `BillingStore`); each is answered after it commits.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -30,13 +28,13 @@ import orjson
 import psycopg
 from fastapi import Query, Response
 from fastapi.responses import JSONResponse
-from psycopg.pq import Escaping
 from psycopg.rows import dict_row
 
 from consumers.simulators.amounts import minor_units_text
 from consumers.simulators.faults import FaultSchedule
 from consumers.simulators.group_commit import GroupCommit
 from consumers.simulators.idempotency import Decision, StoredRequest, decide, fingerprint, key_problem
+from consumers.simulators.locked_batch import EscapeLiteral, LockedBatch
 from consumers.simulators.pool import ConnectionPool
 from consumers.simulators.service import (
     WITHOUT_TELEMETRY,
@@ -317,12 +315,6 @@ def _new_item_object(item_id: str, invoice_id: str, item: InvoiceItemParams, cre
     )
 
 
-def _advisory_lock_id(schema: str) -> int:
-    """The advisory lock that serialises the schema's writes (a stable 64-bit number from its name)."""
-    digest = hashlib.sha256(f"billing-sim\x00{schema}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
 # --- store --------------------------------------------------------------------------------------
 
 _ITEM_COLUMNS = (
@@ -402,12 +394,10 @@ class BillingStore:
         self, pool: ConnectionPool, schema: str, idempotency_ttl: timedelta, *, group_commit_s: float = 0.002
     ) -> None:
         self.pool, self.schema, self.ttl = pool, schema, idempotency_ttl
-        self._begin_locked = b"BEGIN; SELECT pg_advisory_xact_lock(%d);" % _advisory_lock_id(schema)
+        self._batch = LockedBatch(f"billing-sim\x00{schema}", self.STATEMENTS, self.LOOKUP)
         self._writes: GroupCommit[ItemRequest, Outcome] = GroupCommit(self._write, window_s=group_commit_s)
         self._keys_in_flight: set[str] = set()
         self._known_invoices: dict[tuple[str, str, str], str] = {}
-        self._prepared: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()
-        """The connections `STATEMENTS` are prepared on."""
 
     async def create_item(self, item: InvoiceItemParams) -> Outcome:
         return await self._writes.submit(ItemRequest(item))
@@ -429,14 +419,10 @@ class BillingStore:
     async def _write(self, requests: Sequence[ItemRequest]) -> list[Outcome | Exception]:
         """One transaction for a batch of creates; each request's outcome, or its own StripeProblem."""
         try:
-            # a failure leaves the transaction open: the pool closes such a connection, which rolls it back
             async with self.pool.connection() as conn:
-                cursor, literal = conn.cursor(), Escaping(conn.pgconn).escape_literal
-                if conn not in self._prepared:
-                    await cursor.execute(self.STATEMENTS)
-                    self._prepared.add(conn)
-                keys = [r.key for r in requests if r.key is not None]
-                now, stored = await self._begin_with_stored_keys(cursor, literal, keys)
+                cursor = conn.cursor()
+                literal = await self._batch.begin(conn, cursor, [r.key for r in requests if r.key is not None])
+                now, stored = await self._stored_keys(cursor)
                 answers: list[Outcome | Exception | None] = []
                 created: list[tuple[ItemRequest, str]] = []
                 for request in requests:
@@ -462,15 +448,11 @@ class BillingStore:
             self._known_invoices.clear()
         self._known_invoices.update(invoices)
 
-    async def _begin_with_stored_keys(
-        self, cursor: psycopg.AsyncCursor[Any], literal: Callable[[bytes], bytes], keys: list[str]
+    @staticmethod
+    async def _stored_keys(
+        cursor: psycopg.AsyncCursor[Any],
     ) -> tuple[datetime, dict[str, tuple[str, int, str, datetime]]]:
-        """Begin the batch's transaction, take the schema's write lock and read the records kept for
-        `keys`, in one round trip; the transaction's time and the records. The lookup is a statement of
-        its own after the lock's, so its snapshot is taken once the lock is held."""
-        await cursor.execute(self._begin_locked + self.LOOKUP % literal(orjson.dumps(keys)))
-        while cursor.nextset():  # past BEGIN's and the lock's results to the lookup's, the last
-            pass
+        """The transaction's time and the records kept for the batch's keys, from `LOOKUP`'s rows."""
         rows = await cursor.fetchall()
         stored = {row[1]: (row[2], row[3], row[4], row[5]) for row in rows if row[1] is not None}
         return rows[0][0], stored
@@ -525,7 +507,7 @@ class BillingStore:
     async def _insert_and_commit(
         self,
         cursor: psycopg.AsyncCursor[Any],
-        literal: Callable[[bytes], bytes],
+        literal: EscapeLiteral,
         created: list[tuple[ItemRequest, str]],
         invoices: dict[tuple[str, str, str], str],
         bodies: list[bytes],

@@ -17,8 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -31,7 +30,6 @@ import orjson
 import psycopg
 from fastapi import Query, Request, Response
 from fastapi.responses import JSONResponse
-from psycopg.pq import Escaping
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -40,6 +38,7 @@ from backbone.domain.money import minor_units
 from consumers.simulators.amounts import AmountError, check_currency, fits_currency, parse_decimal
 from consumers.simulators.faults import FaultSchedule
 from consumers.simulators.group_commit import GroupCommit
+from consumers.simulators.locked_batch import EscapeLiteral, LockedBatch
 from consumers.simulators.pool import ConnectionPool
 from consumers.simulators.service import (
     WITHOUT_TELEMETRY,
@@ -233,15 +232,10 @@ class ErpStore:
 
     def __init__(self, pool: ConnectionPool, settings: ErpSimSettings, *, group_commit_s: float = 0.002) -> None:
         self.pool, self.settings = pool, settings
-        digest = hashlib.sha256(f"erp-sim\x00{settings.db_schema}".encode()).digest()
-        self._begin_locked = b"BEGIN; SELECT pg_advisory_xact_lock(%d);" % int.from_bytes(
-            digest[:8], "big", signed=True
-        )
+        self._batch = LockedBatch(f"erp-sim\x00{settings.db_schema}", self.STATEMENTS, self.LOOKUP)
         self._writes: GroupCommit[LineRequest, tuple[UpsertResult, dict[str, Any]]] = GroupCommit(
             self._write, window_s=group_commit_s, apart_by=lambda request: request.line.external_id
         )
-        self._prepared: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()
-        """The connections `STATEMENTS` are prepared on."""
 
     async def upsert(self, line: JournalLineIn, amount: Decimal) -> tuple[UpsertResult, dict[str, Any]]:
         """Create, find unchanged, or update the line with `line.external_id`; ErpProblem when refused."""
@@ -249,13 +243,10 @@ class ErpStore:
 
     async def _write(self, requests: Sequence[LineRequest]) -> list[tuple[UpsertResult, dict[str, Any]] | Exception]:
         """One transaction for a batch of upserts; each line's result, or its own ErpProblem."""
-        # a failure leaves the transaction open: the pool closes such a connection, which rolls it back
         async with self.pool.connection() as conn:
-            cursor, literal = conn.cursor(row_factory=dict_row), Escaping(conn.pgconn).escape_literal
-            if conn not in self._prepared:
-                await cursor.execute(self.STATEMENTS)
-                self._prepared.add(conn)
-            existing = await self._begin_with_existing(cursor, literal, [r.line.external_id for r in requests])
+            cursor = conn.cursor(row_factory=dict_row)
+            literal = await self._batch.begin(conn, cursor, [r.line.external_id for r in requests])
+            existing = {row["external_id"]: row for row in await cursor.fetchall()}
             answers: list[tuple[UpsertResult, dict[str, Any]] | Exception | None] = []
             for request in requests:
                 answers.append(await self._answer(cursor, existing.get(request.line.external_id), request))
@@ -265,17 +256,6 @@ class ErpStore:
             answer if answer is not None else ("created", created[r.line.external_id])
             for r, answer in zip(requests, answers, strict=True)
         ]
-
-    async def _begin_with_existing(
-        self, cursor: psycopg.AsyncCursor[dict[str, Any]], literal: Callable[[bytes], bytes], external_ids: list[str]
-    ) -> dict[str, dict[str, Any]]:
-        """Begin the batch's transaction, take the schema's write lock and read the stored lines of
-        `external_ids`, in one round trip (the lookup's snapshot is taken once the lock is held)."""
-        ids = literal(orjson.dumps(external_ids))
-        await cursor.execute(self._begin_locked + self.LOOKUP % ids)
-        while cursor.nextset():  # past BEGIN's and the lock's results to the lookup's, the last
-            pass
-        return {row["external_id"]: row for row in await cursor.fetchall()}
 
     async def _answer(
         self, cursor: psycopg.AsyncCursor[dict[str, Any]], existing: dict[str, Any] | None, request: LineRequest
@@ -293,7 +273,7 @@ class ErpStore:
     async def _insert_and_commit(
         self,
         cursor: psycopg.AsyncCursor[dict[str, Any]],
-        literal: Callable[[bytes], bytes],
+        literal: EscapeLiteral,
         requests: list[LineRequest],
     ) -> dict[str, dict[str, Any]]:
         """Insert the new lines with one statement (the rows travel as one JSON document) and COMMIT, in
