@@ -6,14 +6,19 @@ approved entries per second (wall clock) and CPU microseconds per entry (`time.p
 steadier figure on a shared machine), the median of `--rounds` rounds. By default the events carry no
 event ids, so the core derives them; `--with-ids` feeds them with ids, as connectors and `backbone emit`
 publish them (and as the topology benchmark does). `--profile` prints the functions that take the time.
+`--worker-gc` runs the rounds with a worker process's garbage collector settings (`backbone.streams.loop`:
+what is alive once the inputs are loaded frozen out of the collector's sight, as a worker does after its
+restore — here the input events too —, and its larger thresholds) and says so in its line; the default
+figure is CPython's defaults, the one every earlier session reported.
 
-    .venv/bin/python benchmarks/core_bench.py --entries 20000 --projects 200 [--with-ids] [--profile]
+    .venv/bin/python benchmarks/core_bench.py --entries 20000 --projects 200 [--with-ids] [--worker-gc] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import pstats
 import statistics
 import time
@@ -25,6 +30,7 @@ from workload import Firm, entry_events, reference_events
 from backbone.domain.models import Event
 from backbone.domain.pipeline import BillingPipeline
 from backbone.domain.routing import parse_routing
+from backbone.streams.loop import GC_THRESHOLDS, keep_for_good
 
 ROUTING = Path(__file__).resolve().parents[1] / "topology" / "routing.toml"
 
@@ -62,9 +68,13 @@ def main() -> None:
     parser.add_argument("--workers-in-firm", type=int, default=200)
     parser.add_argument("--with-ids", action="store_true", help="events carry event ids, as connectors send them")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--worker-gc", action="store_true", help="a worker's collector settings (reported as such)")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     reference, inputs = events(args.entries, args.projects, args.workers_in_firm, args.with_ids)
+    if args.worker_gc:  # as a worker does after its restore
+        keep_for_good()
+        gc.set_threshold(*GC_THRESHOLDS)
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(run, reference, inputs)
@@ -74,9 +84,10 @@ def main() -> None:
     wall = statistics.median(r[0] for r in rounds)
     cpu = statistics.median(r[1] for r in rounds)
     ids = "with event ids" if args.with_ids else "ids derived"
+    collector = ", a worker's gc settings" if args.worker_gc else ""
     print(
         f"billing core: {args.entries / wall:,.0f} entries/s, {cpu / args.entries * 1e6:,.1f} µs CPU per entry "
-        f"(median of {args.rounds}; {args.entries:,} entries, {args.projects:,} projects, {ids})"
+        f"(median of {args.rounds}; {args.entries:,} entries, {args.projects:,} projects, {ids}{collector})"
     )
 
 
