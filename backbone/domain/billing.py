@@ -322,21 +322,20 @@ def evaluate(entry: TimeEntry | None, reference: ReferenceData) -> Valuation:
         return Valuation(
             blocked=ExceptionKind.PROJECT_NOT_ACTIVE, project=project, estimate=price(entry, worker, project, reference)
         )
-    cost = cost_amount(entry.duration_seconds, worker.cost_rate, worker.cost_currency)
+    currency = worker.cost_currency  # read once: a pydantic model's attribute costs several times a dataclass's
+    cost = cost_amount(entry.duration_seconds, worker.cost_rate, currency)
     if not (entry.billable and project.billing_type == _TIME_AND_MATERIALS):
-        return Valuation(cost=cost, cost_currency=worker.cost_currency, project=project)
+        return Valuation(cost=cost, cost_currency=currency, project=project)
     if entry.invoiced_at_source:
         # billable, but the source invoiced it: worth nothing here (no candidate, no REVENUE), cost still posted
-        return Valuation(cost=cost, cost_currency=worker.cost_currency, project=project, invoiced_at_source=True)
+        return Valuation(cost=cost, cost_currency=currency, project=project, invoiced_at_source=True)
     # the covering version and its rate are looked up once and serve both the checks and the price
     version, rate = _terms(entry, worker, reference)
     blocked = _billing_block(version, rate)
     priced = _pricing(entry, worker, project, version, rate, reference) if version and rate is not None else None
     if blocked is not None:
-        return Valuation(
-            blocked=blocked, estimate=priced, cost=cost, cost_currency=worker.cost_currency, project=project
-        )
-    return Valuation(pricing=priced, cost=cost, cost_currency=worker.cost_currency, project=project)
+        return Valuation(blocked=blocked, estimate=priced, cost=cost, cost_currency=currency, project=project)
+    return Valuation(pricing=priced, cost=cost, cost_currency=currency, project=project)
 
 
 def _terms(entry: TimeEntry, worker: Worker, reference: ReferenceData) -> tuple[ContractVersion | None, Decimal | None]:
@@ -377,17 +376,19 @@ def _pricing(
     reference: ReferenceData,
 ) -> Pricing:
     minutes = round_minutes(entry.duration_seconds, version.rounding_increment_minutes, version.rounding_mode)
-    client = reference.clients.get(project.client_id)
+    # the fields read twice are read once: a pydantic model's attribute costs several times a dataclass's
+    client_id, discount, currency = project.client_id, version.discount_percent, version.currency
+    client = reference.clients.get(client_id)
     return Pricing(
         contract_id=version.contract_id,
         contract_version=version.version,
         billable_minutes=minutes,
         hourly_rate=rate,
-        discount_percent=version.discount_percent,
-        amount=line_amount(minutes, rate, version.discount_percent, version.currency),
-        currency=version.currency,
+        discount_percent=discount,
+        amount=line_amount(minutes, rate, discount, currency),
+        currency=currency,
         tax_code=version.tax_code,
-        client_id=project.client_id,
+        client_id=client_id,
         billing_entity=client.billing_entity if client else None,
         role=worker.role,
     )
@@ -454,18 +455,21 @@ def book_entry(book: ProjectBook, change: EntryChange, context: Context) -> Sett
 
     A change older than the latest one the book priced for the entry changes nothing: each change
     carries the entry's whole priced view, so the later one already says what the entry is worth."""
-    known = book.ledgers.get(change.time_entry_id)
-    if known is not None and change.sequence and known.sequence >= change.sequence:
+    # each field read once: reading a pydantic model's attribute costs several times a dataclass's
+    entry_id, sequence, entry = change.time_entry_id, change.sequence, change.entry
+    known = book.ledgers.get(entry_id)
+    if known is not None and sequence and known.sequence >= sequence:
         return Settled(book, ())
     settling = _Settling.of(book, context)
     try:  # `_atomically` spelt out: this operation runs for every approved entry, a closure per entry costs
-        ledger = _ledger_for(book, change.time_entry_id, change.correlation_id, settling, known)
-        ledger.sequence = max(ledger.sequence, change.sequence)
-        ledger.entry = change.entry
-        ledger.correlation_id = change.correlation_id
-        ledger.last_seen = change.entry or ledger.last_seen
-        settling.changed[change.time_entry_id] = ledger  # its entry changed, whatever settling does next
-        _settle(book, [change.time_entry_id], settling)
+        correlation_id = change.correlation_id
+        ledger = _ledger_for(book, entry_id, correlation_id, settling, known)
+        ledger.sequence = max(ledger.sequence, sequence)
+        ledger.entry = entry
+        ledger.correlation_id = correlation_id
+        ledger.last_seen = entry or ledger.last_seen
+        settling.changed[entry_id] = ledger  # its entry changed, whatever settling does next
+        _settle(book, [entry_id], settling)
     except BaseException:
         _roll_back(book, settling)
         raise
@@ -507,9 +511,10 @@ def settle(book: ProjectBook, entry_ids: Iterable[str], context: Context) -> Set
 def _settle(book: ProjectBook, entry_ids: Iterable[str], settling: _Settling) -> None:
     touched: set[str] = set()
     for entry_id in sorted(set(entry_ids)):
-        before = book.ledgers[entry_id].contract_id
-        _settle_entry(book, entry_id, settling)
-        for contract_id in (before, book.ledgers[entry_id].contract_id):
+        ledger = book.ledgers[entry_id]  # once: a book on disk pays for each lookup
+        before = ledger.contract_id
+        _settle_entry(book, entry_id, ledger, settling)
+        for contract_id in (before, ledger.contract_id):
             if contract_id is not None:
                 touched.add(contract_id)
     for contract_id in sorted(touched):
@@ -519,10 +524,9 @@ def _settle(book: ProjectBook, entry_ids: Iterable[str], settling: _Settling) ->
 # --- settling one entry (§6, §8) ------------------------------------------------------------------------
 
 
-def _settle_entry(book: ProjectBook, entry_id: str, settling: _Settling) -> None:
-    """Bring one ledger to what its entry is worth now, emitting the differences; the book's totals
-    lose the ledger's old figures first and gain its new ones last."""
-    ledger = book.ledgers[entry_id]
+def _settle_entry(book: ProjectBook, entry_id: str, ledger: Ledger, settling: _Settling) -> None:
+    """Bring one ledger (the book's, for `entry_id`) to what its entry is worth now, emitting the
+    differences; the book's totals lose the ledger's old figures first and gain its new ones last."""
     # the snapshot serves the undo and says whether the ledger changed; an entry the operation already
     # holds an undo for and already counts as changed (`book_entry`'s own entry) needs neither
     watched = entry_id not in settling.changed
@@ -607,13 +611,14 @@ class _Line:
 
 def _emit_candidate(project_id: str, ledger: Ledger, line: _Line, settling: _Settling) -> None:
     entry = _subject(ledger)
+    revision = entry.revision  # read once (see `_posting`)
     pricing = line.pricing
     candidate_id = ids.candidate_id(
         time_entry_id=ledger.time_entry_id,
         project_id=project_id,
         sequence=ledger.candidates,
         kind=line.kind,
-        revision=entry.revision,
+        revision=revision,
         contract_id=pricing.contract_id,
         contract_version=pricing.contract_version,
         billed_before=ledger.billed,
@@ -631,7 +636,7 @@ def _emit_candidate(project_id: str, ledger: Ledger, line: _Line, settling: _Set
                 "candidate_id": candidate_id,
                 "kind": line.kind,
                 "time_entry_id": ledger.time_entry_id,
-                "revision": entry.revision,
+                "revision": revision,
                 "project_id": project_id,
                 "client_id": pricing.client_id,
                 "worker_id": entry.worker_id,
@@ -718,13 +723,14 @@ def _posting(
     context: Context,
 ) -> PostingRequest:
     entry = _subject(ledger)
+    revision = entry.revision  # read once: a pydantic model's attribute costs several times a dataclass's
     assert ledger.erp_target is not None  # set whenever the project was known, which any posting needs
     posting_id = ids.posting_id(
         posting_type=posting_type,
         time_entry_id=ledger.time_entry_id,
         project_id=project_id,
         sequence=sequence,
-        revision=entry.revision,
+        revision=revision,
         posted_before=before,
         amount=amount,
     )
@@ -738,7 +744,7 @@ def _posting(
             "posting_id": posting_id,
             "posting_type": posting_type,
             "time_entry_id": ledger.time_entry_id,
-            "revision": entry.revision,
+            "revision": revision,
             "project_id": project_id,
             "worker_id": entry.worker_id,
             "work_date": entry.work_date,
@@ -1013,14 +1019,14 @@ def _rebalance(book: ProjectBook, contract_id: str, settling: _Settling) -> None
         for entry_id in sorted(_billed_under(book, contract_id), reverse=True):
             if book.billed_by_contract.get(contract_id, ZERO) <= cap:
                 break
-            _settle_entry(book, entry_id, settling)
+            _settle_entry(book, entry_id, book.ledgers[entry_id], settling)
     if book.at_risk_by_contract.get(contract_id, ZERO) == 0:
         return
     # only a contract with something cut gets here; finding its cut entries reads the book once
     for entry_id in sorted(_cut_under(book, contract_id)):
         if cap is not None and book.billed_by_contract.get(contract_id, ZERO) >= cap:
             break
-        _settle_entry(book, entry_id, settling)
+        _settle_entry(book, entry_id, book.ledgers[entry_id], settling)
 
 
 def _billed_under(book: ProjectBook, contract_id: str) -> list[str]:

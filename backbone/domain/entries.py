@@ -172,8 +172,9 @@ def awaiting_approval(state: EntryState) -> TimeEntry | None:
 def correlation_of(state: EntryState) -> str:
     """The correlation id every derived event carries: the entry's own, else its time_entry_id."""
     for revision in sorted(state.revisions, reverse=True):
-        if state.revisions[revision].correlation_id:
-            return state.revisions[revision].correlation_id  # type: ignore[return-value]
+        correlation_id = state.revisions[revision].correlation_id
+        if correlation_id:
+            return correlation_id
     return state.time_entry_id
 
 
