@@ -379,18 +379,20 @@ def _pricing(
     # the fields read twice are read once: a pydantic model's attribute costs several times a dataclass's
     client_id, discount, currency = project.client_id, version.discount_percent, version.currency
     client = reference.clients.get(client_id)
+    # positionally, in the order of Pricing's fields: keyword arguments to a class are packed into a dict and
+    # unpacked again for its __init__, which made this value three times as dear to build (0.9 against 0.3 µs)
     return Pricing(
-        contract_id=version.contract_id,
-        contract_version=version.version,
-        billable_minutes=minutes,
-        hourly_rate=rate,
-        discount_percent=discount,
-        amount=line_amount(minutes, rate, discount, currency),
-        currency=currency,
-        tax_code=version.tax_code,
-        client_id=client_id,
-        billing_entity=client.billing_entity if client else None,
-        role=worker.role,
+        version.contract_id,
+        version.version,
+        minutes,
+        rate,
+        discount,
+        line_amount(minutes, rate, discount, currency),  # amount
+        currency,
+        version.tax_code,
+        client_id,
+        client.billing_entity if client else None,
+        worker.role,
     )
 
 
@@ -482,7 +484,7 @@ def _ledger_for(
     """The entry's ledger (`ledger`: what the book holds, looked up once by the caller, as a book on
     disk pays for each lookup), created empty (counting nothing yet: no contract, nothing billed) if new."""
     if ledger is None:
-        ledger = book.ledgers[entry_id] = Ledger(time_entry_id=entry_id, correlation_id=correlation_id)
+        ledger = book.ledgers[entry_id] = Ledger(entry_id, correlation_id)  # positionally: see `_pricing`
         settling.undo[entry_id] = None
     else:
         settling.undo.setdefault(entry_id, _snapshot(ledger))

@@ -97,7 +97,7 @@ class Recorded:
 
 
 def new_entry(time_entry_id: str) -> EntryState:
-    return EntryState(time_entry_id=time_entry_id)
+    return EntryState(time_entry_id)  # positionally: keyword arguments to a class cost a dict per call
 
 
 def record(state: EntryState, event: EntryEvent) -> Recorded:

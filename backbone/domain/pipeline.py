@@ -105,4 +105,4 @@ class BillingPipeline:
         return list(settled.events)
 
     def _context(self, at: datetime) -> billing.Context:
-        return billing.Context(reference=self.reference, routing=self.routing, at=at)
+        return billing.Context(self.reference, self.routing, at)  # positionally: keywords to a class cost a dict
