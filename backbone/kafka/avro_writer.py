@@ -245,7 +245,8 @@ def _decimal(precision: int, scale: int) -> Write:
         # At exactly the schema's scale, rounding half-even as `wire.to_record` did before fastavro wrote it
         # (models allow no more places; a value built without validation is rounded, not refused). In a
         # context of our own, not the thread's: the bytes depend on the value alone, so they can be remembered.
-        unscaled = int(value.quantize(quantum, context=_DECIMAL_CONTEXT).scaleb(scale, context=_DECIMAL_CONTEXT))
+        # Given by position (rounding None: the context's): by keyword it costs ~450 ns more a decimal.
+        unscaled = int(value.quantize(quantum, None, _DECIMAL_CONTEXT).scaleb(scale, _DECIMAL_CONTEXT))
         if not -limit < unscaled < limit:
             raise ValueError("The decimal precision is bigger than allowed by schema")
         # fastavro's length: enough bytes for the magnitude and a sign bit (so -128 takes two bytes).
