@@ -35,8 +35,9 @@ _ONE_BYTE = [bytes([value]) for value in range(0x80)]
 _BRANCH = (b"\x00", b"\x02")
 """The encoded index of union branches 0 and 1."""
 REMEMBERED = 4096
-_SMALL = 4096
 """Distinct dates, and distinct decimals of one precision and scale, whose bytes writers remember."""
+_SMALL = 4096
+"""Numbers and lengths below this are written from `SMALL_VARINTS` (made after `write_long`, at the end)."""
 
 
 def record_writer(schema: dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
