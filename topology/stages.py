@@ -36,11 +36,12 @@ from backbone.domain.models import (
 )
 from backbone.domain.routing import RoutingRules
 from backbone.kafka import topics as catalog
-from backbone.kafka.serde import DecodeError, SerdeCache
+from backbone.kafka.serde import DecodeError, SerdeCache, TopicSerde
 from backbone.kafka.topics import InternalTopics, Topic
 from backbone.streams.loop import Context, Stage, where
 from backbone.streams.partitioner import murmur2_partition
 from backbone.streams.state import Store, StoreSpec
+from backbone.streams.tally import CounterTally
 from topology import messages, metrics, state_codecs
 from topology.books import LEDGER_KEY_SEPARATOR, Books, ledger_key
 from topology.messages import BookCommand
@@ -94,6 +95,15 @@ def event_headers(event: Event) -> list[tuple[str, bytes]]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class _Output:
+    """Where `BillingStages._emit` sends one output type: its topic, serde and counter, looked up once."""
+
+    topic: str
+    serde: TopicSerde
+    emitted: CounterTally
+
+
 class BillingStages:
     """The four stages' handlers around one reference store, one routing source and the serdes."""
 
@@ -113,6 +123,7 @@ class BillingStages:
         self.partitions = internal.book_commands.partitions
         self.catalog_topic = {t.name: t for t in topics.all()}
         self.outputs = {t.event: t for t in (topics.invoice_candidates, topics.posting_requests, topics.exceptions)}
+        self._output_of: dict[type[Event], _Output] = {}
         self._books: dict[int, Books] = {}
         self.awaiting: dict[str, datetime] = {}
         self._awaiting_reported = 0.0
@@ -327,12 +338,21 @@ class BillingStages:
 
     def _emit(self, events: Iterable[Event], context: Context) -> None:
         for output in events:
-            topic = self.outputs[type(output)]
-            value = self.serdes.for_topic(topic).encode_value(output)
-            context.produce(topic.name, value, key=output.key.encode(), headers=event_headers(output))
-            metrics.events_out(output.event_type).inc()
+            to = self._output_of.get(type(output)) or self._output(type(output))
+            context.produce(
+                to.topic, to.serde.encode_value(output), key=output.key.encode(), headers=event_headers(output)
+            )
+            to.emitted.inc()
             if isinstance(output, BusinessException):
                 metrics.EXCEPTIONS.labels(output.kind, output.status).inc()
+
+    def _output(self, event_cls: type[Event]) -> _Output:
+        """The topic, serde and counter of an output type, kept: three outputs an approved entry made
+        three lookups of each (catalog topic, serde by topic name, counter by event type)."""
+        topic = self.outputs[event_cls]
+        output = _Output(topic.name, self.serdes.for_topic(topic), metrics.events_out(event_cls.event_type))
+        self._output_of[event_cls] = output
+        return output
 
     def _decode(self, message: Message, context: Context, source: str | None = None) -> Event | None:
         """The event a record carries (`source`: the topic whose schema it has, when not its own)."""

@@ -17,9 +17,10 @@ when the writer is built, never guessed at. Values out of their type's range rai
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any
 
 from backbone.kafka.generated import define
@@ -33,6 +34,10 @@ _ONE_BYTE = [bytes([value]) for value in range(0x80)]
 """The varint of every value below 0x80: most lengths, union branches and small numbers."""
 _BRANCH = (b"\x00", b"\x02")
 """The encoded index of union branches 0 and 1."""
+REMEMBERED = 4096
+"""Distinct dates, and distinct decimals of one precision and scale, whose bytes writers remember."""
+_SMALL = 4096
+"""Numbers and lengths below this are written from `SMALL_VARINTS` (made after `write_long`, at the end)."""
 
 
 def record_writer(schema: dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
@@ -46,28 +51,61 @@ def record_writer(schema: dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
 
 
 class _RecordSource:
-    """The Python source of one record's writer: each field's encoding inlined in field order.
+    """The Python source of one record's writer: one `b"".join` of every field's encoding, in field order.
 
-    Strings, longs, ints, booleans, instants, dates, enums and optional ones of these are written
-    inline into one `bytearray`; decimals, arrays and nested records call the writers below. Varints of
-    -64..63 (most lengths, counts and small numbers) are one table lookup; larger ones go through
-    `write_long`/`write_int`, which also check the range. The source is kept on the function
-    (`source`) for whoever needs to read what runs."""
+        def write_record(values):
+            f0, f1, ... = _fields(values)
+            return b"".join((
+                b'\\x00' if f0 is None else b'\\x02' + (...),     # an optional string
+                _SMALL[n] if (n := len(s := f2.encode())) < 4096 else _long(n), s,    # a string
+                ...
+            ))
+
+    The values are taken at once (`operator.itemgetter`), and each field is one or two expressions of
+    the tuple: a tuple joined once costs less than appending each piece to a `bytearray`, a statement
+    each (about 100 against 160–230 ns a string field). Strings, longs, ints, booleans, enums and optional
+    ones of these are written inline; arrays and nested records call the writers below. Lengths and
+    numbers of 0..4095 (most strings, counts, minutes, versions) are one lookup in `SMALL_VARINTS`;
+    others go through `write_long`/`write_int`, which also check the range.
+
+    Instants, dates and decimals are looked up among those written before, because their encoding costs
+    a call and a varint loop (0.5–1.7 µs) and the topology writes the same ones again and again: the three
+    outputs of one priced change (an invoice candidate and two posting requests) carry the same instant
+    object, the same work date and the candidate's amount again, and work dates, rates and amounts repeat
+    from entry to entry (docs/topology-performance.md, "Twelfth session"). An instant is compared by
+    identity with the last one written (`_last_instant`): two equal datetimes can still differ in
+    their `fold`, and so in their offset, so equality is not enough. Dates are looked up by value,
+    decimals by their text (`str`, which gives sign, digits and exponent exactly, in ~100 ns where a
+    fresh Decimal's hash takes ~400), in dicts of at most `REMEMBERED` entries. A decimal is looked up only
+    when it is a `Decimal` (an int of the same text must still be refused as before). Remembered bytes are
+    never empty, so `get(f) or write(f)` writes the value exactly when it was not found.
+
+    The source is kept on the function (`source`) for whoever needs to read what runs."""
 
     def __init__(self, schema: dict[str, Any]) -> None:
         self.name = str(schema.get("name", "record"))
         self.namespace: dict[str, Any] = {
-            "_ONE": _ONE_BYTE,
+            "_SMALL": SMALL_VARINTS,
             "_long": write_long,
             "_int": write_int,
-            "_EPOCH": _EPOCH,
-            "_EPOCH_ORDINAL": _EPOCH_ORDINAL,
+            "_last_instant": _LAST_INSTANT,
+            "_instant": _remembered_instant,
+            "_dates": _DATES,
+            "_date": _remembered_date,
+            "_Decimal": Decimal,
         }
-        self.lines = ["def write_record(values):", "    out = bytearray()"]
-        for field in schema["fields"]:
-            self.lines.append(f"    v = values[{field['name']!r}]")
-            self._value(field["type"], "    ")
-        self.lines.append("    return bytes(out)")
+        names = [field["name"] for field in schema["fields"]]
+        local = [f"f{index}" for index in range(len(names))]
+        self.lines = ["def write_record(values):"]
+        if len(names) > 1:  # itemgetter of one name gives the value, not a tuple of one
+            self.namespace["_fields"] = operator.itemgetter(*names)
+            self.lines.append(f"    {', '.join(local)} = _fields(values)")
+        elif names:
+            self.lines.append(f"    f0 = values[{names[0]!r}]")
+        self.lines.append('    return b"".join((')
+        for field, value in zip(schema["fields"], local, strict=True):
+            self.lines.append(f"        {', '.join(self._value(field['type'], value))},")
+        self.lines.append("    ))")
 
     def compile(self) -> Callable[[dict[str, Any]], bytes]:
         source = "\n".join(self.lines) + "\n"
@@ -76,50 +114,46 @@ class _RecordSource:
         )
         return write
 
-    def _value(self, avro_type: Any, indent: str) -> None:
-        """Lines appending the encoding of `v` (of `avro_type`) to `out`."""
+    def _value(self, avro_type: Any, v: str) -> list[str]:
+        """The expressions whose bytes, in order, are the encoding of `v` (of `avro_type`)."""
+        logical = avro_type.get("logicalType") if isinstance(avro_type, dict) else None
+        kind = avro_type.get("type") if isinstance(avro_type, dict) else avro_type
         if isinstance(avro_type, list):
-            self._optional(avro_type, indent)
-        elif isinstance(avro_type, dict) and avro_type.get("logicalType") == "timestamp-micros":
-            self._line(indent, "d = v - _EPOCH", "v = (d.days * 86400 + d.seconds) * 1000000 + d.microseconds")
-            self._varint("_long", indent)
-        elif isinstance(avro_type, dict) and avro_type.get("logicalType") == "date" and avro_type["type"] == "int":
-            self._line(indent, "v = v.toordinal() - _EPOCH_ORDINAL")
-            self._varint("_int", indent)
-        elif isinstance(avro_type, dict) and "logicalType" not in avro_type and avro_type["type"] == "enum":
+            return [self._optional(avro_type, v)]
+        if logical == "timestamp-micros":
+            return [f"m[1] if {v} is (m := _last_instant[0])[0] else _instant({v})"]
+        if logical == "date" and kind == "int":
+            return [f"_dates.get({v}) or _date({v})"]
+        if logical == "decimal" and kind == "bytes":
+            remembered, write = _remembered_decimal(avro_type["precision"], avro_type.get("scale", 0))
+            known, written = self._helper(remembered), self._helper(write)
+            return [f"({known}.get(str({v})) if type({v}) is _Decimal else None) or {written}({v})"]
+        if logical is None and kind == "enum":
             symbols = self._helper({symbol: write_long(i) for i, symbol in enumerate(avro_type["symbols"])})
-            refuse = self._helper(_enum(avro_type["symbols"]))
-            self._line(indent, f"e = {symbols}.get(v)", f"out += {refuse}(v) if e is None else e")
-        elif avro_type in ("string", "bytes"):
-            self._line(indent, "s = v.encode()" if avro_type == "string" else "s = v", "n = len(s)")
-            self._line(indent, "out += _ONE[n + n] if n < 64 else _long(n)", "out += s")
-        elif avro_type in ("long", "int"):
-            self._varint("_long" if avro_type == "long" else "_int", indent)
-        elif avro_type == "boolean":
-            self._line(indent, 'out += b"\\x01" if v else b"\\x00"')
-        else:  # decimals, arrays, nested records: a call to the writer of the type
-            self._line(indent, f"out += {self._helper(_writer(avro_type))}(v)")
+            return [f"{symbols}.get({v}) or {self._helper(_enum(avro_type['symbols']))}({v})"]
+        if avro_type in ("string", "bytes"):
+            text = f"{v}.encode()" if avro_type == "string" else v
+            return [f"_SMALL[n] if (n := len(s := {text})) < {_SMALL} else _long(n)", "s"]
+        if avro_type in ("long", "int"):
+            # `0 <= v < _SMALL` also lets bools through, as `write_long` does (True is written as 1)
+            return [f"_SMALL[{v}] if 0 <= {v} < {_SMALL} else {'_long' if avro_type == 'long' else '_int'}({v})"]
+        if avro_type == "boolean":
+            return [f"b'\\x01' if {v} else b'\\x00'"]
+        return [f"{self._helper(_writer(avro_type))}({v})"]  # arrays, nested records: the writer of the type
 
-    def _optional(self, branches: list[Any], indent: str) -> None:
+    def _optional(self, branches: list[Any], v: str) -> str:
         others = [branch for branch in branches if branch != "null"]
         if len(branches) != 2 or len(others) != 1:
             raise ValueError(f"no Avro writer for the union {branches!r} (only null and one type)")
         null_branch = _BRANCH[branches.index("null")]
         value_branch = _BRANCH[branches.index(others[0])]
-        self._line(indent, "if v is None:", f"    out += {null_branch!r}", "else:", f"    out += {value_branch!r}")
-        self._value(others[0], indent + "    ")
-
-    def _varint(self, write: str, indent: str) -> None:
-        # zig-zag of -64..63 is below 0x80: one byte, from the table
-        self._line(indent, f"out += _ONE[(v << 1) ^ (v >> 63)] if -64 <= v <= 63 else {write}(v)")
+        value = " + ".join(f"({e})" if " " in e else e for e in self._value(others[0], v))
+        return f"{null_branch!r} if {v} is None else {value_branch!r} + {value}"
 
     def _helper(self, value: Any) -> str:
         name = f"_h{len(self.namespace)}"
         self.namespace[name] = value
         return name
-
-    def _line(self, indent: str, *lines: str) -> None:
-        self.lines.extend(indent + line for line in lines)
 
 
 def _writer(avro_type: Any) -> Write:
@@ -210,14 +244,63 @@ def _decimal(precision: int, scale: int) -> Write:
 
     def write_decimal(value: Decimal) -> bytes:
         # At exactly the schema's scale, rounding half-even as `wire.to_record` did before fastavro wrote it
-        # (models allow no more places; a value built without validation is rounded, not refused).
-        unscaled = int(value.quantize(quantum).scaleb(scale))
+        # (models allow no more places; a value built without validation is rounded, not refused). In a
+        # context of our own, not the thread's: the bytes depend on the value alone, so they can be remembered.
+        # Given by position (rounding None: the context's): by keyword it costs ~450 ns more a decimal.
+        unscaled = int(value.quantize(quantum, None, _DECIMAL_CONTEXT).scaleb(scale, _DECIMAL_CONTEXT))
         if not -limit < unscaled < limit:
             raise ValueError("The decimal precision is bigger than allowed by schema")
         # fastavro's length: enough bytes for the magnitude and a sign bit (so -128 takes two bytes).
         return write_bytes(unscaled.to_bytes((unscaled.bit_length() + 8) // 8, "big", signed=True))
 
     return write_decimal
+
+
+_DECIMAL_CONTEXT = Context(prec=28, rounding=ROUND_HALF_EVEN)
+"""The default context's precision and rounding, whatever a thread's context says."""
+
+
+def _remembered_decimal(precision: int, scale: int) -> tuple[dict[str, bytes], Write]:
+    """The decimals of `precision` and `scale` written so far, by their text (shared by every writer of
+    that type, so at most `REMEMBERED` of them whatever the number of fields), and a writer that adds to them."""
+    remembered = _DECIMALS.setdefault((precision, scale), {})
+    write = _decimal(precision, scale)
+
+    def write_and_remember(value: Decimal) -> bytes:
+        encoded = write(value)
+        if type(value) is Decimal:
+            _remember(remembered, str(value), encoded)
+        return encoded
+
+    return remembered, write_and_remember
+
+
+def _remembered_instant(value: datetime) -> bytes:
+    """`_timestamp_micros(value)`, kept as the last instant written (a tuple: one assignment, so a
+    writer on another thread reads an instant with its own bytes, never with another's)."""
+    encoded = _timestamp_micros(value)
+    _LAST_INSTANT[0] = (value, encoded)
+    return encoded
+
+
+def _remembered_date(value: date) -> bytes:
+    """`write_int(days(value))`, remembered among `_DATES`."""
+    encoded = write_int(days(value))
+    _remember(_DATES, value, encoded)
+    return encoded
+
+
+def _remember(remembered: dict[Any, bytes], value: Any, encoded: bytes) -> None:
+    if len(remembered) >= REMEMBERED:  # bounded memory; a fresh start costs only writing them again
+        remembered.clear()
+    remembered[value] = encoded
+
+
+_NOTHING = object()
+_LAST_INSTANT: list[tuple[Any, bytes]] = [(_NOTHING, b"")]
+"""The last instant a record writer wrote, with its bytes (`_RecordSource`)."""
+_DATES: dict[date, bytes] = {}
+_DECIMALS: dict[tuple[int, int], dict[str, bytes]] = {}
 
 
 def write_long(value: int) -> bytes:
@@ -271,3 +354,7 @@ def micros(value: datetime) -> int:
 def days(value: date) -> int:
     """Days since the epoch, as Avro's date."""
     return value.toordinal() - _EPOCH_ORDINAL
+
+
+SMALL_VARINTS = [write_long(n) for n in range(_SMALL)]
+"""The varint of every n in 0..`_SMALL`-1: most lengths and counts, minutes, versions, revisions."""

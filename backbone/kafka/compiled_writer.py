@@ -267,9 +267,9 @@ _WRITES = {
 }
 
 
-_SHORT = 4096
-_LENGTHS = [avro_writer.write_long(size) for size in range(_SHORT)]
+_LENGTHS = avro_writer.SMALL_VARINTS  # the record writers' table: one copy in memory
 """The length prefix of every string shorter than `_SHORT` bytes (ids, names, most notes)."""
+_SHORT = len(_LENGTHS)
 
 
 def _date(text: str) -> date:

@@ -125,7 +125,8 @@ class TopicSerde:
 
     def encode_value(self, event: Event) -> bytes:
         """Confluent-framed Avro; registers the schema on first use when `auto_register` is on."""
-        return self.frame(self.encode_body(event))
+        body = self.encode_body(event)  # first, so that an event refused never reaches the registry
+        return (self._header or self.header()) + body  # `frame` without its two calls (per output of the topology)
 
     def encode_body(self, event: Event, updates: dict[str, Any] | None = None) -> bytes:
         """The Avro body alone (no framing): needs no registry, so a whole input can be encoded, and

@@ -14,10 +14,11 @@ from __future__ import annotations
 import io
 import random
 import typing
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import UTC, date, datetime
+from decimal import ROUND_DOWN, Decimal, localcontext
 from enum import Enum
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import fastavro
 import pytest
@@ -165,6 +166,67 @@ def test_a_decimal_with_more_places_than_the_scale_is_rounded_as_before(amount: 
     # to the scale is what `wire.to_record` did before fastavro wrote the record.
     event = ALL_EVENTS["worker"].model_validate(RICH["worker"]).model_copy(update={"cost_rate": Decimal(amount)})
     assert wire.body_writer(type(event))(event.__dict__) == fastavro_body(event)
+
+
+def test_instants_dates_and_decimals_written_before_are_written_as_themselves_again() -> None:
+    # The writers remember the last instant and the dates and decimals they wrote (the topology writes
+    # the same ones in each change's three outputs): what they remember must never leak into another value.
+    candidate = ALL_EVENTS["invoice-candidate"].model_validate(RICH["invoice-candidate"])
+    posting = ALL_EVENTS["posting-request"].model_validate(RICH["posting-request"])
+    write_candidate, write_posting = wire.body_writer(type(candidate)), wire.body_writer(type(posting))
+    earlier, later = datetime(2026, 11, 2, 9, 30, tzinfo=UTC), datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
+    for at, day, amount in [
+        (earlier, date(2026, 11, 2), Decimal("12.50")),
+        (earlier, date(2026, 11, 2), Decimal("12.5000")),  # equal, another exponent: the same bytes
+        (later, date(2026, 11, 3), Decimal("-12.5")),
+        (earlier, date(2026, 11, 2), Decimal("12.5")),
+    ]:
+        for event, write in ((candidate, write_candidate), (posting, write_posting)):
+            changed = event.model_copy(update={"occurred_at": at, "work_date": day, "amount": amount})
+            assert write(changed.__dict__) == fastavro_body(changed), (at, day, amount)
+
+
+def test_equal_instants_an_hour_apart_are_not_confused() -> None:
+    # 01:30 on the night New York leaves summer time happens twice: the two datetimes compare (and hash)
+    # equal but are an hour apart, so a writer may not reuse the bytes of one for the other.
+    first = datetime(2026, 11, 1, 1, 30, tzinfo=ZoneInfo("America/New_York"))
+    second = first.replace(fold=1)
+    assert first == second
+    event = ALL_EVENTS["posting-request"].model_validate(RICH["posting-request"])
+    write = wire.body_writer(type(event))
+    for at in (first, second, first):
+        changed = event.model_copy(update={"occurred_at": at})
+        assert write(changed.__dict__) == fastavro_body(changed)
+    assert write({**event.__dict__, "occurred_at": first}) != write({**event.__dict__, "occurred_at": second})
+
+
+def test_a_value_equal_to_a_remembered_decimal_but_not_a_decimal_is_not_written_as_one() -> None:
+    event = ALL_EVENTS["posting-request"].model_validate(RICH["posting-request"])
+    write = wire.body_writer(type(event))
+    write({**event.__dict__, "amount": Decimal("2")})
+    with pytest.raises(AttributeError):  # as before the writers remembered decimals
+        write({**event.__dict__, "amount": 2})
+
+
+def test_remembered_dates_and_decimals_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(avro_writer, "REMEMBERED", 8)
+    event = ALL_EVENTS["posting-request"].model_validate(RICH["posting-request"])
+    write = wire.body_writer(type(event))
+    for n in range(50):
+        changed = event.model_copy(update={"work_date": date(2026, 1, 1 + n % 31), "amount": Decimal(n).scaleb(-2)})
+        assert write(changed.__dict__) == fastavro_body(changed)
+    assert len(avro_writer._DATES) <= 8
+    assert all(len(remembered) <= 8 for remembered in avro_writer._DECIMALS.values())
+
+
+def test_the_decimal_context_of_the_thread_does_not_change_the_bytes() -> None:
+    # Rounding to the schema's scale is half-even in a context of the writer's own, so the bytes depend
+    # on the value alone (which is what lets them be remembered).
+    event = ALL_EVENTS["worker"].model_validate(RICH["worker"]).model_copy(update={"cost_rate": Decimal("0.00015")})
+    write = wire.body_writer(type(event))
+    expected = fastavro_body(event)
+    with localcontext(rounding=ROUND_DOWN, prec=5):
+        assert write(event.__dict__) == expected
 
 
 @pytest.mark.parametrize(
