@@ -2,16 +2,16 @@
 
 An entry's `EntryState`, a book's `Ledger` and an open rejection's instant are written to compacted
 changelog topics after every change, and read back on a restore (and, with the stores on disk, when a
-value the cache let go of is read again). Each codec turns its value into
-an orjson array of plain values in a fixed order (no field names: a ledger is rewritten per entry
-change, so its size is the changelog's size), headed by a format number so that a later layout can
-still read this one. Decimals travel as their exact text (`str`), so the scale, the sign of a zero and
-every digit come back as they went; instants and dates as ISO 8601 text. Time entries inside the state
-are not validated again on decode: the changelog is backbone's own, written from models validated when
-their records came in, and re-validating one cost ~15 µs on every read of a state the disk store had let
-go of (docs/topology-performance.md, "Twelfth session"). A time entry is rebuilt as its model holds it
-(`construction.construct_from`) when its instant is UTC as written; a record of another layout is refused
-(`CodecError`), and one whose instant is not UTC goes through the model's validation.
+value the cache let go of is read again). Each codec turns its value into an orjson array of plain
+values in a fixed order (no field names: a ledger is rewritten per entry change, so its size is the
+changelog's size), headed by a format number so that a later layout can still read this one. Decimals
+travel as their exact text (`str`), so the scale, the sign of a zero and every digit come back as they
+went; instants and dates as ISO 8601 text. Time entries inside the state are not validated again on
+decode: the changelog is backbone's own, written from models validated when their records came in, and
+re-validating one took half of its rebuilding (~2.5 of ~5 µs; docs/topology-performance.md, "Twelfth
+session"). A time entry is rebuilt as its model holds it (`construction.construct_from`) when its
+instant is UTC as written; a record of another layout is refused (`CodecError`), and one whose instant
+is not UTC goes through the model's validation.
 """
 
 from __future__ import annotations
