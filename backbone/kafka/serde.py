@@ -178,8 +178,10 @@ class TopicSerde:
         (`backbone.kafka.compiled`: a quarter of fastavro + the model's cost); any other record is read
         by fastavro and validated by the model, which accepts it or says why not."""
         data = message.value()
-        read = self._compiled.get(data[:HEADER_BYTES]) if data is not None else None
-        values = read(data) if read is not None else self.decode_values(message)
+        if data is not None and (read := self._compiled.get(data[:HEADER_BYTES])) is not None:
+            values = read(data)
+        else:
+            values = self.decode_values(message)
         if values is not None and self._build is not None:
             return self._build(values)
         return self.decode_by_model(message)
