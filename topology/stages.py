@@ -122,6 +122,8 @@ class BillingStages:
         self.routing = routing
         self.partitions = internal.book_commands.partitions
         self.catalog_topic = {t.name: t for t in topics.all()}
+        self._serdes: dict[str, TopicSerde] = {}
+        """Topic name -> the serde of its catalog topic, for `_decode`'s one lookup per record."""
         self.outputs = {t.event: t for t in (topics.invoice_candidates, topics.posting_requests, topics.exceptions)}
         self._output_of: dict[type[Event], _Output] = {}
         self._books: dict[int, Books] = {}
@@ -356,9 +358,12 @@ class BillingStages:
 
     def _decode(self, message: Message, context: Context, source: str | None = None) -> Event | None:
         """The event a record carries (`source`: the topic whose schema it has, when not its own)."""
-        topic = self.catalog_topic[source or where(message)[0]]
+        name: str = source or message.topic()  # type: ignore[assignment]  # a consumed record has a topic
+        serde = self._serdes.get(name)
+        if serde is None:
+            serde = self._serdes[name] = self.serdes.for_topic(self.catalog_topic[name])
         try:
-            return self.serdes.for_topic(topic).decode(message)
+            return serde.decode(message)
         except DecodeError as error:
             context.dead_letter(message, error, "decode", error_class=error.error_class)
             metrics.DEAD_LETTERS.labels(message.topic()).inc()

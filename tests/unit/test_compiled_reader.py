@@ -28,7 +28,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ConfigDict, Field
 
-from backbone.domain.models import ALL_EVENTS, ContractVersion, Event, PostingAck, Project, RateCardLine
+from backbone.domain.models import (
+    ALL_EVENTS,
+    Canonical,
+    ContractVersion,
+    Decision,
+    Event,
+    PostingAck,
+    Project,
+    RateCardLine,
+)
 from backbone.kafka import compiled, wire
 from backbone.kafka import topics as catalog
 from backbone.kafka.compiled import CannotCompile, compile_reader
@@ -520,3 +529,23 @@ def _built_once(topic: catalog.Topic) -> tuple[TopicSerde, Any, st.SearchStrateg
     )
     records = st.tuples(st.sampled_from(bases), changes).map(lambda drawn: drawn[0] | dict(drawn[1]))
     return TopicSerde(topic, MockSchemaRegistryClient({"url": "mock://"})), fastavro.parse_schema(raw), records
+
+
+class _Review(Canonical):
+    """No canonical event has an optional enum yet; the builder must still give one back as the model would."""
+
+    decision: Decision | None = None
+    reviewer_id: str
+
+
+@pytest.mark.parametrize(
+    ("decision", "expected"),
+    [("APPROVED", Decision.APPROVED), (None, None)],
+    ids=["value-becomes-its-member", "missing-stays-none"],
+)
+def test_the_event_builder_gives_an_optional_enum_back_as_the_model_holds_it(
+    decision: str | None, expected: Decision | None
+) -> None:
+    built = compiled.event_builder(_Review)((decision, "M1"))
+    assert built.decision is expected
+    assert built == _Review.model_validate({"decision": decision, "reviewer_id": "M1"})

@@ -284,3 +284,35 @@ def test_a_ledger_written_before_changes_were_numbered_restores_at_sequence_zero
     assert ledger.sequence > 0  # the pipeline numbers the changes it hands to the book
     older = orjson.loads(LEDGER.encode(ledger))[:-1]  # the layout before `sequence`
     assert LEDGER.decode(orjson.dumps(older)) == replace(ledger, sequence=0)
+
+
+def test_a_restored_time_entry_is_the_model_it_was_written_from() -> None:
+    state = _pipeline(*SCENARIOS["billed"]).entries["E1"]
+    restored = ENTRY_STATE.decode(ENTRY_STATE.encode(state)).revisions[1]
+    written = state.revisions[1]
+    assert restored == written
+    assert restored.model_dump() == written.model_dump()  # same fields, same order, same types
+    assert restored.occurred_at.tzinfo is UTC
+    assert TimeEntry.model_validate(restored.model_dump()) == restored  # a valid entry, though not re-validated
+
+
+def test_a_restored_time_entry_with_an_offset_is_normalised_to_utc_as_the_model_does() -> None:
+    state = _pipeline(*SCENARIOS["billed"]).entries["E1"]
+    record = orjson.loads(ENTRY_STATE.encode(state))
+    record[2][0][TIME_ENTRY_FIELDS.index("occurred_at")] = "2026-11-02T10:30:00+01:00"
+    restored = ENTRY_STATE.decode(orjson.dumps(record)).revisions[1]
+    assert restored.occurred_at == datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+    assert restored.occurred_at.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("occurred_at", 1762075800), ("occurred_at", "2026-11-02T09:30:00"), ("work_date", "2 Nov 2026")],
+    ids=["instant-as-number", "instant-without-zone", "date-not-iso"],
+)
+def test_a_time_entry_that_was_not_written_by_the_codec_is_refused(field: str, value: object) -> None:
+    state = _pipeline(*SCENARIOS["billed"]).entries["E1"]
+    record = orjson.loads(ENTRY_STATE.encode(state))
+    record[2][0][TIME_ENTRY_FIELDS.index(field)] = value
+    with pytest.raises((TypeError, ValueError)):  # a worker stops on it (`Store._decode`), never bills it
+        ENTRY_STATE.decode(orjson.dumps(record))
