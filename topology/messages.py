@@ -14,8 +14,7 @@ scheme, and validating it again cost more than the rest of the hop (docs/topolog
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from typing import Any
+from datetime import datetime
 
 import orjson
 from pydantic import BaseModel, ConfigDict
@@ -23,8 +22,8 @@ from pydantic import BaseModel, ConfigDict
 from backbone.domain.construction import construct
 from backbone.domain.entries import EntryChange
 from backbone.domain.feedback import Refusal
-from backbone.domain.models import ContractVersion, Project, TimeEntry, Worker
-from topology.state_codecs import TIME_ENTRY_FIELDS
+from backbone.domain.models import ContractVersion, Project, Worker
+from topology.state_codecs import time_entry_from_values, time_entry_values
 
 CHANGE_FORMAT = 1
 """`[CHANGE_FORMAT, time_entry_id, project_id, time entry values or null, correlation_id, occurred_at,
@@ -56,14 +55,12 @@ class BookCommand(BaseModel):
 
 def encode_change(change: EntryChange) -> bytes:
     """The compact book command of one entry change."""
-    entry = change.entry
-    values = None if entry is None else [entry.__dict__[name] for name in TIME_ENTRY_FIELDS]
     return orjson.dumps(
         [
             CHANGE_FORMAT,
             change.time_entry_id,
             change.project_id,
-            values,
+            time_entry_values(change.entry),
             change.correlation_id,
             change.occurred_at,
             change.sequence,
@@ -88,7 +85,7 @@ def decode_command(data: bytes) -> BookCommand:
         EntryChange,
         time_entry_id=time_entry_id,
         project_id=project_id,
-        entry=None if entry is None else _time_entry(entry),
+        entry=time_entry_from_values(entry),
         correlation_id=correlation_id,
         occurred_at=datetime.fromisoformat(occurred_at),
         sequence=values[6] if len(values) > 6 else 0,  # a change written before changes were numbered: 0
@@ -103,10 +100,3 @@ def decode_command(data: bytes) -> BookCommand:
         position=None,
         moved_from=None,
     )
-
-
-def _time_entry(values: list[Any]) -> TimeEntry:
-    fields = dict(zip(TIME_ENTRY_FIELDS, values, strict=True))
-    fields["occurred_at"] = datetime.fromisoformat(fields["occurred_at"])
-    fields["work_date"] = date.fromisoformat(fields["work_date"])
-    return construct(TimeEntry, **fields)

@@ -11,7 +11,8 @@ decode: the changelog is backbone's own, written from models validated when thei
 re-validating one took half of its rebuilding (~2.5 of ~5 µs; docs/topology-performance.md, "Twelfth
 session"). A time entry is rebuilt as its model holds it (`construction.construct_from`) when its
 instant is UTC as written; a record of another layout is refused (`CodecError`), and one whose instant
-is not UTC goes through the model's validation.
+is not UTC goes through the model's validation. The book commands of `topology.messages` carry a time
+entry the same way (`time_entry_values`, `time_entry_from_values`).
 """
 
 from __future__ import annotations
@@ -99,14 +100,15 @@ def _to_decimal(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
 
-def _time_entry(entry: TimeEntry | None) -> tuple[Any, ...] | None:
+def time_entry_values(entry: TimeEntry | None) -> tuple[Any, ...] | None:
+    """A time entry as the changelogs and the book commands carry it: its values in `TIME_ENTRY_FIELDS` order."""
     if entry is None:
         return None
     return _TIME_ENTRY_VALUES(entry.__dict__)  # a JSON array; orjson writes the dates and instants as ISO text
 
 
-def _to_time_entry(values: list[Any] | None) -> TimeEntry | None:
-    """The time entry `_time_entry` wrote, trusted as written (see the module's docstring); fields a
+def time_entry_from_values(values: list[Any] | None) -> TimeEntry | None:
+    """The time entry `time_entry_values` wrote, trusted as written (see the module's docstring); fields a
     shorter, older record lacks take the model's defaults."""
     if values is None:
         return None
@@ -220,7 +222,7 @@ class EntryStateCodec:
             [
                 FORMAT,
                 state.time_entry_id,
-                [_time_entry(entry) for entry in state.revisions.values()],
+                [time_entry_values(entry) for entry in state.revisions.values()],
                 [[revision, decision.value] for revision, decision in state.decisions.items()],
                 state.deleted_revision,
                 list(state.seen_event_ids),
@@ -240,7 +242,7 @@ class EntryStateCodec:
         handed_off = (
             values[ENTRY_STATE_FIELDS_BEFORE_HANDED_OFF] if len(values) > ENTRY_STATE_FIELDS_BEFORE_HANDED_OFF else 0
         )
-        entries = [_to_time_entry(values) for values in revisions]
+        entries = [time_entry_from_values(values) for values in revisions]
         return EntryState(
             time_entry_id=entry_id,
             revisions={entry.revision: entry for entry in entries if entry is not None},
@@ -266,8 +268,8 @@ class LedgerCodec:
                 FORMAT,
                 ledger.time_entry_id,
                 ledger.correlation_id,
-                _time_entry(ledger.entry),
-                SAME_AS_ENTRY if same else _time_entry(ledger.last_seen),
+                time_entry_values(ledger.entry),
+                SAME_AS_ENTRY if same else time_entry_values(ledger.last_seen),
                 str(ledger.billed),
                 ledger.billed_minutes,
                 _pricing(ledger.billed_pricing),
@@ -315,13 +317,13 @@ class LedgerCodec:
             erp_target,
             exceptions,
         ) = values[:LEDGER_FIELDS_BEFORE_LINES]
-        priced = _to_time_entry(entry)
+        priced = time_entry_from_values(entry)
         billed_pricing_ = _to_pricing(billed_pricing)
         return Ledger(
             time_entry_id=time_entry_id,
             correlation_id=correlation_id,
             entry=priced,
-            last_seen=priced if last_seen == SAME_AS_ENTRY else _to_time_entry(last_seen),
+            last_seen=priced if last_seen == SAME_AS_ENTRY else time_entry_from_values(last_seen),
             billed=Decimal(billed),
             billed_minutes=billed_minutes,
             billed_pricing=billed_pricing_,
