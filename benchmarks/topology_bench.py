@@ -8,6 +8,8 @@ fresh topics, then measures, each on the same 2N input records:
      (`backbone.streams.clients`: read_committed group consumer, transactional producer), one
      transaction with the consumed offsets every commit interval (100 ms): the ceiling of
      `backbone.streams`, which does this plus decoding, the billing core and state;
+  b'. (--fan-out) b producing three copies of each record: as many records out as the topology produces
+     (six per entry), so what Kafka alone costs the topology's traffic, without any Python work on it;
   c. Quix Streams 3.28.1, exactly-once, one State get/set per record (`quix_passthrough.py`, in the
      separate `.venv-bench-quix`; skip with --no-quix);
   d. faust-streaming pass-through with the settings the topology had on faust (`faust_passthrough.py`,
@@ -15,7 +17,8 @@ fresh topics, then measures, each on the same 2N input records:
   e. the topology, `python -m topology` worker processes, once per entry of --workers-list (fresh app
      ids over the same input topics), timed from the first to the N-th invoice candidate a
      read_committed reader sees (every approved entry yields exactly one), and from process start.
-a and b are timed inside this process (first batch consumed → last record delivered / committed;
+a, b and b' are timed inside this process (first batch consumed → last record delivered / committed,
+with the process CPU over the same span;
 the median of --baseline-runs runs, each on a fresh group and sink);
 c, d and e are processes timed by a read_committed reader of their output. A missing
 `.venv-bench-quix` (or faust in .venv) is made by `benchmarks/setup_bench.sh` first.
@@ -64,6 +67,9 @@ from topology.app import TopologyTopics
 QUIX_VENV = ROOT / ".venv-bench-quix"
 SETUP = ROOT / "benchmarks" / "setup_bench.sh"
 SINK_PARTITIONS = 6
+TOPOLOGY_FAN_OUT = 3
+"""Records an approved entry's two input records make the topology produce, per input record: a candidate,
+a REVENUE and a COST posting, and three changelog records (the entry's state after each, its ledger)."""
 
 
 def firm(entries: int, projects: int, workers: int) -> tuple[list[Event], list[Event], list[Event]]:
@@ -80,6 +86,9 @@ class Row:
     seconds: float
     load_after: str
     notes: list[str] = field(default_factory=list)
+    cpu_us: float | None = None
+    """Process CPU per entry (all its threads), first record to the last: steadier than entries/s on a
+    shared machine, and comparable between the pass-through and the topology's workers."""
 
 
 def create_sink(settings: Settings, name: str) -> str:
@@ -88,19 +97,37 @@ def create_sink(settings: Settings, name: str) -> str:
     return name
 
 
-def _consume_batches(consumer: Consumer, records: int, handle: Callable[[list], None]) -> float | None:
-    """Consume until `records` records were handed to `handle`; perf_counter of the first batch."""
-    seen, began = 0, None
+@dataclass
+class Timed:
+    """A pass-through's wall seconds and this process's CPU seconds, from its first consumed batch."""
+
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+    began: float | None = None
+    began_cpu: float = 0.0
+
+    def start(self) -> None:
+        if self.began is None:
+            self.began, self.began_cpu = time.perf_counter(), time.process_time()
+
+    def stop(self) -> Timed:
+        began = self.began if self.began is not None else time.perf_counter()
+        self.seconds, self.cpu_s = time.perf_counter() - began, time.process_time() - self.began_cpu
+        return self
+
+
+def _consume_batches(consumer: Consumer, records: int, handle: Callable[[list], None], timed: Timed) -> None:
+    """Consume until `records` records were handed to `handle`; `timed` starts at the first batch."""
+    seen = 0
     while seen < records:
         batch = [m for m in consumer.consume(num_messages=2_000, timeout=1.0) if m.error() is None]
-        if batch and began is None:
-            began = time.perf_counter()
+        if batch:
+            timed.start()
         handle(batch)
         seen += len(batch)
-    return began
 
 
-def plain_pass_through(settings: Settings, sources: list[str], sink: str, records: int) -> float:
+def plain_pass_through(settings: Settings, sources: list[str], sink: str, records: int) -> Timed:
     """Seconds for a consume-batch → produce-same-bytes loop (offsets committed asynchronously)."""
     config = settings.kafka.client_config()
     consumer = Consumer(
@@ -124,16 +151,19 @@ def plain_pass_through(settings: Settings, sources: list[str], sink: str, record
         if batch:
             consumer.commit(asynchronous=True)
 
-    began = _consume_batches(consumer, records, forward)
+    timed = Timed()
+    _consume_batches(consumer, records, forward, timed)
     assert producer.flush(120) == 0
-    elapsed = time.perf_counter() - (began or time.perf_counter())
+    timed.stop()
     consumer.close()
-    return elapsed
+    return timed
 
 
-def transactional_pass_through(settings: Settings, sources: list[str], sink: str, records: int) -> float:
-    """Seconds for the runtime's loop without handlers: consume a batch, produce the same bytes in the open
-    transaction, and every commit interval send the consumed offsets and commit."""
+def transactional_pass_through(
+    settings: Settings, sources: list[str], sink: str, records: int, copies: int = 1
+) -> Timed:
+    """Seconds for the runtime's loop without handlers: consume a batch, produce the same bytes (`copies`
+    times) in the open transaction, and every commit interval send the consumed offsets and commit."""
     streams = settings.streams
     app = f"bench-tx-{uuid.uuid4().hex[:8]}"
     consumer = clients.group_consumer(settings.kafka, streams, app)
@@ -155,17 +185,19 @@ def transactional_pass_through(settings: Settings, sources: list[str], sink: str
             if not state["open"]:
                 producer.begin_transaction()
                 state.update(open=True, began=time.monotonic())
-            produce(producer, sink, message.key(), message.value(), message.headers())
+            for _ in range(copies):
+                produce(producer, sink, message.key(), message.value(), message.headers())
             positions[(message.topic(), message.partition())] = message.offset() + 1
         if state["open"] and (time.monotonic() - state["began"]) * 1000 >= streams.commit_interval_ms:
             commit()
 
-    began = _consume_batches(consumer, records, forward)
+    timed = Timed()
+    _consume_batches(consumer, records, forward, timed)
     if state["open"]:
         commit()
-    elapsed = time.perf_counter() - (began or time.perf_counter())
+    timed.stop()
     consumer.close()
-    return elapsed
+    return timed
 
 
 def ensure_baseline_environments(quix: bool, faust: bool) -> None:
@@ -212,6 +244,7 @@ def topology_rows(settings: Settings, prefix: str, topics: TopologyTopics, entri
             run.steady_s,
             after,
             [f"peak RSS per worker (MiB): {rss}", f"workers' CPU per entry, first to last candidate: {cpu:,.0f} µs"],
+            cpu,
         ),
         Row(
             f"e. topology, {workers} worker(s), incl. startup",
@@ -224,19 +257,29 @@ def topology_rows(settings: Settings, prefix: str, topics: TopologyTopics, entri
 
 
 def report(rows: list[Row], entries: int) -> None:
-    tx = next((r.entries_per_s for r in rows if r.what.startswith("b.")), None)
+    tx_row = next((r for r in rows if r.what.startswith("b.")), None)
+    tx = tx_row.entries_per_s if tx_row else None
+    tx_cpu = tx_row.cpu_us if tx_row else None
     plain = next((r.entries_per_s for r in rows if r.what.startswith("a.")), None)
 
     def ratio(rate: float, base: float | None) -> str:
         return f"{rate / base:.1%}" if base else "-"
 
-    header = "entries/s | seconds | vs transactional pass-through | vs plain pass-through | load after"
+    def cpu(row: Row) -> str:
+        if row.cpu_us is None:
+            return "- | -"
+        return f"{row.cpu_us:,.1f} | {row.cpu_us / tx_cpu:.1f}×" if tx_cpu else f"{row.cpu_us:,.1f} | -"
+
+    header = (
+        "entries/s | seconds | vs transactional pass-through | vs plain pass-through | "
+        "CPU µs per entry | CPU vs transactional | load after"
+    )
     print(f"\n| what ({entries:,} entries + {entries:,} approvals) | {header} |")
-    print("|---|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for row in rows:
         print(
             f"| {row.what} | {row.entries_per_s:,.0f} | {row.seconds:.1f} | {ratio(row.entries_per_s, tx)} | "
-            f"{ratio(row.entries_per_s, plain)} | {row.load_after} |"
+            f"{ratio(row.entries_per_s, plain)} | {cpu(row)} | {row.load_after} |"
         )
     for row in rows:
         for note in row.notes:
@@ -255,6 +298,11 @@ def main() -> None:
     )
     parser.add_argument("--no-plain", action="store_true", help="skip the plain pass-through (a)")
     parser.add_argument("--no-transactional", action="store_true", help="skip the transactional pass-through (b)")
+    parser.add_argument(
+        "--fan-out",
+        action="store_true",
+        help=f"also b': b with {TOPOLOGY_FAN_OUT} copies out per record in, the topology's record count",
+    )
     parser.add_argument("--no-quix", action="store_true", help="skip the Quix Streams pass-through (c)")
     parser.add_argument("--no-faust", action="store_true", help="skip the faust pass-through (d)")
     parser.add_argument(
@@ -283,9 +331,13 @@ def main() -> None:
     inputs = 2 * args.entries
     rows: list[Row] = []
 
-    def measure(what: str, seconds: float, runs: list[float] | None = None) -> None:
-        notes = [f"median of {len(runs)} runs: {', '.join(f'{r:.2f}' for r in runs)} s"] if runs else []
-        rows.append(Row(what, args.entries / seconds, seconds, load(), notes))
+    def measure(what: str, seconds: float, runs: list[Timed] | None = None) -> None:
+        notes, cpu_us = [], None
+        if runs:
+            cpu_us = statistics.median(r.cpu_s for r in runs) / args.entries * 1e6
+            notes.append(f"median of {len(runs)} runs: {', '.join(f'{r.seconds:.2f}' for r in runs)} s")
+            notes.append(f"process CPU per entry, median: {cpu_us:,.1f} µs")
+        rows.append(Row(what, args.entries / seconds, seconds, load(), notes, cpu_us))
         print(f"{what}: {args.entries / seconds:,.0f} entries/s ({seconds:.1f}s), load {rows[-1].load_after}")
 
     if not args.no_plain:
@@ -293,14 +345,28 @@ def main() -> None:
             plain_pass_through(settings, sources, create_sink(settings, f"{prefix}plain-sink-{i}"), inputs)
             for i in range(args.baseline_runs)
         ]
-        measure("a. plain pass-through (confluent-kafka)", statistics.median(runs), runs)
+        measure("a. plain pass-through (confluent-kafka)", statistics.median(r.seconds for r in runs), runs)
     if not args.no_transactional:
         runs = [
             transactional_pass_through(settings, sources, create_sink(settings, f"{prefix}tx-sink-{i}"), inputs)
             for i in range(args.baseline_runs)
         ]
         interval = settings.streams.commit_interval_ms
-        measure(f"b. transactional pass-through ({interval} ms commits)", statistics.median(runs), runs)
+        measure(
+            f"b. transactional pass-through ({interval} ms commits)", statistics.median(r.seconds for r in runs), runs
+        )
+    if args.fan_out:
+        runs = [
+            transactional_pass_through(
+                settings, sources, create_sink(settings, f"{prefix}fan-sink-{i}"), inputs, copies=TOPOLOGY_FAN_OUT
+            )
+            for i in range(args.baseline_runs)
+        ]
+        measure(
+            f"b'. transactional pass-through, {TOPOLOGY_FAN_OUT} records out per record in",
+            statistics.median(r.seconds for r in runs),
+            runs,
+        )
     if not args.no_quix:
         seconds = quix_pass_through(settings, prefix, sources, inputs, args.quix_commit_interval)
         measure(f"c. Quix Streams 3.28.1 exactly-once stateful ({args.quix_commit_interval:g} s commits)", seconds)
