@@ -85,6 +85,10 @@ LEDGER_FIELDS_BEFORE_LINES = 19
 one of its candidates then finds nothing to take back, and BILLING_REJECTED waits for an operator)."""
 
 
+_DECISIONS = {decision.value: decision for decision in Decision}
+"""A decision by its text: a dict lookup, where `Decision(text)` goes through the enum's metaclass."""
+
+
 class CodecError(ValueError):
     """A changelog record this codec cannot read (another format, or not one of its records)."""
 
@@ -218,18 +222,20 @@ class EntryStateCodec:
     every numbered change supersedes)."""
 
     def encode(self, state: EntryState) -> bytes:
+        # Tuples and `Decision`s as they are: orjson writes a tuple as an array and a StrEnum as its text,
+        # so the bytes are those of lists of plain values, without building them first.
         return orjson.dumps(
-            [
+            (
                 FORMAT,
                 state.time_entry_id,
-                [time_entry_values(entry) for entry in state.revisions.values()],
-                [[revision, decision.value] for revision, decision in state.decisions.items()],
+                [_TIME_ENTRY_VALUES(entry.__dict__) for entry in state.revisions.values()],
+                [*state.decisions.items()],
                 state.deleted_revision,
-                list(state.seen_event_ids),
+                [*state.seen_event_ids],
                 state.ignored,
                 state.booked_project_id,
                 state.handed_off,
-            ]
+            )
         )
 
     def decode(self, data: bytes) -> EntryState:
@@ -246,7 +252,7 @@ class EntryStateCodec:
         return EntryState(
             time_entry_id=entry_id,
             revisions={entry.revision: entry for entry in entries if entry is not None},
-            decisions={revision: Decision(decision) for revision, decision in decisions},
+            decisions={revision: _DECISIONS[decision] for revision, decision in decisions},
             deleted_revision=deleted,
             seen_event_ids=dict.fromkeys(seen),
             ignored=ignored,
