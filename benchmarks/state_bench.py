@@ -70,35 +70,42 @@ def codec_figures(found: dict[str, list[tuple[bytes, bytes]]], repeats: int) -> 
 
 
 def store_figures(found: dict[str, list[tuple[bytes, bytes]]], repeats: int, batch: int) -> dict[str, float]:
-    figures = {}
+    figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="state-bench-") as directory:
         for name, codec in (("entries", ENTRY_STATE), ("ledgers", LEDGER)):
             spec = StoreSpec(name, f"{name}-changelog", codec, on_disk=True)
             stores = StateStores([spec], Path(directory) / name, cache_keys=1_024)
-            store = stores.take(name, 0)
             keys = [key.decode() for key, _ in found[name]]
             values = [codec.decode(value) for _, value in found[name]]
-            chunks = [range(start, min(start + batch, len(keys))) for start in range(0, len(keys), batch)]
-            def flush_all(chunks: list[range] = chunks, keys: list[str] = keys, values: list[Any] = values) -> None:
-                for chunk in chunks:
-                    for n in chunk:
-                        store.put(keys[n], values[n])
-                    stores.flush(lambda topic, partition, key, value: None)  # librdkafka copies the bytes
-
-            flush_cpu = best(repeats, len(keys), flush_all)
-            put_cpu = best(repeats, len(keys), lambda k=keys, v=values: [store.put(a, b) for a, b in zip(k, v, strict=True)])
-            stores.flush(lambda *_: None)
-            figures[f"{name} flush (incl. put)"] = flush_cpu
-            figures[f"{name} put"] = put_cpu
-            wanted = keys[: len(keys) // 2]
-
-            def let_go() -> None:
-                store.data.clear()
-
-            figures[f"{name} get (hit, decoded)"] = best(repeats, len(wanted), lambda w=wanted: [store.get(k) for k in w], let_go)
-            absent = [f"absent-{n}" for n in range(len(wanted))]
-            figures[f"{name} get (miss)"] = best(repeats, len(absent), lambda a=absent: [store.get(k) for k in a])
+            figures |= {f"{name} {what}": cpu for what, cpu in one_store(stores, name, keys, values, repeats, batch)}
             stores.close()
+    return figures
+
+
+def one_store(
+    stores: StateStores, name: str, keys: list[str], values: list[Any], repeats: int, batch: int
+) -> list[tuple[str, float]]:
+    store = stores.take(name, 0)
+    chunks = [range(start, min(start + batch, len(keys))) for start in range(0, len(keys), batch)]
+
+    def flush_all() -> None:
+        for chunk in chunks:
+            for n in chunk:
+                store.put(keys[n], values[n])
+            stores.flush(lambda topic, partition, key, value: None)  # librdkafka copies the bytes
+
+    def put_all() -> None:
+        for key, value in zip(keys, values, strict=True):
+            store.put(key, value)
+
+    figures = [("flush (incl. put)", best(repeats, len(keys), flush_all)), ("put", best(repeats, len(keys), put_all))]
+    stores.flush(lambda *_: None)
+    wanted = keys[: len(keys) // 2]
+    absent = [f"absent-{n}" for n in range(len(wanted))]
+    figures.append(
+        ("get (hit, decoded)", best(repeats, len(wanted), lambda: each(store.get, wanted), store.data.clear))
+    )
+    figures.append(("get (miss)", best(repeats, len(absent), lambda: each(store.get, absent))))
     return figures
 
 
