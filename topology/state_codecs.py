@@ -128,7 +128,7 @@ def time_entry_from_values(values: list[Any] | None) -> TimeEntry | None:
     values[_WORK_DATE] = date.fromisoformat(values[_WORK_DATE])
     if occurred_at.tzinfo is not UTC:  # not as written: the model normalises it, or says why not
         return TimeEntry.model_validate(dict(zip(TIME_ENTRY_FIELDS, values, strict=True)))
-    return _BUILD_TIME_ENTRY(values)
+    return _BUILD_TIME_ENTRY(values)  # type: ignore[arg-type]  # a list unpacks as the tuple would
 
 
 def _pricing(pricing: Pricing | None) -> tuple[Any, ...] | None:
