@@ -25,9 +25,9 @@ from typing import Any
 import orjson
 
 from backbone.domain.billing import Ledger, Line, Pricing, RaisedException
-from backbone.domain.construction import construct_from, key_sharing_dict
 from backbone.domain.entries import EntryState
 from backbone.domain.models import Decision, ExceptionKind, TimeEntry
+from backbone.kafka.compiled import event_builder
 
 FORMAT = 1
 """The layout below. Bump it (and keep decoding the old one) when a field is added or moved."""
@@ -60,9 +60,12 @@ FORMAT_1_TIME_ENTRY_FIELDS = 14
 
 _TIME_ENTRY_VALUES = itemgetter(*TIME_ENTRY_FIELDS)
 _TIME_ENTRY_DEFAULTS = tuple(TimeEntry.model_fields[name].default for name in TIME_ENTRY_FIELDS)
-_TIME_ENTRY_TEMPLATE = key_sharing_dict(TimeEntry) or dict.fromkeys(TimeEntry.model_fields)
-"""A time entry's fields in the model's order, in the key-sharing dict the compiled Avro reader's entries
-use when that is smaller (`construction.key_sharing_dict`): a restored entry takes no more memory."""
+if tuple(TimeEntry.model_fields) != TIME_ENTRY_FIELDS:  # a field added to the model goes at the end of both
+    raise RuntimeError(f"TimeEntry's fields are not TIME_ENTRY_FIELDS in their order: {tuple(TimeEntry.model_fields)}")
+_BUILD_TIME_ENTRY = event_builder(TimeEntry)
+"""A time entry from its values in the model's (and the changelog's) order, built as the compiled Avro
+reader's entries are: one store per field into a copy of their key-sharing dict, so a restored entry
+takes no more memory than a consumed one, in a third of the time of `dict.update(zip(...))`."""
 _OCCURRED_AT = TIME_ENTRY_FIELDS.index("occurred_at")
 _WORK_DATE = TIME_ENTRY_FIELDS.index("work_date")
 
@@ -83,6 +86,10 @@ ENTRY_STATE_FIELDS_BEFORE_HANDED_OFF = 7
 LEDGER_FIELDS_BEFORE_LINES = 19
 """How many values a ledger record held before lines were kept; such a ledger has no lines (a refusal of
 one of its candidates then finds nothing to take back, and BILLING_REJECTED waits for an operator)."""
+
+
+_DECISIONS = {decision.value: decision for decision in Decision}
+"""A decision by its text: a dict lookup, where `Decision(text)` goes through the enum's metaclass."""
 
 
 class CodecError(ValueError):
@@ -113,21 +120,21 @@ def time_entry_from_values(values: list[Any] | None) -> TimeEntry | None:
     if values is None:
         return None
     count = len(values)
-    if not FORMAT_1_TIME_ENTRY_FIELDS <= count <= len(TIME_ENTRY_FIELDS):
-        raise CodecError(f"a time entry in a changelog has {count} fields, not {len(TIME_ENTRY_FIELDS)}")
+    if count != len(TIME_ENTRY_FIELDS):
+        if not FORMAT_1_TIME_ENTRY_FIELDS <= count < len(TIME_ENTRY_FIELDS):
+            raise CodecError(f"a time entry in a changelog has {count} fields, not {len(TIME_ENTRY_FIELDS)}")
+        values.extend(_TIME_ENTRY_DEFAULTS[count:])
     values[_OCCURRED_AT] = occurred_at = datetime.fromisoformat(values[_OCCURRED_AT])
     values[_WORK_DATE] = date.fromisoformat(values[_WORK_DATE])
-    fields = _TIME_ENTRY_TEMPLATE.copy()
-    fields.update(zip(TIME_ENTRY_FIELDS, (*values, *_TIME_ENTRY_DEFAULTS[count:]), strict=True))
     if occurred_at.tzinfo is not UTC:  # not as written: the model normalises it, or says why not
-        return TimeEntry.model_validate(fields)
-    return construct_from(TimeEntry, fields)
+        return TimeEntry.model_validate(dict(zip(TIME_ENTRY_FIELDS, values, strict=True)))
+    return _BUILD_TIME_ENTRY(values)  # type: ignore[arg-type]  # a list unpacks as the tuple would
 
 
-def _pricing(pricing: Pricing | None) -> list[Any] | None:
+def _pricing(pricing: Pricing | None) -> tuple[Any, ...] | None:
     if pricing is None:
         return None
-    return [
+    return (
         pricing.contract_id,
         pricing.contract_version,
         pricing.billable_minutes,
@@ -139,25 +146,26 @@ def _pricing(pricing: Pricing | None) -> list[Any] | None:
         pricing.client_id,
         pricing.billing_entity,
         pricing.role,
-    ]
+    )
 
 
 def _to_pricing(values: list[Any] | None) -> Pricing | None:
     if values is None:
         return None
     contract_id, version, minutes, rate, discount, amount, currency, tax_code, client_id, entity, role = values
+    # by position, in the dataclass's field order (a third cheaper than by keyword)
     return Pricing(
-        contract_id=contract_id,
-        contract_version=version,
-        billable_minutes=minutes,
-        hourly_rate=Decimal(rate),
-        discount_percent=Decimal(discount),
-        amount=Decimal(amount),
-        currency=currency,
-        tax_code=tax_code,
-        client_id=client_id,
-        billing_entity=entity,
-        role=role,
+        contract_id,
+        version,
+        minutes,
+        Decimal(rate),
+        Decimal(discount),
+        Decimal(amount),
+        currency,
+        tax_code,
+        client_id,
+        entity,
+        role,
     )
 
 
@@ -174,17 +182,17 @@ def _to_exceptions(values: list[list[Any]]) -> dict[ExceptionKind, RaisedExcepti
     }
 
 
-def _lines(ledger: Ledger) -> list[list[Any]]:
+def _lines(ledger: Ledger) -> list[tuple[Any, ...]]:
     billed, time_candidate = ledger.billed_pricing, ledger.time_candidate_id
     return [
-        [
+        (
             SAME_AS_TIME_CANDIDATE if line.candidate_id == time_candidate else line.candidate_id,
             str(line.amount),
             line.minutes,
             SAME_AS_BILLED if line.pricing is billed else _pricing(line.pricing),
             None if line.refused_at is None else line.refused_at.isoformat(),
             line.resolved,
-        ]
+        )
         for line in ledger.lines
     ]
 
@@ -218,18 +226,20 @@ class EntryStateCodec:
     every numbered change supersedes)."""
 
     def encode(self, state: EntryState) -> bytes:
+        # Tuples and `Decision`s as they are: orjson writes a tuple as an array and a StrEnum as its text,
+        # so the bytes are those of lists of plain values, without building them first.
         return orjson.dumps(
-            [
+            (
                 FORMAT,
                 state.time_entry_id,
-                [time_entry_values(entry) for entry in state.revisions.values()],
-                [[revision, decision.value] for revision, decision in state.decisions.items()],
+                [_TIME_ENTRY_VALUES(entry.__dict__) for entry in state.revisions.values()],
+                [*state.decisions.items()],
                 state.deleted_revision,
-                list(state.seen_event_ids),
+                [*state.seen_event_ids],
                 state.ignored,
                 state.booked_project_id,
                 state.handed_off,
-            ]
+            )
         )
 
     def decode(self, data: bytes) -> EntryState:
@@ -246,7 +256,7 @@ class EntryStateCodec:
         return EntryState(
             time_entry_id=entry_id,
             revisions={entry.revision: entry for entry in entries if entry is not None},
-            decisions={revision: Decision(decision) for revision, decision in decisions},
+            decisions={revision: _DECISIONS[decision] for revision, decision in decisions},
             deleted_revision=deleted,
             seen_event_ids=dict.fromkeys(seen),
             ignored=ignored,
@@ -264,7 +274,7 @@ class LedgerCodec:
     def encode(self, ledger: Ledger) -> bytes:
         same = ledger.last_seen is not None and ledger.last_seen is ledger.entry
         return orjson.dumps(
-            [
+            (
                 FORMAT,
                 ledger.time_entry_id,
                 ledger.correlation_id,
@@ -287,7 +297,7 @@ class LedgerCodec:
                 _exceptions(ledger.exceptions),
                 _lines(ledger),
                 ledger.sequence,
-            ]
+            )
         )
 
     def decode(self, data: bytes) -> Ledger:
