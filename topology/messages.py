@@ -7,13 +7,19 @@ feedback stage hands them the `Refusal`s of the billing engine.
 An entry change, one per approved entry and the hot path, travels as a compact orjson array headed by
 a format number (`encode_change`); reference commands, a few per master-data change, as the
 `BookCommand`'s pydantic JSON. `decode_command` reads both (a JSON object is the pydantic form, which
-is also what records written before the compact form hold). The time entry inside a change is rebuilt
+is also what records written before the compact form hold). A reference command also carries its
+event's topic, offset and key in a record header (`reference_headers`): in a replay the books skip almost
+every one of them (their books were priced with that master data already), and the header lets them
+decide so without decoding the command (`reference_mark`); the value stays the pydantic JSON, so a
+worker of any version reads any record. The time entry inside a change is rebuilt
 without validation: the entry stage wrote it from an event it had validated, in the same transaction
 scheme, and validating it again cost more than the rest of the hop (docs/topology-performance.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
@@ -28,6 +34,9 @@ from topology.state_codecs import time_entry_from_values, time_entry_values
 CHANGE_FORMAT = 1
 """`[CHANGE_FORMAT, time_entry_id, project_id, time entry values or null, correlation_id, occurred_at,
 sequence]` (`sequence` came last and later: a change without it is change 0, always applied)."""
+
+REFERENCE_HEADER = "backbone.reference"
+"""Header of a reference command: `[topic, offset, key]` of its reference event, as orjson."""
 
 
 class Position(BaseModel):
@@ -51,6 +60,35 @@ class BookCommand(BaseModel):
     worker: Worker | None = None
     position: Position | None = None
     moved_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceMark:
+    """The reference event a reference command carries, as its header names it (`reference_headers`)."""
+
+    topic: str
+    offset: int
+    key: str
+
+
+def reference_headers(position: Position, key: str) -> list[tuple[str, bytes]]:
+    """The headers of a reference command for the event of `key` read at `position`."""
+    return [(REFERENCE_HEADER, orjson.dumps([position.topic, position.offset, key]))]
+
+
+def reference_mark(headers: Sequence[tuple[str, bytes | None]] | None) -> ReferenceMark | None:
+    """The reference event a command's headers name; None for a command without a well-formed one
+    (every other command, and reference commands written before the header), which is then decoded."""
+    for name, value in headers or ():
+        if name == REFERENCE_HEADER and value is not None:
+            try:
+                topic, offset, key = orjson.loads(value)
+            except (orjson.JSONDecodeError, TypeError, ValueError):
+                return None
+            if isinstance(topic, str) and isinstance(offset, int) and isinstance(key, str):
+                return ReferenceMark(topic, offset, key)
+            return None
+    return None
 
 
 def encode_change(change: EntryChange) -> bytes:

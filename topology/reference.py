@@ -56,6 +56,12 @@ class ReferenceStore:
             self._applied_at[(position.topic, key)] = self.generation
         return True
 
+    def holds(self, topic: str, key: str, offset: int) -> bool:
+        """Whether the event of `key` read at `offset` of `topic`, or a newer one, is applied (so `apply`
+        of that event would change nothing)."""
+        offsets = self._offsets.get(topic)
+        return offsets is not None and offsets.get(key, -1) >= offset
+
     def watch(self) -> int:
         """The current generation, noting from now on the generation at which each key changes.
 

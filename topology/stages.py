@@ -215,7 +215,8 @@ class BillingStages:
     # --- references ---------------------------------------------------------------------------------------
 
     def announce(self, message: Message, context: Context) -> None:
-        """A master-data change, as a book command, to every book it can re-price."""
+        """A master-data change, as a book command, to every book it can re-price; its header names the
+        event (`messages.reference_headers`), so a book can skip it without decoding it."""
         if message.value() is None:
             return  # a tombstone on a compacted topic
         decoded = self._decode(message, context)
@@ -223,37 +224,45 @@ class BillingStages:
             return
         metrics.events_in(decoded.event_type).inc()
         position = position_of(message)
+        headers = messages.reference_headers(position, decoded.key)
         if isinstance(decoded, Project):
             command = BookCommand(project=decoded, position=position)
-            self._send_book(messages.encode_command(command), decoded.project_id, context)
+            self._send_book(messages.encode_command(command), decoded.project_id, context, headers)
         elif isinstance(decoded, ContractVersion):
             old = self.reference.data.contracts.get(decoded.contract_key)
             moved = old.project_id if old is not None and old.project_id != decoded.project_id else None
             command = BookCommand(contract=decoded, position=position, moved_from=moved)
             for project_id in filter(None, (decoded.project_id, moved)):
-                self._send_book(messages.encode_command(command), project_id, context)
+                self._send_book(messages.encode_command(command), project_id, context, headers)
         elif isinstance(decoded, Worker):
             # the books of a worker's entries can be anywhere: every partition re-prices its own
             value = messages.encode_command(BookCommand(worker=decoded, position=position))
+            key = decoded.worker_id.encode()
             for partition in range(self.partitions):
-                context.produce(
-                    self.internal.book_commands.name, value, key=decoded.worker_id.encode(), partition=partition
-                )
+                context.produce(self.internal.book_commands.name, value, key=key, headers=headers, partition=partition)
         self.reference.apply(decoded, position)  # type: ignore[arg-type]
 
     # --- books --------------------------------------------------------------------------------------------
 
     def book(self, message: Message, context: Context) -> None:
         """Price an entry change, or re-price books after master data changed."""
-        command = messages.decode_command(message.value() or b"")
-        reference = command.project or command.contract or command.worker
-        if reference is not None and command.position is not None:
-            self.reference.apply(reference, command.position)
+        data = message.value() or b""
+        mark = messages.reference_mark(message.headers()) if data[:1] == b"{" else None  # type: ignore[arg-type]
+        command = None
+        if mark is None or not self.reference.holds(mark.topic, mark.key, mark.offset):
+            command = messages.decode_command(data)
+            reference = command.project or command.contract or command.worker
+            if reference is not None and command.position is not None:
+                self.reference.apply(reference, command.position)
+                mark = messages.ReferenceMark(command.position.topic, command.position.offset, reference.key)
+        # else the command's event (or a newer one of its key) is applied: decoded only if a book needs it
         books = self._books_of(context.store("ledgers", where(message)[1]))
-        if self._priced_already(command, books):
+        if mark is not None and self._priced_already(mark.topic, mark.key, books):
             metrics.REPRICES_SKIPPED.inc()
             _observe_latency("books", message)
             return
+        if command is None:
+            command = messages.decode_command(data)
         context_ = billing.Context(reference=self.reference.data, routing=self.routing(), at=_time_of(command))
         settle = functools.partial(self._settle, books=books, context=context)
         if command.change is not None:
@@ -285,19 +294,17 @@ class BillingStages:
                 books.priced_since = self.reference.watch()
         return books
 
-    def _priced_already(self, command: BookCommand, books: Books) -> bool:
-        """A master-data command whose event (or a newer one of its key) every ledger of the partition
-        was already priced with: re-pricing would change nothing, so it is skipped.
+    def _priced_already(self, topic: str, key: str, books: Books) -> bool:
+        """Whether every ledger of the partition was already priced with the master-data event of `key`
+        from `topic` that a command carries (or a newer one of its key): re-pricing would change nothing,
+        so the command is skipped.
 
         A replay from offset 0 is where this matters: every worker reads all master data before it
         prices anything, so each book is priced with the final master data from the start, while the
         references stage's commands for those very events reach the books after many of their entries
         (re-pricing a book reads and settles every ledger it has).
         """
-        reference = command.project or command.contract or command.worker
-        if reference is None or command.position is None:
-            return False
-        return books.priced_with(self.reference.applied_at(command.position.topic, reference.key))
+        return books.priced_with(self.reference.applied_at(topic, key))
 
     def _settle(
         self,
@@ -337,10 +344,16 @@ class BillingStages:
 
     # --- helpers ------------------------------------------------------------------------------------------
 
-    def _send_book(self, command: bytes, project_id: str, context: Context) -> None:
+    def _send_book(
+        self, command: bytes, project_id: str, context: Context, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
         key = project_id.encode()
         context.produce(
-            self.internal.book_commands.name, command, key=key, partition=murmur2_partition(key, self.partitions)
+            self.internal.book_commands.name,
+            command,
+            key=key,
+            headers=headers,
+            partition=murmur2_partition(key, self.partitions),
         )
 
     def _emit(self, events: Iterable[Event], context: Context) -> None:
