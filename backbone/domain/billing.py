@@ -53,12 +53,11 @@ from backbone.domain.models import (
     TimeEntry,
     Worker,
 )
-from backbone.domain.money import cost_amount, line_amount, round_minutes
+from backbone.domain.money import ZERO, cost_amount, line_amount, round_minutes
 from backbone.domain.rating import contract_cap, resolve_rate, select_contract_version
 from backbone.domain.reference import ReferenceData
 from backbone.domain.routing import RoutingRules
 
-ZERO = Decimal(0)
 SOURCE_SYSTEM = "backbone"
 
 OWNERS: dict[ExceptionKind, Owner] = {
