@@ -422,8 +422,10 @@ class _Settling:
 
     @classmethod
     def of(cls, book: ProjectBook, context: Context) -> _Settling:
-        # a project has a handful of contracts: copying its totals is cheap, unlike copying its ledgers
-        return cls(context, dict(book.billed_by_contract), dict(book.at_risk_by_contract))
+        # a project has a handful of contracts: copying its totals is cheap, unlike copying its ledgers; every
+        # field given positionally (one per book operation): the default factories cost ~1,300 machine
+        # instructions more (callgrind; docs/core-performance.md, "Thirteenth session")
+        return cls(context, dict(book.billed_by_contract), dict(book.at_risk_by_contract), [], {}, {}, {})
 
     def settled(self, book: ProjectBook) -> Settled:
         return Settled(book, tuple(self.events), tuple(self.changed.values()))
