@@ -9,7 +9,9 @@ publish them (and as the topology benchmark does). `--profile` prints the functi
 `--worker-gc` runs the rounds with a worker process's garbage collector settings (`backbone.streams.loop`:
 what is alive once the inputs are loaded frozen out of the collector's sight, as a worker does after its
 restore — here the input events too —, and its larger thresholds) and says so in its line; the default
-figure is CPython's defaults, the one every earlier session reported.
+figure is CPython's defaults, the one every earlier session reported. `--digest` prints, instead of timing,
+a SHA-256 of every output event of the workload (type and JSON, ids included): the same line before and
+after a change meant only for speed.
 
     .venv/bin/python benchmarks/core_bench.py --entries 20000 --projects 200 [--with-ids] [--worker-gc] [--profile]
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import hashlib
 import pstats
 import statistics
 import time
@@ -61,6 +64,19 @@ def run(reference: list[Event], inputs: list[Event]) -> tuple[float, float]:
     return elapsed, cpu
 
 
+def digest(reference: list[Event], inputs: list[Event]) -> tuple[str, int]:
+    """(SHA-256 of every output event's type and JSON, in emission order; how many there were)."""
+    pipeline = BillingPipeline(parse_routing(ROUTING.read_text()))
+    for event in reference:
+        pipeline.handle(event)
+    sha, count = hashlib.sha256(), 0
+    for event in inputs:
+        for output in pipeline.handle(event):
+            sha.update(type(output).__name__.encode() + output.model_dump_json().encode() + b"\n")
+            count += 1
+    return sha.hexdigest(), count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=20_000)
@@ -70,11 +86,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--worker-gc", action="store_true", help="a worker's collector settings (reported as such)")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--digest", action="store_true", help="a SHA-256 of every output event, no timing")
     args = parser.parse_args()
     reference, inputs = events(args.entries, args.projects, args.workers_in_firm, args.with_ids)
     if args.worker_gc:  # as a worker does after its restore
         keep_for_good()
         gc.set_threshold(*GC_THRESHOLDS)
+    if args.digest:
+        sha, count = digest(reference, inputs)
+        print(f"billing core outputs: {sha} ({count:,} events of {args.entries:,} entries)")
+        return
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(run, reference, inputs)

@@ -53,12 +53,11 @@ from backbone.domain.models import (
     TimeEntry,
     Worker,
 )
-from backbone.domain.money import cost_amount, line_amount, round_minutes
+from backbone.domain.money import ZERO, cost_amount, line_amount, round_minutes
 from backbone.domain.rating import contract_cap, resolve_rate, select_contract_version
 from backbone.domain.reference import ReferenceData
 from backbone.domain.routing import RoutingRules
 
-ZERO = Decimal(0)
 SOURCE_SYSTEM = "backbone"
 
 OWNERS: dict[ExceptionKind, Owner] = {
@@ -423,8 +422,10 @@ class _Settling:
 
     @classmethod
     def of(cls, book: ProjectBook, context: Context) -> _Settling:
-        # a project has a handful of contracts: copying its totals is cheap, unlike copying its ledgers
-        return cls(context, dict(book.billed_by_contract), dict(book.at_risk_by_contract))
+        # a project has a handful of contracts: copying its totals is cheap, unlike copying its ledgers; every
+        # field given positionally (one per book operation): the default factories cost ~1,300 machine
+        # instructions more (callgrind; docs/core-performance.md, "Thirteenth session")
+        return cls(context, dict(book.billed_by_contract), dict(book.at_risk_by_contract), [], {}, {}, {})
 
     def settled(self, book: ProjectBook) -> Settled:
         return Settled(book, tuple(self.events), tuple(self.changed.values()))

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from backbone.domain.models import DECIMAL_SCALE, ContractVersion, Event
+from backbone.domain.money import ZERO
 
 BACKBONE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://backbone.dev/ids")
 """Root namespace of every id backbone derives. Changing it changes every id: never do that."""
@@ -165,6 +166,12 @@ def _uuid5_of(digest: str) -> str:
 # entry, and the text is the same `_uuid` would build (None never occurs in them; `!s` is `_part`'s str and
 # `:.4f` is `_decimal`), hashed from the SHA-1 state after their first line as `_uuid5_text` would.
 
+_ZERO_TEXT = format(ZERO, ".4f")
+"""The text of the amount every ledger starts at, "0.0000". An entry's first candidate and first two postings
+count from that very object (`ZERO`), so their ids take the text as it is: formatting a Decimal costs ~2,700
+machine instructions (callgrind), three of the six per entry (docs/core-performance.md, "Thirteenth session").
+Any other zero (a "0.00" or a "-0.00" a sum came to) is formatted as before."""
+
 _CANDIDATE_SHA1 = _PREFIX_SHA1["invoice-candidate"]
 _POSTING_SHA1 = _PREFIX_SHA1["posting-request"]
 
@@ -182,10 +189,11 @@ def candidate_id(
     amount: Decimal,
 ) -> str:
     """Id of the `sequence`-th invoice candidate of an entry in a project's book."""
+    before = _ZERO_TEXT if billed_before is ZERO else f"{billed_before:.4f}"
     sha = _CANDIDATE_SHA1.copy()
     sha.update(
         f"{time_entry_id!s}\n{project_id!s}\n{sequence!s}\n{kind!s}\n{revision!s}\n{contract_id!s}\n"
-        f"{contract_version!s}\n{billed_before:.4f}\n{amount:.4f}".encode()
+        f"{contract_version!s}\n{before}\n{amount:.4f}".encode()
     )
     digest = sha.hexdigest()  # `_uuid5_of`, spelt out: three ids per entry, a call each was measurable
     return f"{digest[:8]}-{digest[8:12]}-5{digest[13:16]}-{_VARIANT[digest[16]]}{digest[17:20]}-{digest[20:32]}"
@@ -202,10 +210,11 @@ def posting_id(
     amount: Decimal,
 ) -> str:
     """Id of the `sequence`-th COST or REVENUE posting request of an entry in a project's book."""
+    before = _ZERO_TEXT if posted_before is ZERO else f"{posted_before:.4f}"
     sha = _POSTING_SHA1.copy()
     sha.update(
         f"{posting_type!s}\n{time_entry_id!s}\n{project_id!s}\n{sequence!s}\n{revision!s}\n"
-        f"{posted_before:.4f}\n{amount:.4f}".encode()
+        f"{before}\n{amount:.4f}".encode()
     )
     digest = sha.hexdigest()  # `_uuid5_of`, spelt out (see `candidate_id`)
     return f"{digest[:8]}-{digest[8:12]}-5{digest[13:16]}-{_VARIANT[digest[16]]}{digest[17:20]}-{digest[20:32]}"

@@ -12,6 +12,9 @@ from functools import lru_cache
 
 from backbone.domain.models import RoundingMode
 
+ZERO = Decimal(0)
+"""Nothing: what a ledger's amounts start at (the ids write this very object's text without formatting it)."""
+
 DEFAULT_MINOR_UNITS = 2
 """USD, EUR, GBP, CHF and most other currencies."""
 

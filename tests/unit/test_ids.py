@@ -129,6 +129,50 @@ def test_core_ids_are_the_generic_derivation_written_out() -> None:
     ) == _uuid("posting-request", PostingType.COST, "E1", "P1", 0, 1, Decimal("0"), Decimal("-1.005"))
 
 
+def _zeros() -> list[Any]:
+    from decimal import Decimal
+
+    from backbone.domain.money import ZERO
+
+    return [
+        pytest.param(ZERO, id="a-ledgers-starting-zero-taken-as-written"),
+        pytest.param(Decimal(0), id="another-zero-object"),
+        pytest.param(Decimal("0.00"), id="a-zero-a-sum-came-to"),
+        pytest.param(Decimal("-0.00"), id="a-negative-zero"),
+        pytest.param(Decimal("63.00"), id="an-amount"),
+    ]
+
+
+@pytest.mark.parametrize("before", _zeros())
+def test_core_ids_counting_from_any_amount_are_the_generic_derivation(before: Any) -> None:
+    from decimal import Decimal
+
+    from backbone.domain.ids import _uuid, candidate_id, posting_id
+    from backbone.domain.models import CandidateKind, PostingType
+
+    amount = Decimal("12.50")
+    assert candidate_id(
+        time_entry_id="E1",
+        project_id="P1",
+        sequence=0,
+        kind=CandidateKind.TIME,
+        revision=1,
+        contract_id="K1",
+        contract_version=1,
+        billed_before=before,
+        amount=amount,
+    ) == _uuid("invoice-candidate", "E1", "P1", 0, CandidateKind.TIME, 1, "K1", 1, before, amount)
+    assert posting_id(
+        posting_type=PostingType.REVENUE,
+        time_entry_id="E1",
+        project_id="P1",
+        sequence=0,
+        revision=1,
+        posted_before=before,
+        amount=amount,
+    ) == _uuid("posting-request", PostingType.REVENUE, "E1", "P1", 0, 1, before, amount)
+
+
 @pytest.mark.parametrize("event_type", sorted(ALL_EVENTS))
 def test_derived_id_is_uuid5_over_type_and_canonical_payload(event_type: str) -> None:
     from backbone.domain.ids import BACKBONE_NAMESPACE, canonical_payload
