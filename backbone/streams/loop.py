@@ -400,13 +400,7 @@ class StreamWorker:
         self._count()
 
     def _produce_changelog(self, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
-        """`produce` without its keyword options: a commit writes a changelog record per changed key."""
-        try:
-            self.producer.produce(topic, value, key, partition)
-        except BufferError:  # the local queue is full: `produce` waits for room
-            self.produce(topic, value, key=key, partition=partition)
-            return
-        self._records_out[topic] += 1
+        self.produce(topic, value, key=key, partition=partition)
 
     def _call(self, call: Callable[[], Any], what: str) -> Any:
         """A transactional API call, repeated while librdkafka says the error is retriable."""
