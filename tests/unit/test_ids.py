@@ -101,76 +101,49 @@ def test_payload_read_from_the_instance_is_the_python_dump(event_type: str) -> N
     assert _payload(event) == event.model_dump(mode="python", exclude={"event_id"})
 
 
-def test_core_ids_are_the_generic_derivation_written_out() -> None:
-    from decimal import Decimal
-
-    from backbone.domain.ids import _uuid, candidate_id, posting_id
-    from backbone.domain.models import CandidateKind, PostingType
-
-    amounts = {"billed_before": Decimal("-0"), "amount": Decimal("12.5")}
-    assert candidate_id(
-        time_entry_id="E1",
-        project_id="P1",
-        sequence=2,
-        kind=CandidateKind.ADJUSTMENT,
-        revision=3,
-        contract_id="K1",
-        contract_version=4,
-        **amounts,
-    ) == _uuid("invoice-candidate", "E1", "P1", 2, CandidateKind.ADJUSTMENT, 3, "K1", 4, *amounts.values())
-    assert posting_id(
-        posting_type=PostingType.COST,
-        time_entry_id="E1",
-        project_id="P1",
-        sequence=0,
-        revision=1,
-        posted_before=Decimal("0"),
-        amount=Decimal("-1.005"),
-    ) == _uuid("posting-request", PostingType.COST, "E1", "P1", 0, 1, Decimal("0"), Decimal("-1.005"))
-
-
-def _zeros() -> list[Any]:
+def _amounts_before() -> list[Any]:
     from decimal import Decimal
 
     from backbone.domain.money import ZERO
 
     return [
-        pytest.param(ZERO, id="a-ledgers-starting-zero-taken-as-written"),
-        pytest.param(Decimal(0), id="another-zero-object"),
-        pytest.param(Decimal("0.00"), id="a-zero-a-sum-came-to"),
-        pytest.param(Decimal("-0.00"), id="a-negative-zero"),
-        pytest.param(Decimal("63.00"), id="an-amount"),
+        pytest.param(ZERO, Decimal("12.50"), id="a-ledgers-starting-zero-taken-as-written"),
+        pytest.param(Decimal(0), Decimal("12.50"), id="another-zero-object"),
+        pytest.param(Decimal("0.00"), Decimal("12.50"), id="a-zero-a-sum-came-to"),
+        pytest.param(Decimal("-0.00"), Decimal("12.50"), id="a-negative-zero"),
+        pytest.param(Decimal("-0"), Decimal("-1.005"), id="a-negative-zero-and-a-negative-amount"),
+        pytest.param(Decimal("63.00"), Decimal("12.50"), id="an-amount"),
     ]
 
 
-@pytest.mark.parametrize("before", _zeros())
-def test_core_ids_counting_from_any_amount_are_the_generic_derivation(before: Any) -> None:
-    from decimal import Decimal
-
+@pytest.mark.parametrize("kind", ["TIME", "ADJUSTMENT"])
+@pytest.mark.parametrize(("before", "amount"), _amounts_before())
+def test_core_ids_are_the_generic_derivation_written_out(before: Any, amount: Any, kind: str) -> None:
     from backbone.domain.ids import _uuid, candidate_id, posting_id
     from backbone.domain.models import CandidateKind, PostingType
 
-    amount = Decimal("12.50")
+    candidate_kind = CandidateKind(kind)
     assert candidate_id(
         time_entry_id="E1",
         project_id="P1",
-        sequence=0,
-        kind=CandidateKind.TIME,
-        revision=1,
+        sequence=2,
+        kind=candidate_kind,
+        revision=3,
         contract_id="K1",
-        contract_version=1,
+        contract_version=4,
         billed_before=before,
         amount=amount,
-    ) == _uuid("invoice-candidate", "E1", "P1", 0, CandidateKind.TIME, 1, "K1", 1, before, amount)
-    assert posting_id(
-        posting_type=PostingType.REVENUE,
-        time_entry_id="E1",
-        project_id="P1",
-        sequence=0,
-        revision=1,
-        posted_before=before,
-        amount=amount,
-    ) == _uuid("posting-request", PostingType.REVENUE, "E1", "P1", 0, 1, before, amount)
+    ) == _uuid("invoice-candidate", "E1", "P1", 2, candidate_kind, 3, "K1", 4, before, amount)
+    for posting_type in (PostingType.REVENUE, PostingType.COST):
+        assert posting_id(
+            posting_type=posting_type,
+            time_entry_id="E1",
+            project_id="P1",
+            sequence=0,
+            revision=1,
+            posted_before=before,
+            amount=amount,
+        ) == _uuid("posting-request", posting_type, "E1", "P1", 0, 1, before, amount)
 
 
 @pytest.mark.parametrize("event_type", sorted(ALL_EVENTS))
