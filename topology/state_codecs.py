@@ -89,7 +89,8 @@ one of its candidates then finds nothing to take back, and BILLING_REJECTED wait
 
 
 _DECISIONS = {decision.value: decision for decision in Decision}
-"""A decision by its text: a dict lookup, where `Decision(text)` goes through the enum's metaclass."""
+"""A decision by its text: a dict lookup, where `Decision(text)` goes through the enum's metaclass (which
+still reads, or refuses with its ValueError, any other text)."""
 
 
 class CodecError(ValueError):
@@ -232,7 +233,7 @@ class EntryStateCodec:
             (
                 FORMAT,
                 state.time_entry_id,
-                [_TIME_ENTRY_VALUES(entry.__dict__) for entry in state.revisions.values()],
+                [time_entry_values(entry) for entry in state.revisions.values()],
                 [*state.decisions.items()],
                 state.deleted_revision,
                 [*state.seen_event_ids],
@@ -256,7 +257,7 @@ class EntryStateCodec:
         return EntryState(
             time_entry_id=entry_id,
             revisions={entry.revision: entry for entry in entries if entry is not None},
-            decisions={revision: _DECISIONS[decision] for revision, decision in decisions},
+            decisions={revision: _DECISIONS.get(decision) or Decision(decision) for revision, decision in decisions},
             deleted_revision=deleted,
             seen_event_ids=dict.fromkeys(seen),
             ignored=ignored,

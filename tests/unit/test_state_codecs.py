@@ -316,3 +316,12 @@ def test_a_time_entry_that_was_not_written_by_the_codec_is_refused(field: str, v
     record[2][0][TIME_ENTRY_FIELDS.index(field)] = value
     with pytest.raises((TypeError, ValueError)):  # a worker stops on it (`Store._decode`), never bills it
         ENTRY_STATE.decode(orjson.dumps(record))
+
+
+def test_an_entry_state_with_a_decision_the_model_does_not_know_is_refused() -> None:
+    state = _pipeline(*SCENARIOS["billed"]).entries["E1"]
+    record = orjson.loads(ENTRY_STATE.encode(state))
+    assert record[3], "the scenario has a decision to corrupt"
+    record[3][0][1] = "MAYBE"
+    with pytest.raises(ValueError, match="MAYBE"):  # as for any other malformed field: never a KeyError
+        ENTRY_STATE.decode(orjson.dumps(record))
